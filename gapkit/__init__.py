@@ -1,0 +1,27 @@
+"""gapkit: Gaussian Approximation Potentials on DScribe SOAP descriptors.
+
+Where things live:
+
+* descriptors: :mod:`gapkit.descriptors` (:class:`SOAP`)
+* kernel: :mod:`gapkit.kernels`
+* sparse points: :mod:`gapkit.sparsify`
+* GP solver (streaming QR, evidence, variance): :mod:`gapkit.gp`
+* estimator: :mod:`gapkit.model` (:class:`GAP`)
+* model files: :mod:`gapkit.io` (:func:`save`, :func:`load`)
+* ASE calculator: :mod:`gapkit.calculator` (:class:`GAPCalculator`)
+* uncertainty flags and calibration: :mod:`gapkit.uncertainty`
+* data and labels: :mod:`gapkit.data`; error metrics: :mod:`gapkit.metrics`
+"""
+
+__version__ = "0.1.0"
+
+from .calculator import GAPCalculator
+from .data import LabelKeys, read_frames
+from .descriptors import SOAP
+from .io import load, save
+from .model import GAP, Prediction, PredictionStd
+from .uncertainty import FlagThreshold, UncertaintyExceeded
+
+__all__ = ["GAP", "SOAP", "GAPCalculator", "FlagThreshold", "UncertaintyExceeded",
+           "LabelKeys", "Prediction", "PredictionStd", "load", "save", "read_frames",
+           "__version__"]

@@ -1,0 +1,123 @@
+"""ASE calculator for a fitted GAP, with uncertainties and extrapolation flags.
+
+Forces are the exact negative gradient of the GAP energy: with local energies
+``eps_i = delta**2 sum_m alpha_m (q_i . q_m)**zeta`` and ``E = sum_i (E0[Z_i] + eps_i)``,
+
+    F_j = -dE/dr_j = -sum_i (d eps_i / d q_i) . (d q_i / d r_j),
+
+where the sum runs over the centres ``i`` within the cutoff of atom ``j`` (and
+``j`` itself). The stress is ``(1/V) dE/deta`` for a homogeneous strain ``eta``,
+symmetrised, in ASE's Voigt order (xx, yy, zz, yz, xz, xy) and eV/Å³.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+
+from .uncertainty import FlagThreshold, UncertaintyExceeded
+
+logger = logging.getLogger(__name__)
+
+STD_PROPERTIES = ("energy_std", "forces_std", "energies_std")
+
+
+class GAPCalculator(Calculator):
+    """ASE calculator wrapping a fitted :class:`gapkit.GAP`.
+
+    Parameters
+    ----------
+    model : GAP
+        A fitted model (``gapkit.load(path)`` or ``GAP(...).fit(frames)``).
+    compute_std : bool, default False
+        Always compute the uncertainties (they are also computed whenever one of
+        ``energy_std``, ``forces_std``, ``energies_std`` is requested, or a flag
+        threshold is set). They cost roughly as much as a training row per atom.
+    flag_threshold : FlagThreshold, optional
+        When set, every calculation records whether the epistemic uncertainty passes
+        the threshold (``results["flagged"]``, ``results["flagged_atoms"]``) and
+        appends an entry to :attr:`flag_log`.
+    on_flag : {"record", "warn", "raise"}, default "record"
+        What to do when a flag fires: only record it, also log a warning, or raise
+        :class:`gapkit.uncertainty.UncertaintyExceeded` (which stops an ASE dynamics
+        run at the offending step).
+
+    Notes
+    -----
+    ``results`` keys: ``energy``, ``free_energy`` (eV), ``energies`` (n,) eV,
+    ``forces`` (n, 3) eV/Å, ``stress`` (6,) eV/Å³ (fully periodic cells), and with
+    uncertainties ``energy_std`` (eV), ``energies_std`` (n,) eV, ``forces_std``
+    (n, 3) eV/Å (total = epistemic and aleatoric in quadrature), plus
+    ``energy_std_epistemic``, ``forces_std_epistemic``, ``energy_std_aleatoric`` and
+    ``forces_std_aleatoric``.
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress",
+                              *STD_PROPERTIES]
+    default_parameters: dict = {}
+    nolabel = True
+
+    def __init__(self, model, *, compute_std: bool = False,
+                 flag_threshold: FlagThreshold | None = None, on_flag: str = "record", **kwargs):
+        super().__init__(**kwargs)
+        model._check_fitted()
+        if on_flag not in ("record", "warn", "raise"):
+            raise ValueError(f"on_flag must be 'record', 'warn' or 'raise', got {on_flag!r}")
+        self.model = model
+        self.compute_std = compute_std
+        self.flag_threshold = flag_threshold
+        self.on_flag = on_flag
+        self.flag_log: list[dict] = []
+        self.n_calls = 0
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        periodic = bool(np.all(atoms.get_pbc()))
+        if "stress" in properties and not periodic:
+            raise PropertyNotImplementedError("stress needs a fully periodic cell")
+        model = self.model
+        model.descriptor_.check_species(atoms)
+        r = model.predict_structure(atoms, forces=True, stress=periodic)
+        self.results = {"energy": r["energy"], "free_energy": r["energy"],
+                        "energies": r["energies"], "forces": r["forces"]}
+        if periodic:
+            self.results["stress"] = r["stress"]
+        want_std = (self.compute_std or self.flag_threshold is not None
+                    or any(p in STD_PROPERTIES for p in properties))
+        if want_std:
+            std = model._collect_std([model._std_structure(r["_descriptor"], forces=True)],
+                                     [atoms], forces=True)
+            self.results.update(
+                energy_std=float(std.energy[0]), energies_std=std.energies[0],
+                forces_std=std.forces[0],
+                energy_std_epistemic=float(std.energy_epistemic[0]),
+                energy_std_aleatoric=float(std.energy_aleatoric[0]),
+                energies_std_epistemic=std.energies_epistemic[0],
+                forces_std_epistemic=std.forces_epistemic[0],
+                forces_std_aleatoric=std.forces_aleatoric[0])
+            if self.flag_threshold is not None:
+                self._flag(std, atoms)
+        self.n_calls += 1
+
+    def _flag(self, std, atoms) -> None:
+        fl = self.flag_threshold.evaluate(std, [atoms], self.model.noise_)
+        flagged = bool(fl.structures[0])
+        self.results["flagged"] = flagged
+        self.results["flagged_atoms"] = fl.atoms[0]
+        entry = {"call": self.n_calls, "flagged": flagged,
+                 "energy_std_epistemic": float(std.energy_epistemic[0]),
+                 "max_forces_std_epistemic": float(np.max(std.forces_epistemic[0])),
+                 "n_flagged_atoms": int(np.sum(fl.atoms[0]))}
+        self.flag_log.append(entry)
+        if flagged:
+            msg = (f"uncertainty threshold passed at call {self.n_calls}: "
+                   f"{entry['n_flagged_atoms']} atom(s) flagged, max epistemic force std "
+                   f"{entry['max_forces_std_epistemic']:.3g} eV/Å, energy std "
+                   f"{entry['energy_std_epistemic']:.3g} eV")
+            if self.on_flag == "raise":
+                raise UncertaintyExceeded(msg, atoms=atoms.copy(), entry=entry)
+            if self.on_flag == "warn":
+                logger.warning(msg)

@@ -1,0 +1,264 @@
+"""Normalised SOAP power spectra from DScribe, with exact sparse derivatives.
+
+DScribe computes the GTO SOAP power spectrum ``p_i`` and its analytical
+derivatives for finite systems. gapkit normalises ``q_i = p_i / |p_i|`` and keeps
+the derivative blocks only for atoms inside each centre's cutoff.
+
+Two routes give the same numbers:
+
+``whole``
+    small finite molecules: one DScribe call per structure returns the dense
+    ``(n, n, 3, F)`` derivative array, which is then thinned to neighbour pairs.
+``cluster``
+    periodic cells and large systems: for each centre, the neighbours within
+    DScribe's effective cutoff (``r_cut`` plus the Gaussian padding
+    ``sigma * sqrt(-2 ln 1e-3)``), periodic images included, are cut out as a finite
+    cluster. DScribe's analytical derivatives of the centre's descriptor with respect
+    to every cluster atom are then folded back onto the original atom indices. The
+    same cluster vectors ``r_k - r_i`` give the strain derivative
+    ``dq_i/deta_ab = sum_k dq_i/dr_ka (r_k - r_i)_b``, hence the virial. Time and
+    memory are linear in the number of atoms.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable, Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.data import atomic_numbers, chemical_symbols
+from sklearn.base import BaseEstimator
+
+from .base import DescriptorSet
+
+logger = logging.getLogger(__name__)
+
+_PADDING_THRESHOLD = 1e-3  # DScribe's Gaussian tail threshold for its cutoff padding
+
+
+def _species_numbers(species: Iterable) -> list[int]:
+    out = []
+    for s in species:
+        if isinstance(s, str):
+            if s not in atomic_numbers:
+                raise ValueError(f"Unknown chemical symbol '{s}' in species")
+            out.append(atomic_numbers[s])
+        else:
+            out.append(int(s))
+    return sorted(set(out))
+
+
+class SOAP(BaseEstimator):
+    """Normalised SOAP power spectrum (DScribe GTO basis) with sparse derivatives.
+
+    Parameters
+    ----------
+    species : sequence of str or int, optional
+        Chemical species the descriptor covers. ``None`` lets :class:`gapkit.GAP`
+        take them from the training data.
+    r_cut : float, default 5.0
+        Radial cutoff in Å (DScribe's ``r_cut``; atoms up to ``r_cut`` plus the
+        Gaussian padding still contribute).
+    n_max : int, default 8
+        Number of radial basis functions.
+    l_max : int, default 6
+        Maximum angular momentum.
+    sigma : float, default 0.5
+        Width of the atomic Gaussians in Å.
+    cluster_threshold : int, default 48
+        Finite systems with more atoms than this (and every periodic system) use
+        the per-centre cluster route, whose memory is linear in the atom count.
+
+    Notes
+    -----
+    The feature layout is DScribe's (``get_number_of_features()`` features, see
+    ``dscribe.descriptors.SOAP``). The descriptor is configured once and may be
+    called many times; the DScribe object is built lazily and not part of the
+    parameters.
+    """
+
+    def __init__(self, species: Sequence[str | int] | None = None, *, r_cut: float = 5.0,
+                 n_max: int = 8, l_max: int = 6, sigma: float = 0.5,
+                 cluster_threshold: int = 48):
+        self.species = species
+        self.r_cut = r_cut
+        self.n_max = n_max
+        self.l_max = l_max
+        self.sigma = sigma
+        self.cluster_threshold = cluster_threshold
+
+    # ------------------------------------------------------------------ set-up
+    def _validate(self) -> None:
+        if self.species is None or len(list(self.species)) == 0:
+            raise ValueError("SOAP.species is not set: pass species=[...] or fit a GAP, "
+                             "which takes them from the training data")
+        if not (np.isfinite(self.r_cut) and self.r_cut > 1.0):
+            raise ValueError(f"r_cut must be > 1 Å, got {self.r_cut}")
+        if int(self.n_max) < 1 or int(self.l_max) < 0:
+            raise ValueError(f"need n_max >= 1 and l_max >= 0, got {self.n_max}, {self.l_max}")
+        if not self.sigma > 0:
+            raise ValueError(f"sigma must be > 0 Å, got {self.sigma}")
+
+    @property
+    def _soap(self):
+        key = (tuple(_species_numbers(self.species or [])), float(self.r_cut), int(self.n_max),
+               int(self.l_max), float(self.sigma))
+        cached = getattr(self, "_dscribe_cache", None)
+        if cached is None or cached[0] != key:
+            self._validate()
+            from dscribe.descriptors import SOAP as _DSOAP
+
+            obj = _DSOAP(species=list(key[0]), r_cut=key[1], n_max=key[2], l_max=key[3],
+                         sigma=key[4], periodic=False, sparse=False, dtype="float64")
+            self._dscribe_cache = (key, obj)
+            cached = self._dscribe_cache
+        return cached[1]
+
+    @property
+    def species_numbers(self) -> list[int]:
+        """Sorted atomic numbers covered by the descriptor."""
+        return _species_numbers(self.species or [])
+
+    @property
+    def n_features(self) -> int:
+        """Length of one descriptor vector."""
+        return int(self._soap.get_number_of_features())
+
+    @property
+    def cutoff(self) -> float:
+        """Effective interaction range in Å: ``r_cut`` plus DScribe's Gaussian padding."""
+        return float(self.r_cut + self.sigma * np.sqrt(-2.0 * np.log(_PADDING_THRESHOLD)))
+
+    def check_species(self, atoms: Atoms, index: int = 0) -> None:
+        """Raise ``ValueError`` if ``atoms`` holds a species the descriptor does not cover."""
+        unknown = sorted(set(np.unique(atoms.numbers).tolist()) - set(self.species_numbers))
+        if unknown:
+            raise ValueError(f"frame {index}: species {[chemical_symbols[z] for z in unknown]} are "
+                             f"not covered by this model (it knows "
+                             f"{[chemical_symbols[z] for z in self.species_numbers]})")
+
+    # ------------------------------------------------------------------ compute
+    def compute(self, atoms: Atoms, gradients: bool = True, strain: bool | None = None,
+                index: int = 0) -> DescriptorSet:
+        """Descriptor of every atom of one structure, with sparse derivatives.
+
+        Parameters
+        ----------
+        atoms : ase.Atoms
+            Finite or periodic structure (``pbc`` may be mixed per axis).
+        gradients : bool, default True
+            Also compute the position derivatives.
+        strain : bool, optional
+            Also compute the strain derivatives (for the virial and stress).
+            Defaults to ``True`` for fully periodic cells when ``gradients`` is set.
+        index : int
+            Frame index, for error messages.
+
+        Returns
+        -------
+        DescriptorSet
+        """
+        self.check_species(atoms, index)
+        periodic = bool(np.any(atoms.get_pbc()))
+        if strain is None:
+            strain = gradients and bool(np.all(atoms.get_pbc()))
+        if not gradients:
+            if periodic or len(atoms) > self.cluster_threshold:
+                return self._compute_cluster(atoms, gradients=False, strain=False)
+            p = self._soap.create(atoms)
+            q, _ = _normalise(p, None, None)
+            return DescriptorSet(q=q, numbers=atoms.numbers.copy())
+        if periodic or strain or len(atoms) > self.cluster_threshold:
+            return self._compute_cluster(atoms, gradients=True, strain=strain)
+        return self._compute_whole(atoms)
+
+    def create(self, atoms: Atoms) -> np.ndarray:
+        """Normalised descriptor only, shape (n_atoms, n_features)."""
+        return self.compute(atoms, gradients=False).q
+
+    def _compute_whole(self, atoms: Atoms) -> DescriptorSet:
+        d, p = self._soap.derivatives(atoms, attach=True, method="analytical",
+                                      return_descriptor=True)
+        n = len(atoms)
+        pos = atoms.get_positions()
+        dist = np.linalg.norm(pos[:, None, :] - pos[None, :, :], axis=-1)
+        mask = dist < self.cutoff
+        pair_i, pair_j = np.nonzero(mask)
+        dp = d[pair_i, pair_j]  # (P, 3, F)
+        q, dq = _normalise(p, dp, pair_i)
+        assert q.shape[0] == n
+        return DescriptorSet(q=q, numbers=atoms.numbers.copy(), pair_i=pair_i, pair_j=pair_j, dq=dq)
+
+    def _compute_cluster(self, atoms: Atoms, gradients: bool, strain: bool) -> DescriptorSet:
+        from ase.neighborlist import neighbor_list
+
+        n = len(atoms)
+        rc = self.cutoff
+        pbc = atoms.get_pbc()
+        if np.any(pbc):
+            cell = np.asarray(atoms.get_cell())
+            if np.any(np.linalg.norm(cell, axis=1)[pbc] < 1e-8):
+                raise ValueError("Periodic axis with a zero-length cell vector: cannot build "
+                                 "periodic neighbour clusters")
+        ii, jj, D = neighbor_list("ijD", atoms, rc)
+        order = np.argsort(ii, kind="stable")
+        ii, jj, D = ii[order], jj[order], D[order]
+        starts = np.searchsorted(ii, np.arange(n + 1))
+        numbers = atoms.numbers
+        pos = atoms.get_positions()
+        soap = self._soap
+        F = soap.get_number_of_features()
+        q_raw = np.empty((n, F))
+        pi_list, pj_list, dp_list = [], [], []
+        dps = np.empty((n, 3, 3, F)) if strain else None
+        for i in range(n):
+            sl = slice(starts[i], starts[i + 1])
+            js, Ds = jj[sl], D[sl]
+            cl = Atoms(numbers=np.concatenate([[numbers[i]], numbers[js]]),
+                       positions=np.vstack([pos[i][None, :], pos[i][None, :] + Ds]), pbc=False)
+            if not gradients:
+                q_raw[i] = soap.create(cl, centers=[0])[0]
+                continue
+            d, p = soap.derivatives(cl, centers=[0], attach=True, method="analytical",
+                                    return_descriptor=True)
+            q_raw[i] = p[0]
+            d = d[0]  # (n_cluster, 3, F)
+            orig = np.concatenate([[i], js])
+            uniq, inv = np.unique(orig, return_inverse=True)
+            folded = np.zeros((len(uniq), 3, F))
+            np.add.at(folded, inv, d)
+            pi_list.append(np.full(len(uniq), i))
+            pj_list.append(uniq)
+            dp_list.append(folded)
+            if strain:
+                rel = np.vstack([np.zeros((1, 3)), Ds])  # r_k - r_i, images included
+                dps[i] = np.einsum("kaf,kb->abf", d, rel)
+        if not gradients:
+            q, _ = _normalise(q_raw, None, None)
+            return DescriptorSet(q=q, numbers=numbers.copy())
+        pair_i = np.concatenate(pi_list)
+        pair_j = np.concatenate(pj_list)
+        dp = np.concatenate(dp_list)
+        q, dq = _normalise(q_raw, dp, pair_i)
+        dq_strain = None
+        if strain:
+            norms = np.linalg.norm(q_raw, axis=1)
+            proj = np.einsum("nabf,nf->nab", dps, q)
+            dq_strain = (dps - proj[..., None] * q[:, None, None, :]) / norms[:, None, None, None]
+        return DescriptorSet(q=q, numbers=numbers.copy(), pair_i=pair_i, pair_j=pair_j, dq=dq,
+                             dq_strain=dq_strain)
+
+
+def _normalise(p: np.ndarray, dp: np.ndarray | None, pair_i: np.ndarray | None):
+    """``q = p/|p|`` and ``dq = (dp - q (q . dp)) / |p|`` for each pair's centre."""
+    norms = np.linalg.norm(p, axis=1)
+    if np.any(norms <= 0):
+        raise ValueError("A SOAP vector has zero norm; check the species and cutoff")
+    q = p / norms[:, None]
+    if dp is None:
+        return q, None
+    qi = q[pair_i]  # (P, F)
+    proj = np.einsum("paf,pf->pa", dp, qi)
+    dq = (dp - proj[:, :, None] * qi[:, None, :]) / norms[pair_i][:, None, None]
+    return q, dq

@@ -1,0 +1,191 @@
+"""Saving and loading fitted models, without pickle.
+
+File format ``gapkit-model`` version 1
+--------------------------------------
+One NumPy ``.npz`` archive (a zip of ``.npy`` arrays), read with
+``allow_pickle=False``:
+
+================== ================ ===============================================
+key                shape            meaning
+================== ================ ===============================================
+``__meta__``       (n_bytes,) uint8 UTF-8 JSON, see below
+``sparse_q``       (M, F) float64   normalised descriptors of the sparse points
+``sparse_species`` (M,) int64       their central atomic numbers
+``alpha``          (M,) float64     unit-scale weights (energy = delta**2 k~ alpha)
+``kmm_cholesky``   (M, M) float64   lower Cholesky factor of K~_MM + jitter I
+``posterior``      (M, M) float64   upper R_P, R_P^T R_P = K_MM + K_MN Lambda^-1 K_NM
+================== ================ ===============================================
+
+The JSON holds ``format`` (``"gapkit-model"``), ``version`` (1), the gapkit version
+that wrote it, the descriptor class and parameters, the estimator parameters, the
+fitted scalars (``delta_``, ``noise_``, ``e0_``, ``species_``, ``variance_scale_``,
+``n_train_``, ``log_marginal_likelihood_``) and optional ``extra`` entries.
+
+Writes are atomic: the archive goes to a temporary file in the target folder, is
+flushed to disk, then renamed over the target.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "gapkit-model"
+VERSION = 1
+_ARRAYS = ("sparse_q", "sparse_species", "alpha", "kmm_cholesky", "posterior")
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save(model, path: str | os.PathLike) -> Path:
+    """Save a fitted :class:`gapkit.GAP` to ``path`` (format ``gapkit-model`` v1).
+
+    Parameters
+    ----------
+    model : GAP
+        A fitted model.
+    path : str or path
+        Target file; conventionally ``*.npz``. Written atomically.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    from . import __version__
+
+    model._check_fitted()
+    params = model.get_params(deep=False)
+    params.pop("descriptor", None)
+    if not isinstance(params.get("e0"), (str, dict)):
+        params["e0"] = str(params["e0"])
+    if params.get("random_state") is not None and not isinstance(params["random_state"], int):
+        params["random_state"] = None
+    desc = model.descriptor_
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "gapkit_version": __version__,
+        "descriptor": {"class": type(desc).__name__, "params": desc.get_params(deep=False)},
+        "params": params,
+        "delta_": model.delta_,
+        "noise_": model.noise_,
+        "e0_": {"method": model.e0_.method, "values": model.e0_.values},
+        "species_": list(model.species_),
+        "variance_scale_": model.variance_scale_,
+        "n_train_": model.n_train_,
+        "log_marginal_likelihood_": model.log_marginal_likelihood_,
+        "extra": getattr(model, "extra_", {}),
+    }
+    arrays = {
+        "__meta__": np.frombuffer(json.dumps(_jsonable(meta)).encode("utf-8"), dtype=np.uint8),
+        "sparse_q": model.sparse_q_,
+        "sparse_species": model.sparse_species_.astype(np.int64),
+        "alpha": model.alpha_,
+        "kmm_cholesky": model.kmm_cholesky_,
+        "posterior": model.posterior_factor_,
+    }
+    buf = _io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def load(path: str | os.PathLike):
+    """Load a model written by :func:`save`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not a gapkit model, is truncated or corrupt, or has an
+        unsupported format version.
+    """
+    from .data import ReferenceEnergies
+    from .descriptors import SOAP
+    from .model import GAP
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No such model file: '{path}'")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            files = set(npz.files)
+            if "__meta__" not in files:
+                raise ValueError(f"'{path}' is not a gapkit model file (no __meta__ entry)")
+            meta = json.loads(npz["__meta__"].tobytes().decode("utf-8"))
+            missing = [k for k in _ARRAYS if k not in files]
+            if missing:
+                raise ValueError(f"'{path}' is missing arrays {missing}")
+            arrays = {k: np.asarray(npz[k]) for k in _ARRAYS}
+    except (zipfile.BadZipFile, OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"'{path}' is not a readable gapkit model file (corrupt or "
+                         f"truncated?): {exc}") from exc
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"'{path}' has format {meta.get('format')!r}, expected {FORMAT!r}")
+    if meta.get("version") != VERSION:
+        raise ValueError(f"'{path}' is gapkit-model version {meta.get('version')}; this gapkit "
+                         f"reads version {VERSION}. Refit, or use the gapkit version that wrote it "
+                         f"({meta.get('gapkit_version')}).")
+    dmeta = meta["descriptor"]
+    if dmeta["class"] != "SOAP":
+        raise ValueError(f"Unknown descriptor class {dmeta['class']!r} in '{path}'")
+    desc = SOAP(**dmeta["params"])
+    model = GAP(descriptor=SOAP(**dmeta["params"]), **meta["params"])
+    model.descriptor_ = desc
+    model.species_ = [int(z) for z in meta["species_"]]
+    model.e0_ = ReferenceEnergies({int(k): float(v) for k, v in meta["e0_"]["values"].items()},
+                                  meta["e0_"]["method"])
+    model.delta_ = float(meta["delta_"])
+    model.noise_ = {k: float(v) for k, v in meta["noise_"].items()}
+    model.variance_scale_ = {k: float(v) for k, v in meta["variance_scale_"].items()}
+    model.n_train_ = meta["n_train_"]
+    model.log_marginal_likelihood_ = meta["log_marginal_likelihood_"]
+    model.extra_ = meta.get("extra", {})
+    model.sparse_q_ = arrays["sparse_q"].astype(np.float64)
+    model.sparse_species_ = arrays["sparse_species"].astype(np.int64)
+    model.alpha_ = arrays["alpha"].astype(np.float64)
+    model.kmm_cholesky_ = arrays["kmm_cholesky"].astype(np.float64)
+    model.posterior_factor_ = arrays["posterior"].astype(np.float64)
+    M = len(model.alpha_)
+    shapes_ok = (model.sparse_q_.shape[0] == M and model.sparse_species_.shape == (M,)
+                 and model.kmm_cholesky_.shape == (M, M) and model.posterior_factor_.shape == (M, M)
+                 and model.sparse_q_.shape[1] == desc.n_features)
+    if not shapes_ok:
+        raise ValueError(f"'{path}' has inconsistent array shapes (corrupt file?)")
+    return model

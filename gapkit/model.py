@@ -1,0 +1,619 @@
+"""The GAP estimator: fit on labelled structures, predict energies, forces, stress, sigma.
+
+Model
+-----
+The total energy is ``E = sum_i E0[Z_i] + sum_i eps_i`` with local energies
+
+    eps_i = delta**2 sum_m alpha_m (q_i . q_m)**zeta        (same species only)
+
+over the sparse environments ``q_m``. Forces ``F_j = -dE/dr_j`` and the virial
+``W = -dE/deta`` are analytic: they contract ``d eps_i/d q_i`` with the sparse
+descriptor derivatives (a vector-Jacobian product; no force rows are formed at
+prediction time unless an uncertainty is asked for).
+
+Training follows GAP: energies with noise ``energy_noise * sqrt(N_atoms)``, force
+components with ``force_noise`` and virial components with
+``virial_noise * sqrt(N_atoms)``, solved as a projected process by a streaming QR
+(:mod:`gapkit.gp`).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.data import chemical_symbols
+from sklearn.base import BaseEstimator, clone
+from sklearn.exceptions import NotFittedError
+from tqdm.auto import tqdm
+
+from . import gp, kernels, sparsify
+from .data import (LabelKeys, Labels, ReferenceEnergies, as_frame_list, check_geometry,
+                   fit_reference_energies, get_labels, isolated_atom_energies, matrix_to_voigt)
+from .descriptors import SOAP, DescriptorSet
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("energy", "forces", "virial")
+
+
+# ----------------------------------------------------------------------------------
+# prediction containers
+# ----------------------------------------------------------------------------------
+@dataclass
+class Prediction:
+    """Predicted properties of a list of structures.
+
+    Attributes
+    ----------
+    energy : ndarray of shape (n_frames,)
+        Total energies, eV.
+    energies : list of ndarray of shape (n_atoms_k,)
+        Per-atom energies (E0 included), eV.
+    forces : list of ndarray of shape (n_atoms_k, 3) or None
+        Forces, eV/Å.
+    stress : ndarray of shape (n_frames, 6) or None
+        Stress in ASE's Voigt order (xx, yy, zz, yz, xz, xy), eV/Å³; NaN rows for
+        frames that are not fully periodic.
+    """
+
+    energy: np.ndarray
+    energies: list
+    forces: list | None = None
+    stress: np.ndarray | None = None
+
+    @property
+    def forces_flat(self) -> np.ndarray:
+        """All force components stacked, shape (sum n_atoms, 3)."""
+        return np.vstack(self.forces)
+
+
+@dataclass
+class PredictionStd:
+    """Standard deviations of a :class:`Prediction`, split by origin.
+
+    ``epistemic`` is the GP's predictive std (model uncertainty, large away from the
+    training data); ``aleatoric`` is the learned noise of the reference data; the
+    ``total`` is ``sqrt(epistemic**2 + aleatoric**2)``. Units as in
+    :class:`Prediction`.
+
+    Attributes
+    ----------
+    energy_epistemic, energy_aleatoric, energy : ndarray of shape (n_frames,)
+    energies_epistemic, energies_aleatoric, energies : list of ndarray (n_atoms_k,)
+    forces_epistemic, forces_aleatoric, forces : list of ndarray (n_atoms_k, 3) or None
+    """
+
+    energy_epistemic: np.ndarray
+    energy_aleatoric: np.ndarray
+    energy: np.ndarray
+    energies_epistemic: list
+    energies_aleatoric: list
+    energies: list
+    forces_epistemic: list | None = None
+    forces_aleatoric: list | None = None
+    forces: list | None = None
+
+
+# ----------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------
+def _n_sparse_for(n_sparse, z: int) -> int:
+    if isinstance(n_sparse, dict):
+        for key in (chemical_symbols[z], z, str(z)):
+            if key in n_sparse:
+                return int(n_sparse[key])
+        raise ValueError(f"n_sparse dict {n_sparse} has no entry for {chemical_symbols[z]}")
+    return int(n_sparse)
+
+
+def _chunks(seq: Sequence, size: int):
+    for start in range(0, len(seq), size):
+        yield start, seq[start:start + size]
+
+
+class GAP(BaseEstimator):
+    """Gaussian Approximation Potential: a sparse GP on normalised SOAP vectors.
+
+    Parameters
+    ----------
+    descriptor : SOAP, optional
+        Descriptor (cloned at fit). ``None`` means ``SOAP()`` with the species of the
+        training data.
+    zeta : float, default 4
+        Kernel exponent of ``delta**2 (q . q')**zeta``.
+    delta : float or "auto", default "auto"
+        Signal scale in eV. ``"auto"`` takes the root-mean-square of the training
+        energies per atom after E0 (floored at 0.1 eV), i.e. the data scale.
+    n_sparse : int or dict, default 1000
+        Sparse environments per species (a dict maps symbols to counts); capped at
+        the number of environments available.
+    sparse_method : {"cur", "random", "fps"}, default "cur"
+    energy_noise : float, default 0.001
+        sigma_E in eV per sqrt(atom): an energy row has std ``sigma_E sqrt(N)``.
+    force_noise : float, default 0.02
+        sigma_F in eV/Å per force component.
+    virial_noise : float, default 0.05
+        sigma_V in eV per sqrt(atom), for virial components (used when labels have them).
+    e0 : {"lstsq", "zero", "isolated"}, path or dict, default "lstsq"
+        Per-species reference energies. ``"isolated"`` takes single-atom frames from
+        the training data; a path reads an isolated-atoms extxyz.
+    jitter : float, default 1e-8
+        Added to the unit-scale K_MM diagonal.
+    optimize : bool, default False
+        Learn ``delta`` and the noises by type-II maximum likelihood.
+    noise_by_config_type : bool, default False
+        One noise per ``(kind, config_type)`` instead of per kind.
+    n_restarts : int, default 0
+        Extra random starts for the hyperparameter optimisation.
+    energy_key, forces_key, virial_key : str, optional
+        Label keys (``None``: the calculator results, then ``energy``/``forces``/``virial``).
+    chunk_size : int, default 32
+        Structures per chunk of the streaming fit.
+    random_state : int, RandomState or None
+        Seed for sparse-point selection and optimiser restarts.
+    verbose : bool, default False
+        Show progress bars.
+
+    Attributes
+    ----------
+    descriptor_ : SOAP
+    species_ : list of int
+    e0_ : ReferenceEnergies
+    sparse_q_ : ndarray of shape (M, F)
+    sparse_species_ : ndarray of shape (M,)
+    alpha_ : ndarray of shape (M,)
+    delta_ : float
+    noise_ : dict
+        Learned or given noises by group (eV per sqrt(atom) for energies/virials,
+        eV/Å for forces): the aleatoric uncertainty.
+    log_marginal_likelihood_ : float
+    """
+
+    def __init__(self, descriptor: SOAP | None = None, *, zeta: float = 4.0,
+                 delta: float | str = "auto", n_sparse: int | dict = 1000,
+                 sparse_method: str = "cur", energy_noise: float = 0.001,
+                 force_noise: float = 0.02, virial_noise: float = 0.05,
+                 e0: str | dict = "lstsq", jitter: float = 1e-8, optimize: bool = False,
+                 noise_by_config_type: bool = False, n_restarts: int = 0,
+                 energy_key: str | None = None, forces_key: str | None = None,
+                 virial_key: str | None = None, chunk_size: int = 32,
+                 random_state=None, verbose: bool = False):
+        self.descriptor = descriptor
+        self.zeta = zeta
+        self.delta = delta
+        self.n_sparse = n_sparse
+        self.sparse_method = sparse_method
+        self.energy_noise = energy_noise
+        self.force_noise = force_noise
+        self.virial_noise = virial_noise
+        self.e0 = e0
+        self.jitter = jitter
+        self.optimize = optimize
+        self.noise_by_config_type = noise_by_config_type
+        self.n_restarts = n_restarts
+        self.energy_key = energy_key
+        self.forces_key = forces_key
+        self.virial_key = virial_key
+        self.chunk_size = chunk_size
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ utils
+    @property
+    def label_keys(self) -> LabelKeys:
+        return LabelKeys(energy=self.energy_key, forces=self.forces_key, virial=self.virial_key)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "alpha_"):
+            raise NotFittedError("This GAP is not fitted yet: call fit(frames) first, or "
+                                 "gapkit.load(path) a saved model")
+
+    def _check_params(self) -> None:
+        for name in ("energy_noise", "force_noise", "virial_noise", "jitter", "zeta"):
+            val = getattr(self, name)
+            if not (isinstance(val, (int, float)) and np.isfinite(val) and val > 0):
+                raise ValueError(f"{name} must be a positive number, got {val!r}")
+        if not (self.delta == "auto" or (isinstance(self.delta, (int, float)) and self.delta > 0)):
+            raise ValueError(f"delta must be 'auto' or a positive number (eV), got {self.delta!r}")
+        if self.sparse_method not in sparsify.METHODS:
+            raise ValueError(f"sparse_method must be one of {sparsify.METHODS}, got {self.sparse_method!r}")
+        if int(self.chunk_size) < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+
+    def _group(self, kind: str, config_type: str) -> str:
+        return f"{kind}:{config_type}" if self.noise_by_config_type else kind
+
+    def _initial_noise(self, kind: str) -> float:
+        return {"energy": self.energy_noise, "forces": self.force_noise,
+                "virial": self.virial_noise}[kind]
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X: Iterable[Atoms], y=None, optimize: bool | None = None) -> "GAP":
+        """Fit on labelled structures.
+
+        Parameters
+        ----------
+        X : list of ase.Atoms (or a path to an extxyz file)
+            Training structures with energies and forces (and optionally virials).
+            Single-atom frames with ``config_type=isolated_atom`` are used for E0 when
+            ``e0="isolated"`` and are otherwise dropped from the GP data.
+        y : ignored
+            Present for scikit-learn compatibility; labels come from ``X``.
+        optimize : bool, optional
+            Override the ``optimize`` parameter for this call.
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        frames_all = as_frame_list(X)
+        keys = self.label_keys
+        iso = [a for a in frames_all if a.info.get("config_type") == "isolated_atom"]
+        frames = [a for a in frames_all if a.info.get("config_type") != "isolated_atom"]
+        if not frames:
+            raise ValueError("The training set is empty (only isolated atoms or no frames)")
+        labels: list[Labels] = []
+        for k, atoms in enumerate(frames):
+            check_geometry(atoms, k)
+            labels.append(get_labels(atoms, keys, index=k))
+
+        # species and descriptor ------------------------------------------------
+        data_species = sorted(set(np.concatenate([a.numbers for a in frames]).tolist()))
+        desc = clone(self.descriptor) if self.descriptor is not None else SOAP()
+        if desc.species is None:
+            desc.set_params(species=[chemical_symbols[z] for z in data_species])
+        else:
+            desc._validate()
+        for k, atoms in enumerate(frames):
+            desc.check_species(atoms, k)
+        self.descriptor_ = desc
+        self.species_ = desc.species_numbers
+
+        # reference energies -----------------------------------------------------
+        energies = np.array([lab.energy for lab in labels])
+        if self.e0 == "isolated":
+            if not iso:
+                raise ValueError("e0='isolated' needs single-atom frames with "
+                                 "config_type=isolated_atom in the training data")
+            e0 = fit_reference_energies(isolated_atom_energies(iso, keys), frames, energies,
+                                        self.species_)
+            e0.method = "isolated"
+        else:
+            e0 = fit_reference_energies(self.e0, frames, energies, self.species_, keys)
+        self.e0_ = e0
+        n_atoms = np.array([len(a) for a in frames], dtype=np.float64)
+        resid = energies - np.array([e0.energy(a.numbers) for a in frames])
+
+        # sparse points: descriptors without gradients ---------------------------
+        rng = np.random.RandomState(self.random_state) if not isinstance(
+            self.random_state, np.random.RandomState) else self.random_state
+        q_all, z_all = [], []
+        for k, atoms in enumerate(tqdm(frames, desc="descriptors", disable=not self.verbose)):
+            ds = desc.compute(atoms, gradients=False, index=k)
+            q_all.append(ds.q)
+            z_all.append(ds.numbers)
+        q_all = np.vstack(q_all)
+        z_all = np.concatenate(z_all)
+        sel_q, sel_z = [], []
+        for z in self.species_:
+            idx = np.nonzero(z_all == z)[0]
+            m = _n_sparse_for(self.n_sparse, z)
+            chosen = idx[sparsify.select(q_all[idx], m, self.sparse_method, rng)]
+            sel_q.append(q_all[chosen])
+            sel_z.append(np.full(len(chosen), z))
+        self.sparse_q_ = np.vstack(sel_q)
+        self.sparse_species_ = np.concatenate(sel_z)
+        del q_all, z_all
+        M = len(self.sparse_species_)
+        logger.info("sparse points: %s (M=%d)", {chemical_symbols[z]: int(np.sum(
+            self.sparse_species_ == z)) for z in self.species_}, M)
+
+        Kmm = kernels.kernel_mm(self.sparse_q_, self.sparse_species_, self.zeta)
+        self.kmm_cholesky_ = gp.cholesky_kmm(Kmm, self.jitter)
+        del Kmm
+
+        # streaming rows ------------------------------------------------------------
+        acc = gp.RowAccumulator(M)
+        self._accumulate(acc, frames, labels, resid)
+        groups = acc.finalize()
+
+        # hyperparameters -----------------------------------------------------------
+        if self.delta == "auto":
+            delta = max(float(np.sqrt(np.mean((resid / n_atoms) ** 2))), 0.1)
+        else:
+            delta = float(self.delta)
+        sigmas = {name: self._initial_noise(name.split(":")[0]) for name in groups}
+        do_opt = self.optimize if optimize is None else optimize
+        if do_opt:
+            delta, sigmas, _ = gp.optimize_hyperparameters(
+                groups, self.kmm_cholesky_, delta, sigmas, n_restarts=self.n_restarts,
+                random_state=rng)
+            logger.info("optimised: delta=%.4g eV, noise=%s", delta, sigmas)
+        sol = gp.solve(groups, self.kmm_cholesky_, delta, sigmas)
+        self.delta_ = float(delta)
+        self.noise_ = {k: float(v) for k, v in sigmas.items()}
+        self.alpha_ = sol.alpha
+        self.posterior_factor_ = sol.R
+        self.log_marginal_likelihood_ = sol.log_likelihood
+        self.n_train_ = {name: g.n_rows for name, g in groups.items()}
+        self.variance_scale_ = {"energy": 1.0, "forces": 1.0}
+        self._groups = groups  # kept in memory for log_marginal_likelihood(); not saved
+        return self
+
+    def _accumulate(self, acc: gp.RowAccumulator, frames: list[Atoms], labels: list[Labels],
+                    resid: np.ndarray) -> None:
+        desc = self.descriptor_
+        bar = tqdm(total=len(frames), desc="fit", disable=not self.verbose)
+        for start, chunk in _chunks(frames, int(self.chunk_size)):
+            for off, atoms in enumerate(chunk):
+                k = start + off
+                lab = labels[k]
+                use_virial = lab.virial is not None
+                ds = desc.compute(atoms, gradients=True, strain=use_virial, index=k)
+                rows = kernels.design_rows(ds, self.sparse_q_, self.sparse_species_, self.zeta,
+                                           forces=lab.forces is not None, virial=use_virial)
+                n = len(atoms)
+                acc.add(self._group("energy", lab.config_type), rows["energy"], [resid[k]], 1.0 / n)
+                if lab.forces is not None:
+                    acc.add(self._group("forces", lab.config_type), rows["forces"],
+                            lab.forces.reshape(-1), 1.0)
+                if use_virial:
+                    acc.add(self._group("virial", lab.config_type), rows["virial"],
+                            lab.virial.reshape(-1), 1.0 / n)
+            bar.update(len(chunk))
+        bar.close()
+
+    def log_marginal_likelihood(self, theta: np.ndarray | None = None,
+                                eval_gradient: bool = False):
+        """DTC log marginal likelihood of the training data.
+
+        Parameters
+        ----------
+        theta : ndarray, optional
+            ``[log delta, log sigma_g ...]`` in the order of ``noise_``; default the
+            fitted values.
+        eval_gradient : bool
+            Also return the gradient with respect to ``theta``.
+        """
+        self._check_fitted()
+        if not hasattr(self, "_groups"):
+            raise NotFittedError("The training factors are not kept in a loaded model; refit")
+        names = [k for k, g in self._groups.items() if g.R is not None]
+        if theta is None:
+            theta = np.log([self.delta_] + [self.noise_[n] for n in names])
+        theta = np.asarray(theta, dtype=np.float64)
+        sig = {n: float(np.exp(t)) for n, t in zip(names, theta[1:])}
+        return gp.log_marginal_likelihood(self._groups, self.kmm_cholesky_, float(np.exp(theta[0])),
+                                          sig, eval_gradient=eval_gradient)
+
+    # ------------------------------------------------------------------ predict
+    def _prepare(self, X) -> list[Atoms]:
+        self._check_fitted()
+        frames = as_frame_list(X)
+        for k, atoms in enumerate(frames):
+            check_geometry(atoms, k)
+            self.descriptor_.check_species(atoms, k)
+        return frames
+
+    def _local(self, ds: DescriptorSet) -> tuple[np.ndarray, np.ndarray]:
+        """Local energies (E0 excluded, eV) and their descriptor gradients (eV)."""
+        d2 = self.delta_ ** 2
+        eps = d2 * (kernels.local_rows(ds, self.sparse_q_, self.sparse_species_, self.zeta) @ self.alpha_)
+        g = None
+        if ds.has_gradients:
+            g = d2 * kernels.local_energy_gradient(ds, self.sparse_q_, self.sparse_species_,
+                                                   self.zeta, self.alpha_)
+        return eps, g
+
+    def predict_structure(self, atoms: Atoms, forces: bool = True, stress: bool | None = None,
+                          index: int = 0) -> dict:
+        """Energy, per-atom energies, forces and stress of one structure.
+
+        Returns
+        -------
+        dict with ``energy`` (eV), ``energies`` (n,) eV, ``forces`` (n, 3) eV/Å,
+        ``stress`` (6,) eV/Å³ in Voigt order (periodic cells only), and the
+        descriptor set under ``"_descriptor"``.
+        """
+        periodic = bool(np.all(atoms.get_pbc()))
+        stress = periodic if stress is None else (stress and periodic)
+        ds = self.descriptor_.compute(atoms, gradients=forces or stress, strain=stress, index=index)
+        eps, g = self._local(ds)
+        e_atoms = eps + self.e0_.atomic(atoms.numbers)
+        out = {"energy": float(e_atoms.sum()), "energies": e_atoms, "_descriptor": ds}
+        if forces:
+            P = len(ds.pair_i)
+            contrib = np.einsum("paf,pf->pa", ds.dq, g[ds.pair_i])  # d eps_i / d r_j
+            f = -(ds.scatter_matrix() @ contrib.reshape(P * 3))
+            out["forces"] = f.reshape(-1, 3)
+        if stress:
+            dE_deta = np.einsum("nabf,nf->ab", ds.dq_strain, g)
+            sigma = 0.5 * (dE_deta + dE_deta.T) / atoms.get_volume()
+            out["stress"] = matrix_to_voigt(sigma)
+        return out
+
+    def predict(self, X, return_std: bool = False, forces: bool = True,
+                stress: bool | None = None):
+        """Predict energies, per-atom energies, forces (and stress) of structures.
+
+        Parameters
+        ----------
+        X : ase.Atoms, list of ase.Atoms, or a path
+        return_std : bool, default False
+            Also return a :class:`PredictionStd` with epistemic, aleatoric and total
+            standard deviations.
+        forces : bool, default True
+        stress : bool, optional
+            Default: for fully periodic cells.
+
+        Returns
+        -------
+        Prediction, or (Prediction, PredictionStd) when ``return_std``.
+        """
+        frames = self._prepare(X)
+        E, Es, Fs, S = [], [], [], []
+        stds = [] if return_std else None
+        for k, atoms in enumerate(frames):
+            r = self.predict_structure(atoms, forces=forces, stress=stress, index=k)
+            E.append(r["energy"])
+            Es.append(r["energies"])
+            if forces:
+                Fs.append(r["forces"])
+            S.append(r.get("stress", np.full(6, np.nan)))
+            if return_std:
+                stds.append(self._std_structure(r["_descriptor"], forces=forces))
+        any_stress = any(np.isfinite(s).all() for s in S)
+        pred = Prediction(energy=np.array(E), energies=Es, forces=Fs if forces else None,
+                          stress=np.array(S) if any_stress else None)
+        if not return_std:
+            return pred
+        return pred, self._collect_std(stds, frames, forces)
+
+    # ------------------------------------------------------------------ uncertainty
+    def _aleatoric(self, kind: str) -> float:
+        vals = [v for k, v in self.noise_.items() if k.split(":")[0] == kind]
+        if not vals:
+            return 0.0
+        return float(np.sqrt(np.mean(np.square(vals))))
+
+    def _std_structure(self, ds: DescriptorSet, forces: bool) -> dict:
+        d = self.delta_
+        Qm, zm, zeta = self.sparse_q_, self.sparse_species_, self.zeta
+        local = kernels.local_rows(ds, Qm, zm, zeta)  # (n, M)
+        kqq = kernels.dot_kernel(ds.q, ds.q, zeta) * kernels.species_mask(ds.numbers, ds.numbers)
+        rows = np.vstack([local.sum(0, keepdims=True), local])
+        prior = np.concatenate([[kqq.sum()], np.diag(kqq)])
+        var = gp.predictive_variance(rows, prior, self.kmm_cholesky_, self.posterior_factor_, d)
+        out = {"energy": var[0], "energies": var[1:]}
+        if forces:
+            frows = kernels.design_rows(ds, Qm, zm, zeta, energy=False, forces=True)["forces"]
+            fprior = force_prior_variance(ds, zeta)
+            fvar = gp.predictive_variance(frows, fprior, self.kmm_cholesky_,
+                                          self.posterior_factor_, d)
+            out["forces"] = fvar.reshape(-1, 3)
+        return out
+
+    def _collect_std(self, stds: list[dict], frames: list[Atoms], forces: bool) -> PredictionStd:
+        # A recalibration scale (see recalibrate) multiplies both parts' variances.
+        cE = np.sqrt(self.variance_scale_.get("energy", 1.0))
+        cF = np.sqrt(self.variance_scale_.get("forces", 1.0))
+        sE = cE * self._aleatoric("energy")
+        sF = cF * self._aleatoric("forces")
+        e_epi = cE * np.sqrt([s["energy"] for s in stds])
+        e_ale = np.array([sE * np.sqrt(len(a)) for a in frames])
+        es_epi = [cE * np.sqrt(s["energies"]) for s in stds]
+        es_ale = [np.full(len(a), sE) for a in frames]
+        out = PredictionStd(
+            energy_epistemic=e_epi, energy_aleatoric=e_ale, energy=np.hypot(e_epi, e_ale),
+            energies_epistemic=es_epi, energies_aleatoric=es_ale,
+            energies=[np.hypot(a, b) for a, b in zip(es_epi, es_ale)])
+        if forces:
+            f_epi = [cF * np.sqrt(s["forces"]) for s in stds]
+            f_ale = [np.full((len(a), 3), sF) for a in frames]
+            out.forces_epistemic, out.forces_aleatoric = f_epi, f_ale
+            out.forces = [np.hypot(a, b) for a, b in zip(f_epi, f_ale)]
+        return out
+
+    def recalibrate(self, X) -> "GAP":
+        """Fit variance scales on a labelled validation set and store them in the model.
+
+        The energy and force total variances are each multiplied by the maximum-
+        likelihood scale ``mean((error/std)**2)`` on ``X`` (see
+        :func:`gapkit.uncertainty.fit_variance_scale`), so that the z-scores on that set
+        have unit mean square. The scales are saved with the model. Returns ``self``.
+        """
+        from .metrics import reference_arrays
+        from .uncertainty import fit_variance_scale
+
+        frames = self._prepare(X)
+        self.variance_scale_ = {"energy": 1.0, "forces": 1.0}
+        pred, std = self.predict(frames, return_std=True)
+        ref = reference_arrays(frames, self.label_keys)
+        scale = {"energy": fit_variance_scale(pred.energy - ref["energy"], std.energy)}
+        fe = [(p - r).ravel() for p, r in zip(pred.forces, ref["forces"]) if r is not None]
+        fs = [s.ravel() for s, r in zip(std.forces, ref["forces"]) if r is not None]
+        scale["forces"] = fit_variance_scale(np.concatenate(fe), np.concatenate(fs)) if fe else 1.0
+        self.variance_scale_ = scale
+        return self
+
+    def local_energy_covariance(self, atoms: Atoms) -> np.ndarray:
+        """Epistemic covariance of the local energies of one structure, shape (n, n), eV².
+
+        ``Cov = delta**2 (K~_** - K~_*M K~_MM^-1 K~_M*) + delta**4 K~_*M Sigma K~_M*``; the
+        variance of the total energy equals the sum of all its entries.
+        """
+        self._check_fitted()
+        self.descriptor_.check_species(atoms)
+        ds = self.descriptor_.compute(atoms, gradients=False)
+        import scipy.linalg as sla
+
+        k = kernels.local_rows(ds, self.sparse_q_, self.sparse_species_, self.zeta).T  # (M, n)
+        kqq = kernels.dot_kernel(ds.q, ds.q, self.zeta) * kernels.species_mask(ds.numbers, ds.numbers)
+        A = sla.solve_triangular(self.kmm_cholesky_, k, lower=True)
+        B = sla.solve_triangular(self.posterior_factor_, k, trans="T", lower=False)
+        d = self.delta_
+        return d ** 2 * (kqq - A.T @ A) + d ** 4 * (B.T @ B)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path) -> "Path":
+        """Save to a versioned, pickle-free file; see :mod:`gapkit.io`."""
+        from .io import save
+
+        return save(self, path)
+
+    # ------------------------------------------------------------------ scoring
+    def score(self, X, y=None) -> float:
+        """Negative force RMSE (eV/Å) on labelled structures: higher is better.
+
+        Follows scikit-learn's "greater is better" convention so that model selection
+        tools can maximise it. Structures without forces are skipped; if none has
+        forces, the negative energy RMSE per atom (eV/atom) is returned instead.
+        """
+        frames = as_frame_list(X)
+        pred = self.predict(frames)
+        keys = self.label_keys
+        errs, e_errs = [], []
+        for k, (atoms, f, e) in enumerate(zip(frames, pred.forces, pred.energy)):
+            lab = get_labels(atoms, keys, index=k, require_forces=False)
+            if lab.forces is not None:
+                errs.append((f - lab.forces).ravel())
+            e_errs.append((e - lab.energy) / len(atoms))
+        if errs:
+            return -float(np.sqrt(np.mean(np.concatenate(errs) ** 2)))
+        return -float(np.sqrt(np.mean(np.square(e_errs))))
+
+
+def force_prior_variance(ds: DescriptorSet, zeta: float) -> np.ndarray:
+    """Unit-scale prior variance of every force component, shape (3 n_atoms,).
+
+    ``Var F_ja = sum_{i,i'} v_i^T H(q_i, q_i') v_i'`` with ``v_i = dq_i/dr_ja`` and the
+    kernel Hessian ``H = zeta c**(zeta-1) I + zeta (zeta-1) c**(zeta-2) q_i' q_i^T``,
+    ``c = q_i . q_i'``, over centres of the same species.
+    """
+    n = ds.n_atoms
+    out = np.zeros((n, 3))
+    order = np.argsort(ds.pair_j, kind="stable")
+    starts = np.searchsorted(ds.pair_j[order], np.arange(n + 1))
+    for j in range(n):
+        p = order[starts[j]:starts[j + 1]]
+        if len(p) == 0:
+            continue
+        ci = ds.pair_i[p]
+        Qc = ds.q[ci]
+        V = ds.dq[p]  # (k, 3, F)
+        C = Qc @ Qc.T
+        S = (ds.numbers[ci][:, None] == ds.numbers[ci][None, :]).astype(np.float64)
+        c1 = zeta * kernels._pow(C, zeta - 1) * S
+        c2 = zeta * (zeta - 1) * kernels._pow(C, zeta - 2) * S if zeta != 1 else 0.0 * S
+        for a in range(3):
+            Va = V[:, a, :]
+            VV = Va @ Va.T
+            VQ = Va @ Qc.T  # v_p . q_p'
+            out[j, a] = np.sum(c1 * VV) + np.sum(c2 * VQ * VQ.T)
+    return out.reshape(-1)
