@@ -18,6 +18,10 @@ Each tool runs in its own subprocess (this script re-invoked with a hidden
 * QUIP: ``ru_maxrss`` of ``RUSAGE_CHILDREN`` in the worker, whose only child
   up to that point is the ``gap_fit`` executable.
 
+Both workers run with ``--threads`` BLAS/OpenMP threads (default 1; ``0`` keeps the
+environment). The 1-minute load average before and after each worker is printed:
+timings taken while other jobs run are not comparable.
+
 Everything is written into a temporary directory; nothing goes into the
 repository unless ``--json`` points there. Seeds are fixed (``--seed``).
 
@@ -76,6 +80,43 @@ def parse_species_counts(text: str) -> dict[str, int]:
     return out
 
 
+def parse_quip_n_sparse(text: str):
+    text = str(text).strip()
+    if text == "same":
+        return "same"
+    if ":" in text:
+        return parse_species_counts(text)
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--quip-n-sparse must be an integer, SYMBOL:COUNT,... or 'same', got '{text}'") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError("--quip-n-sparse must be positive")
+    return n
+
+
+def quip_sparse_counts(args, train) -> dict[str, int]:
+    """Per-species n_sparse for gap_fit, capped at the number of environments of that
+    species in the training set (gapkit caps the same way; gap_fit would not)."""
+    from collections import Counter
+
+    from ase.data import atomic_numbers
+
+    avail = Counter(s for a in train for s in a.get_chemical_symbols())
+    spec = args.n_sparse if args.quip_n_sparse == "same" else args.quip_n_sparse
+    out = {}
+    for sym in sorted(avail, key=atomic_numbers.__getitem__):
+        if isinstance(spec, dict):
+            if sym not in spec:
+                raise ValueError(f"--quip-n-sparse/--n-sparse has no count for species {sym}")
+            want = spec[sym]
+        else:
+            want = int(spec)
+        out[sym] = min(int(want), int(avail[sym]))
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="gapkit vs QUIP gap_fit on rMD17 ethanol (accuracy, fit time, peak RSS, "
@@ -102,14 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force-noise", type=float, default=0.02, help="eV/Å")
     p.add_argument("--jitter", type=float, default=1e-8,
                    help="K_MM jitter (gapkit jitter, QUIP sparse_jitter)")
-    p.add_argument("--quip-n-sparse", type=int, default=300,
-                   help="QUIP sparse points per species (one SOAP block per centre species)")
+    p.add_argument("--quip-n-sparse", type=parse_quip_n_sparse, default="300",
+                   help="QUIP sparse points per species (one SOAP block per centre species): "
+                        "a count for every species, SYMBOL:COUNT,..., or 'same' for --n-sparse")
     p.add_argument("--no-quip", action="store_true", help="skip the QUIP gap_fit comparison")
     p.add_argument("--seed", type=int, default=0, help="random seed for both codes")
-    p.add_argument("--threads", type=int, default=None,
-                   help="set OMP/OPENBLAS/MKL_NUM_THREADS in both workers (default: inherit)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="OMP/OPENBLAS/MKL_NUM_THREADS for both workers; 0 inherits the "
+                        "environment. One thread by default: the timings are then reproducible "
+                        "on a shared machine (multi-threaded BLAS on small per-structure "
+                        "matrices slowed gapkit 4-8x when other jobs were running)")
     p.add_argument("--json", type=Path, default=None, metavar="OUT",
                    help="also write the results as JSON to OUT")
+    p.add_argument("--no-warmup", action="store_true",
+                   help="do not run one untimed prediction before timing the test set")
     p.add_argument("--keep-tmp", action="store_true",
                    help="keep the temporary directory (training xyz, gap_fit log, gp.xml)")
     # hidden worker interface
@@ -230,6 +277,11 @@ def worker_gapkit(args, data_dir: Path) -> dict:
     fit_s = time.perf_counter() - t0
     fit_peak = _maxrss_mib(resource.RUSAGE_SELF)
 
+    warm_s = None
+    if not args.no_warmup:  # one untimed structure: lazy initialisation, caches
+        t0 = time.perf_counter()
+        model.predict(test[:1])
+        warm_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     pred = model.predict(test)
     pred_s = time.perf_counter() - t0
@@ -241,6 +293,7 @@ def worker_gapkit(args, data_dir: Path) -> dict:
         "fit_time_s": fit_s, "fit_peak_rss_mib": fit_peak,
         "rss_before_fit_mib": rss_before, "peak_rss_before_fit_mib": peak_before,
         "predict_time_s": pred_s, "predict_us_per_atom": pred_s / n_test_atoms * 1e6,
+        "predict_warmup_ms": None if warm_s is None else warm_s * 1e3,
         "predict_peak_rss_mib": _maxrss_mib(resource.RUSAGE_SELF),
         "n_test_atoms": n_test_atoms, "n_train_frames": len(train),
         "n_sparse": n_sparse_used, "n_features": int(model.descriptor_.n_features),
@@ -301,7 +354,7 @@ def write_quip_xyz(frames, path: Path, cutoff: float) -> None:
                          + " ".join(f"{x:.12f}" for x in g) + "\n")
 
 
-def quip_gap_string(args, species_z: list[int]) -> str:
+def quip_gap_string(args, species_z: list[int], n_sparse: dict[str, int]) -> str:
     """One SOAP block per centre species, so that n_sparse counts per species as in gapkit.
 
     Inside ``gap={...}`` a list value needs *double* braces (``species_Z={{1 6 8}}``):
@@ -309,6 +362,8 @@ def quip_gap_string(args, species_z: list[int]) -> str:
     soap_initialise sees ``species_Z=1 6 8`` and fails with "Number of value fields wrong".
     ``add_species=F`` is needed too, otherwise QUIP replaces each block by one per species.
     """
+    from ase.data import chemical_symbols
+
     zs = " ".join(str(z) for z in species_z)
     blocks = []
     for z in species_z:
@@ -316,20 +371,20 @@ def quip_gap_string(args, species_z: list[int]) -> str:
             f"soap cutoff={args.r_cut} cutoff_transition_width={args.cutoff_transition_width} "
             f"n_max={args.n_max} l_max={args.l_max} atom_sigma={args.sigma} zeta={args.zeta:g} "
             f"delta={args.delta} covariance_type=dot_product sparse_method=cur_points "
-            f"n_sparse={args.quip_n_sparse} central_weight=1.0 add_species=F "
+            f"n_sparse={n_sparse[chemical_symbols[z]]} central_weight=1.0 add_species=F "
             f"n_species={len(species_z)} species_Z={{{{{zs}}}}} Z={z}")
     return "{" + " : ".join(blocks) + "}"
 
 
 def quip_command(args, train_xyz: Path, gp_xml: Path, e0: dict[str, float],
-                 species_z: list[int]) -> list[str]:
+                 species_z: list[int], n_sparse: dict[str, int]) -> list[str]:
     from ase.data import chemical_symbols
 
     e0_str = "{" + ":".join(f"{chemical_symbols[z]}:{_fmt(e0[chemical_symbols[z]])}"
                             for z in species_z) + "}"
     return gap_fit_executable() + [
         f"at_file={train_xyz}",
-        f"gap={quip_gap_string(args, species_z)}",
+        f"gap={quip_gap_string(args, species_z, n_sparse)}",
         f"default_sigma={{{args.energy_noise} {args.force_noise} 0.0 0.0}}",
         f"e0={e0_str}",
         "energy_parameter_name=energy",
@@ -356,7 +411,8 @@ def worker_quip(args, data_dir: Path, tmp: Path) -> dict:
     gp_xml = tmp / "gp.xml"
     log = tmp / "gap_fit.log"
     write_quip_xyz(train, train_xyz, args.r_cut)
-    cmd = quip_command(args, train_xyz, gp_xml, e0, species_z)
+    n_sparse = quip_sparse_counts(args, train)
+    cmd = quip_command(args, train_xyz, gp_xml, e0, species_z, n_sparse)
 
     children_before = _maxrss_mib(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -374,6 +430,14 @@ def worker_quip(args, data_dir: Path, tmp: Path) -> dict:
 
     pot = Potential(param_filename=str(gp_xml))
     frames = [a.copy() for a in test]  # copies drop the reference calculators
+    warm_s = None
+    if not args.no_warmup:  # one untimed structure: lazy initialisation, caches
+        w = test[0].copy()
+        t0 = time.perf_counter()
+        w.calc = pot
+        w.get_potential_energy()
+        w.get_forces()
+        warm_s = time.perf_counter() - t0
     E_pred = np.empty(len(frames))
     F_pred = []
     t0 = time.perf_counter()
@@ -399,9 +463,10 @@ def worker_quip(args, data_dir: Path, tmp: Path) -> dict:
         "fit_time_s": fit_s, "fit_peak_rss_mib": fit_peak,
         "children_peak_rss_before_fit_mib": children_before,
         "predict_time_s": pred_s, "predict_us_per_atom": pred_s / n_test_atoms * 1e6,
+        "predict_warmup_ms": None if warm_s is None else warm_s * 1e3,
         "predict_peak_rss_mib": _maxrss_mib(resource.RUSAGE_SELF),
         "n_test_atoms": n_test_atoms, "n_train_frames": len(train),
-        "n_sparse": {chemical_symbols[z]: args.quip_n_sparse for z in species_z},
+        "n_sparse": n_sparse,
         "gap_fit_command": shlex.join(cmd),
         "gap_fit_log_lines": len(log_text.splitlines()),
         **metrics,
@@ -451,16 +516,21 @@ def launch(tool: str, argv: list[str], tmp: Path, env: dict) -> dict:
     cmd = [sys.executable, str(SCRIPT), *argv, "--worker", tool, "--worker-out", str(out),
            "--worker-tmp", str(wtmp)]
     print(f"[{time.strftime('%H:%M:%S')}] running {tool} ...", flush=True)
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=wtmp, env=env)
     wall = time.perf_counter() - t0
+    load_after = os.getloadavg()[0]
     if out.is_file():
         res = json.loads(out.read_text())
     else:
         res = {"tool": tool, "ok": False, "error": f"worker exited {proc.returncode} without a result"}
     res["worker_wall_s"] = wall
+    res["loadavg_1min_before_after"] = [load_before, load_after]
     status = "ok" if res.get("ok") else "FAILED: " + res.get("error", "?")
-    print(f"[{time.strftime('%H:%M:%S')}] {tool} done in {wall:.1f} s wall ({status})", flush=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {tool} done in {wall:.1f} s wall ({status}); "
+          f"1-min load average {load_before:.2f} before, {load_after:.2f} after "
+          f"(the worker itself adds up to ~1-2 on this {os.cpu_count()}-CPU host)", flush=True)
     return res
 
 
@@ -477,7 +547,8 @@ def print_table(g: dict | None, q: dict | None) -> None:
         ("fit wall time [s]", "fit_time_s", ".1f"),
         ("fit peak RSS [MiB]", "fit_peak_rss_mib", ".0f"),
         ("predict E+F [µs/atom]", "predict_us_per_atom", ".1f"),
-        ("predict peak RSS [MiB]", "predict_peak_rss_mib", ".0f"),
+        ("predict warm-up, 1 frame [ms]", "predict_warmup_ms", ".1f"),
+        ("predict process peak RSS [MiB]", "predict_peak_rss_mib", ".0f"),
         ("worker wall time [s]", "worker_wall_s", ".1f"),
     ]
     g_ok = g if g and g.get("ok") else None
@@ -532,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         quip_note = "enabled" if do_quip else f"skipped: {why}"
 
     env = dict(os.environ)
-    if args.threads is not None:
+    if args.threads and args.threads > 0:
         for var in THREAD_VARS:
             env[var] = str(args.threads)
     threads = {v: env.get(v) for v in THREAD_VARS}

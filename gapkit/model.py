@@ -152,6 +152,9 @@ class GAP(BaseEstimator):
         Extra random starts for the hyperparameter optimisation.
     energy_key, forces_key, virial_key : str, optional
         Label keys (``None``: the calculator results, then ``energy``/``forces``/``virial``).
+    use_forces : bool, default True
+        Train on forces; every training frame must then have them. ``False`` fits
+        energies (and virials) only.
     chunk_size : int, default 32
         Structures per chunk of the streaming fit.
     random_state : int, RandomState or None
@@ -181,7 +184,7 @@ class GAP(BaseEstimator):
                  e0: str | dict = "lstsq", jitter: float = 1e-8, optimize: bool = False,
                  noise_by_config_type: bool = False, n_restarts: int = 0,
                  energy_key: str | None = None, forces_key: str | None = None,
-                 virial_key: str | None = None, chunk_size: int = 32,
+                 virial_key: str | None = None, use_forces: bool = True, chunk_size: int = 32,
                  random_state=None, verbose: bool = False):
         self.descriptor = descriptor
         self.zeta = zeta
@@ -199,6 +202,7 @@ class GAP(BaseEstimator):
         self.energy_key = energy_key
         self.forces_key = forces_key
         self.virial_key = virial_key
+        self.use_forces = use_forces
         self.chunk_size = chunk_size
         self.random_state = random_state
         self.verbose = verbose
@@ -261,7 +265,10 @@ class GAP(BaseEstimator):
         labels: list[Labels] = []
         for k, atoms in enumerate(frames):
             check_geometry(atoms, k)
-            labels.append(get_labels(atoms, keys, index=k))
+            lab = get_labels(atoms, keys, index=k, require_forces=self.use_forces)
+            if not self.use_forces:
+                lab.forces = None
+            labels.append(lab)
 
         # species and descriptor ------------------------------------------------
         data_species = sorted(set(np.concatenate([a.numbers for a in frames]).tolist()))
@@ -355,7 +362,8 @@ class GAP(BaseEstimator):
                 k = start + off
                 lab = labels[k]
                 use_virial = lab.virial is not None
-                ds = desc.compute(atoms, gradients=True, strain=use_virial, index=k)
+                need_grad = lab.forces is not None or use_virial
+                ds = desc.compute(atoms, gradients=need_grad, strain=use_virial, index=k)
                 rows = kernels.design_rows(ds, self.sparse_q_, self.sparse_species_, self.zeta,
                                            forces=lab.forces is not None, virial=use_virial)
                 n = len(atoms)

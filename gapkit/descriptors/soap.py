@@ -159,6 +159,7 @@ class SOAP(BaseEstimator):
         -------
         DescriptorSet
         """
+        self._validate()
         self.check_species(atoms, index)
         periodic = bool(np.any(atoms.get_pbc()))
         if strain is None:

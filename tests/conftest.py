@@ -1,0 +1,64 @@
+"""Shared fixtures: small data, a small fitted model, the shared DFT data when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.io import read
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data"
+SHARED = Path(os.environ.get("GAPKIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+# Small settings keep the whole suite fast on 2 cores.
+SMALL_SOAP = dict(r_cut=4.0, n_max=4, l_max=3, sigma=0.5)
+
+
+@pytest.fixture(scope="session")
+def train_frames():
+    return read(DATA / "train.xyz", ":")
+
+
+@pytest.fixture(scope="session")
+def test_frames():
+    return read(DATA / "test.xyz", ":")
+
+
+@pytest.fixture(scope="session")
+def small_model(train_frames):
+    """A GAP fitted on 40 default-data frames with a small SOAP (session-wide, read-only)."""
+    from gapkit import GAP, SOAP
+
+    frames = train_frames[:30] + train_frames[-10:]
+    return GAP(SOAP(**SMALL_SOAP), n_sparse=60, e0="lstsq", random_state=0).fit(frames)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    if not SHARED.is_dir():
+        pytest.skip(f"shared DFT data not found at {SHARED}")
+    return SHARED
+
+
+def finite_difference_forces(energy_fn, atoms, h=1e-4, atoms_idx=None):
+    """Central-difference -dE/dr for the given atoms (all by default), shape (k, 3)."""
+    idx = range(len(atoms)) if atoms_idx is None else atoms_idx
+    out = []
+    for j in idx:
+        row = []
+        for a in range(3):
+            ap = atoms.copy()
+            ap.positions[j, a] += h
+            am = atoms.copy()
+            am.positions[j, a] -= h
+            row.append(-(energy_fn(ap) - energy_fn(am)) / (2 * h))
+        out.append(row)
+    return np.array(out)

@@ -1,0 +1,66 @@
+"""The command line, end to end on tiny data."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from ase.io import read, write
+
+from gapkit.cli import main
+
+SMALL = ["--n-max", "4", "--l-max", "3", "--r-cut", "4.0", "--n-sparse", "40"]
+
+
+@pytest.fixture
+def tiny(tmp_path, train_frames, test_frames):
+    tr, te = tmp_path / "train.xyz", tmp_path / "test.xyz"
+    write(tr, train_frames[:12])
+    write(te, test_frames[:5])
+    return tr, te
+
+
+def test_fit_evaluate_predict(tiny, tmp_path, capsys):
+    tr, te = tiny
+    model = tmp_path / "model.npz"
+    assert main(["fit", str(tr), "--test", str(te), "-o", str(model), "--e0", "lstsq", *SMALL]) == 0
+    out = capsys.readouterr().out
+    assert "train: 12 structures" in out and "test: 5 structures" in out and model.is_file()
+
+    assert main(["evaluate", str(model), str(te), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    for key in ("n_structures", "n_atoms", "energy_mae", "energy_rmse", "energy_mae_per_atom",
+                "forces_mae", "forces_rmse", "energy_z_std", "forces_z_std", "energy_coverage_95",
+                "forces_coverage_95", "energy_nll", "forces_nll", "energy_spearman", "noise"):
+        assert key in res, key
+    assert res["n_structures"] == 5 and res["n_atoms"] == sum(len(a) for a in read(te, ":"))
+    assert 0 < res["forces_mae"] <= res["forces_rmse"]
+
+    out_xyz = tmp_path / "pred.xyz"
+    assert main(["predict", str(model), str(te), "-o", str(out_xyz), "--flag-threshold", "1e-9x"]) == 0
+    text = capsys.readouterr().out
+    assert "Flagged 5 of 5 structures" in text
+    got = read(out_xyz, ":")
+    ref = read(te, ":")
+    for g, r in zip(got, ref):
+        assert "gapkit_energy" in g.info and g.arrays["gapkit_forces"].shape == (len(r), 3)
+        assert g.get_potential_energy() == pytest.approx(r.get_potential_energy())  # labels intact
+        np.testing.assert_allclose(g.get_forces(), r.get_forces())
+        assert g.info["gapkit_flagged"] and g.info["gapkit_energy_std"] > 0
+
+
+def test_cli_errors_are_reported(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "none.npz"), str(tmp_path / "x.xyz")]) == 2
+    assert "No such model file" in capsys.readouterr().err
+
+
+def test_default_fit_runs_from_any_directory(tmp_path):
+    """`gapkit fit` with no training files uses the project's default data, from any cwd."""
+    env = dict(os.environ)
+    proc = subprocess.run([sys.executable, "-m", "gapkit.cli", "fit", *SMALL, "-o", "m.npz"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "Using the default data" in proc.stdout and "test:" in proc.stdout
+    assert (tmp_path / "m.npz").is_file()

@@ -1,0 +1,75 @@
+"""Model files: round trip, atomicity, corrupt and wrong-version files."""
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from gapkit import load
+from gapkit.io import FORMAT
+
+
+def test_save_load_reproduces_predictions(small_model, test_frames, tmp_path):
+    path = small_model.save(tmp_path / "model.npz")
+    loaded = load(path)
+    p0, s0 = small_model.predict(test_frames[:4], return_std=True)
+    p1, s1 = loaded.predict(test_frames[:4], return_std=True)
+    np.testing.assert_allclose(p1.energy, p0.energy, rtol=0, atol=1e-10)
+    for a, b in zip(p0.forces, p1.forces):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(s1.energy, s0.energy, rtol=1e-10)
+    assert loaded.get_params()["descriptor__n_max"] == small_model.descriptor_.n_max
+    assert loaded.noise_ == small_model.noise_
+    # nothing but the model is left in the folder (atomic write via a temporary file)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]
+
+
+def test_file_is_documented_npz_without_pickle(small_model, tmp_path):
+    path = small_model.save(tmp_path / "m.npz")
+    with np.load(path, allow_pickle=False) as npz:
+        meta = json.loads(npz["__meta__"].tobytes())
+        assert meta["format"] == FORMAT and meta["version"] == 1
+        assert npz["alpha"].dtype == np.float64
+
+
+def test_truncated_and_foreign_files_raise(small_model, tmp_path):
+    path = small_model.save(tmp_path / "m.npz")
+    data = path.read_bytes()
+    bad = tmp_path / "truncated.npz"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        load(bad)
+    other = tmp_path / "other.npz"
+    np.savez(other, x=np.zeros(3))
+    with pytest.raises(ValueError, match="not a gapkit model file"):
+        load(other)
+    with pytest.raises(FileNotFoundError, match="No such model file"):
+        load(tmp_path / "missing.npz")
+
+
+def test_wrong_version_raises(small_model, tmp_path):
+    path = small_model.save(tmp_path / "m.npz")
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(arrays["__meta__"].tobytes())
+    meta["version"] = 99
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "v99.npz", **arrays)
+    with pytest.raises(ValueError, match="version 99"):
+        load(tmp_path / "v99.npz")
+
+
+def test_failed_write_keeps_the_old_file(small_model, tmp_path, monkeypatch):
+    path = small_model.save(tmp_path / "m.npz")
+    before = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(OSError, match="disk full"):
+        small_model.save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]

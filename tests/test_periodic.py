@@ -1,0 +1,104 @@
+"""Periodic cells: forces, stress and virial training, small and non-orthogonal cells."""
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from gapkit import GAP, SOAP, GAPCalculator
+
+from conftest import finite_difference_forces
+
+SOAP_CU = dict(r_cut=3.5, n_max=4, l_max=3, sigma=0.5)
+
+
+def emt_frames(n, rng):
+    frames = []
+    for k in range(n):
+        a = bulk("Cu", "fcc", 3.6, cubic=bool(k % 2))
+        if k % 3 == 0:
+            a = a.repeat((2, 1, 1))
+        strain = np.eye(3) + 0.02 * rng.normal(size=(3, 3))
+        a.set_cell(a.cell @ strain.T, scale_atoms=True)
+        a.positions += 0.08 * rng.normal(size=a.positions.shape)
+        a.calc = EMT()
+        e, f, s = a.get_potential_energy(), a.get_forces(), a.get_stress()
+        a.calc = SinglePointCalculator(a, energy=e, forces=f, stress=s)
+        frames.append(a)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def cu_model():
+    rng = np.random.default_rng(0)
+    frames = emt_frames(16, rng)
+    return GAP(SOAP(**SOAP_CU), n_sparse=40, energy_noise=0.002, force_noise=0.02,
+               virial_noise=0.02, random_state=0).fit(frames)
+
+
+def test_virials_are_used_in_training(cu_model):
+    assert set(cu_model.noise_) == {"energy", "forces", "virial"}
+    assert cu_model.n_train_["virial"] == 16 * 9
+
+
+@pytest.mark.parametrize("cubic,repeat", [(True, (1, 1, 1)), (False, (1, 1, 1)), (False, (2, 1, 1))])
+def test_forces_and_stress_are_exact_derivatives(cu_model, cubic, repeat):
+    """Primitive fcc is far smaller than twice the cutoff: atoms see their own images."""
+    a = bulk("Cu", "fcc", 3.6, cubic=cubic).repeat(repeat)
+    a.set_cell(a.cell @ (np.eye(3) + [[0.01, 0.02, 0], [0, -0.01, 0.015], [0.01, 0, 0]]).T,
+               scale_atoms=True)
+    a.rattle(0.05, seed=2)
+    e_fn = lambda x: cu_model.predict_structure(x, forces=False, stress=False)["energy"]
+    r = cu_model.predict_structure(a)
+    np.testing.assert_allclose(r["forces"], finite_difference_forces(e_fn, a, h=1e-4), atol=1e-6)
+    h = 1e-5
+    V = a.get_volume()
+    dE = np.zeros((3, 3))
+    for i in range(3):
+        for j in range(3):
+            eps = np.zeros((3, 3))
+            eps[i, j] = h
+            p, m = a.copy(), a.copy()
+            p.set_cell(a.cell @ (np.eye(3) + eps).T, scale_atoms=True)
+            m.set_cell(a.cell @ (np.eye(3) - eps).T, scale_atoms=True)
+            dE[i, j] = (e_fn(p) - e_fn(m)) / (2 * h)
+    sym = 0.5 * (dE + dE.T) / V
+    voigt = [sym[0, 0], sym[1, 1], sym[2, 2], sym[1, 2], sym[0, 2], sym[0, 1]]
+    np.testing.assert_allclose(r["stress"], voigt, atol=1e-7)
+
+
+def test_energy_scales_with_supercell(cu_model):
+    a = bulk("Cu", "fcc", 3.6, cubic=True)
+    a.rattle(0.03, seed=5)
+    e1 = cu_model.predict_structure(a, forces=False)["energy"]
+    e8 = cu_model.predict_structure(a.repeat((2, 2, 2)), forces=False)["energy"]
+    assert e8 == pytest.approx(8 * e1, rel=1e-10)
+    prim = bulk("Cu", "fcc", 3.6)
+    cub = bulk("Cu", "fcc", 3.6, cubic=True)
+    e_p = cu_model.predict_structure(prim, forces=False)["energy"]
+    e_c = cu_model.predict_structure(cub, forces=False)["energy"]
+    assert e_c == pytest.approx(4 * e_p, rel=1e-10)
+
+
+def test_mixed_periodicity_slab(cu_model):
+    slab = bulk("Cu", "fcc", 3.6, cubic=True).repeat((1, 1, 2))
+    slab.pbc = (True, True, False)
+    slab.rattle(0.03, seed=1)
+    e_fn = lambda x: cu_model.predict_structure(x, forces=False)["energy"]
+    r = cu_model.predict_structure(slab)
+    assert "stress" not in r
+    np.testing.assert_allclose(r["forces"][[0, 5]],
+                               finite_difference_forces(e_fn, slab, atoms_idx=[0, 5]), atol=1e-6)
+
+
+def test_cell_relaxation_with_frechet_filter(cu_model):
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import BFGS
+
+    a = bulk("Cu", "fcc", 3.75, cubic=True)
+    a.calc = GAPCalculator(cu_model)
+    s0 = np.abs(a.get_stress()).max()
+    BFGS(FrechetCellFilter(a), logfile=None).run(fmax=1e-3, steps=200)
+    assert np.abs(a.get_stress()).max() < 0.1 * s0
+    assert 3.4 < a.cell.lengths()[0] < 3.8

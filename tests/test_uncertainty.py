@@ -1,0 +1,149 @@
+"""Epistemic/aleatoric uncertainty, flags and calibration on fitted models."""
+
+import numpy as np
+import pytest
+from ase import Atoms
+
+from gapkit import GAP, SOAP, FlagThreshold
+from gapkit.kernels import dot_kernel, species_mask
+from gapkit.uncertainty import calibration_metrics, fit_variance_scale
+
+from conftest import SMALL_SOAP
+
+
+def test_epistemic_variance_vanishes_at_training_points(train_frames):
+    frames = train_frames[:6]
+    model = GAP(SOAP(**SMALL_SOAP), n_sparse=10_000, energy_noise=1e-5, force_noise=1e-4,
+                delta=1.0, jitter=1e-10).fit(frames)
+    _, std = model.predict(frames, return_std=True)
+    far = frames[0].copy()
+    far.positions *= 1.3
+    _, std_far = model.predict([far], return_std=True)
+    assert np.max(std.energy_epistemic) < 1e-3
+    assert std_far.energy_epistemic[0] > 20 * np.max(std.energy_epistemic)
+    # the aleatoric part is exactly the learned noise
+    np.testing.assert_allclose(std.energy_aleatoric, 1e-5 * np.sqrt([len(a) for a in frames]))
+    np.testing.assert_allclose(std.forces_aleatoric[0], 1e-4)
+
+
+def test_sigma_is_large_far_from_the_data(small_model, test_frames):
+    _, std_in = small_model.predict(test_frames[:5], return_std=True)
+    dimer = Atoms("CO", positions=[[0, 0, 0], [0.5, 0, 0]])
+    _, std_out = small_model.predict([dimer], return_std=True)
+    per_atom_in = std_in.energy_epistemic / np.array([len(a) for a in test_frames[:5]])
+    assert std_out.energy_epistemic[0] / 2 > 5 * per_atom_in.max()
+    mean_in = np.mean([s.mean() for s in std_in.forces_epistemic])
+    assert std_out.forces_epistemic[0].max() > 5 * mean_in
+
+
+def test_variance_of_sum_is_sum_of_covariance_blocks(small_model, test_frames):
+    atoms = test_frames[2]
+    cov = small_model.local_energy_covariance(atoms)
+    _, std = small_model.predict([atoms], return_std=True, forces=False)
+    assert np.allclose(cov, cov.T)
+    assert std.energy_epistemic[0] ** 2 == pytest.approx(cov.sum(), rel=1e-8)
+    np.testing.assert_allclose(std.energies_epistemic[0] ** 2, np.diag(cov), rtol=1e-8, atol=1e-14)
+
+
+def test_force_std_matches_finite_difference_of_covariance(small_model, test_frames):
+    """Var(F_ja) from the kernel Hessian equals the FD second derivative of the energy covariance."""
+    atoms = test_frames[1]
+    _, std = small_model.predict([atoms], return_std=True)
+    j, a, h = 2, 1, 1e-4
+
+    def cov_e(d1, d2):
+        p, q = atoms.copy(), atoms.copy()
+        p.positions[j, a] += d1
+        q.positions[j, a] += d2
+        both = p + q  # energies of two displaced copies, cross-covariance from the joint matrix
+        both.positions[len(atoms):] += 50.0
+        C = small_model.local_energy_covariance(both)
+        n = len(atoms)
+        return C[:n, n:].sum()
+
+    fd = (cov_e(h, h) - cov_e(h, -h) - cov_e(-h, h) + cov_e(-h, -h)) / (4 * h * h)
+    assert std.forces_epistemic[0][j, a] ** 2 == pytest.approx(fd, rel=2e-3, abs=1e-10)
+
+
+def test_z_scores_on_a_synthetic_gp_draw_are_standard_normal(train_frames, rng):
+    """Energies drawn from the model's own prior: z-scores of held-out energies ~ N(0, 1).
+
+    MD frames are strongly correlated, so the z-scores of one draw are too; pooling
+    independent draws makes the check sharp.
+    """
+    soap = SOAP(["H", "C", "O"], **SMALL_SOAP)
+    frames = [a.copy() for a in train_frames[:100]]
+    for a in frames:
+        a.calc = None
+    descs = [soap.compute(a, gradients=False) for a in frames]
+    Q = np.vstack([d.q for d in descs])
+    Z = np.concatenate([d.numbers for d in descs])
+    owner = np.repeat(np.arange(len(frames)), [len(a) for a in frames])
+    delta, noise, zeta = 0.5, 0.01, 2.0
+    K = delta ** 2 * dot_kernel(Q, Q, zeta) * species_mask(Z, Z)
+    Lk = np.linalg.cholesky(K + 1e-8 * np.eye(len(K)))
+    n_atoms = np.array([len(a) for a in frames])
+    zs = []
+    for _ in range(12):
+        eps = Lk @ rng.normal(size=len(K))
+        y = np.bincount(owner, weights=eps) + noise * np.sqrt(n_atoms) * rng.normal(size=len(frames))
+        for a, e in zip(frames, y):
+            a.info["energy"] = float(e)
+        model = GAP(soap, zeta=zeta, delta=delta, energy_noise=noise, use_forces=False,
+                    n_sparse=10_000, e0="zero").fit(frames[:50])
+        pred, std = model.predict(frames[50:], return_std=True, forces=False)
+        zs.append((pred.energy - y[50:]) / std.energy)
+    z = np.concatenate(zs)
+    assert abs(z.mean()) < 0.2
+    assert 0.85 < z.std() < 1.15
+    assert 0.9 < np.mean(np.abs(z) < 1.96) < 0.99
+
+
+def test_flags_absolute_and_relative(small_model, test_frames):
+    frames = test_frames[:3] + [Atoms("CO", positions=[[0, 0, 0], [0.6, 0, 0]])]
+    _, std = small_model.predict(frames, return_std=True)
+    big = max(s.max() for s in std.forces_epistemic[:3])
+    fl = FlagThreshold(forces=1.01 * big).evaluate(std, frames, small_model.noise_)
+    assert fl.structures.tolist() == [False, False, False, True]
+    assert fl.atoms[3].all()
+    fl = FlagThreshold(relative=1e-9).evaluate(std, frames, small_model.noise_)
+    assert fl.structures.all()
+    assert FlagThreshold.parse("forces=0.2,energy=0.01") == FlagThreshold(forces=0.2, energy_per_atom=0.01)
+    assert FlagThreshold.parse("3x").relative == 3.0
+    with pytest.raises(ValueError, match="Cannot parse flag threshold"):
+        FlagThreshold.parse("banana=1")
+    with pytest.raises(ValueError, match="needs at least one"):
+        FlagThreshold()
+
+
+def test_calibration_metrics_known_cases(rng):
+    s = rng.uniform(0.5, 2.0, size=20000)
+    e = s * rng.normal(size=s.size)
+    m = calibration_metrics(e, s)
+    assert m["z_std"] == pytest.approx(1.0, abs=0.02)
+    assert m["coverage_95"] == pytest.approx(0.95, abs=0.01)
+    assert m["coverage_68"] == pytest.approx(0.6827, abs=0.015)
+    assert m["miscalibration_area"] < 0.01
+    assert m["spearman"] > 0.3
+    over = calibration_metrics(e, 3 * s)
+    assert over["z_std"] == pytest.approx(1 / 3, abs=0.02) and over["coverage_95"] > 0.99
+    assert over["miscalibration_area"] > 0.2
+    assert fit_variance_scale(e, 3 * s) == pytest.approx(1 / 9, rel=0.05)
+    with pytest.raises(ValueError, match="finite and positive"):
+        calibration_metrics(e, np.zeros_like(s))
+
+
+def test_recalibration_is_stored_and_applied(small_model, test_frames, tmp_path):
+    import copy
+
+    from gapkit import load
+
+    model = copy.deepcopy(small_model)
+    model.recalibrate(test_frames[:15])
+    _, std = model.predict(test_frames[15:20], return_std=True)
+    _, std0 = small_model.predict(test_frames[15:20], return_std=True)
+    ratio = std.energy / std0.energy
+    np.testing.assert_allclose(ratio, np.sqrt(model.variance_scale_["energy"]), rtol=1e-10)
+    path = model.save(tmp_path / "m.npz")
+    _, std2 = load(path).predict(test_frames[15:20], return_std=True)
+    np.testing.assert_allclose(std2.energy, std.energy, rtol=1e-10)
