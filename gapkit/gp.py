@@ -373,11 +373,12 @@ def optimize_hyperparameters(groups: dict[str, RowGroup], Lchol: np.ndarray, del
 # predictive variance
 # ----------------------------------------------------------------------------------
 def predictive_variance(rows: np.ndarray, prior: np.ndarray, Lchol: np.ndarray,
-                        R: np.ndarray, delta: float) -> np.ndarray:
+                        R: np.ndarray, delta: float, parts: bool = False):
     """Epistemic (DTC) variance of linear functionals of the local energies.
 
     ``var = delta**2 (k~** - k~^T K~^-1 k~) + delta**4 k~^T (R_P^T R_P)^-1 k~``:
-    the Nyström residual of the prior plus the posterior uncertainty of the weights.
+    the Nyström residual of the prior (what the sparse set cannot represent) plus
+    the posterior uncertainty of the weights.
 
     Parameters
     ----------
@@ -385,16 +386,22 @@ def predictive_variance(rows: np.ndarray, prior: np.ndarray, Lchol: np.ndarray,
         Unit-scale rows ``k~`` of the functionals.
     prior : ndarray of shape (n,)
         Unit-scale prior variances ``k~**`` of the same functionals.
+    parts : bool
+        Return the two terms separately.
 
     Returns
     -------
-    ndarray of shape (n,), in eV**2 (or (eV/Å)**2 for forces). Negative values from
-    round-off are clipped to zero with a ``RuntimeWarning``.
+    ndarray of shape (n,), in eV**2 (or (eV/Å)**2 for forces), or the tuple
+    ``(nystrom, posterior)``. Negative values from round-off are clipped to zero with
+    a ``RuntimeWarning``.
     """
     A = sla.solve_triangular(Lchol, rows.T, lower=True, check_finite=False)
     B = sla.solve_triangular(R, rows.T, trans="T", lower=False, check_finite=False)
-    var = delta ** 2 * (prior - np.sum(A * A, axis=0)) + delta ** 4 * np.sum(B * B, axis=0)
-    return clip_variance(var)
+    nystrom = clip_variance(delta ** 2 * (prior - np.sum(A * A, axis=0)), "Nyström variance")
+    posterior = delta ** 4 * np.sum(B * B, axis=0)
+    if parts:
+        return nystrom, posterior
+    return nystrom + posterior
 
 
 def clip_variance(var: np.ndarray, what: str = "predictive variance") -> np.ndarray:

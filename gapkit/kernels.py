@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .descriptors.base import DescriptorSet
+from .descriptors.base import DescriptorSet, scatter_matrix
 
 
 def dot_kernel(Q1: np.ndarray, Q2: np.ndarray, zeta: float) -> np.ndarray:
@@ -42,17 +42,29 @@ def kernel_mm(Qm: np.ndarray, zm: np.ndarray, zeta: float) -> np.ndarray:
     return dot_kernel(Qm, Qm, zeta) * species_mask(zm, zm)
 
 
+def species_blocks(zm: np.ndarray) -> list[tuple[int, np.ndarray | slice]]:
+    """Column blocks of the sparse set by species: ``[(Z, columns), ...]``.
+
+    Columns are returned as a ``slice`` when a species' sparse points are contiguous
+    (as :class:`gapkit.GAP` stores them), which avoids copies.
+    """
+    out = []
+    zm = np.asarray(zm)
+    for z in np.unique(zm):
+        idx = np.nonzero(zm == z)[0]
+        cols = slice(int(idx[0]), int(idx[-1]) + 1) if idx[-1] - idx[0] + 1 == len(idx) else idx
+        out.append((int(z), cols))
+    return out
+
+
 def local_rows(ds: DescriptorSet, Qm: np.ndarray, zm: np.ndarray, zeta: float) -> np.ndarray:
     """Unit-scale local-energy rows ``k(q_i, q_m)``, shape (n_atoms, M)."""
-    return dot_kernel(ds.q, Qm, zeta) * species_mask(ds.numbers, zm)
-
-
-def _dk_coeff(ds: DescriptorSet, Qm: np.ndarray, zm: np.ndarray, zeta: float) -> np.ndarray:
-    """``zeta (q_i . q_m)**(zeta-1)`` masked by species, shape (n_atoms, M).
-
-    ``dk(q_i, q_m)/dq_i = coeff[i, m] * q_m``.
-    """
-    return zeta * _pow(ds.q @ Qm.T, zeta - 1) * species_mask(ds.numbers, zm)
+    out = np.zeros((ds.n_atoms, len(zm)))
+    for z, cols in species_blocks(zm):
+        ci = np.nonzero(ds.numbers == z)[0]
+        if len(ci):
+            out[np.ix_(ci, np.arange(len(zm))[cols])] = _pow(ds.q[ci] @ Qm[cols].T, zeta)
+    return out
 
 
 def design_rows(ds: DescriptorSet, Qm: np.ndarray, zm: np.ndarray, zeta: float,
@@ -74,23 +86,45 @@ def design_rows(ds: DescriptorSet, Qm: np.ndarray, zm: np.ndarray, zeta: float,
     dict
         ``"energy"``: shape (1, M); ``"forces"``: shape (3 n_atoms, M), rows ordered
         atom-major (``3 j + a``); ``"virial"``: shape (9, M), rows ``3 a + b``.
+
+    Notes
+    -----
+    Work is blocked by central species: centres of species Z meet only the sparse
+    points of species Z, so no product is formed only to be masked away.
     """
+    if virial and ds.dq_strain is None:
+        raise ValueError("virial rows need strain derivatives (a periodic cell)")
+    M = len(zm)
+    n = ds.n_atoms
     out = {}
     if energy:
-        out["energy"] = local_rows(ds, Qm, zm, zeta).sum(axis=0, keepdims=True)
-    if forces or virial:
-        coeff = _dk_coeff(ds, Qm, zm, zeta)  # (n, M)
+        out["energy"] = np.zeros((1, M))
     if forces:
-        P, _, F = ds.dq.shape
-        proj = (ds.dq.reshape(P * 3, F) @ Qm.T).reshape(P, 3, -1)  # dq_i/dr_j . q_m
-        proj *= coeff[ds.pair_i][:, None, :]
-        out["forces"] = -(ds.scatter_matrix() @ proj.reshape(P * 3, -1))
+        out["forces"] = np.zeros((3 * n, M))
     if virial:
-        if ds.dq_strain is None:
-            raise ValueError("virial rows need strain derivatives (a periodic cell)")
-        n = ds.n_atoms
-        proj = (ds.dq_strain.reshape(n * 9, -1) @ Qm.T).reshape(n, 9, -1)
-        out["virial"] = -np.einsum("nkm,nm->km", proj, coeff)
+        out["virial"] = np.zeros((9, M))
+    F = ds.q.shape[1]
+    for z, cols in species_blocks(zm):
+        ci = np.nonzero(ds.numbers == z)[0]
+        if len(ci) == 0:
+            continue
+        Qz = Qm[cols]
+        dots = ds.q[ci] @ Qz.T  # (n_z, M_z)
+        if energy:
+            out["energy"][0, cols] = _pow(dots, zeta).sum(axis=0)
+        if not (forces or virial):
+            continue
+        coeff = zeta * _pow(dots, zeta - 1)  # dk/dq_i = coeff[i, m] q_m
+        if forces:
+            local = np.full(n, -1)
+            local[ci] = np.arange(len(ci))
+            pz = np.nonzero(local[ds.pair_i] >= 0)[0]
+            proj = (ds.dq[pz].reshape(-1, F) @ Qz.T).reshape(len(pz), 3, -1)
+            proj *= coeff[local[ds.pair_i[pz]]][:, None, :]
+            out["forces"][:, cols] = -(scatter_matrix(ds.pair_j[pz], n) @ proj.reshape(len(pz) * 3, -1))
+        if virial:
+            proj = (ds.dq_strain[ci].reshape(-1, F) @ Qz.T).reshape(len(ci), 9, -1)
+            out["virial"][:, cols] = -np.einsum("nkm,nm->km", proj, coeff)
     return out
 
 
@@ -99,8 +133,14 @@ def local_energy_gradient(ds: DescriptorSet, Qm: np.ndarray, zm: np.ndarray, zet
     """``d eps_i / d q_i`` for unit-scale weights, shape (n_atoms, F).
 
     ``eps_i = sum_m weights[m] k(q_i, q_m)``, so the gradient is
-    ``sum_m weights[m] coeff[i, m] q_m``; contracting it with ``dq`` gives forces as a
-    vector-Jacobian product without forming force rows.
+    ``sum_m weights[m] zeta (q_i . q_m)**(zeta-1) q_m``; contracting it with ``dq``
+    gives forces as a vector-Jacobian product without forming force rows.
     """
-    coeff = _dk_coeff(ds, Qm, zm, zeta)
-    return (coeff * weights[None, :]) @ Qm
+    out = np.zeros_like(ds.q)
+    for z, cols in species_blocks(zm):
+        ci = np.nonzero(ds.numbers == z)[0]
+        if len(ci):
+            Qz = Qm[cols]
+            coeff = zeta * _pow(ds.q[ci] @ Qz.T, zeta - 1)
+            out[ci] = (coeff * weights[cols][None, :]) @ Qz
+    return out

@@ -40,6 +40,11 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("energy", "forces", "virial")
 
+#: Multipliers of the two epistemic variance terms (Nyström residual, weight
+#: posterior) per property; 1 means the raw DTC variance. Set by GAP.recalibrate.
+DEFAULT_VARIANCE_SCALE = {"energy_nystrom": 1.0, "energy_posterior": 1.0,
+                          "forces_nystrom": 1.0, "forces_posterior": 1.0}
+
 
 # ----------------------------------------------------------------------------------
 # prediction containers
@@ -349,7 +354,7 @@ class GAP(BaseEstimator):
         self.posterior_factor_ = sol.R
         self.log_marginal_likelihood_ = sol.log_likelihood
         self.n_train_ = {name: g.n_rows for name, g in groups.items()}
-        self.variance_scale_ = {"energy": 1.0, "forces": 1.0}
+        self.variance_scale_ = dict(DEFAULT_VARIANCE_SCALE)
         self._groups = groups  # kept in memory for log_marginal_likelihood(); not saved
         return self
 
@@ -497,56 +502,83 @@ class GAP(BaseEstimator):
         kqq = kernels.dot_kernel(ds.q, ds.q, zeta) * kernels.species_mask(ds.numbers, ds.numbers)
         rows = np.vstack([local.sum(0, keepdims=True), local])
         prior = np.concatenate([[kqq.sum()], np.diag(kqq)])
-        var = gp.predictive_variance(rows, prior, self.kmm_cholesky_, self.posterior_factor_, d)
-        out = {"energy": var[0], "energies": var[1:]}
+        nys, post = gp.predictive_variance(rows, prior, self.kmm_cholesky_,
+                                           self.posterior_factor_, d, parts=True)
+        out = {"energy": (nys[0], post[0]), "energies": (nys[1:], post[1:])}
         if forces:
             frows = kernels.design_rows(ds, Qm, zm, zeta, energy=False, forces=True)["forces"]
             fprior = force_prior_variance(ds, zeta)
-            fvar = gp.predictive_variance(frows, fprior, self.kmm_cholesky_,
-                                          self.posterior_factor_, d)
-            out["forces"] = fvar.reshape(-1, 3)
+            fn, fp = gp.predictive_variance(frows, fprior, self.kmm_cholesky_,
+                                            self.posterior_factor_, d, parts=True)
+            out["forces"] = (fn.reshape(-1, 3), fp.reshape(-1, 3))
         return out
 
+    def _epistemic_var(self, parts: tuple, prop: str) -> np.ndarray:
+        sc = self.variance_scale_
+        return (sc.get(f"{prop}_nystrom", 1.0) * np.asarray(parts[0])
+                + sc.get(f"{prop}_posterior", 1.0) * np.asarray(parts[1]))
+
     def _collect_std(self, stds: list[dict], frames: list[Atoms], forces: bool) -> PredictionStd:
-        # A recalibration scale (see recalibrate) multiplies both parts' variances.
-        cE = np.sqrt(self.variance_scale_.get("energy", 1.0))
-        cF = np.sqrt(self.variance_scale_.get("forces", 1.0))
-        sE = cE * self._aleatoric("energy")
-        sF = cF * self._aleatoric("forces")
-        e_epi = cE * np.sqrt([s["energy"] for s in stds])
+        sE = self._aleatoric("energy")
+        sF = self._aleatoric("forces")
+        e_epi = np.sqrt([self._epistemic_var(s["energy"], "energy") for s in stds])
         e_ale = np.array([sE * np.sqrt(len(a)) for a in frames])
-        es_epi = [cE * np.sqrt(s["energies"]) for s in stds]
+        es_epi = [np.sqrt(self._epistemic_var(s["energies"], "energy")) for s in stds]
         es_ale = [np.full(len(a), sE) for a in frames]
         out = PredictionStd(
             energy_epistemic=e_epi, energy_aleatoric=e_ale, energy=np.hypot(e_epi, e_ale),
             energies_epistemic=es_epi, energies_aleatoric=es_ale,
             energies=[np.hypot(a, b) for a, b in zip(es_epi, es_ale)])
         if forces:
-            f_epi = [cF * np.sqrt(s["forces"]) for s in stds]
+            f_epi = [np.sqrt(self._epistemic_var(s["forces"], "forces")) for s in stds]
             f_ale = [np.full((len(a), 3), sF) for a in frames]
             out.forces_epistemic, out.forces_aleatoric = f_epi, f_ale
             out.forces = [np.hypot(a, b) for a, b in zip(f_epi, f_ale)]
         return out
 
     def recalibrate(self, X) -> "GAP":
-        """Fit variance scales on a labelled validation set and store them in the model.
+        """Fit the epistemic variance scales on a labelled validation set (stored in the model).
 
-        The energy and force total variances are each multiplied by the maximum-
-        likelihood scale ``mean((error/std)**2)`` on ``X`` (see
-        :func:`gapkit.uncertainty.fit_variance_scale`), so that the z-scores on that set
-        have unit mean square. The scales are saved with the model. Returns ``self``.
+        The DTC variance has two terms: the Nyström residual
+        ``delta**2 (k** - k K_MM^-1 k)``, i.e. the prior variance of what the sparse set
+        cannot represent, and the posterior variance of the weights. With ``delta``
+        learned on the projected model, the residual term is usually far too large in
+        distribution. For energies and for forces separately, this method multiplies
+        the two terms by scales ``(s_N, s_P)`` that maximise the Gaussian likelihood of
+        the validation errors, with the learned noise as the aleatoric part (see
+        :func:`gapkit.uncertainty.fit_variance_scales`). The ranking of structures by
+        sigma and the growth of the residual term away from the data are kept.
+
+        Returns
+        -------
+        self
         """
         from .metrics import reference_arrays
-        from .uncertainty import fit_variance_scale
+        from .uncertainty import fit_variance_scales
 
         frames = self._prepare(X)
-        self.variance_scale_ = {"energy": 1.0, "forces": 1.0}
-        pred, std = self.predict(frames, return_std=True)
         ref = reference_arrays(frames, self.label_keys)
-        scale = {"energy": fit_variance_scale(pred.energy - ref["energy"], std.energy)}
-        fe = [(p - r).ravel() for p, r in zip(pred.forces, ref["forces"]) if r is not None]
-        fs = [s.ravel() for s, r in zip(std.forces, ref["forces"]) if r is not None]
-        scale["forces"] = fit_variance_scale(np.concatenate(fe), np.concatenate(fs)) if fe else 1.0
+        parts = []
+        for k, atoms in enumerate(frames):
+            r = self.predict_structure(atoms, forces=True, stress=False, index=k)
+            parts.append((r, self._std_structure(r["_descriptor"], forces=True)))
+        e_err = np.array([r["energy"] for r, _ in parts]) - ref["energy"]
+        e_nys = np.array([s["energy"][0] for _, s in parts])
+        e_post = np.array([s["energy"][1] for _, s in parts])
+        e_ale = np.array([self._aleatoric("energy") ** 2 * len(a) for a in frames])
+        scale = {}
+        scale["energy_nystrom"], scale["energy_posterior"] = fit_variance_scales(
+            e_err, e_nys, e_post, e_ale)
+        has_f = [k for k, f in enumerate(ref["forces"]) if f is not None]
+        if has_f:
+            f_err = np.concatenate([(parts[k][0]["forces"] - ref["forces"][k]).ravel() for k in has_f])
+            f_nys = np.concatenate([parts[k][1]["forces"][0].ravel() for k in has_f])
+            f_post = np.concatenate([parts[k][1]["forces"][1].ravel() for k in has_f])
+            f_ale = np.full(f_err.shape, self._aleatoric("forces") ** 2)
+            scale["forces_nystrom"], scale["forces_posterior"] = fit_variance_scales(
+                f_err, f_nys, f_post, f_ale)
+        else:
+            scale["forces_nystrom"] = scale["forces_posterior"] = 1.0
         self.variance_scale_ = scale
         return self
 

@@ -205,14 +205,48 @@ def observed_coverage(z: np.ndarray, levels: np.ndarray) -> np.ndarray:
     return np.mean(np.abs(np.asarray(z).ravel())[:, None] <= half[None, :], axis=0)
 
 
-def fit_variance_scale(errors: np.ndarray, std: np.ndarray) -> float:
-    """Variance scale ``s`` that makes ``z = e / (sqrt(s) std)`` have unit mean square.
+def fit_variance_scales(errors: np.ndarray, nystrom: np.ndarray, posterior: np.ndarray,
+                        aleatoric: np.ndarray, bounds: tuple[float, float] = (1e-8, 1e4)
+                        ) -> tuple[float, float]:
+    """Scales ``(s_N, s_P)`` of the two epistemic variance terms by maximum likelihood.
 
-    The maximum-likelihood scale of a Gaussian with variances ``s * std**2``:
-    ``s = mean((e / std)**2)``.
+    Maximises ``sum_k log N(e_k; 0, s_N n_k + s_P p_k + a_k)`` over ``log s_N`` and
+    ``log s_P`` within ``bounds`` (L-BFGS-B, analytic gradient).
+
+    Parameters
+    ----------
+    errors : ndarray of shape (n,)
+        Validation errors (prediction minus reference).
+    nystrom, posterior : ndarray of shape (n,)
+        The Nyström-residual and weight-posterior variances of the same predictions.
+    aleatoric : ndarray of shape (n,)
+        Aleatoric variances (kept fixed).
+
+    Returns
+    -------
+    (float, float)
     """
-    e = np.asarray(errors, dtype=np.float64).ravel()
-    s = np.asarray(std, dtype=np.float64).ravel()
-    if e.size == 0 or np.any(s <= 0):
-        raise ValueError("need at least one error and positive stds to fit a variance scale")
-    return float(np.mean((e / s) ** 2))
+    from scipy.optimize import minimize
+
+    e2 = np.asarray(errors, dtype=np.float64).ravel() ** 2
+    n = np.asarray(nystrom, dtype=np.float64).ravel()
+    p = np.asarray(posterior, dtype=np.float64).ravel()
+    a = np.asarray(aleatoric, dtype=np.float64).ravel()
+    if e2.size == 0:
+        raise ValueError("need at least one validation error to fit variance scales")
+
+    def nll(theta):
+        sN, sP = np.exp(theta)
+        v = np.maximum(sN * n + sP * p + a, 1e-300)
+        f = 0.5 * np.sum(np.log(v) + e2 / v)
+        dv = 0.5 * (1.0 / v - e2 / v ** 2)
+        return f, np.array([np.sum(dv * n) * sN, np.sum(dv * p) * sP])
+
+    lo, hi = np.log(bounds[0]), np.log(bounds[1])
+    best = None
+    for start in ([0.0, 0.0], [np.log(1e-2), 0.0], [np.log(1e-4), np.log(10.0)]):
+        res = minimize(nll, np.array(start), jac=True, method="L-BFGS-B", bounds=[(lo, hi)] * 2)
+        if best is None or res.fun < best.fun:
+            best = res
+    sN, sP = np.exp(best.x)
+    return float(sN), float(sP)

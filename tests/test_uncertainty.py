@@ -6,7 +6,7 @@ from ase import Atoms
 
 from gapkit import GAP, SOAP, FlagThreshold
 from gapkit.kernels import dot_kernel, species_mask
-from gapkit.uncertainty import calibration_metrics, fit_variance_scale
+from gapkit.uncertainty import calibration_metrics, fit_variance_scales
 
 from conftest import SMALL_SOAP
 
@@ -128,9 +128,17 @@ def test_calibration_metrics_known_cases(rng):
     over = calibration_metrics(e, 3 * s)
     assert over["z_std"] == pytest.approx(1 / 3, abs=0.02) and over["coverage_95"] > 0.99
     assert over["miscalibration_area"] > 0.2
-    assert fit_variance_scale(e, 3 * s) == pytest.approx(1 / 9, rel=0.05)
     with pytest.raises(ValueError, match="finite and positive"):
         calibration_metrics(e, np.zeros_like(s))
+
+
+def test_variance_scales_are_recovered(rng):
+    n = rng.uniform(0.5, 2.0, size=40000)
+    p = rng.uniform(0.5, 2.0, size=n.size) * rng.choice([0.1, 10.0], size=n.size)
+    a = np.full(n.size, 0.3)
+    e = np.sqrt(0.05 * n + 2.0 * p + a) * rng.normal(size=n.size)
+    sN, sP = fit_variance_scales(e, n, p, a)
+    assert sN == pytest.approx(0.05, rel=0.5) and sP == pytest.approx(2.0, rel=0.1)
 
 
 def test_recalibration_is_stored_and_applied(small_model, test_frames, tmp_path):
@@ -139,11 +147,20 @@ def test_recalibration_is_stored_and_applied(small_model, test_frames, tmp_path)
     from gapkit import load
 
     model = copy.deepcopy(small_model)
-    model.recalibrate(test_frames[:15])
-    _, std = model.predict(test_frames[15:20], return_std=True)
-    _, std0 = small_model.predict(test_frames[15:20], return_std=True)
-    ratio = std.energy / std0.energy
-    np.testing.assert_allclose(ratio, np.sqrt(model.variance_scale_["energy"]), rtol=1e-10)
+    val, test = test_frames[:25], test_frames[25:35]
+    model.recalibrate(val)
+    assert set(model.variance_scale_) == {"energy_nystrom", "energy_posterior",
+                                          "forces_nystrom", "forces_posterior"}
+    pred, std = model.predict(val, return_std=True)
+    e_ref = np.array([a.get_potential_energy() for a in val])
+    f_ref = np.concatenate([a.get_forces().ravel() for a in val])
+    z_e = (pred.energy - e_ref) / std.energy
+    z_f = (pred.forces_flat.ravel() - f_ref) / np.concatenate([s.ravel() for s in std.forces])
+    assert 0.7 < z_e.std() < 1.3 and 0.8 < z_f.std() < 1.2
+    _, std_raw = small_model.predict(test, return_std=True)
+    _, std_new = model.predict(test, return_std=True)
+    assert not np.allclose(std_raw.energy, std_new.energy)
     path = model.save(tmp_path / "m.npz")
-    _, std2 = load(path).predict(test_frames[15:20], return_std=True)
-    np.testing.assert_allclose(std2.energy, std.energy, rtol=1e-10)
+    _, std2 = load(path).predict(test, return_std=True)
+    np.testing.assert_allclose(std2.energy, std_new.energy, rtol=1e-10)
+    np.testing.assert_allclose(std2.forces[0], std_new.forces[0], rtol=1e-10)

@@ -55,12 +55,14 @@ class DescriptorSet:
         return self.dq is not None
 
     def scatter_matrix(self) -> sp.csr_matrix:
-        """Sparse (3 n_atoms, 3 n_pairs) matrix that sums pair rows onto atom rows.
+        """Sparse (3 n_atoms, 3 n_pairs) matrix that sums pair rows onto atom rows."""
+        return scatter_matrix(self.pair_j, self.n_atoms)
 
-        Row ``3 j + a`` collects the pair rows ``3 p + a`` with ``pair_j[p] == j``.
-        """
-        n_pairs = len(self.pair_j)
-        rows = (3 * self.pair_j[:, None] + np.arange(3)[None, :]).ravel()
-        cols = np.arange(3 * n_pairs)
-        data = np.ones(3 * n_pairs)
-        return sp.csr_matrix((data, (rows, cols)), shape=(3 * self.n_atoms, 3 * n_pairs))
+
+def scatter_matrix(pair_j: np.ndarray, n_atoms: int) -> sp.csr_matrix:
+    """Sparse (3 n_atoms, 3 n_pairs) matrix: row ``3 j + a`` sums pair rows ``3 p + a``
+    with ``pair_j[p] == j``."""
+    n_pairs = len(pair_j)
+    rows = (3 * np.asarray(pair_j)[:, None] + np.arange(3)[None, :]).ravel()
+    return sp.csr_matrix((np.ones(3 * n_pairs), (rows, np.arange(3 * n_pairs))),
+                         shape=(3 * n_atoms, 3 * n_pairs))
