@@ -1,0 +1,180 @@
+"""Streaming the training rows into triangular factors: serial, multi-process, or Dask.
+
+The training set is cut into chunks of structures. For each chunk the descriptors
+(with their derivatives), the design rows of energies, forces and virials, and a
+:class:`gapkit.gp.RowAccumulator` are built, and only the per-group triangular
+factors ``R~_g`` of shape ``(M+1, M+1)`` leave the chunk; descriptor derivatives and
+rows are dropped as soon as they are folded in. Factors from different chunks (or
+workers) are merged by a QR of the stacked triangles, so
+
+* peak memory is O(M**2 + chunk) per worker, whatever the number of structures;
+* the result equals the one-shot QR of all rows up to round-off (the R factor of
+  a matrix is unique up to row signs);
+* the map (chunks) and the reduce (pairwise merges) parallelise naturally:
+  ``n_jobs`` uses joblib processes on one machine, ``client`` a
+  ``dask.distributed.Client`` for a cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from ase import Atoms
+from tqdm.auto import tqdm
+
+from . import gp, kernels
+from .data import Labels
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RowSpec:
+    """Everything a worker needs to turn structures into training rows.
+
+    Attributes
+    ----------
+    descriptor : SOAP
+        Fitted descriptor.
+    sparse_q : ndarray of shape (M, F)
+    sparse_species : ndarray of shape (M,)
+    zeta : float
+    noise_by_config_type : bool
+        Group rows by ``(kind, config_type)`` instead of by kind.
+    block_rows : int or None
+        Rows buffered per group before a QR update.
+    """
+
+    descriptor: object
+    sparse_q: np.ndarray
+    sparse_species: np.ndarray
+    zeta: float
+    noise_by_config_type: bool = False
+    block_rows: int | None = None
+
+    def group(self, kind: str, config_type: str) -> str:
+        return f"{kind}:{config_type}" if self.noise_by_config_type else kind
+
+
+def accumulate_chunk(spec: RowSpec, frames: Sequence[Atoms], labels: Sequence[Labels],
+                     resid: Sequence[float], offset: int = 0,
+                     acc: gp.RowAccumulator | None = None) -> gp.RowAccumulator:
+    """Rows of a chunk of structures folded into an accumulator.
+
+    Parameters
+    ----------
+    spec : RowSpec
+    frames, labels : sequences of equal length
+    resid : sequence of float
+        Training energies minus E0, eV.
+    offset : int
+        Index of the first frame in the whole training set (for error messages).
+    acc : RowAccumulator, optional
+        Add to this accumulator (serial streaming); a new one is made (and finalised)
+        otherwise.
+    """
+    own = acc is None
+    if own:
+        acc = gp.RowAccumulator(len(spec.sparse_species), block_rows=spec.block_rows)
+    for k, (atoms, lab, e) in enumerate(zip(frames, labels, resid)):
+        use_virial = lab.virial is not None
+        use_forces = lab.forces is not None
+        ds = spec.descriptor.compute(atoms, gradients=use_forces or use_virial, strain=use_virial,
+                                     index=offset + k)
+        rows = kernels.design_rows(ds, spec.sparse_q, spec.sparse_species, spec.zeta,
+                                   forces=use_forces, virial=use_virial)
+        n = len(atoms)
+        acc.add(spec.group("energy", lab.config_type), rows["energy"], [e], 1.0 / n)
+        if use_forces:
+            acc.add(spec.group("forces", lab.config_type), rows["forces"], lab.forces.reshape(-1), 1.0)
+        if use_virial:
+            acc.add(spec.group("virial", lab.config_type), rows["virial"], lab.virial.reshape(-1),
+                    1.0 / n)
+    if own:
+        acc.finalize()
+    return acc
+
+
+def _chunk_bounds(n: int, size: int) -> list[tuple[int, int]]:
+    return [(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def _limited_blas(fn, *args):
+    """Run ``fn`` with one BLAS thread (for worker processes sharing the cores)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return fn(*args)
+
+
+def accumulate(spec: RowSpec, frames: Sequence[Atoms], labels: Sequence[Labels],
+               resid: np.ndarray, chunk_size: int = 32, n_jobs: int | None = None,
+               client=None, progress: bool = False) -> dict[str, gp.RowGroup]:
+    """Per-group triangular factors of all training rows.
+
+    Parameters
+    ----------
+    spec : RowSpec
+    frames, labels, resid
+        Training structures, their labels and E0-subtracted energies (eV).
+    chunk_size : int
+        Structures per chunk.
+    n_jobs : int, optional
+        Worker processes on this machine (joblib; ``-1`` for all cores). ``None`` or
+        1 runs serially with multi-threaded BLAS.
+    client : dask.distributed.Client, optional
+        Map the chunks over a Dask cluster instead; the factors are reduced on the
+        client.
+    progress : bool
+        Show a tqdm progress bar over the chunks.
+
+    Returns
+    -------
+    dict of :class:`gapkit.gp.RowGroup`
+    """
+    n = len(frames)
+    total = gp.RowAccumulator(len(spec.sparse_species), block_rows=spec.block_rows)
+
+    def args(lo, hi):
+        return spec, list(frames[lo:hi]), list(labels[lo:hi]), list(resid[lo:hi]), lo
+
+    if client is None and (n_jobs is None or n_jobs == 1):
+        # serial: stream chunk after chunk into one accumulator
+        bounds = _chunk_bounds(n, int(chunk_size))
+        for lo, hi in tqdm(bounds, desc="fit chunks", disable=not progress):
+            accumulate_chunk(*args(lo, hi), acc=total)
+        return total.finalize()
+
+    # parallel: a few large tasks per worker, each streaming into its own accumulator;
+    # merging two factors costs O(M**3), so tasks are kept few.
+    if client is not None:
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+    else:
+        from joblib import cpu_count
+
+        n_workers = cpu_count() if n_jobs < 0 else int(n_jobs)
+    task = max(int(chunk_size), -(-n // (2 * n_workers)))
+    bounds = _chunk_bounds(n, task)
+    bar = tqdm(total=len(bounds), desc="fit tasks", disable=not progress)
+    if client is not None:
+        spec_f = client.scatter(spec, broadcast=True)
+        futures = [client.submit(accumulate_chunk, spec_f, *args(lo, hi)[1:], pure=False)
+                   for lo, hi in bounds]
+        from dask.distributed import as_completed
+
+        for fut in as_completed(futures):
+            total.merge(fut.result())
+            fut.release()
+            bar.update(1)
+    else:
+        from joblib import Parallel, delayed
+
+        par = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
+        for acc in par(delayed(_limited_blas)(accumulate_chunk, *args(lo, hi)) for lo, hi in bounds):
+            total.merge(acc)
+            bar.update(1)
+    bar.close()
+    return total.finalize()

@@ -1,0 +1,85 @@
+"""Streaming fit: chunking, parallel workers and Dask give the one-shot answer."""
+
+import numpy as np
+import pytest
+
+from gapkit import GAP, SOAP
+
+from conftest import SMALL_SOAP
+
+
+def fit(frames, **kw):
+    return GAP(SOAP(**SMALL_SOAP), n_sparse=40, random_state=0, **kw).fit(frames)
+
+
+@pytest.fixture(scope="module")
+def frames(train_frames):
+    return train_frames[:24]
+
+
+@pytest.fixture(scope="module")
+def reference(frames):
+    return fit(frames, chunk_size=1000)
+
+
+def test_chunk_size_does_not_change_the_model(frames, reference):
+    for chunk in (1, 5):
+        m = fit(frames, chunk_size=chunk)
+        np.testing.assert_allclose(m.alpha_, reference.alpha_, rtol=1e-8, atol=1e-8 * np.abs(reference.alpha_).max())
+        assert m.log_marginal_likelihood_ == pytest.approx(reference.log_marginal_likelihood_, rel=1e-9)
+
+
+def test_process_workers_equal_serial(frames, reference, test_frames):
+    m = fit(frames, chunk_size=4, n_jobs=2)
+    e0 = reference.predict(test_frames[:3]).energy
+    np.testing.assert_allclose(m.predict(test_frames[:3]).energy, e0, rtol=0, atol=1e-8)
+
+
+def test_dask_equals_serial(frames, reference, test_frames):
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        m = GAP(SOAP(**SMALL_SOAP), n_sparse=40, random_state=0, chunk_size=4).fit(frames, client=client)
+    np.testing.assert_allclose(m.alpha_, reference.alpha_, rtol=1e-8, atol=1e-8 * np.abs(reference.alpha_).max())
+    e0 = reference.predict(test_frames[:3]).energy
+    np.testing.assert_allclose(m.predict(test_frames[:3]).energy, e0, rtol=0, atol=1e-8)
+
+
+def _peak(fn):
+    import tracemalloc
+
+    tracemalloc.start()
+    fn()
+    _, top = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return top
+
+
+def test_accumulator_memory_is_flat_in_the_number_of_rows(rng):
+    """O(M**2 + block) memory: 4x the rows, about the same peak."""
+    from gapkit.gp import RowAccumulator
+
+    M = 60
+    chunk = rng.normal(size=(100, M))
+    y = rng.normal(size=100)
+
+    def stream(n_chunks):
+        acc = RowAccumulator(M, block_rows=300)
+        for _ in range(n_chunks):
+            acc.add("forces", chunk, y, 1.0)
+        acc.finalize()
+
+    small, large = _peak(lambda: stream(20)), _peak(lambda: stream(80))
+    assert large < 1.2 * small, (small, large)
+    assert large < 3 * (M + 1) ** 2 * 8 + 400 * (M + 1) * 8 * 3
+
+
+def test_fit_memory_grows_far_slower_than_the_data(train_frames):
+    """A chunked fit of 3x the structures peaks well below 3x the memory."""
+    def fit(n):
+        return lambda: GAP(SOAP(**SMALL_SOAP), n_sparse=30, chunk_size=4,
+                           random_state=0).fit(train_frames[:n])
+
+    fit(4)()  # warm-up: imports and DScribe set-up are not part of the comparison
+    small, large = _peak(fit(24)), _peak(fit(72))
+    assert large < 1.6 * small, (small, large)
