@@ -19,7 +19,10 @@ key                shape            meaning
 The JSON holds ``format`` (``"gapkit-model"``), ``version`` (1), the gapkit version
 that wrote it, the descriptor class and parameters, the estimator parameters, the
 fitted scalars (``delta_``, ``noise_``, ``e0_``, ``species_``, ``variance_scale_``,
-``n_train_``, ``log_marginal_likelihood_``) and optional ``extra`` entries.
+``n_train_``, ``log_marginal_likelihood_``), optional ``extra`` entries, and the
+Delta-learning ``baseline``: ``null``, ``{"kind": "gapkit", "spec": {...}}`` (rebuilt
+on load) or ``{"kind": "user", "class": "module.Class"}`` (must be passed to
+:func:`load`).
 
 Writes are atomic: the archive goes to a temporary file in the target folder, is
 flushed to disk, then renamed over the target.
@@ -91,6 +94,7 @@ def save(model, path: str | os.PathLike) -> Path:
     model._check_fitted()
     params = model.get_params(deep=False)
     params.pop("descriptor", None)
+    baseline = params.pop("baseline", None)
     if not isinstance(params.get("e0"), (str, dict)):
         params["e0"] = str(params["e0"])
     if params.get("random_state") is not None and not isinstance(params["random_state"], int):
@@ -110,6 +114,7 @@ def save(model, path: str | os.PathLike) -> Path:
         "n_train_": model.n_train_,
         "log_marginal_likelihood_": model.log_marginal_likelihood_,
         "extra": getattr(model, "extra_", {}),
+        "baseline": _baseline_meta(baseline),
     }
     arrays = {
         "__meta__": np.frombuffer(json.dumps(_jsonable(meta)).encode("utf-8"), dtype=np.uint8),
@@ -125,16 +130,33 @@ def save(model, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def load(path: str | os.PathLike):
+def _baseline_meta(baseline) -> dict | None:
+    if baseline is None:
+        return None
+    if hasattr(baseline, "to_dict"):
+        return {"kind": "gapkit", "spec": baseline.to_dict()}
+    cls = type(baseline)
+    return {"kind": "user", "class": f"{cls.__module__}.{cls.__qualname__}"}
+
+
+def load(path: str | os.PathLike, baseline=None):
     """Load a model written by :func:`save`.
+
+    Parameters
+    ----------
+    path : str or path
+    baseline : ase Calculator, optional
+        The Delta-learning baseline, required when the model was trained with a user
+        calculator (only its class name is stored). A gapkit baseline is rebuilt from
+        the file; passing one overrides it.
 
     Raises
     ------
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If the file is not a gapkit model, is truncated or corrupt, or has an
-        unsupported format version.
+        If the file is not a gapkit model, is truncated or corrupt, has an
+        unsupported format version, or needs a baseline that was not given.
     """
     from .data import ReferenceEnergies
     from .descriptors import SOAP
@@ -166,7 +188,16 @@ def load(path: str | os.PathLike):
     if dmeta["class"] != "SOAP":
         raise ValueError(f"Unknown descriptor class {dmeta['class']!r} in '{path}'")
     desc = SOAP(**dmeta["params"])
-    model = GAP(descriptor=SOAP(**dmeta["params"]), **meta["params"])
+    bmeta = meta.get("baseline")
+    if baseline is None and bmeta is not None:
+        if bmeta["kind"] == "gapkit":
+            from .baselines import baseline_from_dict
+
+            baseline = baseline_from_dict(bmeta["spec"])
+        else:
+            raise ValueError(f"'{path}' was trained with the baseline calculator "
+                             f"{bmeta['class']}; pass it again: gapkit.load(path, baseline=...)")
+    model = GAP(descriptor=SOAP(**dmeta["params"]), baseline=baseline, **meta["params"])
     model.descriptor_ = desc
     model.species_ = [int(z) for z in meta["species_"]]
     model.e0_ = ReferenceEnergies({int(k): float(v) for k, v in meta["e0_"]["values"].items()},

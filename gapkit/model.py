@@ -168,6 +168,12 @@ class GAP(BaseEstimator):
     n_jobs : int, optional
         Worker processes for the streaming fit (joblib; -1: all cores). ``None``:
         serial, with multi-threaded BLAS.
+    baseline : ase Calculator, optional
+        Delta-learning: the GP learns reference minus baseline (energies, forces and
+        virials) and predictions add the baseline back. A gapkit baseline
+        (:mod:`gapkit.baselines`, anything with ``to_dict``) is saved with the model;
+        any other ASE calculator is recorded by class name and must be passed again
+        to :func:`gapkit.load`.
     random_state : int, RandomState or None
         Seed for sparse-point selection and optimiser restarts.
     verbose : bool, default False
@@ -197,7 +203,7 @@ class GAP(BaseEstimator):
                  energy_key: str | None = None, forces_key: str | None = None,
                  virial_key: str | None = None, use_forces: bool = True, chunk_size: int = 32,
                  n_jobs: int | None = None,
-                 random_state=None, verbose: bool = False):
+                 baseline=None, random_state=None, verbose: bool = False):
         self.descriptor = descriptor
         self.zeta = zeta
         self.delta = delta
@@ -218,6 +224,7 @@ class GAP(BaseEstimator):
         self.chunk_size = chunk_size
         self.n_jobs = n_jobs
         self.random_state = random_state
+        self.baseline = baseline
         self.verbose = verbose
 
     # ------------------------------------------------------------------ utils
@@ -283,6 +290,15 @@ class GAP(BaseEstimator):
             if not self.use_forces:
                 lab.forces = None
             labels.append(lab)
+        if self.baseline is not None:
+            for k, (atoms, lab) in enumerate(zip(frames, labels)):
+                b = baseline_labels(self.baseline, atoms, forces=lab.forces is not None,
+                                    virial=lab.virial is not None)
+                lab.energy -= b["energy"]
+                if lab.forces is not None:
+                    lab.forces = lab.forces - b["forces"]
+                if lab.virial is not None:
+                    lab.virial = lab.virial - b["virial"]
 
         # species and descriptor ------------------------------------------------
         data_species = sorted(set(np.concatenate([a.numbers for a in frames]).tolist()))
@@ -307,6 +323,11 @@ class GAP(BaseEstimator):
             e0.method = "isolated"
         else:
             e0 = fit_reference_energies(self.e0, frames, energies, self.species_, keys)
+        if self.baseline is not None and e0.method not in ("lstsq", "zero"):
+            # E0 came from reference energies of isolated atoms: remove their baseline part
+            for z in list(e0.values):
+                e0.values[z] -= baseline_labels(self.baseline, Atoms(numbers=[z]),
+                                                forces=False, virial=False)["energy"]
         self.e0_ = e0
         n_atoms = np.array([len(a) for a in frames], dtype=np.float64)
         resid = energies - np.array([e0.energy(a.numbers) for a in frames])
@@ -425,15 +446,21 @@ class GAP(BaseEstimator):
         ds = self.descriptor_.compute(atoms, gradients=forces or stress, strain=stress, index=index)
         eps, g = self._local(ds)
         e_atoms = eps + self.e0_.atomic(atoms.numbers)
+        base = None
+        if self.baseline is not None:
+            base = baseline_labels(self.baseline, atoms, forces=forces, virial=stress, energies=True)
+            e_atoms = e_atoms + base["energies"]
         out = {"energy": float(e_atoms.sum()), "energies": e_atoms, "_descriptor": ds}
         if forces:
             P = len(ds.pair_i)
             contrib = np.einsum("paf,pf->pa", ds.dq, g[ds.pair_i])  # d eps_i / d r_j
             f = -(ds.scatter_matrix() @ contrib.reshape(P * 3))
-            out["forces"] = f.reshape(-1, 3)
+            out["forces"] = f.reshape(-1, 3) + (base["forces"] if base is not None else 0.0)
         if stress:
             dE_deta = np.einsum("nabf,nf->ab", ds.dq_strain, g)
             sigma = 0.5 * (dE_deta + dE_deta.T) / atoms.get_volume()
+            if base is not None:
+                sigma = sigma - base["virial"] / atoms.get_volume()
             out["stress"] = matrix_to_voigt(sigma)
         return out
 
@@ -643,3 +670,30 @@ def force_prior_variance(ds: DescriptorSet, zeta: float) -> np.ndarray:
             VQ = Va @ Qc.T  # v_p . q_p'
             out[j, a] = np.sum(c1 * VV) + np.sum(c2 * VQ * VQ.T)
     return out.reshape(-1)
+
+
+def baseline_labels(calc, atoms: Atoms, forces: bool = True, virial: bool = False,
+                    energies: bool = False) -> dict:
+    """Energy (eV), forces (n, 3) eV/Å, virial (3, 3) eV and per-atom energies of a
+    baseline calculator for one structure.
+
+    Per-atom energies come from the calculator when it implements ``energies``;
+    otherwise the total is shared equally among the atoms.
+    """
+    from ase.calculators.calculator import PropertyNotImplementedError
+
+    from .data import voigt_to_matrix
+
+    a = atoms.copy()
+    a.calc = calc
+    out = {"energy": float(a.get_potential_energy())}
+    if forces:
+        out["forces"] = np.asarray(a.get_forces(), dtype=np.float64)
+    if virial:
+        out["virial"] = -voigt_to_matrix(a.get_stress(voigt=True)) * a.get_volume()
+    if energies:
+        try:
+            out["energies"] = np.asarray(a.get_potential_energies(), dtype=np.float64)
+        except (PropertyNotImplementedError, NotImplementedError, AttributeError):
+            out["energies"] = np.full(len(a), out["energy"] / len(a))
+    return out

@@ -1,0 +1,53 @@
+"""Delta-learning: the GP learns reference minus baseline."""
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from gapkit import GAP, SOAP, load
+
+SOAP_CU = dict(r_cut=3.5, n_max=4, l_max=3, sigma=0.5)
+
+
+def frames(n, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        a = bulk("Cu", "fcc", 3.6, cubic=True)
+        a.set_cell(a.cell @ (np.eye(3) + 0.02 * rng.normal(size=(3, 3))).T, scale_atoms=True)
+        a.positions += 0.08 * rng.normal(size=a.positions.shape)
+        a.calc = EMT()
+        e, f, s = a.get_potential_energy(), a.get_forces(), a.get_stress()
+        a.calc = SinglePointCalculator(a, energy=e, forces=f, stress=s)
+        out.append(a)
+    return out
+
+
+def test_baseline_equal_to_reference_gives_a_zero_gp(tmp_path):
+    train = frames(6)
+    model = GAP(SOAP(**SOAP_CU), n_sparse=20, baseline=EMT(), e0="zero").fit(train)
+    assert np.abs(model.alpha_).max() < 1e-10
+    test = frames(2, seed=1)
+    pred = model.predict(test)
+    for a, e, f, s in zip(test, pred.energy, pred.forces, pred.stress):
+        assert e == pytest.approx(a.get_potential_energy(), abs=1e-9)
+        np.testing.assert_allclose(f, a.get_forces(), atol=1e-9)
+        np.testing.assert_allclose(s, a.get_stress(), atol=1e-9)
+    # a user calculator is recorded by name and must be given again
+    path = model.save(tmp_path / "m.npz")
+    with pytest.raises(ValueError, match=r"baseline calculator ase\.calculators\.emt\.EMT.*pass it again"):
+        load(path)
+    again = load(path, baseline=EMT())
+    np.testing.assert_allclose(again.predict(test).energy, pred.energy, atol=1e-10)
+
+
+def test_delta_learning_fits_the_residual():
+    train, test = frames(10), frames(3, seed=2)
+    plain = GAP(SOAP(**SOAP_CU), n_sparse=30, random_state=0).fit(train)
+    delta = GAP(SOAP(**SOAP_CU), n_sparse=30, random_state=0, baseline=EMT()).fit(train)
+    ref = np.concatenate([a.get_forces().ravel() for a in test])
+    err_plain = np.abs(plain.predict(test).forces_flat.ravel() - ref).mean()
+    err_delta = np.abs(delta.predict(test).forces_flat.ravel() - ref).mean()
+    assert err_delta < 1e-6 < err_plain
