@@ -80,13 +80,13 @@ class GAPCalculator(Calculator):
             raise PropertyNotImplementedError("stress needs a fully periodic cell")
         model = self.model
         model.descriptor_.check_species(atoms)
-        r = model.predict_structure(atoms, forces=True, stress=periodic)
+        want_std = (self.compute_std or self.flag_threshold is not None
+                    or any(p in STD_PROPERTIES for p in properties))
+        r = model.predict_structure(atoms, forces=True, stress=periodic, keep_gradients=want_std)
         self.results = {"energy": r["energy"], "free_energy": r["energy"],
                         "energies": r["energies"], "forces": r["forces"]}
         if periodic:
             self.results["stress"] = r["stress"]
-        want_std = (self.compute_std or self.flag_threshold is not None
-                    or any(p in STD_PROPERTIES for p in properties))
         if want_std:
             std = model._collect_std([model._std_structure(r["_descriptor"], forces=True)],
                                      [atoms], forces=True)

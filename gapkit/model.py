@@ -421,19 +421,21 @@ class GAP(BaseEstimator):
             self.descriptor_.check_species(atoms, k)
         return frames
 
-    def _local(self, ds: DescriptorSet) -> tuple[np.ndarray, np.ndarray]:
-        """Local energies (E0 excluded, eV) and their descriptor gradients (eV)."""
-        d2 = self.delta_ ** 2
-        eps = d2 * (kernels.local_rows(ds, self.sparse_q_, self.sparse_species_, self.zeta) @ self.alpha_)
-        g = None
-        if ds.has_gradients:
-            g = d2 * kernels.local_energy_gradient(ds, self.sparse_q_, self.sparse_species_,
-                                                   self.zeta, self.alpha_)
-        return eps, g
-
     def predict_structure(self, atoms: Atoms, forces: bool = True, stress: bool | None = None,
-                          index: int = 0) -> dict:
+                          index: int = 0, keep_gradients: bool = False) -> dict:
         """Energy, per-atom energies, forces and stress of one structure.
+
+        Parameters
+        ----------
+        atoms : ase.Atoms
+        forces : bool
+        stress : bool, optional
+            Default: for fully periodic cells.
+        index : int
+            Frame index for error messages.
+        keep_gradients : bool
+            Build the descriptor derivative arrays (needed for uncertainties) instead
+            of the cheaper vector-Jacobian product.
 
         Returns
         -------
@@ -443,21 +445,36 @@ class GAP(BaseEstimator):
         """
         periodic = bool(np.all(atoms.get_pbc()))
         stress = periodic if stress is None else (stress and periodic)
-        ds = self.descriptor_.compute(atoms, gradients=forces or stress, strain=stress, index=index)
-        eps, g = self._local(ds)
+        desc = self.descriptor_
+        vjp = None
+        if keep_gradients:
+            ds = desc.compute(atoms, gradients=True, strain=stress, index=index)
+        elif forces or stress:
+            ds, vjp = desc.vjp_setup(atoms, strain=stress, index=index)
+        else:
+            ds = desc.compute(atoms, gradients=False, index=index)
+        eps = self.delta_ ** 2 * (kernels.local_rows(ds, self.sparse_q_, self.sparse_species_,
+                                                     self.zeta) @ self.alpha_)
         e_atoms = eps + self.e0_.atomic(atoms.numbers)
         base = None
         if self.baseline is not None:
             base = baseline_labels(self.baseline, atoms, forces=forces, virial=stress, energies=True)
             e_atoms = e_atoms + base["energies"]
         out = {"energy": float(e_atoms.sum()), "energies": e_atoms, "_descriptor": ds}
-        if forces:
+        if not (forces or stress):
+            return out
+        g = self.delta_ ** 2 * kernels.local_energy_gradient(ds, self.sparse_q_, self.sparse_species_,
+                                                             self.zeta, self.alpha_)  # d eps_i/d q_i
+        if vjp is not None:
+            dE_dr, dE_deta = vjp(g)
+        else:
             P = len(ds.pair_i)
             contrib = np.einsum("paf,pf->pa", ds.dq, g[ds.pair_i])  # d eps_i / d r_j
-            f = -(ds.scatter_matrix() @ contrib.reshape(P * 3))
-            out["forces"] = f.reshape(-1, 3) + (base["forces"] if base is not None else 0.0)
+            dE_dr = (ds.scatter_matrix() @ contrib.reshape(P * 3)).reshape(-1, 3)
+            dE_deta = np.einsum("nabf,nf->ab", ds.dq_strain, g) if stress else None
+        if forces:
+            out["forces"] = -dE_dr + (base["forces"] if base is not None else 0.0)
         if stress:
-            dE_deta = np.einsum("nabf,nf->ab", ds.dq_strain, g)
             sigma = 0.5 * (dE_deta + dE_deta.T) / atoms.get_volume()
             if base is not None:
                 sigma = sigma - base["virial"] / atoms.get_volume()
@@ -486,7 +503,8 @@ class GAP(BaseEstimator):
         E, Es, Fs, S = [], [], [], []
         stds = [] if return_std else None
         for k, atoms in enumerate(frames):
-            r = self.predict_structure(atoms, forces=forces, stress=stress, index=k)
+            r = self.predict_structure(atoms, forces=forces, stress=stress, index=k,
+                                       keep_gradients=return_std and forces)
             E.append(r["energy"])
             Es.append(r["energies"])
             if forces:
@@ -573,7 +591,8 @@ class GAP(BaseEstimator):
         ref = reference_arrays(frames, self.label_keys)
         parts = []
         for k, atoms in enumerate(frames):
-            r = self.predict_structure(atoms, forces=True, stress=False, index=k)
+            r = self.predict_structure(atoms, forces=True, stress=False, index=k,
+                                       keep_gradients=True)
             parts.append((r, self._std_structure(r["_descriptor"], forces=True)))
         e_err = np.array([r["energy"] for r, _ in parts]) - ref["energy"]
         e_nys = np.array([s["energy"][0] for _, s in parts])

@@ -33,8 +33,11 @@ def emt_frames(n, rng):
 def cu_model():
     rng = np.random.default_rng(0)
     frames = emt_frames(16, rng)
-    return GAP(SOAP(**SOAP_CU), n_sparse=40, energy_noise=0.002, force_noise=0.02,
-               virial_noise=0.02, random_state=0).fit(frames)
+    # Distorted fcc environments are nearly identical (q.q' ~ 0.9999), so K_MM is
+    # nearly singular and the weights reach ~1e4 eV: energies carry ~1e-11 eV per atom
+    # of round-off from cancellation. Tolerances below are set accordingly.
+    return GAP(SOAP(**SOAP_CU), n_sparse=24, energy_noise=0.002, force_noise=0.02,
+               virial_noise=0.02, jitter=1e-6, random_state=0).fit(frames)
 
 
 def test_virials_are_used_in_training(cu_model):
@@ -52,7 +55,7 @@ def test_forces_and_stress_are_exact_derivatives(cu_model, cubic, repeat):
     e_fn = lambda x: cu_model.predict_structure(x, forces=False, stress=False)["energy"]
     r = cu_model.predict_structure(a)
     np.testing.assert_allclose(r["forces"], finite_difference_forces(e_fn, a, h=1e-4), atol=1e-6)
-    h = 1e-5
+    h = 1e-4
     V = a.get_volume()
     dE = np.zeros((3, 3))
     for i in range(3):
@@ -65,7 +68,7 @@ def test_forces_and_stress_are_exact_derivatives(cu_model, cubic, repeat):
             dE[i, j] = (e_fn(p) - e_fn(m)) / (2 * h)
     sym = 0.5 * (dE + dE.T) / V
     voigt = [sym[0, 0], sym[1, 1], sym[2, 2], sym[1, 2], sym[0, 2], sym[0, 1]]
-    np.testing.assert_allclose(r["stress"], voigt, atol=1e-7)
+    np.testing.assert_allclose(r["stress"], voigt, atol=5e-8)
 
 
 def test_energy_scales_with_supercell(cu_model):
@@ -73,12 +76,12 @@ def test_energy_scales_with_supercell(cu_model):
     a.rattle(0.03, seed=5)
     e1 = cu_model.predict_structure(a, forces=False)["energy"]
     e8 = cu_model.predict_structure(a.repeat((2, 2, 2)), forces=False)["energy"]
-    assert e8 == pytest.approx(8 * e1, rel=1e-10)
+    assert e8 == pytest.approx(8 * e1, abs=1e-8)
     prim = bulk("Cu", "fcc", 3.6)
     cub = bulk("Cu", "fcc", 3.6, cubic=True)
     e_p = cu_model.predict_structure(prim, forces=False)["energy"]
     e_c = cu_model.predict_structure(cub, forces=False)["energy"]
-    assert e_c == pytest.approx(4 * e_p, rel=1e-10)
+    assert e_c == pytest.approx(4 * e_p, abs=1e-8)
 
 
 def test_mixed_periodicity_slab(cu_model):

@@ -1,23 +1,33 @@
-"""Normalised SOAP power spectra from DScribe, with exact sparse derivatives.
+"""Normalised SOAP power spectra (DScribe's GTO SOAP) with exact sparse derivatives.
 
-DScribe computes the GTO SOAP power spectrum ``p_i`` and its analytical
-derivatives for finite systems. gapkit normalises ``q_i = p_i / |p_i|`` and keeps
-the derivative blocks only for atoms inside each centre's cutoff.
+``q_i = p_i / |p_i|`` where ``p_i`` is DScribe's GTO power spectrum of atom ``i``
+(same features, same order). Two backends compute it:
 
-Two routes give the same numbers:
+``engine`` (default)
+    :mod:`gapkit.descriptors.soap_engine`, a vectorised numpy implementation of
+    DScribe's GTO SOAP (tested equal to DScribe to ~1e-11) with exact analytic
+    position and strain derivatives for finite, periodic and mixed cells, an optional
+    smooth cutoff, and a vector-Jacobian product that gives forces and the virial
+    without forming the derivative array.
+``dscribe``
+    DScribe itself (hard cutoff only). Small finite molecules take one DScribe call
+    each (dense derivatives thinned to neighbour pairs); periodic cells and large
+    systems use one finite cluster per centre: the neighbours and images within
+    DScribe's effective cutoff (``r_cut`` plus ``sigma * sqrt(-2 ln 1e-3)``) are cut
+    out, DScribe's analytical derivatives of the centre's descriptor with respect to
+    every cluster atom are folded back onto the original atoms, and the cluster
+    vectors ``r_k - r_i`` give the strain derivative
+    ``dq_i/deta_ab = sum_k dq_i/dr_ka (r_k - r_i)_b``. Kept as the reference.
 
-``whole``
-    small finite molecules: one DScribe call per structure returns the dense
-    ``(n, n, 3, F)`` derivative array, which is then thinned to neighbour pairs.
-``cluster``
-    periodic cells and large systems: for each centre, the neighbours within
-    DScribe's effective cutoff (``r_cut`` plus the Gaussian padding
-    ``sigma * sqrt(-2 ln 1e-3)``), periodic images included, are cut out as a finite
-    cluster. DScribe's analytical derivatives of the centre's descriptor with respect
-    to every cluster atom are then folded back onto the original atom indices. The
-    same cluster vectors ``r_k - r_i`` give the strain derivative
-    ``dq_i/deta_ab = sum_k dq_i/dr_ka (r_k - r_i)_b``, hence the virial. Time and
-    memory are linear in the number of atoms.
+The cutoff
+    ``cutoff="cosine"`` (default) multiplies each neighbour's Gaussian density by
+    ``f(r) = 1`` below ``r_cut - cutoff_width``, ``(1 + cos(pi (r - r_cut + w)/w))/2``
+    in the transition shell and 0 beyond ``r_cut`` (as QUIP's
+    ``cutoff_transition_width``): the descriptor and forces are continuous, so NVE
+    molecular dynamics conserves energy. ``cutoff="dscribe"`` reproduces DScribe's
+    features exactly, including its hard cutoff at ``r_cut`` plus the Gaussian
+    padding, where the descriptor jumps (by ~1e-3 for r_cut=5, sigma=0.5) as an atom
+    crosses it.
 """
 
 from __future__ import annotations
@@ -66,9 +76,16 @@ class SOAP(BaseEstimator):
         Maximum angular momentum.
     sigma : float, default 0.5
         Width of the atomic Gaussians in Å.
+    cutoff : {"cosine", "dscribe"}, default "cosine"
+        Smooth cosine taper of the neighbour densities (energy-conserving), or
+        DScribe's exact features with its hard cutoff.
+    cutoff_width : float, default 1.0
+        Width of the cosine taper in Å (``r_cut - cutoff_width`` to ``r_cut``).
+    backend : {"engine", "dscribe"}, default "engine"
+        gapkit's numpy SOAP engine, or DScribe itself (needs ``cutoff="dscribe"``).
     cluster_threshold : int, default 48
-        Finite systems with more atoms than this (and every periodic system) use
-        the per-centre cluster route, whose memory is linear in the atom count.
+        ``backend="dscribe"`` only: finite systems with more atoms than this (and
+        every periodic system) use the per-centre cluster route.
 
     Notes
     -----
@@ -80,12 +97,16 @@ class SOAP(BaseEstimator):
 
     def __init__(self, species: Sequence[str | int] | None = None, *, r_cut: float = 5.0,
                  n_max: int = 8, l_max: int = 6, sigma: float = 0.5,
+                 cutoff: str = "cosine", cutoff_width: float = 1.0, backend: str = "engine",
                  cluster_threshold: int = 48):
         self.species = species
         self.r_cut = r_cut
         self.n_max = n_max
         self.l_max = l_max
         self.sigma = sigma
+        self.cutoff = cutoff
+        self.cutoff_width = cutoff_width
+        self.backend = backend
         self.cluster_threshold = cluster_threshold
 
     # ------------------------------------------------------------------ set-up
@@ -99,6 +120,15 @@ class SOAP(BaseEstimator):
             raise ValueError(f"need n_max >= 1 and l_max >= 0, got {self.n_max}, {self.l_max}")
         if not self.sigma > 0:
             raise ValueError(f"sigma must be > 0 Å, got {self.sigma}")
+        if self.cutoff not in ("cosine", "dscribe"):
+            raise ValueError(f"cutoff must be 'cosine' or 'dscribe', got {self.cutoff!r}")
+        if self.backend not in ("engine", "dscribe"):
+            raise ValueError(f"backend must be 'engine' or 'dscribe', got {self.backend!r}")
+        if self.backend == "dscribe" and self.cutoff != "dscribe":
+            raise ValueError("backend='dscribe' has only DScribe's hard cutoff: use "
+                             "cutoff='dscribe', or backend='engine' for a smooth cutoff")
+        if self.cutoff == "cosine" and not (0 < self.cutoff_width < self.r_cut):
+            raise ValueError(f"cutoff_width must be in (0, r_cut), got {self.cutoff_width}")
 
     @property
     def _soap(self):
@@ -116,6 +146,27 @@ class SOAP(BaseEstimator):
         return cached[1]
 
     @property
+    def _engine(self):
+        key = (tuple(_species_numbers(self.species or [])), float(self.r_cut), int(self.n_max),
+               int(self.l_max), float(self.sigma), self.cutoff, float(self.cutoff_width))
+        cached = getattr(self, "_engine_cache", None)
+        if cached is None or cached[0] != key:
+            self._validate()
+            from .soap_engine import SOAPEngine
+
+            self._engine_cache = (key, SOAPEngine(list(key[0]), key[1], key[2], key[3], key[4],
+                                                  cutoff=key[5], cutoff_width=key[6]))
+            cached = self._engine_cache
+        return cached[1]
+
+    def __getstate__(self):
+        # the DScribe object and the engine are caches: rebuilt on demand
+        state = dict(self.__dict__)
+        state.pop("_dscribe_cache", None)
+        state.pop("_engine_cache", None)
+        return state
+
+    @property
     def species_numbers(self) -> list[int]:
         """Sorted atomic numbers covered by the descriptor."""
         return _species_numbers(self.species or [])
@@ -123,11 +174,17 @@ class SOAP(BaseEstimator):
     @property
     def n_features(self) -> int:
         """Length of one descriptor vector."""
+        if self.backend == "engine":
+            return int(self._engine.n_features)
         return int(self._soap.get_number_of_features())
 
     @property
-    def cutoff(self) -> float:
-        """Effective interaction range in Å: ``r_cut`` plus DScribe's Gaussian padding."""
+    def interaction_range(self) -> float:
+        """Distance in Å beyond which an atom does not affect a centre's descriptor:
+        ``r_cut`` for the cosine cutoff, ``r_cut`` plus DScribe's Gaussian padding
+        otherwise."""
+        if self.cutoff == "cosine":
+            return float(self.r_cut)
         return float(self.r_cut + self.sigma * np.sqrt(-2.0 * np.log(_PADDING_THRESHOLD)))
 
     def check_species(self, atoms: Atoms, index: int = 0) -> None:
@@ -164,6 +221,8 @@ class SOAP(BaseEstimator):
         periodic = bool(np.any(atoms.get_pbc()))
         if strain is None:
             strain = gradients and bool(np.all(atoms.get_pbc()))
+        if self.backend == "engine":
+            return self._compute_engine(atoms, gradients, strain)
         if not gradients:
             if periodic or len(atoms) > self.cluster_threshold:
                 return self._compute_cluster(atoms, gradients=False, strain=False)
@@ -173,6 +232,51 @@ class SOAP(BaseEstimator):
         if periodic or strain or len(atoms) > self.cluster_threshold:
             return self._compute_cluster(atoms, gradients=True, strain=strain)
         return self._compute_whole(atoms)
+
+    def _compute_engine(self, atoms: Atoms, gradients: bool, strain: bool) -> DescriptorSet:
+        res = self._engine.compute(atoms, gradients=gradients, strain=strain)
+        q, dq = _normalise(res.p, res.dp, res.pair_i)
+        dq_strain = _normalise_strain(res.p, q, res.dp_strain) if strain else None
+        return DescriptorSet(q=q, numbers=atoms.numbers.copy(), pair_i=res.pair_i,
+                             pair_j=res.pair_j, dq=dq, dq_strain=dq_strain)
+
+    def vjp_setup(self, atoms: Atoms, strain: bool = False, index: int = 0):
+        """Descriptor values and a vector-Jacobian product for forces and the virial.
+
+        Returns
+        -------
+        ds : DescriptorSet
+            Values only (no derivative arrays).
+        vjp : callable
+            ``vjp(grad_q)`` with ``grad_q = dE/dq_i`` of shape (n_atoms, F) returns
+            ``(dE/dr, dE/deta)``: shapes (n_atoms, 3) in eV/Å and (3, 3) in eV (or
+            ``None`` without ``strain``). With the engine backend no derivative
+            array is formed; the DScribe backend contracts its sparse derivatives.
+        """
+        self._validate()
+        self.check_species(atoms, index)
+        if self.backend == "engine":
+            res = self._engine.compute(atoms, gradients=False, keep=True)
+            norms = np.linalg.norm(res.p, axis=1)
+            if np.any(norms <= 0):
+                raise ValueError("A SOAP vector has zero norm; check the species and cutoff")
+            q = res.p / norms[:, None]
+
+            def vjp(grad_q):
+                grad_p = (grad_q - q * np.sum(q * grad_q, axis=1, keepdims=True)) / norms[:, None]
+                return res.vjp(grad_p, strain=strain)
+
+            return DescriptorSet(q=q, numbers=atoms.numbers.copy()), vjp
+        ds = self.compute(atoms, gradients=True, strain=strain, index=index)
+
+        def vjp(grad_q):
+            P = len(ds.pair_i)
+            contrib = np.einsum("paf,pf->pa", ds.dq, grad_q[ds.pair_i])
+            dE_dr = (ds.scatter_matrix() @ contrib.reshape(P * 3)).reshape(-1, 3)
+            dE_deta = np.einsum("nabf,nf->ab", ds.dq_strain, grad_q) if strain else None
+            return dE_dr, dE_deta
+
+        return ds, vjp
 
     def create(self, atoms: Atoms) -> np.ndarray:
         """Normalised descriptor only, shape (n_atoms, n_features)."""
@@ -184,7 +288,7 @@ class SOAP(BaseEstimator):
         n = len(atoms)
         pos = atoms.get_positions()
         dist = np.linalg.norm(pos[:, None, :] - pos[None, :, :], axis=-1)
-        mask = dist < self.cutoff
+        mask = dist < self.interaction_range
         pair_i, pair_j = np.nonzero(mask)
         dp = d[pair_i, pair_j]  # (P, 3, F)
         q, dq = _normalise(p, dp, pair_i)
@@ -195,7 +299,7 @@ class SOAP(BaseEstimator):
         from ase.neighborlist import neighbor_list
 
         n = len(atoms)
-        rc = self.cutoff
+        rc = self.interaction_range
         pbc = atoms.get_pbc()
         if np.any(pbc):
             cell = np.asarray(atoms.get_cell())
@@ -242,11 +346,7 @@ class SOAP(BaseEstimator):
         pair_j = np.concatenate(pj_list)
         dp = np.concatenate(dp_list)
         q, dq = _normalise(q_raw, dp, pair_i)
-        dq_strain = None
-        if strain:
-            norms = np.linalg.norm(q_raw, axis=1)
-            proj = np.einsum("nabf,nf->nab", dps, q)
-            dq_strain = (dps - proj[..., None] * q[:, None, None, :]) / norms[:, None, None, None]
+        dq_strain = _normalise_strain(q_raw, q, dps) if strain else None
         return DescriptorSet(q=q, numbers=numbers.copy(), pair_i=pair_i, pair_j=pair_j, dq=dq,
                              dq_strain=dq_strain)
 
@@ -263,3 +363,10 @@ def _normalise(p: np.ndarray, dp: np.ndarray | None, pair_i: np.ndarray | None):
     proj = np.einsum("paf,pf->pa", dp, qi)
     dq = (dp - proj[:, :, None] * qi[:, None, :]) / norms[pair_i][:, None, None]
     return q, dq
+
+
+def _normalise_strain(p: np.ndarray, q: np.ndarray, dps: np.ndarray) -> np.ndarray:
+    """Strain derivative of ``q = p/|p|`` from that of ``p`` (n, 3, 3, F)."""
+    norms = np.linalg.norm(p, axis=1)
+    proj = np.einsum("nabf,nf->nab", dps, q)
+    return (dps - proj[..., None] * q[:, None, None, :]) / norms[:, None, None, None]

@@ -39,6 +39,28 @@ basis within each ``l``, the harmonic sign/phase convention does not matter.
 
 Units: positions in Å, ``dp`` in 1/Å (times the units of ``p``), ``dp_strain``
 in the units of ``p``.
+
+Usage
+-----
+>>> eng = SOAPEngine(["H", "C", "O"], r_cut=5.0, n_max=8, l_max=6, sigma=0.5)
+>>> res = eng.compute(atoms)                    # p, pair_i, pair_j, dp  # doctest: +SKIP
+>>> res = eng.compute(atoms, gradients=False, keep=True)                 # doctest: +SKIP
+>>> dE_dr, dE_deta = res.vjp(dE_dp, strain=True)  # forces = -dE_dr      # doctest: +SKIP
+
+Implementation notes
+--------------------
+* Neighbours: all-pairs distances for small finite systems, otherwise a k-d
+  tree over the atoms and their periodic images (same pairs as
+  ``ase.neighborlist.neighbor_list``).
+* Pairs are sorted by segment (centre, neighbour species) and zero-padded to the
+  largest segment, so the expansion ``c = sum_k R_k S_k``, the VJP and the strain
+  derivative are batched matmuls; ``dp`` is assembled in blocks of pairs, with
+  ``c_i x dc_i/dr_j`` computed per centre, so that temporaries stay bounded.
+  Memory is linear in the number of pairs.
+* Differences to DScribe at the 1e-11 level come from its hard-coded constants
+  (e.g. ``pi sqrt(3) / 2`` for l = 1); DScribe's analytical derivatives also skip
+  terms whose coefficients are below 1e-8 in magnitude. Only unit weights
+  (``weighting=None``) and ``compression="off"`` are reproduced.
 """
 
 from __future__ import annotations
@@ -52,14 +74,21 @@ import numpy as np
 import scipy.sparse as sp
 from ase import Atoms
 from ase.data import atomic_numbers as _ase_atomic_numbers
-from ase.neighborlist import neighbor_list
+from ase.geometry import complete_cell
 from scipy.linalg import inv, sqrtm
+from scipy.spatial import cKDTree
 from scipy.special import gamma
 
-__all__ = ["SOAPEngine", "EngineResult", "gto_basis", "real_solid_harmonics"]
+__all__ = [
+    "SOAPEngine",
+    "EngineResult",
+    "gto_basis",
+    "real_solid_harmonics",
+    "solid_harmonic_coefficients",
+]
 
 _GTO_THRESHOLD = 1e-3  # DScribe's fixed Gaussian decay threshold (basis and padding)
-_DIRECT_NL_MAX_ATOMS = 400  # finite systems up to this size: all-pairs neighbour search
+_DIRECT_NL_MAX_ATOMS = 256  # finite systems up to this size: all-pairs neighbour search
 
 
 # ----------------------------------------------------------------------------
@@ -213,12 +242,163 @@ def real_solid_harmonics(
     return np.ascontiguousarray(S), dS
 
 
+def _poly_mul(p: dict, q: dict) -> dict:
+    out: dict = {}
+    for (a1, b1, c1), v1 in p.items():
+        for (a2, b2, c2), v2 in q.items():
+            k = (a1 + a2, b1 + b2, c1 + c2)
+            out[k] = out.get(k, 0.0) + v1 * v2
+    return out
+
+
+def _poly_lin(*terms: tuple[float, dict]) -> dict:
+    out: dict = {}
+    for f, p in terms:
+        for k, v in p.items():
+            out[k] = out.get(k, 0.0) + f * v
+    return out
+
+
+@lru_cache(maxsize=16)
+def solid_harmonic_coefficients(l_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """Monomial expansion of the orthonormal real solid harmonics.
+
+    ``S_lm(x, y, z) = sum_k C[lm, k] x^a_k y^b_k z^c_k``, derived symbolically from
+    the same recursions as :func:`real_solid_harmonics` (exact up to rounding of
+    the coefficients).
+
+    Returns
+    -------
+    powers : ndarray of shape (K, 3), int
+        Exponents ``(a, b, c)`` of the monomials of degree 0..l_max.
+    C : ndarray of shape ((l_max + 1)^2, K)
+        Coefficients, rows ordered like :func:`real_solid_harmonics`.
+    """
+    L = l_max
+    X, Y, Z = {(1, 0, 0): 1.0}, {(0, 1, 0): 1.0}, {(0, 0, 1): 1.0}
+    RHO = {(2, 0, 0): 1.0, (0, 2, 0): 1.0, (0, 0, 2): 1.0}
+    Q: dict = {}
+    dfact = 1.0
+    for m in range(L + 1):
+        if m > 0:
+            dfact *= 2 * m - 1
+        Q[m, m] = {(0, 0, 0): dfact}
+        if m + 1 <= L:
+            Q[m + 1, m] = _poly_lin((2 * m + 1, _poly_mul(Z, Q[m, m])))
+    for l in range(2, L + 1):
+        for m in range(l - 1):
+            Q[l, m] = _poly_lin(
+                ((2 * l - 1) / (l - m), _poly_mul(Z, Q[l - 1, m])),
+                (-(l + m - 1) / (l - m), _poly_mul(RHO, Q[l - 2, m])),
+            )
+    Cm = [{(0, 0, 0): 1.0}]
+    Sm = [{}]
+    for m in range(1, L + 1):
+        Cm.append(_poly_lin((1.0, _poly_mul(X, Cm[m - 1])), (-1.0, _poly_mul(Y, Sm[m - 1]))))
+        Sm.append(_poly_lin((1.0, _poly_mul(X, Sm[m - 1])), (1.0, _poly_mul(Y, Cm[m - 1]))))
+    powers = [(a, b, l - a - b) for l in range(L + 1) for a in range(l, -1, -1) for b in range(l - a, -1, -1)]
+    index = {pw: k for k, pw in enumerate(powers)}
+    l_of, am_of, _, norm = _lm_tables(L)
+    C = np.zeros(((L + 1) ** 2, len(powers)))
+    row = 0
+    for l in range(L + 1):
+        for m in range(-l, l + 1):
+            trig = Cm[abs(m)] if m >= 0 else Sm[abs(m)]
+            for k, v in _poly_mul(Q[l, abs(m)], trig).items():
+                C[row, index[k]] += norm[row] * v
+            row += 1
+    C[np.abs(C) < 1e-300] = 0.0
+    return np.array(powers, dtype=np.int64), C
+
+
+class _SolidHarmonicsEvaluator:
+    """Fast evaluation of real solid harmonics and gradients via monomials."""
+
+    def __init__(self, l_max: int) -> None:
+        self.l_max = l_max
+        powers, C = solid_harmonic_coefficients(l_max)
+        self.a, self.b, self.c = powers[:, 0], powers[:, 1], powers[:, 2]
+        self.Ct = np.ascontiguousarray(C.T)  # (K, nlm)
+        self.am1 = np.maximum(self.a - 1, 0)
+        self.bm1 = np.maximum(self.b - 1, 0)
+        self.cm1 = np.maximum(self.c - 1, 0)
+
+    def __call__(
+        self, D: np.ndarray, gradients: bool, block: int = 512
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Values (P, nlm) and, with ``gradients``, gradients (P, 3, nlm)."""
+        P = D.shape[0]
+        if P <= 2 * block:
+            return self._eval(D, gradients)
+        nlm = self.Ct.shape[1]
+        S = np.empty((P, nlm))
+        dS = np.empty((P, 3, nlm)) if gradients else None
+        for a in range(0, P, block):  # cache-sized blocks of pairs
+            Sb, dSb = self._eval(D[a:a + block], gradients)
+            S[a:a + block] = Sb
+            if gradients:
+                dS[a:a + block] = dSb
+        return S, dS
+
+    def _eval(self, D: np.ndarray, gradients: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        P = D.shape[0]
+        L = self.l_max
+        K = len(self.a)
+        pw = np.empty((3, L + 1, P))  # pw[c, k] = D[:, c]^k
+        pw[:, 0] = 1.0
+        if L >= 1:
+            pw[:, 1] = D.T
+        for k in range(2, L + 1):
+            np.multiply(pw[:, k - 1], pw[:, 1], out=pw[:, k])
+        xa, yb, zc = pw[0][self.a], pw[1][self.b], pw[2][self.c]  # (K, P)
+        yz = yb * zc
+        mono = xa * yz
+        S = mono.T @ self.Ct  # (P, nlm)
+        if not gradients:
+            return S, None
+        dmono = np.empty((3, K, P))
+        np.multiply(pw[0][self.am1] * self.a[:, None], yz, out=dmono[0])
+        np.multiply(pw[1][self.bm1] * self.b[:, None], xa * zc, out=dmono[1])
+        np.multiply(pw[2][self.cm1] * self.c[:, None], xa * yb, out=dmono[2])
+        dS = np.empty((P, 3, self.Ct.shape[1]))
+        for a in range(3):
+            np.matmul(dmono[a].T, self.Ct, out=dS[:, a])
+        return S, dS
+
+
+def _segment_matrix(rows: np.ndarray, n_rows: int, value: float = 1.0) -> sp.csr_matrix:
+    """CSR matrix of shape (n_rows, len(rows)) with ``value`` at (rows[k], k).
+
+    ``M @ X`` sums the rows of ``X`` into the segments given by ``rows``.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    order = np.argsort(rows, kind="stable")
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+    return sp.csr_matrix((np.full(len(rows), value), order, indptr), shape=(n_rows, len(rows)))
+
+
+def _split_last(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Writable view of ``a`` with its (contiguous) last axis split into ``shape``."""
+    item = a.strides[-1]
+    sub = tuple(int(np.prod(shape[k + 1:], dtype=np.int64)) * item for k in range(len(shape)))
+    return np.lib.stride_tricks.as_strided(
+        a, a.shape[:-1] + tuple(shape), a.strides[:-1] + sub, writeable=True
+    )
+
+
 # ----------------------------------------------------------------------------
 # Results
 # ----------------------------------------------------------------------------
 @dataclass
 class _Environment:
-    """Per-structure neighbour data and per-pair expansion terms (internal)."""
+    """Per-structure neighbour data and per-pair expansion terms (internal).
+
+    The P neighbour pairs are sorted by *segment* ``seg = i * n_species + s``
+    (centre, neighbour species); ``slot`` is the position of a pair inside its
+    segment, so that per-pair arrays can be scattered into zero-padded
+    ``(n_seg, kmax, ...)`` blocks and contracted with batched matmuls.
+    """
 
     n_atoms: int
     numbers: np.ndarray  # (N,)
@@ -230,12 +410,25 @@ class _Environment:
     r2: np.ndarray  # (P,)
     w: np.ndarray  # (P,) cutoff weight
     wq: np.ndarray  # (P,) w'(r) / r
-    gather: sp.csr_matrix  # (N * n_species, P): sums pair rows onto (centre, species)
-    R: np.ndarray | None = None  # (P, n_max, l_max + 1)
-    Rq: np.ndarray | None = None  # (P, n_max, l_max + 1), (dR/dr) / r
+    seg: np.ndarray  # (P,) i * n_species + s, non-decreasing
+    slot: np.ndarray  # (P,) index of the pair inside its segment
+    n_seg: int  # N * n_species
+    kmax: int  # largest segment
+    R: np.ndarray | None = None  # (P, l_max + 1, n_max)
+    Rq: np.ndarray | None = None  # (P, l_max + 1, n_max), (dR/dr) / r
     S: np.ndarray | None = None  # (P, nlm)
     dS: np.ndarray | None = None  # (P, 3, nlm)
     c: np.ndarray | None = None  # (N, n_species, n_max, nlm)
+    pad: dict = field(default_factory=dict)  # cached padded blocks
+
+    def padded(self, name: str, values: np.ndarray) -> np.ndarray:
+        """Zero-padded copy ``(n_seg, kmax) + values.shape[1:]`` of a per-pair array."""
+        out = self.pad.get(name)
+        if out is None:
+            out = np.zeros((self.n_seg, self.kmax) + values.shape[1:])
+            out[self.seg, self.slot] = values
+            self.pad[name] = out
+        return out
 
 
 @dataclass
@@ -249,9 +442,11 @@ class EngineResult:
     numbers : ndarray of shape (n_atoms,)
         Atomic numbers of the centres.
     pair_i, pair_j : ndarray of shape (n_pairs,) or None
-        Centre and moved atom of every derivative block, sorted by ``(i, j)``;
-        every atom has its self pair ``(i, i)``; periodic images of ``j`` are
-        folded onto ``j``.
+        Centre and moved atom of every derivative block. Each (centre, atom)
+        combination appears once, periodic images of ``j`` folded onto ``j``.
+        Order: the pairs with ``j != i``, grouped by the species of ``j`` and sorted
+        by ``(i, j)`` within a group, then the self pairs ``(i, i)`` of all atoms in
+        atom order (``pair_i[-n_atoms:] == arange(n_atoms)``).
     dp : ndarray of shape (n_pairs, 3, n_features) or None
         ``dp[k, a] = d p[pair_i[k]] / d r[pair_j[k], a]`` (1/Å).
     dp_strain : ndarray of shape (n_atoms, 3, 3, n_features) or None
@@ -322,6 +517,11 @@ class SOAPEngine:
         Width ``w`` of the cosine taper in Å (ignored for ``"dscribe"``).
     """
 
+    #: Pairs per block when streaming the coefficients (p only, nothing cached).
+    _pair_block: int = 1024
+    #: Approximate size (float64 values) of the per-block temporaries of ``dp``.
+    _block_budget: int = 1_000_000
+
     def __init__(
         self,
         species: Sequence[int | str],
@@ -380,6 +580,7 @@ class SOAPEngine:
 
         l_of, _, _, _ = _lm_tables(self.l_max)
         self._l_of = l_of
+        self._ylm = _SolidHarmonicsEvaluator(self.l_max)
         self._nlm = (self.l_max + 1) ** 2
         self._prel = math.pi * np.sqrt(8.0 / (2.0 * np.arange(self.l_max + 1) + 1.0))
 
@@ -404,14 +605,14 @@ class SOAPEngine:
         nsn = ns * nm
         # flat index into a (L+1, nsn, nsn) Gram array
         self._f_flat = (self._f_l * nsn + self._f_A) * nsn + self._f_B
-        # Contiguous feature blocks of every species pair (s1 <= s2), each laid
-        # out as (l, n1, n2) with n1 <= n2 kept when s1 == s2.
-        self._blocks = []
+        # Contiguous feature block (start, stop) of every species pair s1 <= s2,
+        # laid out as (l, n1, n2) with only n1 <= n2 kept when s1 == s2.
+        self._block = {}
         off = 0
         for s1 in range(ns):
             for s2 in range(s1, ns):
                 size = (self.l_max + 1) * (nm * (nm + 1) // 2 if s1 == s2 else nm * nm)
-                self._blocks.append((s1, s2, off, off + size))
+                self._block[s1, s2] = (off, off + size)
                 off += size
         self._triu = np.flatnonzero(np.triu(np.ones((nm, nm), dtype=bool)))
 
@@ -464,25 +665,58 @@ class SOAPEngine:
     def _neighbours(self, atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Neighbour pairs within :attr:`search_radius`, periodic images included.
 
-        Returns ``i, j`` (int64), distances ``d`` and vectors ``D = r_j + shift - r_i``,
-        sorted by ``i``; self pairs with zero shift are excluded (as in
-        ``ase.neighborlist.neighbor_list``).
+        Same pairs as ``ase.neighborlist.neighbor_list("ijdD", atoms, radius)``
+        (self pairs with zero shift excluded, an atom's own periodic images
+        included), found with a k-d tree over the atoms and their periodic images.
+
+        Returns
+        -------
+        i, j : ndarray of shape (P,), int64
+            Centre and neighbour indices, sorted by ``i``.
+        d : ndarray of shape (P,)
+            Distances in Å.
+        D : ndarray of shape (P, 3)
+            ``r_j + shift - r_i`` in Å.
         """
         n = len(atoms)
         rc = self.search_radius
         if n == 0:
             e = np.zeros(0, dtype=np.int64)
             return e, e, np.zeros(0), np.zeros((0, 3))
-        if not np.any(atoms.pbc) and n <= _DIRECT_NL_MAX_ATOMS:
-            pos = atoms.positions
+        pos = np.asarray(atoms.positions, dtype=np.float64)
+        pbc = np.asarray(atoms.pbc, dtype=bool)
+        if not pbc.any() and n <= _DIRECT_NL_MAX_ATOMS:
             Dall = pos[None, :, :] - pos[:, None, :]
             d2 = np.einsum("ijk,ijk->ij", Dall, Dall)
             mask = d2 < rc * rc
             np.fill_diagonal(mask, False)
             i, j = np.nonzero(mask)
             return i.astype(np.int64), j.astype(np.int64), np.sqrt(d2[i, j]), Dall[i, j]
-        i, j, d, D = neighbor_list("ijdD", atoms, rc)
-        return i.astype(np.int64), j.astype(np.int64), d, np.ascontiguousarray(D, dtype=np.float64)
+        if pbc.any():
+            cell = complete_cell(atoms.cell)
+            inv = np.linalg.inv(cell)
+            frac = pos @ inv
+            frac[:, pbc] -= np.floor(frac[:, pbc])  # wrap along periodic directions
+            pos = frac @ cell
+            heights = 1.0 / np.linalg.norm(inv, axis=0)  # distances between lattice planes
+            n_img = np.where(pbc, np.ceil(rc / heights), 0).astype(np.int64)
+            ranges = [np.arange(-k, k + 1) for k in n_img]
+            ks = np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, 3)
+            zero = int(np.flatnonzero((ks == 0).all(axis=1))[0])
+            ext = (pos[None, :, :] + (ks @ cell)[:, None, :]).reshape(-1, 3)
+        else:
+            zero, ext = 0, pos
+        m = cKDTree(pos).sparse_distance_matrix(cKDTree(ext), rc, output_type="ndarray")
+        i = m["i"].astype(np.int64)
+        e = m["j"].astype(np.int64)
+        j = e % n
+        keep = ~((e // n == zero) & (j == i))
+        i, e, j = i[keep], e[keep], j[keep]
+        order = np.lexsort((e, i))
+        i, e, j = i[order], e[order], j[order]
+        D = ext[e] - pos[i]
+        d = np.sqrt(np.einsum("ij,ij->i", D, D))
+        return i, j, d, D
 
     def _environment(self, atoms: Atoms) -> _Environment:
         numbers = np.asarray(atoms.get_atomic_numbers())
@@ -495,44 +729,79 @@ class SOAPEngine:
         if self.cutoff == "cosine":
             keep = d < self.r_cut
             i, j, d, D = i[keep], j[keep], d[keep], D[keep]
-        s = cs[j]
-        w, wq = self._cutoff_fn(d)
-        P = len(i)
         ns = len(self.species)
-        # CSR matrix summing the pair rows onto their (centre, neighbour species) row
-        key = i * ns + s
-        order = np.argsort(key, kind="stable")
-        indptr = np.zeros(n * ns + 1, dtype=np.int64)
-        np.cumsum(np.bincount(key, minlength=n * ns), out=indptr[1:])
-        gather = sp.csr_matrix((np.ones(P), order, indptr), shape=(n * ns, P))
+        s = cs[j]
+        seg = i * ns + s
+        order = np.argsort(seg, kind="stable")
+        i, j, s, d, D, seg = i[order], j[order], s[order], d[order], D[order], seg[order]
+        counts = np.bincount(seg, minlength=n * ns)
+        starts = np.cumsum(counts) - counts
+        slot = np.arange(len(seg)) - starts[seg]
+        w, wq = self._cutoff_fn(d)
         return _Environment(
             n_atoms=n, numbers=numbers, centre_species=cs, i=i, j=j, s=s,
-            D=D, r2=d * d, w=w, wq=wq, gather=gather,
+            D=np.ascontiguousarray(D), r2=d * d, w=w, wq=wq, seg=seg, slot=slot,
+            n_seg=n * ns, kmax=int(counts.max()) if len(counts) else 0,
         )
 
-    def _radial(self, env: _Environment, derivative: bool) -> None:
-        """Fill ``env.R`` (and ``env.Rq`` = (dR/dr)/r) of shape (P, n_max, l_max+1)."""
-        ex = np.exp(env.r2[None, :, None] * self._A[:, None, :])  # (L+1, P, k)
-        if env.R is None:
-            E = ex * env.w[None, :, None]
-            env.R = np.matmul(E, self._Bt).transpose(1, 2, 0)  # (P, n, L+1)
-        if derivative and env.Rq is None:
-            Eq = ex * (env.wq[None, :, None] + 2.0 * self._A[:, None, :] * env.w[None, :, None])
-            env.Rq = np.matmul(Eq, self._Bt).transpose(1, 2, 0)
+    def _radial_arrays(
+        self, r2: np.ndarray, w: np.ndarray, wq: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Radial factors ``R`` and ``(dR/dr)/r`` (if ``wq`` given), shape (P, l_max+1, n_max)."""
+        ex = np.exp(r2[None, :, None] * self._A[:, None, :])  # (L+1, P, k)
+        R = np.matmul(ex * w[None, :, None], self._Bt).transpose(1, 0, 2)
+        if wq is None:
+            return R, None
+        Eq = ex * (wq[None, :, None] + 2.0 * self._A[:, None, :] * w[None, :, None])
+        return R, np.matmul(Eq, self._Bt).transpose(1, 0, 2)
 
     def _prepare(self, env: _Environment, derivative: bool) -> None:
-        self._radial(env, derivative)
+        """Per-pair radial factors and solid harmonics (with derivatives)."""
+        if env.R is None or (derivative and env.Rq is None):
+            env.R, env.Rq = self._radial_arrays(env.r2, env.w, env.wq if derivative else None)
         if env.S is None or (derivative and env.dS is None):
-            env.S, env.dS = real_solid_harmonics(env.D, self.l_max, gradients=derivative)
+            env.S, env.dS = self._ylm(env.D, derivative)
+
+    def _contract(self, Rp: np.ndarray, Sp: np.ndarray, out: np.ndarray) -> None:
+        """``out[g, n, lm] = sum_k Rp[g, k, l, n] Sp[g, k, lm]`` (padded segments)."""
+        for l in range(self.l_max + 1):
+            sl = slice(l * l, (l + 1) ** 2)
+            np.matmul(Rp[:, :, l].transpose(0, 2, 1), Sp[:, :, sl], out=out[:, :, sl])
 
     def _coefficients(self, env: _Environment) -> np.ndarray:
-        """Expansion coefficients c of shape (N, n_species, n_max, nlm)."""
+        """Expansion coefficients c of shape (N, n_species, n_max, nlm).
+
+        ``c[seg, n, lm] = sum_{k in seg} R[k, l, n] S[k, lm]``: one batched matmul
+        per l over the zero-padded segments. Without cached per-pair data the
+        pairs are streamed in blocks of whole segments (about ``block`` pairs),
+        so that the temporaries stay small.
+        """
+        block = self._pair_block
         if env.c is not None:
             return env.c
         ns, nm, nlm = len(self.species), self.n_max, self._nlm
-        P = len(env.i)
-        T = env.R[:, :, self._l_of] * env.S[:, None, :]  # (P, n, nlm)
-        c = np.asarray(env.gather @ T.reshape(P, nm * nlm)).reshape(env.n_atoms, ns, nm, nlm)
+        c = np.zeros((env.n_seg, nm, nlm))
+        if env.kmax and env.R is not None and env.S is not None:
+            self._contract(env.padded("R", env.R), env.padded("S", env.S), c)
+        elif env.kmax:
+            counts = np.bincount(env.seg, minlength=env.n_seg)
+            ends = np.cumsum(counts)
+            cuts = np.unique(np.searchsorted(ends, np.arange(block, ends[-1], block), side="right"))
+            gb = np.concatenate([[0], cuts, [env.n_seg]])
+            pb = np.concatenate([[0], ends])[gb]
+            for g0, g1, p0, p1 in zip(gb[:-1], gb[1:], pb[:-1], pb[1:]):
+                if p0 == p1:
+                    continue
+                R, _ = self._radial_arrays(env.r2[p0:p1], env.w[p0:p1], None)
+                S, _ = self._ylm(env.D[p0:p1], False)
+                kb = int(counts[g0:g1].max())
+                Rp = np.zeros((g1 - g0, kb, self.l_max + 1, nm))
+                Sp = np.zeros((g1 - g0, kb, nlm))
+                idx = (env.seg[p0:p1] - g0, env.slot[p0:p1])
+                Rp[idx] = R
+                Sp[idx] = S
+                self._contract(Rp, Sp, c[g0:g1])
+        c = c.reshape(env.n_atoms, ns, nm, nlm)
         c[np.arange(env.n_atoms), env.centre_species, :, 0] += self._self_c0
         env.c = c
         return c
@@ -544,106 +813,160 @@ class SOAPEngine:
         return [c[..., l * l:(l + 1) ** 2].reshape(N, nsn, 2 * l + 1) for l in range(self.l_max + 1)]
 
     def _power(self, cl: list[np.ndarray]) -> np.ndarray:
-        N = cl[0].shape[0]
+        N, nsn = cl[0].shape[:2]
         G = np.stack([x @ x.transpose(0, 2, 1) for x in cl], axis=1)  # (N, L+1, nsn, nsn)
-        return G.reshape(N, -1)[:, self._f_flat] * self._f_prel
+        return G.reshape(N, (self.l_max + 1) * nsn * nsn)[:, self._f_flat] * self._f_prel
 
-    def _dT(self, env: _Environment, idx: np.ndarray | None = None) -> np.ndarray:
-        """Gradients d(R_nl S_lm)/dD of the selected pairs, shape (P', nlm, 3, n_max)."""
-        sl = slice(None) if idx is None else idx
-        Rt = env.R[sl].transpose(0, 2, 1)[:, self._l_of]  # (P', nlm, n)
-        Rqt = env.Rq[sl].transpose(0, 2, 1)[:, self._l_of]
-        S = env.S[sl]
-        dS = env.dS[sl]
-        D = env.D[sl]
-        X = S[:, :, None] * Rqt  # (P', nlm, n)
-        dSt = dS.transpose(0, 2, 1)  # (P', nlm, 3)
-        dT = np.empty(X.shape[:2] + (3, X.shape[2]))
+    def _dT(self, env: _Environment, idx: np.ndarray) -> np.ndarray:
+        """Gradients d(R_nl S_lm)/dD of the selected pairs, shape (P', 3, n_max, nlm)."""
+        Rt = env.R[idx].transpose(0, 2, 1)[:, :, self._l_of]  # (P', n, nlm)
+        X = env.Rq[idx].transpose(0, 2, 1)[:, :, self._l_of]
+        X *= env.S[idx][:, None, :]  # (dR/dr / r) S
+        dS = env.dS[idx]
+        D = env.D[idx]
+        dT = np.empty((X.shape[0], 3) + X.shape[1:])
+        tmp = np.empty_like(X)
         for a in range(3):
-            np.multiply(X, D[:, a, None, None], out=dT[:, :, a])
-            dT[:, :, a] += Rt * dSt[:, :, a, None]
+            np.multiply(X, D[:, a, None, None], out=dT[:, a])
+            np.multiply(Rt, dS[:, a, None, :], out=tmp)
+            dT[:, a] += tmp
         return dT
 
+    def _chunk(self, per_item: int) -> int:
+        """Items per block so that block temporaries stay ~``_block_budget`` doubles."""
+        return max(1, int(self._block_budget // max(per_item, 1)))
+
+    def _pair_products(self, cs: list[np.ndarray], ii: np.ndarray, dC: np.ndarray) -> np.ndarray:
+        """``H[u, a, l, A, n'] = sum_m cs_l[ii_u, A, m] dC[u, a, lm, n']``.
+
+        ``ii`` must be sorted. The pairs of every centre are stacked side by side
+        (zero-padded to the largest count) so that each (centre, l) is a single
+        matmul instead of one tiny matmul per pair and component.
+        """
+        r, _, nm, nlm = dC.shape
+        L = self.l_max
+        nsn = cs[0].shape[1]
+        first = np.ones(r, dtype=bool)
+        first[1:] = ii[1:] != ii[:-1]
+        starts = np.flatnonzero(first)
+        cidx = np.cumsum(first) - 1  # local centre of every pair
+        kk = np.arange(r) - starts[cidx]  # position of the pair within its centre
+        nc = len(starts)
+        kc = int(kk.max()) + 1
+        B = np.zeros((nc, nlm, kc, 3, nm))
+        B[cidx, :, kk] = dC.transpose(0, 3, 1, 2)
+        cen = ii[starts]
+        Hp = np.empty((L + 1, nc, nsn, kc * 3 * nm))
+        for l in range(L + 1):
+            m = 2 * l + 1
+            np.matmul(cs[l][cen], B[:, l * l:(l + 1) ** 2].reshape(nc, m, kc * 3 * nm), out=Hp[l])
+        Hp = Hp.reshape(L + 1, nc, nsn, kc, 3, nm)
+        return Hp[:, cidx, :, kk].transpose(0, 3, 1, 2, 4)
+
     def _dp(self, env: _Environment, cl: list[np.ndarray]):
-        """Sparse position derivatives; returns (pair_i, pair_j, dp)."""
+        """Sparse position derivatives; returns (pair_i, pair_j, dp).
+
+        Pairs are the unique (centre, moved atom) combinations with
+        ``j != i`` (periodic images folded), grouped by the species of ``j`` and
+        sorted by ``(i, j)`` within a group, followed by the self pairs ``(i, i)``
+        of all atoms in atom order. Moving ``j`` (species s) only changes
+        ``c_i^s``, so ``d p_i / d r_j`` is non-zero only in the feature blocks
+        ``(s', s)``; they are copied from ``H[l, s' n, n'] = prel_l sum_m
+        c_i[s' n, lm] d c_i[s n', lm] / d r_j`` (one batched matmul per l),
+        computed in blocks of pairs to bound the temporaries.
+        """
         N = env.n_atoms
         nm, nlm, L = self.n_max, self._nlm, self.l_max
-        nsn = len(self.species) * nm
+        ns = len(self.species)
+        nsn = ns * nm
         F = self.n_features
         moving = np.flatnonzero(env.i != env.j)  # pairs i -> image of i do not move
         key = env.i[moving] * N + env.j[moving]
-        ukey, first, inv_idx = np.unique(key, return_index=True, return_inverse=True)
+        s_mov = env.s[moving]
+        # unique (i, j) sorted by (species of j, i, j); images of j fold onto j
+        order = np.lexsort((key, s_mov))
+        moving, key, s_mov = moving[order], key[order], s_mov[order]
+        new = np.ones(len(key), dtype=bool)
+        new[1:] = key[1:] != key[:-1]
+        useg = np.cumsum(new) - 1  # unique-pair index of every moving pair
+        ukey, us = key[new], s_mov[new]
         U = len(ukey)
         ui, uj = ukey // N, ukey % N
-        if U == len(moving):  # no periodic images to fold (e.g. molecules)
-            dC = self._dT(env, moving[first])  # (U, nlm, 3, n)
-        else:
-            dT = self._dT(env, moving)
-            fold = sp.csr_matrix(
-                (np.ones(len(moving)), (inv_idx.ravel(), np.arange(len(moving)))),
-                shape=(U, len(moving)),
-            )
-            dC = np.asarray(fold @ dT.reshape(len(moving), -1)).reshape(U, nlm, 3, nm)
-        # H[u, l, A, a, n'] = sum_m c_i[A, lm] dc_i[s_j n', lm] / dr_j,a, with i, j = pair u
-        # (the l-dependent prefactor of the power spectrum is folded into H)
-        H = np.empty((U, L + 1, nsn, 3, nm))
-        for l in range(L + 1):
-            H[:, l] = np.matmul(
-                cl[l][ui] * self._prel[l], dC[:, l * l:(l + 1) ** 2].reshape(U, 2 * l + 1, 3 * nm)
-            ).reshape(U, nsn, 3, nm)
-        us = self._lut[env.numbers[uj]]
+        ustart = np.append(np.flatnonzero(new), len(key))  # moving-pair range of each unique pair
 
-        # Output ordering: sorted by (i, j) with a self pair for every atom.
-        all_key = np.concatenate([ukey, np.arange(N) * (N + 1)])
-        order = np.argsort(all_key, kind="stable")
-        pos = np.empty_like(order)
-        pos[order] = np.arange(len(order))
-        pos_u, pos_self = pos[:U], pos[U:]
-        pair_i = all_key[order] // N
-        pair_j = all_key[order] % N
-        dp = np.zeros((U + N, 3, F))
-        rows_of = [np.flatnonzero(us == s) for s in range(len(self.species))]
-        for s1, s2, f0, f1 in self._blocks:
-            if s1 == s2:
-                r = rows_of[s1]
-                if not len(r):
-                    continue
-                Hb = H[r, :, s1 * nm:(s1 + 1) * nm]  # (r, L+1, n, 3, n')
-                M = Hb.transpose(0, 3, 1, 2, 4) + Hb.transpose(0, 3, 1, 4, 2)
-                M = np.take(M.reshape(len(r), 3, L + 1, nm * nm), self._triu, axis=3)
-                dp[pos_u[r], :, f0:f1] = M.reshape(len(r), 3, f1 - f0)
-            else:
-                r = rows_of[s2]  # moved atom of species s2: dc^{s2} changes
-                if len(r):
-                    Hb = H[r, :, s1 * nm:(s1 + 1) * nm]  # (r, L+1, n1, 3, n2)
-                    dp[pos_u[r], :, f0:f1] = Hb.transpose(0, 3, 1, 2, 4).reshape(len(r), 3, f1 - f0)
-                r = rows_of[s1]  # moved atom of species s1: dc^{s1} changes
-                if len(r):
-                    Hb = H[r, :, s2 * nm:(s2 + 1) * nm]  # (r, L+1, n2, 3, n1)
-                    dp[pos_u[r], :, f0:f1] = Hb.transpose(0, 3, 1, 4, 2).reshape(len(r), 3, f1 - f0)
+        pair_i = np.concatenate([ui, np.arange(N)])
+        pair_j = np.concatenate([uj, np.arange(N)])
+        dp = np.empty((U + N, 3, F))
+        cs = [x * self._prel[l] for l, x in enumerate(cl)]
+        bounds = np.searchsorted(us, np.arange(ns + 1))
+        step = self._chunk(6 * nlm * nm + 6 * (L + 1) * nsn * nm)
+        for s_ in range(ns):
+            for u0 in range(bounds[s_], bounds[s_ + 1], step):
+                u1 = min(u0 + step, bounds[s_ + 1])
+                r = u1 - u0
+                m0, m1 = ustart[u0], ustart[u1]
+                dT = self._dT(env, moving[m0:m1])  # (m, 3, n, nlm)
+                if m1 - m0 == r:
+                    dC = dT
+                else:
+                    fold = _segment_matrix(useg[m0:m1] - u0, r)
+                    dC = np.asarray(fold @ dT.reshape(m1 - m0, 3 * nlm * nm)).reshape(r, 3, nm, nlm)
+                H = self._pair_products(cs, ui[u0:u1], dC)  # (r, 3, L+1, nsn, n)
+                for (s1, s2), (f0, f1) in self._block.items():
+                    dst = dp[u0:u1, :, f0:f1]
+                    if s_ not in (s1, s2):
+                        dst[...] = 0.0
+                    elif s1 == s2:  # d(c^s_n . c^s_n')
+                        Hb = H[:, :, :, s_ * nm:(s_ + 1) * nm]  # (r, 3, L+1, n, n')
+                        M = Hb + Hb.swapaxes(3, 4)
+                        dst[...] = M.reshape(r, 3, L + 1, nm * nm)[..., self._triu].reshape(r, 3, f1 - f0)
+                    elif s_ == s2:  # c^{s1}_n dc^{s}_n'
+                        _split_last(dst, (L + 1, nm, nm))[...] = H[:, :, :, s1 * nm:(s1 + 1) * nm]
+                    else:  # dc^{s}_n c^{s2}_n'
+                        _split_last(dst, (L + 1, nm, nm))[...] = H[
+                            :, :, :, s2 * nm:(s2 + 1) * nm
+                        ].swapaxes(3, 4)
         # Translation invariance: d p_i / d r_i = - sum_{j != i} d p_i / d r_j.
-        self_sum = sp.csr_matrix((-np.ones(U), (ui, pos_u)), shape=(N, U + N))
-        dp[pos_self] = (self_sum @ dp.reshape(U + N, 3 * F)).reshape(N, 3, F)
+        if U:
+            self_sum = _segment_matrix(ui, N, -1.0)
+            dp[U:] = (self_sum @ dp[:U].reshape(U, 3 * F)).reshape(N, 3, F)
+        else:
+            dp[U:] = 0.0
         return pair_i, pair_j, dp
 
     def _dp_strain(self, env: _Environment, cl: list[np.ndarray]) -> np.ndarray:
-        N, P = env.n_atoms, len(env.i)
+        """``d p_i / d eta_ab`` via ``d c_i / d eta_ab = sum_k d c/d D_k,a D_k,b``."""
+        N = env.n_atoms
         ns, nm, nlm, L = len(self.species), self.n_max, self._nlm, self.l_max
         nsn = ns * nm
-        dT = self._dT(env)  # (P, nlm, 3, n)
-        dTe = dT[:, :, :, None, :] * env.D[:, None, None, :, None]  # (P, nlm, 3, 3, n)
-        dCs = np.asarray(env.gather @ dTe.reshape(P, -1)).reshape(N, ns, nlm, 9, nm)
+        # dc[seg, a, b, n, lm] = sum_k D_a D_b S Rq_l + D_b dS_a R_l   (k in seg)
+        dcs = np.zeros((env.n_seg, 3, 3, nm, nlm))
+        if env.kmax:
+            Rp = env.padded("R", env.R)
+            Rqp = env.padded("Rq", env.Rq)
+            Dp = env.padded("D", env.D)  # (n_seg, kmax, 3)
+            Sp = env.padded("S", env.S)
+            dSp = env.padded("dS", env.dS)  # (n_seg, kmax, 3, nlm)
+            for b in range(3):
+                Y = Dp[:, :, :, None] * (Dp[:, :, b, None, None] * Sp[:, :, None, :])  # (seg, k, 3, nlm)
+                Z = Dp[:, :, b, None, None] * dSp
+                for l in range(L + 1):
+                    sl = slice(l * l, (l + 1) ** 2)
+                    m = 2 * l + 1
+                    Yl = Y[:, :, :, sl].reshape(env.n_seg, env.kmax, 3 * m)
+                    Zl = Z[:, :, :, sl].reshape(env.n_seg, env.kmax, 3 * m)
+                    t = Rqp[:, :, l].transpose(0, 2, 1) @ Yl + Rp[:, :, l].transpose(0, 2, 1) @ Zl
+                    dcs[:, :, b, :, sl] = t.reshape(env.n_seg, nm, 3, m).transpose(0, 2, 1, 3)
+        dcs = dcs.reshape(N, ns, 9, nm, nlm).transpose(0, 2, 1, 3, 4).reshape(N, 9, nsn, nlm)
         dG = np.empty((N, 9, L + 1, nsn, nsn))
         for l in range(L + 1):
-            # (N, 9, S, n, 2l+1) -> (N, 9, nsn, 2l+1)
-            dl = dCs[:, :, l * l:(l + 1) ** 2].transpose(0, 3, 1, 4, 2).reshape(N, 9, nsn, 2 * l + 1)
-            K = np.matmul(cl[l][:, None], dl.transpose(0, 1, 3, 2))  # (N, 9, nsn, nsn)
+            K = np.matmul(cl[l][:, None], dcs[..., l * l:(l + 1) ** 2].transpose(0, 1, 3, 2))
             dG[:, :, l] = K + K.transpose(0, 1, 3, 2)
-        out = dG.reshape(N, 9, -1)[:, :, self._f_flat] * self._f_prel
-        return out.reshape(N, 3, 3, -1)
+        out = dG.reshape(N, 9, (L + 1) * nsn * nsn)[:, :, self._f_flat] * self._f_prel
+        return out.reshape(N, 3, 3, self.n_features)
 
     def _vjp_env(self, env: _Environment, grad_p: np.ndarray, strain: bool):
-        N, P = env.n_atoms, len(env.i)
+        N = env.n_atoms
         ns, nm, nlm, L = len(self.species), self.n_max, self._nlm, self.l_max
         nsn = ns * nm
         grad_p = np.asarray(grad_p, dtype=np.float64)
@@ -652,6 +975,7 @@ class SOAPEngine:
         self._prepare(env, derivative=True)
         c = self._coefficients(env)
         cl = self._c_by_l(c)
+        # dE/dc_i = (W + W^T) c_i per l, W[l, A, B] = prel_l grad_p[f(l, A, B)]
         W = np.zeros((N, (L + 1) * nsn * nsn))
         W[:, self._f_flat] = grad_p * self._f_prel
         W = W.reshape(N, L + 1, nsn, nsn)
@@ -659,14 +983,25 @@ class SOAPEngine:
         gc = np.empty((N, nsn, nlm))
         for l in range(L + 1):
             gc[:, :, l * l:(l + 1) ** 2] = W[:, l] @ cl[l]
-        gc = gc.reshape(N, ns, nm, nlm)
-        g = gc[env.i, env.s]  # (P, n, nlm)
-        gS = np.einsum("pnk,pnk->pk", g, env.R[:, :, self._l_of])  # (P, nlm)
-        gq = np.einsum("pnk,pnk->p", g * env.S[:, None, :], env.Rq[:, :, self._l_of])
-        gD = np.einsum("pk,pak->pa", gS, env.dS) + gq[:, None] * env.D  # dE/dD_k (P, 3)
+        gc = gc.reshape(env.n_seg, nm, nlm)
         dE_dr = np.zeros((N, 3))
-        np.add.at(dE_dr, env.j, gD)
-        np.add.at(dE_dr, env.i, -gD)
+        if not env.kmax:
+            return dE_dr, (np.zeros((3, 3)) if strain else None)
+        # per pair k (segment g): gS[k, lm] = sum_n gc[g, n, lm] R[k, l, n],
+        # gQ[k, lm] = sum_n gc[g, n, lm] Rq[k, l, n]
+        Rp = env.padded("R", env.R)
+        Rqp = env.padded("Rq", env.Rq)
+        gS = np.empty((env.n_seg, env.kmax, nlm))
+        gQ = np.empty((env.n_seg, env.kmax, nlm))
+        for l in range(L + 1):
+            sl = slice(l * l, (l + 1) ** 2)
+            np.matmul(Rp[:, :, l], gc[:, :, sl], out=gS[:, :, sl])
+            np.matmul(Rqp[:, :, l], gc[:, :, sl], out=gQ[:, :, sl])
+        gS = gS[env.seg, env.slot]  # (P, nlm)
+        gq = np.einsum("pk,pk->p", gQ[env.seg, env.slot], env.S)
+        gD = np.matmul(env.dS, gS[:, :, None])[:, :, 0] + gq[:, None] * env.D  # dE/dD_k (P, 3)
+        dE_dr += _segment_matrix(env.j, N) @ gD
+        dE_dr -= _segment_matrix(env.i, N) @ gD
         dE_deta = gD.T @ env.D if strain else None
         return dE_dr, dE_deta
 
@@ -699,8 +1034,9 @@ class SOAPEngine:
             and ``dp`` (n_pairs, 3, F); with ``strain`` ``dp_strain`` (n_atoms, 3, 3, F).
         """
         env = self._environment(atoms)
-        self._prepare(env, derivative=gradients or strain or keep)
-        c = self._coefficients(env)
+        if gradients or strain or keep:
+            self._prepare(env, derivative=True)
+        c = self._coefficients(env)  # streams the pairs when nothing is cached
         cl = self._c_by_l(c)
         res = EngineResult(p=self._power(cl), numbers=env.numbers.copy())
         if gradients:
