@@ -10,6 +10,10 @@ Where things live:
 * model files: :mod:`gapkit.io` (:func:`save`, :func:`load`)
 * ASE calculator: :mod:`gapkit.calculator` (:class:`GAPCalculator`)
 * uncertainty flags and calibration: :mod:`gapkit.uncertainty`
+* learning curves and bias/variance diagnosis: :mod:`gapkit.diagnostics`
+* plots (matplotlib): :mod:`gapkit.plotting`
+* baselines for Delta-learning (Coulomb/Ewald): :mod:`gapkit.baselines`
+* streaming, multi-process and Dask fits: :mod:`gapkit.streaming`
 * data and labels: :mod:`gapkit.data`; error metrics: :mod:`gapkit.metrics`
 """
 

@@ -1,6 +1,7 @@
-"""Command-line interface: ``gapkit fit | evaluate | predict``.
+"""Command-line interface: ``gapkit fit | evaluate | predict | learning-curve``.
 
-This is the only module that prints.
+The command-line modules (this one and the runner of ``learning-curve`` in
+:mod:`gapkit.diagnostics`) are the only places that print.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from .diagnostics import add_learning_curve_parser, run_learning_curve_cli
 
 # Output keys written by ``gapkit predict``; they never overwrite reference labels.
 PRED_ENERGY = "gapkit_energy"
@@ -97,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flag-threshold", default=None,
                    help="flag uncertain frames: 'forces=0.1' (eV/Å), 'energy=0.005' (eV/atom), "
                         "'3x' (3 x learned noise), or a comma-separated mix")
+    add_learning_curve_parser(sub)
     return parser
 
 
@@ -258,7 +262,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    handlers = {"fit": cmd_fit, "evaluate": cmd_evaluate, "predict": cmd_predict}
+    handlers = {"fit": cmd_fit, "evaluate": cmd_evaluate, "predict": cmd_predict,
+                "learning-curve": run_learning_curve_cli}
     try:
         return handlers[args.command](args)
     except (ValueError, FileNotFoundError, TypeError) as exc:

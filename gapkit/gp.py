@@ -59,11 +59,13 @@ def _qr_r(B: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def tri_update(R: np.ndarray | None, B: np.ndarray, triangular: bool = False) -> np.ndarray:
+def tri_update(R: np.ndarray | None, B: np.ndarray) -> np.ndarray:
     """R factor of ``[R; B]`` where ``R`` is (n, n) upper triangular (TSQR step).
 
-    Uses LAPACK ``dtpqrt``, which exploits the triangle (cost ~2 m n**2 for a dense
-    m-row ``B``, or ~2/3 n**3 when ``B`` is itself upper triangular).
+    Uses LAPACK ``dtpqrt`` with ``B`` treated as dense (``l = 0``): about
+    ``2 m n**2`` flops for an m-row ``B``. (Declaring a triangular ``B`` through ``l``
+    would halve the flops in theory but runs an unblocked path that was 5x slower in
+    OpenBLAS here: 13.7 s against 2.4 s for n = 1500.)
     """
     n = B.shape[1]
     if R is None:
@@ -72,9 +74,8 @@ def tri_update(R: np.ndarray | None, B: np.ndarray, triangular: bool = False) ->
         return R
     a = np.asfortranarray(R, dtype=np.float64)
     b = np.asfortranarray(B, dtype=np.float64)
-    l = min(n, b.shape[0]) if triangular else 0
     nb = max(1, min(32, n))
-    a, _, _, info = lapack.dtpqrt(l, nb, a, b, overwrite_a=1, overwrite_b=1)
+    a, _, _, info = lapack.dtpqrt(0, nb, a, b, overwrite_a=1, overwrite_b=1)
     if info != 0:
         raise FactorisationError(f"LAPACK dtpqrt failed (info={info})")
     return np.triu(a)
@@ -154,7 +155,7 @@ class RowAccumulator:
         self.finalize()
         for name, og in other.groups.items():
             g = self.groups.setdefault(name, RowGroup())
-            g.R = tri_update(g.R, og.R, triangular=True) if g.R is not None else og.R.copy()
+            g.R = tri_update(g.R, og.R) if g.R is not None else og.R.copy()
             g.n_rows += og.n_rows
             g.log_inv_w += og.log_inv_w
 
@@ -217,7 +218,7 @@ def _stack(groups: dict[str, RowGroup], Lchol: np.ndarray, delta: float,
         b = g.R.copy()
         b[:, :M] *= delta ** 2 / s
         b[:, M] /= s
-        a = tri_update(a, b, triangular=True)
+        a = tri_update(a, b)
     return a
 
 

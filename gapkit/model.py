@@ -567,7 +567,7 @@ class GAP(BaseEstimator):
             out.forces = [np.hypot(a, b) for a, b in zip(f_epi, f_ale)]
         return out
 
-    def recalibrate(self, X) -> "GAP":
+    def recalibrate(self, X, keep_nystrom: bool = False) -> "GAP":
         """Fit the epistemic variance scales on a labelled validation set (stored in the model).
 
         The DTC variance has two terms: the Nyström residual
@@ -579,6 +579,17 @@ class GAP(BaseEstimator):
         the validation errors, with the learned noise as the aleatoric part (see
         :func:`gapkit.uncertainty.fit_variance_scales`). The ranking of structures by
         sigma and the growth of the residual term away from the data are kept.
+
+        Parameters
+        ----------
+        X : list of ase.Atoms
+            Labelled validation structures, not used in training.
+        keep_nystrom : bool, default False
+            Keep the Nyström term unscaled and fit only the posterior scale. In
+            distribution the fitted Nyström scale is often ~0, which calibrates sigma
+            there but makes sigma far from the data several times smaller than the
+            errors (it still ranks them first); keeping it gives conservative sigma
+            out of distribution at the cost of over-wide sigma in distribution.
 
         Returns
         -------
@@ -599,8 +610,9 @@ class GAP(BaseEstimator):
         e_post = np.array([s["energy"][1] for _, s in parts])
         e_ale = np.array([self._aleatoric("energy") ** 2 * len(a) for a in frames])
         scale = {}
+        fix = 1.0 if keep_nystrom else None
         scale["energy_nystrom"], scale["energy_posterior"] = fit_variance_scales(
-            e_err, e_nys, e_post, e_ale)
+            e_err, e_nys, e_post, e_ale, fix_nystrom=fix)
         has_f = [k for k, f in enumerate(ref["forces"]) if f is not None]
         if has_f:
             f_err = np.concatenate([(parts[k][0]["forces"] - ref["forces"][k]).ravel() for k in has_f])
@@ -608,7 +620,7 @@ class GAP(BaseEstimator):
             f_post = np.concatenate([parts[k][1]["forces"][1].ravel() for k in has_f])
             f_ale = np.full(f_err.shape, self._aleatoric("forces") ** 2)
             scale["forces_nystrom"], scale["forces_posterior"] = fit_variance_scales(
-                f_err, f_nys, f_post, f_ale)
+                f_err, f_nys, f_post, f_ale, fix_nystrom=fix)
         else:
             scale["forces_nystrom"] = scale["forces_posterior"] = 1.0
         self.variance_scale_ = scale

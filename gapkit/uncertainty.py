@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import warnings
+
 from scipy import stats
 
 
@@ -206,12 +208,15 @@ def observed_coverage(z: np.ndarray, levels: np.ndarray) -> np.ndarray:
 
 
 def fit_variance_scales(errors: np.ndarray, nystrom: np.ndarray, posterior: np.ndarray,
-                        aleatoric: np.ndarray, bounds: tuple[float, float] = (1e-8, 1e4)
-                        ) -> tuple[float, float]:
+                        aleatoric: np.ndarray, bounds: tuple[float, float] = (1e-8, 1e4),
+                        fix_nystrom: float | None = None) -> tuple[float, float]:
     """Scales ``(s_N, s_P)`` of the two epistemic variance terms by maximum likelihood.
 
     Maximises ``sum_k log N(e_k; 0, s_N n_k + s_P p_k + a_k)`` over ``log s_N`` and
-    ``log s_P`` within ``bounds`` (L-BFGS-B, analytic gradient).
+    ``log s_P`` within ``bounds`` (L-BFGS-B, analytic gradient). A scale that ends on
+    a bound is reported with a ``RuntimeWarning``: the validation errors do not
+    support that term (typically the Nyström term in distribution, which then no
+    longer inflates sigma far from the data; see ``fix_nystrom``).
 
     Parameters
     ----------
@@ -221,6 +226,8 @@ def fit_variance_scales(errors: np.ndarray, nystrom: np.ndarray, posterior: np.n
         The Nyström-residual and weight-posterior variances of the same predictions.
     aleatoric : ndarray of shape (n,)
         Aleatoric variances (kept fixed).
+    fix_nystrom : float, optional
+        Keep ``s_N`` at this value and fit ``s_P`` only.
 
     Returns
     -------
@@ -243,10 +250,20 @@ def fit_variance_scales(errors: np.ndarray, nystrom: np.ndarray, posterior: np.n
         return f, np.array([np.sum(dv * n) * sN, np.sum(dv * p) * sP])
 
     lo, hi = np.log(bounds[0]), np.log(bounds[1])
+    box = [(lo, hi), (lo, hi)]
+    starts = ([0.0, 0.0], [np.log(1e-2), 0.0], [np.log(1e-4), np.log(10.0)])
+    if fix_nystrom is not None:
+        box[0] = (np.log(fix_nystrom),) * 2
+        starts = ([np.log(fix_nystrom), 0.0],)
     best = None
-    for start in ([0.0, 0.0], [np.log(1e-2), 0.0], [np.log(1e-4), np.log(10.0)]):
-        res = minimize(nll, np.array(start), jac=True, method="L-BFGS-B", bounds=[(lo, hi)] * 2)
+    for start in starts:
+        res = minimize(nll, np.array(start), jac=True, method="L-BFGS-B", bounds=box)
         if best is None or res.fun < best.fun:
             best = res
     sN, sP = np.exp(best.x)
+    for name, val, fixed in (("Nyström", sN, fix_nystrom is not None), ("posterior", sP, False)):
+        if not fixed and (np.isclose(np.log(val), lo) or np.isclose(np.log(val), hi)):
+            warnings.warn(f"the {name} variance scale ended on its bound ({val:.3g}): the "
+                          "validation errors do not support that term", RuntimeWarning,
+                          stacklevel=2)
     return float(sN), float(sP)
