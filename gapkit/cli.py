@@ -54,6 +54,54 @@ def _add_label_keys(p: argparse.ArgumentParser) -> None:
     p.add_argument("--virial-key", default=None, help="info key of the reference virial (eV)")
 
 
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The SOAP, GP and label flags shared by ``fit`` and ``learning-curve``."""
+    p.add_argument("--e0", default=None, type=_e0_arg,
+                   help="'lstsq', 'zero', 'isolated' (single-atom frames in TRAIN) or a path to an "
+                        "isolated-atoms extxyz (default: lstsq; data/isolated_atoms.xyz for the default data)")
+    p.add_argument("--r-cut", type=float, default=5.0, help="SOAP cutoff, Å (default 5.0)")
+    p.add_argument("--n-max", type=int, default=8, help="SOAP radial functions (default 8)")
+    p.add_argument("--l-max", type=int, default=6, help="SOAP angular channels (default 6)")
+    p.add_argument("--sigma", type=float, default=0.5, help="SOAP Gaussian width, Å (default 0.5)")
+    p.add_argument("--zeta", type=float, default=4.0, help="kernel exponent (default 4)")
+    p.add_argument("--delta", default="auto", help="signal scale in eV, or 'auto' (default)")
+    p.add_argument("--n-sparse", type=_parse_n_sparse, default=1000,
+                   help="sparse points per species: N or C:1000,H:2000 (default 1000)")
+    p.add_argument("--sparse-method", default="cur", choices=["cur", "random", "fps"])
+    p.add_argument("--energy-noise", type=float, default=0.001, help="eV per sqrt(atom) (default 0.001)")
+    p.add_argument("--force-noise", type=float, default=0.02, help="eV/Å (default 0.02)")
+    p.add_argument("--virial-noise", type=float, default=0.05, help="eV per sqrt(atom) (default 0.05)")
+    p.add_argument("--optimize", action="store_true",
+                   help="learn delta and the noises by maximum marginal likelihood")
+    _add_label_keys(p)
+
+
+def resolve_training_files(train, test, e0, announce: bool = True):
+    """Training files, test files and E0 spec, falling back to the default data."""
+    train = list(train or [])
+    if not train:
+        train, default_test, iso = _default_data()
+        test = default_test if test is None else test
+        e0 = e0 or (iso if Path(iso).is_file() else "lstsq")
+        if announce:
+            print(f"Using the default data: {train[0]}")
+    return train, test, e0 or "lstsq"
+
+
+def model_from_args(args, e0, verbose: bool = False):
+    """A :class:`gapkit.GAP` configured from the flags of :func:`add_model_arguments`."""
+    from .descriptors import SOAP
+    from .model import GAP
+
+    delta = args.delta if args.delta == "auto" else float(args.delta)
+    return GAP(SOAP(r_cut=args.r_cut, n_max=args.n_max, l_max=args.l_max, sigma=args.sigma),
+               zeta=args.zeta, delta=delta, n_sparse=args.n_sparse,
+               sparse_method=args.sparse_method, energy_noise=args.energy_noise,
+               force_noise=args.force_noise, virial_noise=args.virial_noise, e0=e0,
+               optimize=args.optimize, energy_key=args.energy_key, forces_key=args.forces_key,
+               virial_key=args.virial_key, random_state=args.seed, verbose=verbose)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gapkit", description="Gaussian Approximation Potentials on DScribe SOAP.")
@@ -65,25 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("-o", "--output", default="gapkit_model.npz", help="model file to write")
     f.add_argument("--test", nargs="*", default=None,
                    help="test extxyz files (default with the default data: data/test.xyz)")
-    f.add_argument("--e0", default=None, type=_e0_arg,
-                   help="'lstsq', 'zero', 'isolated' (single-atom frames in TRAIN) or a path to an "
-                        "isolated-atoms extxyz (default: lstsq; data/isolated_atoms.xyz for the default data)")
-    f.add_argument("--r-cut", type=float, default=5.0, help="SOAP cutoff, Å (default 5.0)")
-    f.add_argument("--n-max", type=int, default=8, help="SOAP radial functions (default 8)")
-    f.add_argument("--l-max", type=int, default=6, help="SOAP angular channels (default 6)")
-    f.add_argument("--sigma", type=float, default=0.5, help="SOAP Gaussian width, Å (default 0.5)")
-    f.add_argument("--zeta", type=float, default=4.0, help="kernel exponent (default 4)")
-    f.add_argument("--delta", default="auto", help="signal scale in eV, or 'auto' (default)")
-    f.add_argument("--n-sparse", type=_parse_n_sparse, default=1000,
-                   help="sparse points per species: N or C:1000,H:2000 (default 1000)")
-    f.add_argument("--sparse-method", default="cur", choices=["cur", "random", "fps"])
-    f.add_argument("--energy-noise", type=float, default=0.001, help="eV per sqrt(atom) (default 0.001)")
-    f.add_argument("--force-noise", type=float, default=0.02, help="eV/Å (default 0.02)")
-    f.add_argument("--virial-noise", type=float, default=0.05, help="eV per sqrt(atom) (default 0.05)")
-    f.add_argument("--optimize", action="store_true",
-                   help="learn delta and the noises by maximum marginal likelihood")
+    add_model_arguments(f)
     f.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    _add_label_keys(f)
 
     e = sub.add_parser("evaluate", help="errors (and calibration) of a model on labelled data")
     e.add_argument("model")
@@ -121,25 +152,11 @@ def _fmt_errors(name: str, m: dict) -> str:
 
 def cmd_fit(args) -> int:
     from .data import read_frames
-    from .descriptors import SOAP
     from .metrics import error_metrics
-    from .model import GAP
 
-    train, test, e0 = args.train, args.test, args.e0
-    if not train:
-        train, default_test, iso = _default_data()
-        test = default_test if test is None else test
-        e0 = e0 or (iso if Path(iso).is_file() else "lstsq")
-        print(f"Using the default data: {train[0]}")
-    e0 = e0 or "lstsq"
-    delta = args.delta if args.delta == "auto" else float(args.delta)
+    train, test, e0 = resolve_training_files(args.train, args.test, args.e0)
     frames = read_frames(train)
-    model = GAP(SOAP(r_cut=args.r_cut, n_max=args.n_max, l_max=args.l_max, sigma=args.sigma),
-                zeta=args.zeta, delta=delta, n_sparse=args.n_sparse,
-                sparse_method=args.sparse_method, energy_noise=args.energy_noise,
-                force_noise=args.force_noise, virial_noise=args.virial_noise, e0=e0,
-                optimize=args.optimize, energy_key=args.energy_key, forces_key=args.forces_key,
-                virial_key=args.virial_key, random_state=args.seed, verbose=args.verbose)
+    model = model_from_args(args, e0, verbose=args.verbose)
     t0 = time.perf_counter()
     model.fit(frames)
     dt = time.perf_counter() - t0

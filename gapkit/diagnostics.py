@@ -825,7 +825,7 @@ def add_learning_curve_parser(subparsers):
     """
     import argparse
 
-    from .cli import _add_label_keys, _e0_arg, _parse_n_sparse
+    from .cli import add_model_arguments
 
     def sizes_type(text):
         try:
@@ -852,25 +852,7 @@ def add_learning_curve_parser(subparsers):
                    help="evaluate on a random subset of at most this many test structures")
     p.add_argument("--no-std", action="store_true", help="skip predicted uncertainties (faster)")
     p.add_argument("--no-plots", action="store_true", help="do not write PNG figures")
-    p.add_argument("--e0", default=None, type=_e0_arg,
-                   help="'lstsq', 'zero', 'isolated' or a path to an isolated-atoms extxyz "
-                        "(default: lstsq; data/isolated_atoms.xyz for the default data)")
-    p.add_argument("--r-cut", type=float, default=5.0, help="SOAP cutoff, Å (default 5.0)")
-    p.add_argument("--n-max", type=int, default=8, help="SOAP radial functions (default 8)")
-    p.add_argument("--l-max", type=int, default=6, help="SOAP angular channels (default 6)")
-    p.add_argument("--sigma", type=float, default=0.5, help="SOAP Gaussian width, Å (default 0.5)")
-    p.add_argument("--zeta", type=float, default=4.0, help="kernel exponent (default 4)")
-    p.add_argument("--delta", default="auto", help="signal scale in eV, or 'auto' (default)")
-    p.add_argument("--n-sparse", type=_parse_n_sparse, default=1000,
-                   help="sparse points per species: N or C:1000,H:2000 (default 1000)")
-    p.add_argument("--sparse-method", default="cur", choices=["cur", "random", "fps"])
-    p.add_argument("--energy-noise", type=float, default=0.001, help="eV per sqrt(atom) (default 0.001)")
-    p.add_argument("--force-noise", type=float, default=0.02, help="eV/Å (default 0.02)")
-    p.add_argument("--virial-noise", type=float, default=0.05, help="eV per sqrt(atom) (default 0.05)")
-    p.add_argument("--optimize", action="store_true",
-                   help="learn delta and the noises by maximum marginal likelihood (a learned "
-                        "noise floor makes the diagnosis more meaningful)")
-    _add_label_keys(p)
+    add_model_arguments(p)
     return p
 
 
@@ -886,35 +868,21 @@ def _save_figure(fig, path: Path) -> None:
 
 def run_learning_curve_cli(args) -> int:
     """Handler of ``gapkit learning-curve``; returns the exit code (0 on success)."""
-    from .cli import _default_data
+    from .cli import model_from_args, resolve_training_files
     from .data import read_frames
-    from .descriptors import SOAP
-    from .model import GAP
 
-    train, test, e0 = list(args.train or []), args.test, args.e0
-    if not train:
-        train, default_test, iso = _default_data()
-        test = default_test if test is None else test
-        e0 = e0 or (iso if Path(iso).is_file() else "lstsq")
-        print(f"Using the default data: {train[0]}")
+    train, test, e0 = resolve_training_files(args.train, args.test, args.e0)
     if not test:
         raise ValueError("learning-curve needs labelled test structures: pass --test FILE...")
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
-    e0 = e0 or "lstsq"
-    delta = args.delta if args.delta == "auto" else float(args.delta)
     train_frames = read_frames(train)
     test_frames = [a for a in read_frames(test) if a.info.get("config_type") != "isolated_atom"]
     rng = np.random.default_rng(args.seed)
     if args.max_test is not None and len(test_frames) > args.max_test:
         keep = np.sort(rng.choice(len(test_frames), args.max_test, replace=False))
         test_frames = [test_frames[k] for k in keep]
-    model = GAP(SOAP(r_cut=args.r_cut, n_max=args.n_max, l_max=args.l_max, sigma=args.sigma),
-                zeta=args.zeta, delta=delta, n_sparse=args.n_sparse,
-                sparse_method=args.sparse_method, energy_noise=args.energy_noise,
-                force_noise=args.force_noise, virial_noise=args.virial_noise, e0=e0,
-                optimize=args.optimize, energy_key=args.energy_key, forces_key=args.forces_key,
-                virial_key=args.virial_key, random_state=args.seed)
+    model = model_from_args(args, e0)
     t0 = time.perf_counter()
     curve = learning_curve(model, train_frames, test_frames, sizes=args.sizes, repeats=args.repeats,
                            random_state=args.seed, return_std=not args.no_std,

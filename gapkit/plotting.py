@@ -199,6 +199,20 @@ def _band(ax, x, mean, std, color, label, marker="o", ls="-"):
         ax.fill_between(x[ok], lower, mean[ok] + sd, color=color, alpha=0.18, lw=0)
 
 
+def _check_metric(metric: str) -> str:
+    from .diagnostics import ERROR_METRICS
+
+    metric = metric.removeprefix("test_").removeprefix("train_")
+    if metric not in ERROR_METRICS:
+        raise ValueError(f"metric must be one of {ERROR_METRICS}, got {metric!r}")
+    return metric
+
+
+def _train_test_bands(ax, x, curve, metric: str) -> None:
+    for part in ("train", "test"):
+        _band(ax, x, curve.mean(f"{part}_{metric}"), curve.std(f"{part}_{metric}"), COLORS[part], part)
+
+
 def learning_curve(curve, metric: str = "forces_rmse", ax=None, show_floor: bool = True,
                    show_sigma: bool = True):
     """Train and test error against training-set size, log–log, with ±1 std bands.
@@ -220,15 +234,12 @@ def learning_curve(curve, metric: str = "forces_rmse", ax=None, show_floor: bool
     -------
     matplotlib Axes
     """
-    from .diagnostics import ERROR_METRICS, METRIC_INFO
+    from .diagnostics import METRIC_INFO
 
-    metric = metric.removeprefix("test_").removeprefix("train_")
-    if metric not in ERROR_METRICS:
-        raise ValueError(f"metric must be one of {ERROR_METRICS}, got {metric!r}")
+    metric = _check_metric(metric)
     ax = _axes(ax)
     x = np.asarray(curve.sizes, dtype=np.float64)
-    _band(ax, x, curve.mean(f"train_{metric}"), curve.std(f"train_{metric}"), COLORS["train"], "train")
-    _band(ax, x, curve.mean(f"test_{metric}"), curve.std(f"test_{metric}"), COLORS["test"], "test")
+    _train_test_bands(ax, x, curve, metric)
     if show_sigma and metric in _SIGMA_FOR and _SIGMA_FOR[metric] in curve.metrics:
         sig = curve.mean(_SIGMA_FOR[metric])
         if np.isfinite(sig).any():
@@ -271,18 +282,15 @@ def capacity_curve(curve, metric: str = "forces_rmse", ax=None, show_floor: bool
     -------
     matplotlib Axes
     """
-    from .diagnostics import ERROR_METRICS, METRIC_INFO
+    from .diagnostics import METRIC_INFO
 
-    metric = metric.removeprefix("test_").removeprefix("train_")
-    if metric not in ERROR_METRICS:
-        raise ValueError(f"metric must be one of {ERROR_METRICS}, got {metric!r}")
+    metric = _check_metric(metric)
     ax = _axes(ax)
     numeric = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
                   and v > 0 for v in curve.param_values)
     n = len(curve.param_values)
     x = np.asarray(curve.param_values, dtype=np.float64) if numeric else np.arange(n, dtype=np.float64)
-    _band(ax, x, curve.mean(f"train_{metric}"), curve.std(f"train_{metric}"), COLORS["train"], "train")
-    _band(ax, x, curve.mean(f"test_{metric}"), curve.std(f"test_{metric}"), COLORS["test"], "test")
+    _train_test_bands(ax, x, curve, metric)
     if show_floor and metric.startswith("forces"):
         floor = curve.mean("noise_forces") * (np.sqrt(2 / np.pi) if "mae" in metric else 1.0)
         if np.isfinite(floor).any():
