@@ -78,14 +78,16 @@ class GAPCalculator(Calculator):
         periodic = bool(np.all(atoms.get_pbc()))
         if "stress" in properties and not periodic:
             raise PropertyNotImplementedError("stress needs a fully periodic cell")
+        # the strain derivatives cost extra: only when stress is asked for (MD asks forces)
+        want_stress = periodic and "stress" in properties
         model = self.model
         model.descriptor_.check_species(atoms)
         want_std = (self.compute_std or self.flag_threshold is not None
                     or any(p in STD_PROPERTIES for p in properties))
-        r = model.predict_structure(atoms, forces=True, stress=periodic, keep_gradients=want_std)
+        r = model.predict_structure(atoms, forces=True, stress=want_stress, keep_gradients=want_std)
         self.results = {"energy": r["energy"], "free_energy": r["energy"],
                         "energies": r["energies"], "forces": r["forces"]}
-        if periodic:
+        if want_stress:
             self.results["stress"] = r["stress"]
         if want_std:
             std = model._collect_std([model._std_structure(r["_descriptor"], forces=True)],

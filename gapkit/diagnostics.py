@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from .uncertainty import noise_level
 from sklearn.base import clone
 from tqdm.auto import tqdm
 
@@ -93,11 +95,6 @@ def _rng(random_state) -> np.random.Generator:
     return np.random.default_rng(random_state)
 
 
-def _noise_of(noise: dict, kind: str) -> float:
-    vals = [v for k, v in noise.items() if k.split(":")[0] == kind]
-    return float(np.sqrt(np.mean(np.square(vals)))) if vals else float("nan")
-
-
 def _split_frames(frames) -> tuple[list, list]:
     from .data import as_frame_list, split_isolated
 
@@ -135,8 +132,8 @@ def _fit_and_score(model, train: list, test: list, with_std: bool, eval_train: l
     fitted = [a for a in train if a.info.get("config_type") != "isolated_atom"]
     out = _evaluate(model, eval_train if eval_train is not None else fitted, "train", False)
     out.update(_evaluate(model, test, "test", with_std))
-    out["noise_energy"] = _noise_of(model.noise_, "energy")
-    out["noise_forces"] = _noise_of(model.noise_, "forces")
+    out["noise_energy"] = noise_level(model.noise_, "energy", float("nan"))
+    out["noise_forces"] = noise_level(model.noise_, "forces", float("nan"))
     out["delta"] = float(model.delta_)
     out["n_sparse_points"] = float(len(model.alpha_))
     out["fit_time"] = float(dt)

@@ -335,23 +335,9 @@ class GAP(BaseEstimator):
         # sparse points: descriptors without gradients ---------------------------
         rng = np.random.RandomState(self.random_state) if not isinstance(
             self.random_state, np.random.RandomState) else self.random_state
-        q_all, z_all = [], []
-        for k, atoms in enumerate(tqdm(frames, desc="descriptors", disable=not self.verbose)):
-            ds = desc.compute(atoms, gradients=False, index=k)
-            q_all.append(ds.q)
-            z_all.append(ds.numbers)
-        q_all = np.vstack(q_all)
-        z_all = np.concatenate(z_all)
-        sel_q, sel_z = [], []
-        for z in self.species_:
-            idx = np.nonzero(z_all == z)[0]
-            m = _n_sparse_for(self.n_sparse, z)
-            chosen = idx[sparsify.select(q_all[idx], m, self.sparse_method, rng)]
-            sel_q.append(q_all[chosen])
-            sel_z.append(np.full(len(chosen), z))
-        self.sparse_q_ = np.vstack(sel_q)
-        self.sparse_species_ = np.concatenate(sel_z)
-        del q_all, z_all
+        counts = {z: _n_sparse_for(self.n_sparse, z) for z in self.species_}
+        self.sparse_q_, self.sparse_species_ = sparsify.select_from_frames(
+            desc, frames, counts, self.sparse_method, rng, progress=self.verbose)
         M = len(self.sparse_species_)
         logger.info("sparse points: %s (M=%d)", {chemical_symbols[z]: int(np.sum(
             self.sparse_species_ == z)) for z in self.species_}, M)
@@ -521,10 +507,9 @@ class GAP(BaseEstimator):
 
     # ------------------------------------------------------------------ uncertainty
     def _aleatoric(self, kind: str) -> float:
-        vals = [v for k, v in self.noise_.items() if k.split(":")[0] == kind]
-        if not vals:
-            return 0.0
-        return float(np.sqrt(np.mean(np.square(vals))))
+        from .uncertainty import noise_level
+
+        return noise_level(self.noise_, kind)
 
     def _std_structure(self, ds: DescriptorSet, forces: bool) -> dict:
         d = self.delta_

@@ -491,9 +491,9 @@ def sigma_trajectory(values, threshold=None, ax=None, time: Sequence[float] | No
             if getattr(threshold, "forces", None) is not None:
                 thr = float(threshold.forces)
             elif getattr(threshold, "relative", None) is not None and noise:
-                from .diagnostics import _noise_of
+                from .uncertainty import noise_level
 
-                thr = float(threshold.relative) * _noise_of(noise, "forces")
+                thr = float(threshold.relative) * noise_level(noise, "forces", float("nan"))
         else:
             thr = float(threshold)
     if flagged is None and thr is not None:
@@ -514,9 +514,9 @@ def sigma_trajectory(values, threshold=None, ax=None, time: Sequence[float] | No
     if thr is not None:
         ax.axhline(thr, color="#d62728", lw=1.2, ls="--", label=f"flag threshold {thr:.3g}")
     if noise:
-        from .diagnostics import _noise_of
+        from .uncertainty import noise_level
 
-        sf = _noise_of(noise, "forces")
+        sf = noise_level(noise, "forces", float("nan"))
         if np.isfinite(sf):
             ax.axhline(sf, color="0.4", lw=1.0, ls=":", label=f"aleatoric σ_F {sf:.3g}")
     for text, pos in (marks or {}).items():

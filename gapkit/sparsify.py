@@ -8,6 +8,14 @@
 * ``"fps"``: farthest-point sampling in descriptor space (greedy max-min distance).
 
 Randomness comes only from ``random_state``.
+
+:func:`select_from_frames` does the same per species while streaming over the
+structures, so that the descriptors of all environments are never held at once:
+``"random"`` draws indices from the atomic numbers alone, ``"cur"`` accumulates the
+(F, F) Gram matrix of each species in a first pass, takes its top eigenvectors and
+computes every environment's leverage score in a second pass; only the chosen
+environments' descriptors are kept. Memory is O(F**2 + M F + n_env) instead of
+O(n_env F). ``"fps"`` needs all pairwise distances and keeps the descriptors.
 """
 
 from __future__ import annotations
@@ -50,16 +58,113 @@ def select(Q: np.ndarray, n: int, method: str = "cur", random_state=None) -> np.
 
 
 def _cur(Q: np.ndarray, n: int, rng: np.random.RandomState) -> np.ndarray:
-    # Leverage scores of the rows in the top-k right/left singular subspace.
-    k = max(1, min(n, min(Q.shape) - 1 if min(Q.shape) > 1 else 1))
-    U, s, _ = np.linalg.svd(Q - 0.0, full_matrices=False)
-    rank = int(np.sum(s > s[0] * 1e-12)) if s.size else 0
-    k = max(1, min(k, rank))
-    lev = np.sum(U[:, :k] ** 2, axis=1)
+    basis = _leverage_basis(Q.T @ Q, n, Q.shape[0])
+    return _sample_by_leverage(_leverage(Q, basis), n, rng)
+
+
+def _leverage_basis(gram: np.ndarray, n: int, n_env: int) -> np.ndarray:
+    """``V_k / s_k`` from the Gram matrix ``Q^T Q``: leverage = ||q V_k / s_k||**2.
+
+    k is the number of requested points, capped by the numerical rank (and by
+    ``n_env - 1``).
+    """
+    w, V = np.linalg.eigh(gram)
+    w, V = w[::-1], V[:, ::-1]
+    rank = int(np.sum(w > max(w[0], 0.0) * 1e-12)) if w.size else 0
+    k = max(1, min(n, rank, max(n_env - 1, 1)))
+    return V[:, :k] / np.sqrt(w[:k])[None, :]
+
+
+def _leverage(Q: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    return np.sum((Q @ basis) ** 2, axis=1)
+
+
+def _sample_by_leverage(lev: np.ndarray, n: int, rng: np.random.RandomState) -> np.ndarray:
+    """``n`` indices without replacement with probability proportional to ``lev``
+    (Efraimidis-Spirakis keys)."""
     p = lev / lev.sum()
-    # Sample without replacement proportional to leverage (Efraimidis-Spirakis keys).
     keys = np.log(rng.uniform(size=len(p))) / np.maximum(p, 1e-300)
     return np.argsort(-keys)[:n]
+
+
+def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", random_state=None,
+                       progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Sparse environments per species, streaming over ``frames``.
+
+    Parameters
+    ----------
+    descriptor : SOAP
+        Fitted descriptor (``compute(atoms, gradients=False)``).
+    frames : sequence of ase.Atoms
+    counts : dict
+        Atomic number to the number of sparse points wanted (capped at the number of
+        environments of that species).
+    method : {"cur", "random", "fps"}
+    random_state : int, RandomState or None
+
+    Returns
+    -------
+    Q : ndarray of shape (M, F)
+        Descriptors of the chosen environments, grouped by species in ascending
+        atomic number.
+    Z : ndarray of shape (M,)
+    """
+    from tqdm.auto import tqdm
+
+    if method not in METHODS:
+        raise ValueError(f"sparse method must be one of {METHODS}, got '{method}'")
+    rng = check_random_state(random_state)
+    species = sorted(counts)
+    owner = np.concatenate([np.full(len(a), k) for k, a in enumerate(frames)])
+    atom = np.concatenate([np.arange(len(a)) for a in frames])
+    numbers = np.concatenate([a.numbers for a in frames])
+
+    def descriptors(desc_frames):
+        for k in tqdm(desc_frames, desc="sparse points", disable=not progress):
+            yield k, descriptor.compute(frames[k], gradients=False, index=int(k)).q
+
+    chosen: dict[int, np.ndarray] = {}
+    if method == "fps":
+        allq = {k: q for k, q in descriptors(range(len(frames)))}
+        for z in species:
+            idx = np.nonzero(numbers == z)[0]
+            Qz = np.vstack([allq[owner[i]][atom[i]] for i in idx])
+            chosen[z] = idx[select(Qz, counts[z], "fps", rng)]
+    elif method == "random":
+        for z in species:
+            idx = np.nonzero(numbers == z)[0]
+            chosen[z] = idx[select(np.empty((len(idx), 0)), counts[z], "random", rng)]
+    else:
+        grams: dict[int, np.ndarray] = {}
+        for k, q in descriptors(range(len(frames))):
+            for z in np.unique(frames[k].numbers):
+                qz = q[frames[k].numbers == z]
+                grams[z] = grams.get(z, 0.0) + qz.T @ qz
+        bases = {z: _leverage_basis(grams[z], counts[z], int(np.sum(numbers == z))) for z in species}
+        lev = np.empty(len(numbers))
+        start = 0
+        for k, q in descriptors(range(len(frames))):
+            zs = frames[k].numbers
+            for z in np.unique(zs):
+                mask = zs == z
+                lev[start + np.nonzero(mask)[0]] = _leverage(q[mask], bases[int(z)])
+            start += len(zs)
+        for z in species:
+            idx = np.nonzero(numbers == z)[0]
+            if counts[z] >= len(idx):
+                chosen[z] = idx
+            else:
+                chosen[z] = np.sort(idx[_sample_by_leverage(lev[idx], counts[z], rng)])
+    # descriptors of the chosen environments only
+    wanted = np.concatenate([chosen[z] for z in species])
+    need = np.unique(owner[wanted])
+    rows: dict[int, np.ndarray] = {}
+    for k, q in descriptors(need):
+        for i in wanted[owner[wanted] == k]:
+            rows[int(i)] = q[atom[i]]
+    Q = np.vstack([rows[int(i)] for i in wanted])
+    Z = numbers[wanted].astype(np.int64)
+    return Q, Z
 
 
 def _fps(Q: np.ndarray, n: int, rng: np.random.RandomState) -> np.ndarray:

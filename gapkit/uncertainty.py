@@ -126,8 +126,8 @@ class FlagThreshold:
         f_std = std.forces_epistemic if epi else std.forces
         e_std = std.energies_epistemic if epi else std.energies
         E_std = std.energy_epistemic if epi else std.energy
-        sF = _noise(noise, "forces")
-        sE = _noise(noise, "energy")
+        sF = noise_level(noise, "forces")
+        sE = noise_level(noise, "energy")
         atoms_flags, struct = [], []
         for k, atoms in enumerate(frames):
             n = len(atoms)
@@ -150,9 +150,12 @@ class FlagThreshold:
         return Flags(atoms=atoms_flags, structures=np.array(struct, dtype=bool))
 
 
-def _noise(noise: dict, kind: str) -> float:
+def noise_level(noise: dict, kind: str, default: float = 0.0) -> float:
+    """Learned noise of one kind (``"energy"``, ``"forces"``, ``"virial"``) from
+    ``GAP.noise_``: the root-mean-square over its groups (one per ``config_type`` when
+    noise is learned per group), or ``default`` when there is none."""
     vals = [v for k, v in noise.items() if k.split(":")[0] == kind]
-    return float(np.sqrt(np.mean(np.square(vals)))) if vals else 0.0
+    return float(np.sqrt(np.mean(np.square(vals)))) if vals else default
 
 
 # ----------------------------------------------------------------------------------
