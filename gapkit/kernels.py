@@ -128,19 +128,21 @@ def design_rows(ds: DescriptorSet, Qm: np.ndarray, zm: np.ndarray, zeta: float,
     return out
 
 
-def local_energy_gradient(ds: DescriptorSet, Qm: np.ndarray, zm: np.ndarray, zeta: float,
-                          weights: np.ndarray) -> np.ndarray:
-    """``d eps_i / d q_i`` for unit-scale weights, shape (n_atoms, F).
-
-    ``eps_i = sum_m weights[m] k(q_i, q_m)``, so the gradient is
-    ``sum_m weights[m] zeta (q_i . q_m)**(zeta-1) q_m``; contracting it with ``dq``
-    gives forces as a vector-Jacobian product without forming force rows.
-    """
-    out = np.zeros_like(ds.q)
+def local_energies_and_gradients(ds: DescriptorSet, Qm: np.ndarray, zm: np.ndarray, zeta: float,
+                                 weights: np.ndarray, gradients: bool = True
+                                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Unit-scale local energies ``sum_m w_m k(q_i, q_m)`` (n_atoms,) and their
+    gradients ``d eps_i / d q_i`` (n_atoms, F), sharing the products ``q_i . q_m``
+    (two matrix products per species instead of three)."""
+    eps = np.zeros(ds.n_atoms)
+    grad = np.zeros_like(ds.q) if gradients else None
     for z, cols in species_blocks(zm):
         ci = np.nonzero(ds.numbers == z)[0]
-        if len(ci):
-            Qz = Qm[cols]
-            coeff = zeta * _pow(ds.q[ci] @ Qz.T, zeta - 1)
-            out[ci] = (coeff * weights[cols][None, :]) @ Qz
-    return out
+        if len(ci) == 0:
+            continue
+        Qz, wz = Qm[cols], weights[cols]
+        dots = ds.q[ci] @ Qz.T
+        eps[ci] = _pow(dots, zeta) @ wz
+        if gradients:
+            grad[ci] = (zeta * _pow(dots, zeta - 1) * wz[None, :]) @ Qz
+    return eps, grad

@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("energy", "forces", "virial")
 
+#: Atoms per batch at prediction: the kernel rows of a batch are one matrix product.
+PREDICT_BATCH_ATOMS = 512
+
 #: Multipliers of the two epistemic variance terms (Nyström residual, weight
 #: posterior) per property; 1 means the raw DTC variance. Set by GAP.recalibrate.
 DEFAULT_VARIANCE_SCALE = {"energy_nystrom": 1.0, "energy_posterior": 1.0,
@@ -429,43 +432,64 @@ class GAP(BaseEstimator):
         ``stress`` (6,) eV/Å³ in Voigt order (periodic cells only), and the
         descriptor set under ``"_descriptor"``.
         """
-        periodic = bool(np.all(atoms.get_pbc()))
-        stress = periodic if stress is None else (stress and periodic)
+        return self._predict_batch([atoms], forces, stress, keep_gradients, offset=index)[0]
+
+    def _predict_batch(self, frames: Sequence[Atoms], forces: bool, stress: bool | None,
+                       keep_gradients: bool, offset: int = 0) -> list[dict]:
+        """:meth:`predict_structure` for several structures, with the kernel work of all
+        their atoms done in one matrix product per species."""
         desc = self.descriptor_
-        vjp = None
-        if keep_gradients:
-            ds = desc.compute(atoms, gradients=True, strain=stress, index=index)
-        elif forces or stress:
-            ds, vjp = desc.vjp_setup(atoms, strain=stress, index=index)
-        else:
-            ds = desc.compute(atoms, gradients=False, index=index)
-        eps = self.delta_ ** 2 * (kernels.local_rows(ds, self.sparse_q_, self.sparse_species_,
-                                                     self.zeta) @ self.alpha_)
-        e_atoms = eps + self.e0_.atomic(atoms.numbers)
-        base = None
-        if self.baseline is not None:
-            base = baseline_labels(self.baseline, atoms, forces=forces, virial=stress, energies=True)
-            e_atoms = e_atoms + base["energies"]
-        out = {"energy": float(e_atoms.sum()), "energies": e_atoms, "_descriptor": ds}
-        if not (forces or stress):
-            return out
-        g = self.delta_ ** 2 * kernels.local_energy_gradient(ds, self.sparse_q_, self.sparse_species_,
-                                                             self.zeta, self.alpha_)  # d eps_i/d q_i
-        if vjp is not None:
-            dE_dr, dE_deta = vjp(g)
-        else:
-            P = len(ds.pair_i)
-            contrib = np.einsum("paf,pf->pa", ds.dq, g[ds.pair_i])  # d eps_i / d r_j
-            dE_dr = (ds.scatter_matrix() @ contrib.reshape(P * 3)).reshape(-1, 3)
-            dE_deta = np.einsum("nabf,nf->ab", ds.dq_strain, g) if stress else None
-        if forces:
-            out["forces"] = -dE_dr + (base["forces"] if base is not None else 0.0)
-        if stress:
-            sigma = 0.5 * (dE_deta + dE_deta.T) / atoms.get_volume()
-            if base is not None:
-                sigma = sigma - base["virial"] / atoms.get_volume()
-            out["stress"] = matrix_to_voigt(sigma)
-        return out
+        items = []
+        for k, atoms in enumerate(frames):
+            periodic = bool(np.all(atoms.get_pbc()))
+            st = periodic if stress is None else (stress and periodic)
+            vjp = None
+            if keep_gradients:
+                ds = desc.compute(atoms, gradients=True, strain=st, index=offset + k)
+            elif forces or st:
+                ds, vjp = desc.vjp_setup(atoms, strain=st, index=offset + k)
+            else:
+                ds = desc.compute(atoms, gradients=False, index=offset + k)
+            items.append((atoms, st, ds, vjp))
+        stacked = DescriptorSet(q=np.vstack([it[2].q for it in items]),
+                                numbers=np.concatenate([it[2].numbers for it in items]))
+        d2 = self.delta_ ** 2
+        Qm, zm = self.sparse_q_, self.sparse_species_
+        need_g = forces or any(it[1] for it in items)
+        eps_all, g_all = kernels.local_energies_and_gradients(stacked, Qm, zm, self.zeta,
+                                                              self.alpha_, gradients=need_g)
+        eps_all = d2 * eps_all
+        g_all = d2 * g_all if need_g else None
+        outs, start = [], 0
+        for atoms, st, ds, vjp in items:
+            n = len(atoms)
+            sl = slice(start, start + n)
+            start += n
+            e_atoms = eps_all[sl] + self.e0_.atomic(atoms.numbers)
+            base = None
+            if self.baseline is not None:
+                base = baseline_labels(self.baseline, atoms, forces=forces, virial=st, energies=True)
+                e_atoms = e_atoms + base["energies"]
+            out = {"energy": float(e_atoms.sum()), "energies": e_atoms, "_descriptor": ds}
+            outs.append(out)
+            if not (forces or st):
+                continue
+            g = g_all[sl]  # d eps_i / d q_i
+            if vjp is not None:
+                dE_dr, dE_deta = vjp(g)
+            else:
+                P = len(ds.pair_i)
+                contrib = np.einsum("paf,pf->pa", ds.dq, g[ds.pair_i])  # d eps_i / d r_j
+                dE_dr = (ds.scatter_matrix() @ contrib.reshape(P * 3)).reshape(-1, 3)
+                dE_deta = np.einsum("nabf,nf->ab", ds.dq_strain, g) if st else None
+            if forces:
+                out["forces"] = -dE_dr + (base["forces"] if base is not None else 0.0)
+            if st:
+                sigma = 0.5 * (dE_deta + dE_deta.T) / atoms.get_volume()
+                if base is not None:
+                    sigma = sigma - base["virial"] / atoms.get_volume()
+                out["stress"] = matrix_to_voigt(sigma)
+        return outs
 
     def predict(self, X, return_std: bool = False, forces: bool = True,
                 stress: bool | None = None):
@@ -488,16 +512,33 @@ class GAP(BaseEstimator):
         frames = self._prepare(X)
         E, Es, Fs, S = [], [], [], []
         stds = [] if return_std else None
+        keep = return_std and forces
+        batch: list[int] = []
+
+        def flush():
+            results = self._predict_batch([frames[i] for i in batch], forces, stress, keep,
+                                          offset=batch[0])
+            for r in results:
+                E.append(r["energy"])
+                Es.append(r["energies"])
+                if forces:
+                    Fs.append(r["forces"])
+                S.append(r.get("stress", np.full(6, np.nan)))
+                if return_std:
+                    stds.append(self._std_structure(r["_descriptor"], forces=forces))
+            batch.clear()
+
+        # with uncertainties the derivative arrays are kept: one structure at a time
+        limit = 1 if keep else PREDICT_BATCH_ATOMS
+        n_atoms = 0
         for k, atoms in enumerate(frames):
-            r = self.predict_structure(atoms, forces=forces, stress=stress, index=k,
-                                       keep_gradients=return_std and forces)
-            E.append(r["energy"])
-            Es.append(r["energies"])
-            if forces:
-                Fs.append(r["forces"])
-            S.append(r.get("stress", np.full(6, np.nan)))
-            if return_std:
-                stds.append(self._std_structure(r["_descriptor"], forces=forces))
+            batch.append(k)
+            n_atoms += len(atoms)
+            if n_atoms >= limit:
+                flush()
+                n_atoms = 0
+        if batch:
+            flush()
         any_stress = any(np.isfinite(s).all() for s in S)
         pred = Prediction(energy=np.array(E), energies=Es, forces=Fs if forces else None,
                           stress=np.array(S) if any_stress else None)
