@@ -70,7 +70,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sparse-method", default="cur", choices=["cur", "random", "fps"])
     p.add_argument("--energy-noise", type=float, default=0.001, help="eV per sqrt(atom) (default 0.001)")
     p.add_argument("--force-noise", type=float, default=0.02, help="eV/Å (default 0.02)")
-    p.add_argument("--virial-noise", type=float, default=0.05, help="eV per sqrt(atom) (default 0.05)")
+    p.add_argument("--virial-noise", type=float, default=0.1, help="eV per sqrt(atom) (default 0.1)")
     p.add_argument("--optimize", action="store_true",
                    help="learn delta and the noises by maximum marginal likelihood")
     _add_label_keys(p)
