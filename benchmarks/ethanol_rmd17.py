@@ -619,19 +619,21 @@ def main(argv: list[str] | None = None) -> int:
           f"cutoff_transition_width={args.cutoff_transition_width}")
     print(flush=True)
 
-    # the workers get the user's arguments minus the driver-only ones
+    # The workers get the user's arguments minus the driver-only ones, and the data
+    # folder as an absolute path (they run inside the temporary directory).
     fwd = []
     skip_next = False
-    for k, a in enumerate(argv):
+    for a in argv:
         if skip_next:
             skip_next = False
             continue
-        if a in ("--json", "--keep-tmp") or a.startswith("--json="):
-            skip_next = a == "--json"
+        if a in ("--json", "--data-dir"):
+            skip_next = True
+            continue
+        if a == "--keep-tmp" or a.startswith(("--json=", "--data-dir=")):
             continue
         fwd.append(a)
-    if args.data_dir is None:
-        fwd += ["--data-dir", str(data_dir)]
+    fwd += ["--data-dir", str(data_dir)]
 
     tmp = Path(tempfile.mkdtemp(prefix="gapkit_bench_"))
     results = {"command": shlex.join([sys.executable, str(SCRIPT), *argv]),

@@ -1,0 +1,735 @@
+#!/usr/bin/env python
+"""Benchmark gapkit (and QUIP's ``gap_fit``) on the mlearn silicon dataset.
+
+Trains on mlearn's own split, ``train.xyz`` (214 periodic cells, energies, forces and
+virials), tests on ``test.xyz`` (25 cells). Reported per tool:
+
+* energy MAE / RMSE in meV/atom, force MAE / RMSE in eV/Å per component, stress MAE /
+  RMSE in GPa per Voigt component, overall and per ``config_type``
+  (AIMD-NVT, Vacancy, Elastic, Surface);
+* fit wall time and the peak resident set size (RSS) of the fit;
+* prediction cost of energy + forces + stress on the test set, µs/atom.
+
+Defaults follow mlearn's GAP (Zuo et al., J. Phys. Chem. A 124, 731 (2020)): SOAP
+l_max=8, n_max=8, atom_sigma=0.5 Å, zeta=4, cutoff 5.4 Å, 1000 CUR sparse points,
+default_sigma {0.01 0.05 0.01} (energy eV per sqrt(atom), forces eV/Å, virial eV per
+sqrt(atom)). gapkit uses its smooth cosine cutoff, ``cutoff="cosine"`` with a
+transition width of 1.0 Å (the density is tapered from 4.4 to 5.4 Å), which is
+QUIP's ``cutoff_transition_width=1.0`` (QUIP's default is 0.5 Å; mlearn did not set
+it). E0 is gapkit's least-squares per-atom reference energy; ``delta`` is gapkit's
+default (``"auto"``, i.e. max(RMS energy per atom after E0, 1 eV)) unless given.
+
+The stress labels
+-----------------
+mlearn stores six numbers per cell, ``mlearn_virial_stress`` (order xx yy zz xy yz
+xz), without units. Before training this script fits the energy differences between
+strained pairs of the ``Elastic`` cells (same fractional coordinates) to the work
+``trapezoid(V sigma : d eps)`` and prints the fitted conversion factor: the values
+are in kbar with VASP's sign (positive = compressive), i.e.
+
+    ASE stress (eV/Å^3)   = -value / 1602.1766
+    GAP virial (eV, 3x3)  = -stress_ASE * V = +value * V / 1602.1766
+
+gapkit gets the virial as a 3x3 matrix in ``atoms.info["virial"]``; QUIP gets the
+same matrix as a 9-vector ``virial=`` in the training extxyz
+(``virial_parameter_name=virial``).
+
+Virials and the published numbers: mlearn's own ``GAPotential.train`` has
+``use_stress=False`` by default (and writes the raw kbar values as ``dft_virial``), so
+the published GAP was most likely fitted to energies and forces only. With the
+virials at ``virial_noise=0.01`` eV/sqrt(atom) (about 0.1 kbar for a 64-atom cell)
+the fit is strained: the type-II maximum likelihood (``--optimize``) puts the virial
+noise near 0.5 eV/sqrt(atom), and ``--no-virials`` gives about half the force error
+of the default run. Compare both.
+
+QUIP comparison
+---------------
+With quippy installed (and without ``--no-quip``) ``gap_fit`` is run with matched
+settings: the same SOAP cutoff / transition width / n_max / l_max / atom_sigma /
+zeta, ``delta`` equal to gapkit's fitted ``delta_``, ``n_sparse`` CUR points, the
+same ``default_sigma`` (gapkit's learned noises with ``--optimize``), and ``e0``
+equal to gapkit's least-squares E0. Predictions use ``quippy.potential.Potential``
+(its stress is ``-virial / V`` in ASE's Voigt order, eV/Å^3). The two SOAPs are
+*not* identical (gapkit's is DScribe's GTO basis, QUIP's its own radial basis), so
+the comparison is of the two codes at matched hyperparameters.
+
+Each tool is fitted in its own subprocess (this script re-invoked with a hidden
+``--worker`` flag), so that peak RSS figures are separate: for gapkit the worker's
+own ``ru_maxrss`` right after ``fit`` (interpreter, libraries and data included; the
+value before the fit is printed too), for QUIP ``RUSAGE_CHILDREN`` (the ``gap_fit``
+binary alone). Both use ``--threads`` BLAS/OpenMP threads (default 1).
+
+Examples::
+
+    python benchmarks/si_mlearn.py                       # mlearn defaults + QUIP
+    python benchmarks/si_mlearn.py --n-train 40 --n-sparse 100 --n-max 4 --l-max 4
+    python benchmarks/si_mlearn.py --optimize --no-quip --json /tmp/si.json
+
+Published GAP (mlearn test set): energy MAE 2.91 meV/atom, force MAE 0.07 eV/Å.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve()
+REPO = SCRIPT.parent.parent
+if str(SCRIPT.parent) not in sys.path:
+    sys.path.insert(0, str(SCRIPT.parent))
+
+from ethanol_rmd17 import (THREAD_VARS, _current_rss_mib, _maxrss_mib,  # noqa: E402
+                           _threadpool_info, gap_fit_executable, quippy_available)
+
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "si_mlearn"
+DATA_FILES = ("train.xyz", "test.xyz")
+STRESS_KEY = "mlearn_virial_stress"
+#: 1 eV/Å^3 in kbar and in GPa.
+KBAR_PER_EV_A3 = 1602.1766208
+GPA_PER_EV_A3 = 160.21766208
+PUBLISHED = {"name": "GAP (mlearn, Zuo et al. 2020)", "energy_mae": 2.91, "force_mae": 0.07}
+CONFIG_TYPES = ("AIMD-NVT", "Vacancy", "Elastic", "Surface")
+
+
+# ----------------------------------------------------------------------------------
+# data and units
+# ----------------------------------------------------------------------------------
+def resolve_data_dir(arg: Path | None) -> tuple[Path, str]:
+    if arg is not None:
+        return Path(arg).expanduser().resolve(), "--data-dir"
+    env = os.environ.get("GAPKIT_SHARED_DATA")
+    if env:
+        base = Path(env).expanduser()
+        for cand in (base / "si_mlearn", base):
+            if (cand / "train.xyz").is_file() and (cand / "test.xyz").is_file():
+                return cand.resolve(), "$GAPKIT_SHARED_DATA"
+        return (base / "si_mlearn").resolve(), "$GAPKIT_SHARED_DATA"
+    return DEFAULT_DATA.resolve(), "default"
+
+
+def mlearn_matrix(values):
+    """mlearn's six numbers (xx yy zz xy yz xz) as a symmetric 3x3 matrix (same units)."""
+    import numpy as np
+
+    xx, yy, zz, xy, yz, xz = np.asarray(values, dtype=np.float64).ravel()
+    return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+
+
+def ase_stress(atoms, factor: float = -1.0 / KBAR_PER_EV_A3):
+    """Reference stress of a frame in ASE's Voigt order (xx yy zz yz xz xy), eV/Å^3."""
+    import numpy as np
+
+    m = mlearn_matrix(atoms.info[STRESS_KEY]) * factor
+    return np.array([m[0, 0], m[1, 1], m[2, 2], m[1, 2], m[0, 2], m[0, 1]])
+
+
+def gap_virial(atoms, factor: float = -1.0 / KBAR_PER_EV_A3):
+    """GAP/QUIP virial ``-stress * V`` (eV) as a symmetric 3x3 matrix."""
+    return -mlearn_matrix(atoms.info[STRESS_KEY]) * factor * atoms.get_volume()
+
+
+def verify_stress_units(frames, max_strain: float = 0.025) -> dict:
+    """Fit the mlearn stress-to-ASE-stress factor from the energy-strain relation.
+
+    For every pair (i, j) of ``Elastic`` frames with the same atoms and the same
+    fractional coordinates whose cells differ by a small homogeneous deformation
+    ``F`` (``cell_j = cell_i F^T``), the energy difference along the straight path
+    ``F(t) = I + t (F - I)`` is
+
+        E_j - E_i = int V sigma : sym(dF/dt F(t)^-1) dt
+                  ~ 1/2 [V_i sigma_i : sym(G) + V_j sigma_j : sym(G F^-1)],  G = F - I
+
+    (trapezoid rule; ``sigma`` the ASE stress, ``(1/V) dE/d eps``). With
+    ``sigma = c * value`` the factor ``c`` is a one-parameter least-squares fit.
+    Expected for kbar with VASP's sign: ``c = -1/1602.1766``.
+    """
+    import numpy as np
+
+    el = [a for a in frames if a.info.get("config_type") == "Elastic" and STRESS_KEY in a.info]
+    rows, dE = [], []
+    for i in range(len(el)):
+        for j in range(i + 1, len(el)):
+            a, b = el[i], el[j]
+            if len(a) != len(b) or not np.array_equal(a.numbers, b.numbers):
+                continue
+            ds = a.get_scaled_positions() - b.get_scaled_positions()
+            ds -= np.round(ds)
+            if np.abs(ds).max() > 1e-6:
+                continue
+            Ft = np.linalg.solve(a.cell.array, b.cell.array)  # cell_i^-1 cell_j = F^T
+            F = Ft.T
+            G = F - np.eye(3)
+            if np.abs(G).max() > max_strain or np.abs(G).max() < 1e-8:
+                continue
+            Gs_i = 0.5 * (G + G.T)
+            H = G @ np.linalg.inv(F)
+            Gs_j = 0.5 * (H + H.T)
+            w = 0.5 * (a.get_volume() * np.sum(mlearn_matrix(a.info[STRESS_KEY]) * Gs_i)
+                       + b.get_volume() * np.sum(mlearn_matrix(b.info[STRESS_KEY]) * Gs_j))
+            rows.append(w)
+            dE.append(b.get_potential_energy() - a.get_potential_energy())
+    if not rows:
+        return {"n_pairs": 0}
+    x, y = np.array(rows), np.array(dE)
+    c = float(x @ y / (x @ x))
+    resid = y - c * x
+    return {"n_pairs": int(len(x)), "factor": c, "units_per_eV_A3": -1.0 / c,
+            "rel_residual": float(np.linalg.norm(resid) / np.linalg.norm(y)),
+            "max_abs_residual_meV": float(np.abs(resid).max() * 1e3),
+            "expected_factor": -1.0 / KBAR_PER_EV_A3}
+
+
+def subset_indices(n_total: int, n: int | None) -> list[int]:
+    """``n`` evenly spaced indices out of ``n_total`` (all when ``n`` is None or too big).
+
+    The files are ordered by config_type; evenly spaced frames keep every type."""
+    import numpy as np
+
+    if n is None or n >= n_total:
+        return list(range(n_total))
+    return sorted(set(np.round(np.linspace(0, n_total - 1, n)).astype(int).tolist()))
+
+
+def load_si(data_dir: Path, n_train: int | None = None, n_test: int | None = None,
+            virials: bool = True):
+    """Training frames (with ``info["virial"]``, eV, 3x3) and test frames."""
+    from ase.io import read
+
+    train_all = read(str(data_dir / "train.xyz"), index=":")
+    test_all = read(str(data_dir / "test.xyz"), index=":")
+    train = [train_all[k] for k in subset_indices(len(train_all), n_train)]
+    test = [test_all[k] for k in subset_indices(len(test_all), n_test)]
+    for a in train:
+        a.info.pop("virial", None)
+        if virials and STRESS_KEY in a.info:
+            a.info["virial"] = gap_virial(a)
+    return train, test
+
+
+def reference_labels(frames) -> dict:
+    import numpy as np
+
+    return {"energy": [float(a.get_potential_energy()) for a in frames],
+            "forces": [np.asarray(a.get_forces(), dtype=float).tolist() for a in frames],
+            "stress": [ase_stress(a).tolist() if STRESS_KEY in a.info else [float("nan")] * 6
+                       for a in frames],
+            "n_atoms": [len(a) for a in frames],
+            "config_type": [str(a.info.get("config_type", "default")) for a in frames]}
+
+
+def error_metrics(ref: dict, pred: dict) -> dict:
+    """Overall and per-config_type errors. Energies in meV/atom, forces in eV/Å per
+    component, stresses in GPa per Voigt component."""
+    import numpy as np
+
+    n = np.asarray(ref["n_atoms"], dtype=float)
+    ct = np.asarray(ref["config_type"])
+    dE = (np.asarray(pred["energy"]) - np.asarray(ref["energy"])) / n * 1000.0
+    dF = [np.asarray(p) - np.asarray(r) for p, r in zip(pred["forces"], ref["forces"])]
+    dS = (np.asarray(pred["stress"], dtype=float) - np.asarray(ref["stress"], dtype=float)) \
+        * GPA_PER_EV_A3
+
+    def block(mask):
+        idx = np.nonzero(mask)[0]
+        f = np.concatenate([dF[k].ravel() for k in idx])
+        s = dS[idx].ravel()
+        s = s[np.isfinite(s)]
+        return {"n_frames": int(len(idx)), "n_atoms": int(n[idx].sum()),
+                "energy_mae": float(np.mean(np.abs(dE[idx]))),
+                "energy_rmse": float(np.sqrt(np.mean(dE[idx] ** 2))),
+                "force_mae": float(np.mean(np.abs(f))), "force_rmse": float(np.sqrt(np.mean(f ** 2))),
+                "stress_mae": float(np.mean(np.abs(s))) if len(s) else None,
+                "stress_rmse": float(np.sqrt(np.mean(s ** 2))) if len(s) else None}
+
+    out = block(np.ones(len(n), bool))
+    out["by_config_type"] = {c: block(ct == c) for c in sorted(set(ct.tolist()),
+                                                                key=_config_order)}
+    return out
+
+
+def _config_order(c: str):
+    return (CONFIG_TYPES.index(c) if c in CONFIG_TYPES else len(CONFIG_TYPES), c)
+
+
+# ----------------------------------------------------------------------------------
+# command line
+# ----------------------------------------------------------------------------------
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """Model / data options shared with ``si_nve.py``."""
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="folder with train.xyz and test.xyz (default: $GAPKIT_SHARED_DATA"
+                        "[/si_mlearn], else <repo>/../shared/data/si_mlearn)")
+    p.add_argument("--n-train", type=int, default=None,
+                   help="use N evenly spaced training cells (default: all 214)")
+    p.add_argument("--r-cut", type=float, default=5.4, help="SOAP cutoff, Å")
+    p.add_argument("--cutoff-width", type=float, default=1.0,
+                   help="width of the cosine cutoff transition, Å (QUIP cutoff_transition_width)")
+    p.add_argument("--n-max", type=int, default=8)
+    p.add_argument("--l-max", type=int, default=8)
+    p.add_argument("--sigma", type=float, default=0.5, help="atom Gaussian width, Å")
+    p.add_argument("--zeta", type=float, default=4.0)
+    p.add_argument("--delta", default="auto",
+                   help="kernel scale in eV, or 'auto' (gapkit's default)")
+    p.add_argument("--n-sparse", type=int, default=1000, help="sparse points")
+    p.add_argument("--sparse-method", choices=("cur", "random", "fps"), default="cur",
+                   help="gapkit sparse-point selection (QUIP always uses cur_points)")
+    p.add_argument("--energy-noise", type=float, default=0.01, help="eV per sqrt(atom)")
+    p.add_argument("--force-noise", type=float, default=0.05, help="eV/Å")
+    p.add_argument("--virial-noise", type=float, default=0.01, help="eV per sqrt(atom)")
+    p.add_argument("--no-virials", action="store_true", help="train without the virials")
+    p.add_argument("--e0", default="lstsq", help="gapkit e0: lstsq, zero, or a number (eV/atom)")
+    p.add_argument("--jitter", type=float, default=1e-8,
+                   help="K_MM jitter (gapkit jitter, QUIP sparse_jitter)")
+    p.add_argument("--optimize", action="store_true",
+                   help="gapkit: learn delta and the noises by type-II maximum likelihood "
+                        "(QUIP then gets the learned values)")
+    p.add_argument("--seed", type=int, default=0, help="random seed for both codes")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="gapkit (vs QUIP gap_fit) on mlearn Si: accuracy, fit time, peak RSS, "
+                    "prediction cost.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_model_arguments(p)
+    p.add_argument("--n-test", type=int, default=None,
+                   help="use N evenly spaced test cells (default: all 25)")
+    p.add_argument("--no-quip", action="store_true", help="skip the QUIP gap_fit comparison")
+    p.add_argument("--quip-timeout", type=float, default=None, metavar="S",
+                   help="stop gap_fit after S seconds and report QUIP as not finished "
+                        "(gapkit's results are still printed)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="OMP/OPENBLAS/MKL_NUM_THREADS for both workers; 0 keeps the environment")
+    p.add_argument("--json", type=Path, default=None, metavar="OUT",
+                   help="also write the results as JSON to OUT")
+    p.add_argument("--keep-tmp", action="store_true",
+                   help="keep the temporary directory (training xyz, gap_fit log, gp.xml)")
+    p.add_argument("--worker", choices=("gapkit", "quip"), default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker-params", type=Path, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def parse_delta(text):
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    return float(text)
+
+
+def parse_e0(text):
+    text = str(text).strip()
+    if text in ("lstsq", "zero"):
+        return text
+    return {"Si": float(text)}
+
+
+def build_model(args, cutoff: str = "cosine", r_cut: float | None = None):
+    """A gapkit GAP with the settings in ``args``."""
+    from gapkit import GAP, SOAP
+
+    soap = SOAP(r_cut=args.r_cut if r_cut is None else r_cut, n_max=args.n_max,
+                l_max=args.l_max, sigma=args.sigma, cutoff=cutoff,
+                cutoff_width=args.cutoff_width)
+    return GAP(soap, zeta=args.zeta, delta=parse_delta(args.delta), n_sparse=args.n_sparse,
+               sparse_method=args.sparse_method, energy_noise=args.energy_noise,
+               force_noise=args.force_noise, virial_noise=args.virial_noise,
+               e0=parse_e0(args.e0), jitter=args.jitter, optimize=args.optimize,
+               random_state=args.seed)
+
+
+# ----------------------------------------------------------------------------------
+# workers
+# ----------------------------------------------------------------------------------
+def worker_gapkit(args, data_dir: Path) -> dict:
+    import numpy as np
+
+    import gapkit
+
+    train, test = load_si(data_dir, args.n_train, args.n_test, virials=not args.no_virials)
+    n_test_atoms = int(sum(len(a) for a in test))
+    frames = [a.copy() for a in test]  # without the reference calculators
+    rss_before = _current_rss_mib()
+    peak_before = _maxrss_mib(resource.RUSAGE_SELF)
+    model = build_model(args)
+    t0 = time.perf_counter()
+    model.fit(train)
+    fit_s = time.perf_counter() - t0
+    fit_peak = _maxrss_mib(resource.RUSAGE_SELF)
+
+    t0 = time.perf_counter()  # untimed warm-up: one structure
+    model.predict(frames[:1], stress=True)
+    warm_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pred = model.predict(frames, stress=True)
+    pred_s = time.perf_counter() - t0
+    return {
+        "tool": "gapkit", "version": getattr(gapkit, "__version__", "?"),
+        "fit_time_s": fit_s, "fit_peak_rss_mib": fit_peak,
+        "rss_before_fit_mib": rss_before, "peak_rss_before_fit_mib": peak_before,
+        "predict_time_s": pred_s, "predict_us_per_atom": pred_s / n_test_atoms * 1e6,
+        "predict_warmup_ms": warm_s * 1e3,
+        "n_test_atoms": n_test_atoms, "n_train_frames": len(train),
+        "n_train_atoms": int(sum(len(a) for a in train)),
+        "n_sparse": int(len(model.sparse_species_)),
+        "n_features": int(model.descriptor_.n_features),
+        "e0": {"Si": float(model.e0_.values[14])},
+        "delta": float(model.delta_), "noise": dict(model.noise_),
+        "n_train_rows": {k: int(v) for k, v in model.n_train_.items()},
+        "log_marginal_likelihood": float(model.log_marginal_likelihood_),
+        "threadpools": _threadpool_info(),
+        "pred": {"energy": np.asarray(pred.energy, float).tolist(),
+                 "forces": [np.asarray(f, float).tolist() for f in pred.forces],
+                 "stress": np.asarray(pred.stress, float).tolist()},
+    }
+
+
+def _fmt(x: float) -> str:
+    return repr(float(x))
+
+
+def write_quip_xyz(frames, path: Path) -> None:
+    """Periodic extxyz with ``energy``, ``virial`` (9 values, eV, ``-stress*V``), a
+    ``forces`` column and ``config_type``, written by hand so that the keys are
+    exactly those gap_fit is told to read."""
+    import numpy as np
+
+    with open(path, "w") as fh:
+        for a in frames:
+            lattice = " ".join(_fmt(x) for x in np.asarray(a.get_cell()).ravel())
+            extra = ""
+            if "virial" in a.info:
+                v = np.asarray(a.info["virial"], dtype=float).reshape(3, 3)
+                extra = ' virial="' + " ".join(_fmt(x) for x in v.ravel()) + '"'
+            fh.write(f"{len(a)}\n")
+            fh.write(f'Lattice="{lattice}" Properties=species:S:1:pos:R:3:forces:R:3 '
+                     f'energy={_fmt(a.get_potential_energy())}{extra} '
+                     f'config_type={a.info.get("config_type", "default")} pbc="T T T"\n')
+            for s, r, g in zip(a.get_chemical_symbols(), a.get_positions(), a.get_forces()):
+                fh.write(f"{s} " + " ".join(f"{x:.12f}" for x in r) + " "
+                         + " ".join(f"{x:.12f}" for x in g) + "\n")
+
+
+def quip_command(args, train_xyz: Path, gp_xml: Path, e0: float, delta: float,
+                 sigmas: tuple[float, float, float]) -> list[str]:
+    gap = (f"soap cutoff={args.r_cut} cutoff_transition_width={args.cutoff_width} "
+           f"n_max={args.n_max} l_max={args.l_max} atom_sigma={args.sigma} zeta={args.zeta:g} "
+           f"delta={_fmt(delta)} covariance_type=dot_product sparse_method=cur_points "
+           f"n_sparse={args.n_sparse} central_weight=1.0 add_species=F n_species=1 "
+           f"species_Z={{{{14}}}} Z=14")
+    return gap_fit_executable() + [
+        f"at_file={train_xyz}",
+        "gap={" + gap + "}",
+        f"default_sigma={{{_fmt(sigmas[0])} {_fmt(sigmas[1])} {_fmt(sigmas[2])} 0.0}}",
+        f"e0={{Si:{_fmt(e0)}}}",
+        "energy_parameter_name=energy",
+        "force_parameter_name=forces",
+        "virial_parameter_name=virial",
+        f"sparse_jitter={args.jitter}",
+        "do_copy_at_file=F",
+        "sparse_separate_file=F",
+        f"rnd_seed={args.seed + 1}",  # QUIP treats rnd_seed<0 as "random"
+        f"gp_file={gp_xml}",
+    ]
+
+
+def worker_quip(args, data_dir: Path, tmp: Path, params: dict) -> dict:
+    import numpy as np
+
+    train, test = load_si(data_dir, args.n_train, args.n_test, virials=not args.no_virials)
+    n_test_atoms = int(sum(len(a) for a in test))
+    train_xyz, gp_xml, log = tmp / "quip_train.xyz", tmp / "gp.xml", tmp / "gap_fit.log"
+    write_quip_xyz(train, train_xyz)
+    cmd = quip_command(args, train_xyz, gp_xml, params["e0"], params["delta"], params["sigmas"])
+
+    children_before = _maxrss_mib(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:
+        try:
+            proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=tmp,
+                                  timeout=getattr(args, "quip_timeout", None))
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"gap_fit did not finish within --quip-timeout "
+                               f"{args.quip_timeout:g} s (peak RSS so far "
+                               f"{_maxrss_mib(resource.RUSAGE_CHILDREN):.0f} MiB)") from None
+    fit_s = time.perf_counter() - t0
+    fit_peak = _maxrss_mib(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0 or not gp_xml.is_file():
+        tail = log.read_text(errors="replace").splitlines()[-40:]
+        raise RuntimeError(f"gap_fit failed (exit {proc.returncode}); command:\n  "
+                           + shlex.join(cmd) + "\nlast lines of its log:\n" + "\n".join(tail))
+
+    from quippy.potential import Potential
+
+    pot = Potential(param_filename=str(gp_xml))
+    frames = [a.copy() for a in test]
+
+    def one(a):
+        # one QUIP call for all three properties: quippy's calculator computes only what
+        # it is asked for, so get_potential_energy/get_forces/get_stress in turn would
+        # evaluate the potential three times
+        a.calc = pot
+        pot.calculate(a, properties=["energy", "forces", "stress"])
+        r = pot.results
+        return float(r["energy"]), np.array(r["forces"]), np.array(r["stress"])
+
+    t0 = time.perf_counter()
+    one(test[0].copy())
+    warm_s = time.perf_counter() - t0
+    E, F, S = [], [], []
+    t0 = time.perf_counter()
+    for a in frames:
+        e, f, s = one(a)
+        E.append(float(e))
+        F.append(f.tolist())
+        S.append(s.tolist())
+    pred_s = time.perf_counter() - t0
+    try:
+        from importlib.metadata import version as _v
+        version = _v("quippy-ase")
+    except Exception:  # noqa: BLE001
+        version = "?"
+    return {
+        "tool": "quip", "version": version,
+        "fit_time_s": fit_s, "fit_peak_rss_mib": fit_peak,
+        "children_peak_rss_before_fit_mib": children_before,
+        "predict_time_s": pred_s, "predict_us_per_atom": pred_s / n_test_atoms * 1e6,
+        "predict_warmup_ms": warm_s * 1e3,
+        "n_test_atoms": n_test_atoms, "n_train_frames": len(train),
+        "n_sparse": args.n_sparse, "gap_fit_command": shlex.join(cmd),
+        "pred": {"energy": E, "forces": F, "stress": S},
+    }
+
+
+def run_worker(args) -> int:
+    spec = json.loads(args.worker_params.read_text())
+    wargs = argparse.Namespace(**spec["args"])
+    data_dir = Path(spec["data_dir"])
+    tmp = Path(spec["tmp"])
+    tmp.mkdir(parents=True, exist_ok=True)
+    out = Path(spec["out"])
+    try:
+        if args.worker == "gapkit":
+            res = worker_gapkit(wargs, data_dir)
+        else:
+            res = worker_quip(wargs, data_dir, tmp, spec["quip"])
+        res["ok"] = True
+    except Exception as exc:  # report, do not crash the driver
+        import traceback
+        traceback.print_exc()
+        res = {"tool": args.worker, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    out.write_text(json.dumps(res))
+    return 0 if res["ok"] else 1
+
+
+# ----------------------------------------------------------------------------------
+# driver
+# ----------------------------------------------------------------------------------
+def launch(tool: str, spec: dict, tmp: Path, env: dict) -> dict:
+    out = tmp / f"{tool}_result.json"
+    wtmp = tmp / tool
+    wtmp.mkdir(exist_ok=True)
+    spec = dict(spec, out=str(out), tmp=str(wtmp))
+    pfile = tmp / f"{tool}_params.json"
+    pfile.write_text(json.dumps(spec))
+    cmd = [sys.executable, str(SCRIPT), "--worker", tool, "--worker-params", str(pfile)]
+    print(f"[{time.strftime('%H:%M:%S')}] running {tool} ...", flush=True)
+    load_before = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=wtmp, env=env)
+    wall = time.perf_counter() - t0
+    load_after = os.getloadavg()[0]
+    res = json.loads(out.read_text()) if out.is_file() else {
+        "tool": tool, "ok": False, "error": f"worker exited {proc.returncode} without a result"}
+    res["worker_wall_s"] = wall
+    res["loadavg_1min_before_after"] = [load_before, load_after]
+    status = "ok" if res.get("ok") else "FAILED: " + res.get("error", "?")
+    print(f"[{time.strftime('%H:%M:%S')}] {tool} done in {wall:.1f} s wall ({status}); 1-min "
+          f"load average {load_before:.2f} before, {load_after:.2f} after "
+          f"({os.cpu_count()} CPUs)", flush=True)
+    return res
+
+
+def _num(x, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def print_table(g: dict | None, q: dict | None) -> None:
+    rows = [
+        ("energy MAE  [meV/atom]", "energy_mae", ".2f"),
+        ("energy RMSE [meV/atom]", "energy_rmse", ".2f"),
+        ("force MAE   [eV/Å]", "force_mae", ".4f"),
+        ("force RMSE  [eV/Å]", "force_rmse", ".4f"),
+        ("stress MAE  [GPa]", "stress_mae", ".3f"),
+        ("stress RMSE [GPa]", "stress_rmse", ".3f"),
+        ("fit wall time [s]", "fit_time_s", ".1f"),
+        ("fit peak RSS [MiB]", "fit_peak_rss_mib", ".0f"),
+        ("predict E+F+S [µs/atom]", "predict_us_per_atom", ".0f"),
+        ("predict warm-up, 1 cell [ms]", "predict_warmup_ms", ".0f"),
+        ("worker wall time [s]", "worker_wall_s", ".1f"),
+    ]
+    g = g if g and g.get("ok") else None
+    q = q if q and q.get("ok") else None
+    head = f"{'':30s} {'gapkit':>10s} {'QUIP':>10s} {'gapkit/QUIP':>12s} {'published GAP':>14s}"
+    print(head)
+    print("-" * len(head))
+    for label, key, fmt in rows:
+        gv = g.get(key) if g else None
+        qv = q.get(key) if q else None
+        ratio = gv / qv if (gv is not None and qv) else None
+        pub = PUBLISHED.get(key)
+        print(f"{label:30s} {_num(gv, fmt):>10s} {_num(qv, fmt):>10s} {_num(ratio, '.2f'):>12s} "
+              f"{_num(pub, '.2f'):>14s}")
+
+
+def print_breakdown(g: dict | None, q: dict | None) -> None:
+    tools = [(n, r) for n, r in (("gapkit", g), ("QUIP", q)) if r and r.get("ok")]
+    if not tools:
+        return
+    types = list(tools[0][1]["by_config_type"])
+    print("\nper config_type (test set): energy MAE meV/atom | force MAE eV/Å | stress MAE GPa")
+    head = f"{'config_type':12s} {'cells':>5s} {'atoms':>6s}"
+    for name, _ in tools:
+        head += f" | {name + ' E':>9s} {name + ' F':>9s} {name + ' S':>9s}"
+    print(head)
+    print("-" * len(head))
+    for c in types:
+        b0 = tools[0][1]["by_config_type"][c]
+        line = f"{c:12s} {b0['n_frames']:5d} {b0['n_atoms']:6d}"
+        for _, r in tools:
+            b = r["by_config_type"][c]
+            line += (f" | {_num(b['energy_mae'], '.2f'):>9s} {_num(b['force_mae'], '.4f'):>9s} "
+                     f"{_num(b['stress_mae'], '.3f'):>9s}")
+        print(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.worker:
+        return run_worker(args)
+    try:
+        parse_delta(args.delta)
+        parse_e0(args.e0)
+    except ValueError:
+        parser.error("--delta must be 'auto' or a number; --e0 'lstsq', 'zero' or a number")
+
+    print("command: " + shlex.join([sys.executable, str(SCRIPT), *argv]))
+    data_dir, how = resolve_data_dir(args.data_dir)
+    missing = [f for f in DATA_FILES if not (data_dir / f).is_file()]
+    if missing:
+        print(f"Data not found: {data_dir} ({how}) lacks {', '.join(missing)}. Set --data-dir "
+              "or $GAPKIT_SHARED_DATA to the mlearn Si folder. Nothing to do.")
+        return 0
+    for name in ("n_train", "n_test"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+
+    do_quip = not args.no_quip
+    quip_note = "disabled (--no-quip)"
+    if do_quip:
+        do_quip, why = quippy_available()
+        quip_note = "enabled" if do_quip else f"skipped: {why}"
+
+    env = dict(os.environ)
+    if args.threads and args.threads > 0:
+        for var in THREAD_VARS:
+            env[var] = str(args.threads)
+    threads = {v: env.get(v) for v in THREAD_VARS}
+    print(f"data: {data_dir} ({how})")
+    print(f"host: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}; thread env {threads}")
+
+    # units of the stress labels -------------------------------------------------------
+    from ase.io import read
+
+    every = read(str(data_dir / "train.xyz"), index=":") + read(str(data_dir / "test.xyz"), index=":")
+    chk = verify_stress_units(every)
+    if chk["n_pairs"]:
+        print(f"stress units: fitted ASE stress = {chk['factor']:.6e} x {STRESS_KEY} over "
+              f"{chk['n_pairs']} strained Elastic pairs (relative residual "
+              f"{100 * chk['rel_residual']:.2f} %, max {chk['max_abs_residual_meV']:.1f} meV), "
+              f"i.e. 1 eV/Å^3 = {chk['units_per_eV_A3']:.1f} units; expected for kbar with VASP's "
+              f"sign: {chk['expected_factor']:.6e} (1602.18)")
+        if abs(chk["factor"] / chk["expected_factor"] - 1) > 0.05:
+            print("WARNING: the fitted factor differs from -1/1602.18 by more than 5 %; the "
+                  "virials used for training may be wrong")
+    else:
+        print("stress units: no strained Elastic pairs found; assuming kbar, VASP sign")
+    del every
+
+    print(f"settings: n_train={args.n_train or 'all'} n_test={args.n_test or 'all'} "
+          f"SOAP r_cut={args.r_cut} (cosine cutoff, width {args.cutoff_width}) n_max={args.n_max} "
+          f"l_max={args.l_max} sigma={args.sigma} zeta={args.zeta:g} delta={args.delta} "
+          f"n_sparse={args.n_sparse} ({args.sparse_method}) noises E/F/V={args.energy_noise}/"
+          f"{args.force_noise}/{args.virial_noise} virials={'no' if args.no_virials else 'yes'} "
+          f"e0={args.e0} optimize={args.optimize} jitter={args.jitter} seed={args.seed}")
+    print(f"QUIP: {quip_note}")
+    print(flush=True)
+
+    _, test = load_si(data_dir, args.n_train, args.n_test, virials=False)
+    ref = reference_labels(test)
+
+    wargs = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+             if not k.startswith("worker")}
+    spec = {"args": wargs, "data_dir": str(data_dir)}
+    tmp = Path(tempfile.mkdtemp(prefix="gapkit_si_"))
+    results = {"command": shlex.join([sys.executable, str(SCRIPT), *argv]),
+               "data_dir": str(data_dir), "settings": wargs, "stress_units_check": chk,
+               "thread_env": threads, "host": platform.node(), "cpus": os.cpu_count(),
+               "published": PUBLISHED}
+    q = None
+    try:
+        g = launch("gapkit", spec, tmp, env)
+        if g.get("ok"):
+            g.update(error_metrics(ref, g.pop("pred")))
+            print(f"gapkit: {g['n_sparse']} sparse points, {g['n_features']} features, "
+                  f"{g['n_train_frames']} cells / {g['n_train_atoms']} atoms, rows "
+                  f"{g['n_train_rows']}; delta_={g['delta']:.4g} eV, E0={g['e0']['Si']:.6f} eV, "
+                  f"noise_={ {k: round(v, 5) for k, v in g['noise'].items()} }; RSS before fit "
+                  f"{_num(g['rss_before_fit_mib'], '.0f')} MiB", flush=True)
+        if do_quip and g.get("ok"):
+            noise = g["noise"]
+            sig = (noise.get("energy", args.energy_noise), noise.get("forces", args.force_noise),
+                   noise.get("virial", args.virial_noise))
+            q = launch("quip", dict(spec, quip={"e0": g["e0"]["Si"], "delta": g["delta"],
+                                                "sigmas": sig}), tmp, env)
+            if q.get("ok"):
+                q.update(error_metrics(ref, q.pop("pred")))
+                print("gap_fit command: " + q["gap_fit_command"])
+        elif do_quip:
+            print("QUIP skipped: it needs gapkit's delta and E0 and gapkit failed")
+        print()
+        print_table(g, q)
+        print_breakdown(g, q)
+        print(f"\ntest set: {len(test)} cells, {sum(ref['n_atoms'])} atoms; stress compared per "
+              f"Voigt component (6 per cell); energies per atom")
+        for r in (g, q):
+            if r and not r.get("ok"):
+                print(f"{r['tool']} FAILED: {r.get('error')}")
+        results.update(gapkit=g, quip=q)
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=2))
+            print(f"\nresults written to {args.json}")
+    finally:
+        if args.keep_tmp:
+            print(f"temporary files kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    ok = g.get("ok") and (q is None or q.get("ok"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
