@@ -67,7 +67,6 @@ from __future__ import annotations
 import io as _io
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -81,6 +80,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from sklearn.base import clone
 from tqdm.auto import tqdm
 
+from .io import to_jsonable
 from .uncertainty import FlagThreshold
 
 logger = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class ActiveLearningResult:
     def to_dict(self) -> dict:
         """JSON-ready summary: ``stopped_because``, ``n_train``, ``n_oracle_calls``,
         ``initial`` and ``log`` (the model and the structures are not included)."""
-        return _jsonable({"stopped_because": self.stopped_because, "n_train": len(self.train),
+        return to_jsonable({"stopped_because": self.stopped_because, "n_train": len(self.train),
                           "n_oracle_calls": self.n_oracle_calls, "initial": self.initial,
                           "log": self.log})
 
@@ -164,23 +164,6 @@ class _StopWalker(Exception):
 # ----------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        x = float(x)
-        return x if math.isfinite(x) else None
-    return x
-
-
 def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -436,7 +419,7 @@ def _write_state(workdir: Path, model, train: list[Atoms], state: dict) -> None:
     write(buf, train, format="extxyz")
     atomic_write_bytes(workdir / TRAIN_FILE, buf.getvalue().encode("utf-8"))
     model.save(workdir / MODEL_FILE)
-    payload = json.dumps(_jsonable(state), indent=1)
+    payload = json.dumps(to_jsonable(state), indent=1)
     atomic_write_bytes(workdir / LOG_FILE, payload.encode("utf-8"))
 
 
@@ -769,7 +752,7 @@ def learn(model, oracle, start, *, threshold: FlagThreshold, test=None,
             entry.update(n_added=len(added), n_train=len(train), n_oracle_calls=n_calls,
                          n_oracle_failures=n_failures, oracle_time=oracle_time,
                          fit_time=fit_time, **errs)
-            entry = _jsonable(entry)
+            entry = to_jsonable(entry)
             log.append(entry)
             logger.info("iteration %d: %d sampled, %d flagged, %d added (n_train=%d, oracle "
                         "calls %d/%d), max sigma_F %.3g eV/Å, test F MAE %s eV/Å", it,

@@ -43,6 +43,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .io import to_jsonable
 from .uncertainty import noise_level
 from sklearn.base import clone
 from tqdm.auto import tqdm
@@ -140,23 +141,6 @@ def _fit_and_score(model, train: list, test: list, with_std: bool, eval_train: l
     return out
 
 
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        x = float(x)
-        return x if math.isfinite(x) else None
-    if isinstance(x, (str, int, bool)) or x is None:
-        return x
-    return repr(x)
-
-
 def _float(v) -> float:
     if v is None or v == "":
         return float("nan")
@@ -241,7 +225,7 @@ class _Curve:
     def to_json(self, path) -> Path:
         """Write ``{"data": to_dict(), "meta": ..., ...}`` as strict JSON (NaN -> null)."""
         path = Path(path)
-        path.write_text(json.dumps(_jsonable(self._json_payload()), indent=1, allow_nan=False))
+        path.write_text(json.dumps(to_jsonable(self._json_payload()), indent=1, allow_nan=False))
         return path
 
     @staticmethod
@@ -388,7 +372,7 @@ class CapacityCurve(_Curve):
         cols = {}
         for j, name in enumerate(names):
             cols[name] = [(v[j] if isinstance(v, tuple) else v) for v in self.param_values]
-        return {k: [_jsonable(x) for x in v] for k, v in cols.items()}
+        return {k: [to_jsonable(x) for x in v] for k, v in cols.items()}
 
     def best(self, metric: str = "test_forces_rmse"):
         """The parameter value with the lowest mean ``metric``."""
@@ -428,7 +412,7 @@ def _model_meta(model) -> dict:
     for k, v in model.get_params(deep=True).items():
         if k == "descriptor":
             continue
-        params[k] = _jsonable(v)
+        params[k] = to_jsonable(v)
     return params
 
 
@@ -536,7 +520,7 @@ def learning_curve(model, train, test, sizes: Sequence[int] | None = None, repea
     finally:
         bar.close()
     meta = {"n_pool": n, "n_isolated": len(iso), "repeats": repeats,
-            "random_state": _jsonable(random_state) if not isinstance(
+            "random_state": to_jsonable(random_state) if not isinstance(
                 random_state, (np.random.Generator, np.random.RandomState)) else repr(random_state),
             "return_std": bool(return_std), "model": type(model).__name__,
             "params": _model_meta(model), **_test_meta(test_frames)}
@@ -670,7 +654,7 @@ class Diagnosis:
         return self.message
 
     def to_dict(self) -> dict:
-        return _jsonable(self.__dict__)
+        return to_jsonable(self.__dict__)
 
 
 def diagnose(curve: LearningCurve, metric: str | None = None, n_last: int = N_LAST) -> Diagnosis:

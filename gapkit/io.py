@@ -44,18 +44,30 @@ VERSION = 1
 _ARRAYS = ("sparse_q", "sparse_species", "alpha", "kmm_cholesky", "posterior")
 
 
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
+def to_jsonable(x, fallback=repr):
+    """Plain-JSON version of nested dicts/lists with numpy scalars and arrays.
+
+    Non-finite floats become ``None`` (strict JSON); paths become strings; any other
+    object goes through ``fallback`` (``repr`` by default).
+    """
+    if isinstance(x, dict):
+        return {str(k): to_jsonable(v, fallback) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [to_jsonable(v, fallback) for v in x]
+    if isinstance(x, np.ndarray):
+        return to_jsonable(x.tolist(), fallback)
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        return x if np.isfinite(x) else None
+    if isinstance(x, Path):
+        return str(x)
+    if isinstance(x, (str, int)) or x is None:
+        return x
+    return fallback(x)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -117,7 +129,7 @@ def save(model, path: str | os.PathLike) -> Path:
         "baseline": _baseline_meta(baseline),
     }
     arrays = {
-        "__meta__": np.frombuffer(json.dumps(_jsonable(meta)).encode("utf-8"), dtype=np.uint8),
+        "__meta__": np.frombuffer(json.dumps(to_jsonable(meta)).encode("utf-8"), dtype=np.uint8),
         "sparse_q": model.sparse_q_,
         "sparse_species": model.sparse_species_.astype(np.int64),
         "alpha": model.alpha_,

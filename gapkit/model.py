@@ -20,8 +20,8 @@ components with ``force_noise`` and virial components with
 from __future__ import annotations
 
 import logging
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -29,10 +29,9 @@ from ase import Atoms
 from ase.data import chemical_symbols
 from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import NotFittedError
-from tqdm.auto import tqdm
 
 from . import gp, kernels, sparsify, streaming
-from .data import (LabelKeys, Labels, ReferenceEnergies, as_frame_list, check_geometry,
+from .data import (LabelKeys, Labels, as_frame_list, check_geometry,
                    fit_reference_energies, get_labels, isolated_atom_energies, matrix_to_voigt)
 from .descriptors import SOAP, DescriptorSet
 

@@ -1,8 +1,6 @@
 """Model files: round trip, atomicity, corrupt and wrong-version files."""
 
-import io
 import json
-import zipfile
 
 import numpy as np
 import pytest

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from ase.build import molecule
 from scipy.spatial.transform import Rotation
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
