@@ -58,8 +58,11 @@ def select(Q: np.ndarray, n: int, method: str = "cur", random_state=None) -> np.
 
 
 def _cur(Q: np.ndarray, n: int, rng: np.random.RandomState) -> np.ndarray:
-    basis = _leverage_basis(Q.T @ Q, n, Q.shape[0])
-    return _sample_by_leverage(_leverage(Q, basis), n, rng)
+    # Leverage scores of the rows in the top-k left singular subspace (thin SVD).
+    U, sv, _ = np.linalg.svd(Q, full_matrices=False)
+    rank = int(np.sum(sv > sv[0] * 1e-12)) if sv.size else 0
+    k = max(1, min(n, rank, max(Q.shape[0] - 1, 1)))
+    return _sample_by_leverage(np.sum(U[:, :k] ** 2, axis=1), n, rng)
 
 
 def _leverage_basis(gram: np.ndarray, n: int, n_env: int) -> np.ndarray:
@@ -88,7 +91,8 @@ def _sample_by_leverage(lev: np.ndarray, n: int, rng: np.random.RandomState) -> 
 
 
 def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", random_state=None,
-                       progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                       progress: bool = False, memory_budget: int = 256 * 2 ** 20
+                       ) -> tuple[np.ndarray, np.ndarray]:
     """Sparse environments per species, streaming over ``frames``.
 
     Parameters
@@ -101,6 +105,9 @@ def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", ra
         environments of that species).
     method : {"cur", "random", "fps"}
     random_state : int, RandomState or None
+    memory_budget : int
+        Bytes of descriptors per species kept in memory for CUR; larger species are
+        streamed through their Gram matrix.
 
     Returns
     -------
@@ -135,26 +142,66 @@ def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", ra
             idx = np.nonzero(numbers == z)[0]
             chosen[z] = idx[select(np.empty((len(idx), 0)), counts[z], "random", rng)]
     else:
+        # Per species, keep the descriptors while they fit in `memory_budget` bytes and
+        # take leverage scores from a thin SVD; beyond that, switch to a streamed
+        # (F, F) Gram matrix and a second pass for the scores. Rows are batched so
+        # every update is one large matrix product.
+        F = descriptor.n_features
+        stored: dict[int, list] = {int(z): [] for z in species}
+        nrows: dict[int, int] = {int(z): 0 for z in species}
         grams: dict[int, np.ndarray] = {}
-        for k, q in descriptors(range(len(frames))):
-            for z in np.unique(frames[k].numbers):
-                qz = q[frames[k].numbers == z]
-                grams[z] = grams.get(z, 0.0) + qz.T @ qz
-        bases = {z: _leverage_basis(grams[z], counts[z], int(np.sum(numbers == z))) for z in species}
-        lev = np.empty(len(numbers))
-        start = 0
+        pos: dict[int, np.ndarray] = {int(z): np.nonzero(numbers == z)[0] for z in species}
+
+        def fold(z):
+            B = np.vstack(stored[z])
+            stored[z] = []
+            grams[z] = grams.get(z, 0.0) + B.T @ B
+
         for k, q in descriptors(range(len(frames))):
             zs = frames[k].numbers
             for z in np.unique(zs):
-                mask = zs == z
-                lev[start + np.nonzero(mask)[0]] = _leverage(q[mask], bases[int(z)])
-            start += len(zs)
+                z = int(z)
+                stored[z].append(q[zs == z])
+                nrows[z] += int(np.sum(zs == z))
+                if z in grams or nrows[z] * F * 8 > memory_budget:
+                    if sum(len(b) for b in stored[z]) >= F or z not in grams:
+                        fold(z)
+        streamed = [z for z in species if int(z) in grams]
         for z in species:
-            idx = np.nonzero(numbers == z)[0]
-            if counts[z] >= len(idx):
-                chosen[z] = idx
-            else:
-                chosen[z] = np.sort(idx[_sample_by_leverage(lev[idx], counts[z], rng)])
+            z = int(z)
+            if z in grams:
+                if stored[z]:
+                    fold(z)
+                continue
+            idx = pos[z]
+            Qz = np.vstack(stored[z])
+            stored[z] = []
+            chosen[z] = idx if counts[z] >= len(idx) else np.sort(idx[_cur(Qz, counts[z], rng)])
+        if streamed:
+            bases = {int(z): _leverage_basis(grams[int(z)], counts[z], len(pos[int(z)]))
+                     for z in streamed}
+            rows = {int(z): [] for z in streamed}
+            scores = {int(z): [] for z in streamed}
+
+            def score(z):
+                scores[z].append(_leverage(np.vstack(rows[z]), bases[z]))
+                rows[z] = []
+
+            for k, q in descriptors(range(len(frames))):
+                zs = frames[k].numbers
+                for z in bases:
+                    if np.any(zs == z):
+                        rows[z].append(q[zs == z])
+                        if sum(len(b) for b in rows[z]) >= 4096:
+                            score(z)
+            for z in bases:
+                if rows[z]:
+                    score(z)
+                # rows were scored in frame order, i.e. in the order of pos[z]
+                idx = pos[z]
+                lev = np.concatenate(scores[z])
+                chosen[z] = idx if counts[z] >= len(idx) else np.sort(
+                    idx[_sample_by_leverage(lev, counts[z], rng)])
     # descriptors of the chosen environments only
     wanted = np.concatenate([chosen[z] for z in species])
     need = np.unique(owner[wanted])
