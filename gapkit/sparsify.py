@@ -91,7 +91,7 @@ def _sample_by_leverage(lev: np.ndarray, n: int, rng: np.random.RandomState) -> 
 
 
 def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", random_state=None,
-                       progress: bool = False, memory_budget: int = 256 * 2 ** 20
+                       progress: bool = False, memory_budget: int | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Sparse environments per species, streaming over ``frames``.
 
@@ -105,9 +105,10 @@ def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", ra
         environments of that species).
     method : {"cur", "random", "fps"}
     random_state : int, RandomState or None
-    memory_budget : int
+    memory_budget : int, optional
         Bytes of descriptors per species kept in memory for CUR; larger species are
-        streamed through their Gram matrix.
+        streamed through their (F, F) Gram matrix. The default, ``8 F**2`` (the size of
+        that Gram matrix), keeps memory O(F**2) per species whatever the data size.
 
     Returns
     -------
@@ -147,6 +148,8 @@ def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", ra
         # (F, F) Gram matrix and a second pass for the scores. Rows are batched so
         # every update is one large matrix product.
         F = descriptor.n_features
+        if memory_budget is None:
+            memory_budget = 8 * F * F
         stored: dict[int, list] = {int(z): [] for z in species}
         nrows: dict[int, int] = {int(z): 0 for z in species}
         grams: dict[int, np.ndarray] = {}
