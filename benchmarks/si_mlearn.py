@@ -247,7 +247,8 @@ def error_metrics(ref: dict, pred: dict) -> dict:
         return {"n_frames": int(len(idx)), "n_atoms": int(n[idx].sum()),
                 "energy_mae": float(np.mean(np.abs(dE[idx]))),
                 "energy_rmse": float(np.sqrt(np.mean(dE[idx] ** 2))),
-                "force_mae": float(np.mean(np.abs(f))), "force_rmse": float(np.sqrt(np.mean(f ** 2))),
+                "force_mae": float(np.mean(np.abs(f))),
+                "force_rmse": float(np.sqrt(np.mean(f ** 2))),
                 "stress_mae": float(np.mean(np.abs(s))) if len(s) else None,
                 "stress_rmse": float(np.sqrt(np.mean(s ** 2))) if len(s) else None}
 
@@ -653,7 +654,8 @@ def main(argv: list[str] | None = None) -> int:
     # units of the stress labels -------------------------------------------------------
     from ase.io import read
 
-    every = read(str(data_dir / "train.xyz"), index=":") + read(str(data_dir / "test.xyz"), index=":")
+    every = (read(str(data_dir / "train.xyz"), index=":")
+             + read(str(data_dir / "test.xyz"), index=":"))
     chk = verify_stress_units(every)
     if chk["n_pairs"]:
         print(f"stress units: fitted ASE stress = {chk['factor']:.6e} x {STRESS_KEY} over "

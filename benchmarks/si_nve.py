@@ -262,9 +262,12 @@ def print_table(results: dict) -> None:
         ("drift [meV/atom/ps]", lambda r: r["md"]["drift_mev_per_atom_per_ps"], ".4f"),
         ("E_tot std [meV/atom]", lambda r: r["md"]["fluct_std_mev_per_atom"], ".4f"),
         ("E_tot max-min [meV/atom]", lambda r: r["md"]["fluct_ptp_mev_per_atom"], ".4f"),
-        ("E_tot end-start [meV/atom]", lambda r: r["md"]["final_minus_initial_mev_per_atom"], ".4f"),
-        ("max |dE_tot| 1 step [meV/atom]", lambda r: r["md"]["max_step_change_mev_per_atom"], ".4f"),
-        ("max |d2E_tot| [meV/atom]", lambda r: r["md"]["max_second_difference_mev_per_atom"], ".5f"),
+        ("E_tot end-start [meV/atom]",
+         lambda r: r["md"]["final_minus_initial_mev_per_atom"], ".4f"),
+        ("max |dE_tot| 1 step [meV/atom]",
+         lambda r: r["md"]["max_step_change_mev_per_atom"], ".4f"),
+        ("max |d2E_tot| [meV/atom]",
+         lambda r: r["md"]["max_second_difference_mev_per_atom"], ".5f"),
         ("E_pot std [meV/atom]", lambda r: r["md"]["epot_std_mev_per_atom"], ".1f"),
         ("mean temperature [K]", lambda r: r["md"]["temperature_mean_K"], ".0f"),
         ("max temperature [K]", lambda r: r["md"]["temperature_max_K"], ".0f"),
@@ -375,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plot written to {args.plot}")
     if args.json is not None:
         out = {"command": shlex.join([sys.executable, str(SCRIPT), *argv]),
-               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+               "settings": {k: (str(v) if isinstance(v, Path) else v)
+                            for k, v in vars(args).items()},
                "hard_r_cut": hard_r_cut, "host": platform.node(), "cpus": os.cpu_count(),
                "results": results}
         args.json.parent.mkdir(parents=True, exist_ok=True)
