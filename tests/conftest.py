@@ -62,3 +62,28 @@ def finite_difference_forces(energy_fn, atoms, h=1e-4, atoms_idx=None):
             row.append(-(energy_fn(ap) - energy_fn(am)) / (2 * h))
         out.append(row)
     return np.array(out)
+
+
+# Small EMT copper cells: periodic data with energies, forces and stresses.
+SOAP_CU = dict(r_cut=3.5, n_max=4, l_max=3, sigma=0.5)
+
+
+def emt_cu_frames(n, rng, varied=True):
+    """``n`` strained, rattled fcc Cu cells labelled by ASE's EMT (energy, forces,
+    stress). ``varied`` mixes cubic, primitive and 2x1x1 cells; otherwise all cubic."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frames = []
+    for k in range(n):
+        a = bulk("Cu", "fcc", 3.6, cubic=bool(k % 2) or not varied)
+        if varied and k % 3 == 0:
+            a = a.repeat((2, 1, 1))
+        a.set_cell(a.cell @ (np.eye(3) + 0.02 * rng.normal(size=(3, 3))).T, scale_atoms=True)
+        a.positions += 0.08 * rng.normal(size=a.positions.shape)
+        a.calc = EMT()
+        e, f, st = a.get_potential_energy(), a.get_forces(), a.get_stress()
+        a.calc = SinglePointCalculator(a, energy=e, forces=f, stress=st)
+        frames.append(a)
+    return frames

@@ -2,27 +2,14 @@
 
 import numpy as np
 import pytest
-from ase.build import bulk
 from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
 
 from gapkit import GAP, SOAP, load
 
-SOAP_CU = dict(r_cut=3.5, n_max=4, l_max=3, sigma=0.5)
-
+from conftest import SOAP_CU, emt_cu_frames
 
 def frames(n, seed=0):
-    rng = np.random.default_rng(seed)
-    out = []
-    for k in range(n):
-        a = bulk("Cu", "fcc", 3.6, cubic=True)
-        a.set_cell(a.cell @ (np.eye(3) + 0.02 * rng.normal(size=(3, 3))).T, scale_atoms=True)
-        a.positions += 0.08 * rng.normal(size=a.positions.shape)
-        a.calc = EMT()
-        e, f, s = a.get_potential_energy(), a.get_forces(), a.get_stress()
-        a.calc = SinglePointCalculator(a, energy=e, forces=f, stress=s)
-        out.append(a)
-    return out
+    return emt_cu_frames(n, np.random.default_rng(seed), varied=False)
 
 
 def test_baseline_equal_to_reference_gives_a_zero_gp(tmp_path):

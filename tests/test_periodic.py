@@ -3,36 +3,15 @@
 import numpy as np
 import pytest
 from ase.build import bulk
-from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
 
 from gapkit import GAP, SOAP, GAPCalculator
 
-from conftest import finite_difference_forces
-
-SOAP_CU = dict(r_cut=3.5, n_max=4, l_max=3, sigma=0.5)
-
-
-def emt_frames(n, rng):
-    frames = []
-    for k in range(n):
-        a = bulk("Cu", "fcc", 3.6, cubic=bool(k % 2))
-        if k % 3 == 0:
-            a = a.repeat((2, 1, 1))
-        strain = np.eye(3) + 0.02 * rng.normal(size=(3, 3))
-        a.set_cell(a.cell @ strain.T, scale_atoms=True)
-        a.positions += 0.08 * rng.normal(size=a.positions.shape)
-        a.calc = EMT()
-        e, f, s = a.get_potential_energy(), a.get_forces(), a.get_stress()
-        a.calc = SinglePointCalculator(a, energy=e, forces=f, stress=s)
-        frames.append(a)
-    return frames
-
+from conftest import SOAP_CU, emt_cu_frames, finite_difference_forces
 
 @pytest.fixture(scope="module")
 def cu_model():
     rng = np.random.default_rng(0)
-    frames = emt_frames(16, rng)
+    frames = emt_cu_frames(16, rng)
     # Distorted fcc environments are nearly identical (q.q' ~ 0.9999), so K_MM is
     # nearly singular and the weights reach ~1e4 eV: energies carry ~1e-11 eV per atom
     # of round-off from cancellation. Tolerances below are set accordingly.
