@@ -6,7 +6,8 @@ per-species reference energies E0.
 
 Units are ASE's: positions in Å, energies in eV, forces in eV/Å, virials in eV.
 The virial follows GAP's convention, ``virial = -stress * volume`` (eV), so that a
-cell under tension has a positive virial.
+cell stretched beyond its equilibrium (under tensile stress, ASE stress > 0) has a
+negative virial.
 """
 
 from __future__ import annotations
