@@ -151,7 +151,7 @@ def _fmt_errors(name: str, m: dict) -> str:
 
 
 def cmd_fit(args) -> int:
-    from .data import read_frames
+    from .data import read_frames, split_isolated
     from .metrics import error_metrics
 
     train, test, e0 = resolve_training_files(args.train, args.test, args.e0)
@@ -164,10 +164,10 @@ def cmd_fit(args) -> int:
     print(f"Fitted on {len(frames)} structures in {dt:.1f} s: M = {M} sparse points, "
           f"delta = {model.delta_:.4g} eV, noise = "
           + ", ".join(f"{k} {v:.3g}" for k, v in model.noise_.items()))
-    train_frames = [a for a in frames if a.info.get("config_type") != "isolated_atom"]
+    train_frames = split_isolated(frames)[0]
     print(_fmt_errors("train", error_metrics(model.predict(train_frames), train_frames, model.label_keys)))
     if test:
-        test_frames = [a for a in read_frames(test) if a.info.get("config_type") != "isolated_atom"]
+        test_frames = split_isolated(read_frames(test))[0]
         print(_fmt_errors("test", error_metrics(model.predict(test_frames), test_frames, model.label_keys)))
     path = model.save(args.output)
     print(f"Model written to {path}")
@@ -207,14 +207,14 @@ def _calib_names(c: dict) -> dict:
 
 
 def cmd_evaluate(args) -> int:
-    from .data import read_frames
+    from .data import read_frames, split_isolated
     from .io import load
 
     model = load(args.model)
     for name in ("energy_key", "forces_key", "virial_key"):
         if getattr(args, name):
             setattr(model, name, getattr(args, name))
-    frames = [a for a in read_frames(args.test) if a.info.get("config_type") != "isolated_atom"]
+    frames = split_isolated(read_frames(args.test))[0]
     out = evaluate_model(model, frames, with_std=not args.no_std)
     if args.json:
         print(json.dumps(out, indent=None, sort_keys=True, allow_nan=True))

@@ -850,7 +850,7 @@ def _save_figure(fig, path: Path) -> None:
 def run_learning_curve_cli(args) -> int:
     """Handler of ``gapkit learning-curve``; returns the exit code (0 on success)."""
     from .cli import model_from_args, resolve_training_files
-    from .data import read_frames
+    from .data import read_frames, split_isolated
 
     train, test, e0 = resolve_training_files(args.train, args.test, args.e0)
     if not test:
@@ -858,7 +858,7 @@ def run_learning_curve_cli(args) -> int:
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
     train_frames = read_frames(train)
-    test_frames = [a for a in read_frames(test) if a.info.get("config_type") != "isolated_atom"]
+    test_frames = split_isolated(read_frames(test))[0]
     rng = np.random.default_rng(args.seed)
     if args.max_test is not None and len(test_frames) > args.max_test:
         keep = np.sort(rng.choice(len(test_frames), args.max_test, replace=False))

@@ -32,12 +32,11 @@ from sklearn.exceptions import NotFittedError
 
 from . import gp, kernels, sparsify, streaming
 from .data import (LabelKeys, Labels, as_frame_list, check_geometry,
-                   fit_reference_energies, get_labels, isolated_atom_energies, matrix_to_voigt)
+                   fit_reference_energies, get_labels, isolated_atom_energies, matrix_to_voigt,
+                   split_isolated)
 from .descriptors import SOAP, DescriptorSet
 
 logger = logging.getLogger(__name__)
-
-KINDS = ("energy", "forces", "virial")
 
 #: Atoms per batch at prediction: the kernel rows of a batch are one matrix product.
 PREDICT_BATCH_ATOMS = 512
@@ -116,11 +115,6 @@ def _n_sparse_for(n_sparse, z: int) -> int:
                 return int(n_sparse[key])
         raise ValueError(f"n_sparse dict {n_sparse} has no entry for {chemical_symbols[z]}")
     return int(n_sparse)
-
-
-def _chunks(seq: Sequence, size: int):
-    for start in range(0, len(seq), size):
-        yield start, seq[start:start + size]
 
 
 class GAP(BaseEstimator):
@@ -283,8 +277,7 @@ class GAP(BaseEstimator):
         self._check_params()
         frames_all = as_frame_list(X)
         keys = self.label_keys
-        iso = [a for a in frames_all if a.info.get("config_type") == "isolated_atom"]
-        frames = [a for a in frames_all if a.info.get("config_type") != "isolated_atom"]
+        frames, iso = split_isolated(frames_all)
         if not frames:
             raise ValueError("The training set is empty (only isolated atoms or no frames)")
         labels: list[Labels] = []
@@ -476,13 +469,7 @@ class GAP(BaseEstimator):
             if not (forces or st):
                 continue
             g = g_all[sl]  # d eps_i / d q_i
-            if vjp is not None:
-                dE_dr, dE_deta = vjp(g)
-            else:
-                P = len(ds.pair_i)
-                contrib = np.einsum("paf,pf->pa", ds.dq, g[ds.pair_i])  # d eps_i / d r_j
-                dE_dr = (ds.scatter_matrix() @ contrib.reshape(P * 3)).reshape(-1, 3)
-                dE_deta = np.einsum("nabf,nf->ab", ds.dq_strain, g) if st else None
+            dE_dr, dE_deta = vjp(g) if vjp is not None else ds.contract(g, st)
             if forces:
                 out["forces"] = -dE_dr + (base["forces"] if base is not None else 0.0)
             if st:

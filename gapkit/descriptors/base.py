@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from ase.data import atomic_numbers
 
 
 @dataclass
@@ -58,6 +59,15 @@ class DescriptorSet:
         """Sparse (3 n_atoms, 3 n_pairs) matrix that sums pair rows onto atom rows."""
         return scatter_matrix(self.pair_j, self.n_atoms)
 
+    def contract(self, grad_q: np.ndarray, strain: bool = False):
+        """``(dE/dr, dE/deta)`` from ``grad_q = dE/dq_i`` (n_atoms, F) and the stored
+        derivatives: shapes (n_atoms, 3) and (3, 3) (``None`` without ``strain``)."""
+        P = len(self.pair_i)
+        contrib = np.einsum("paf,pf->pa", self.dq, grad_q[self.pair_i])  # dE/dr_j per pair
+        dE_dr = (self.scatter_matrix() @ contrib.reshape(P * 3)).reshape(-1, 3)
+        dE_deta = np.einsum("nabf,nf->ab", self.dq_strain, grad_q) if strain else None
+        return dE_dr, dE_deta
+
 
 def scatter_matrix(pair_j: np.ndarray, n_atoms: int) -> sp.csr_matrix:
     """Sparse (3 n_atoms, 3 n_pairs) matrix: row ``3 j + a`` sums pair rows ``3 p + a``
@@ -66,3 +76,22 @@ def scatter_matrix(pair_j: np.ndarray, n_atoms: int) -> sp.csr_matrix:
     rows = (3 * np.asarray(pair_j)[:, None] + np.arange(3)[None, :]).ravel()
     return sp.csr_matrix((np.ones(3 * n_pairs), (rows, np.arange(3 * n_pairs))),
                          shape=(3 * n_atoms, 3 * n_pairs))
+
+
+def species_numbers(species) -> list[int]:
+    """Sorted unique atomic numbers from chemical symbols and/or atomic numbers.
+
+    Raises
+    ------
+    ValueError
+        For an unknown chemical symbol.
+    """
+    out = []
+    for s in species:
+        if isinstance(s, str):
+            if s not in atomic_numbers:
+                raise ValueError(f"Unknown chemical symbol {s!r} in species")
+            out.append(atomic_numbers[s])
+        else:
+            out.append(int(s))
+    return sorted(set(out))

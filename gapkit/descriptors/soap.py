@@ -33,30 +33,18 @@ The cutoff
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 from ase import Atoms
-from ase.data import atomic_numbers, chemical_symbols
+from ase.data import chemical_symbols
 from sklearn.base import BaseEstimator
 
-from .base import DescriptorSet
+from .base import DescriptorSet, species_numbers
 
 logger = logging.getLogger(__name__)
 
 _PADDING_THRESHOLD = 1e-3  # DScribe's Gaussian tail threshold for its cutoff padding
-
-
-def _species_numbers(species: Iterable) -> list[int]:
-    out = []
-    for s in species:
-        if isinstance(s, str):
-            if s not in atomic_numbers:
-                raise ValueError(f"Unknown chemical symbol '{s}' in species")
-            out.append(atomic_numbers[s])
-        else:
-            out.append(int(s))
-    return sorted(set(out))
 
 
 class SOAP(BaseEstimator):
@@ -132,7 +120,7 @@ class SOAP(BaseEstimator):
 
     @property
     def _soap(self):
-        key = (tuple(_species_numbers(self.species or [])), float(self.r_cut), int(self.n_max),
+        key = (tuple(species_numbers(self.species or [])), float(self.r_cut), int(self.n_max),
                int(self.l_max), float(self.sigma))
         cached = getattr(self, "_dscribe_cache", None)
         if cached is None or cached[0] != key:
@@ -147,7 +135,7 @@ class SOAP(BaseEstimator):
 
     @property
     def _engine(self):
-        key = (tuple(_species_numbers(self.species or [])), float(self.r_cut), int(self.n_max),
+        key = (tuple(species_numbers(self.species or [])), float(self.r_cut), int(self.n_max),
                int(self.l_max), float(self.sigma), self.cutoff, float(self.cutoff_width))
         cached = getattr(self, "_engine_cache", None)
         if cached is None or cached[0] != key:
@@ -169,7 +157,7 @@ class SOAP(BaseEstimator):
     @property
     def species_numbers(self) -> list[int]:
         """Sorted atomic numbers covered by the descriptor."""
-        return _species_numbers(self.species or [])
+        return species_numbers(self.species or [])
 
     @property
     def n_features(self) -> int:
@@ -268,15 +256,7 @@ class SOAP(BaseEstimator):
 
             return DescriptorSet(q=q, numbers=atoms.numbers.copy()), vjp
         ds = self.compute(atoms, gradients=True, strain=strain, index=index)
-
-        def vjp(grad_q):
-            P = len(ds.pair_i)
-            contrib = np.einsum("paf,pf->pa", ds.dq, grad_q[ds.pair_i])
-            dE_dr = (ds.scatter_matrix() @ contrib.reshape(P * 3)).reshape(-1, 3)
-            dE_deta = np.einsum("nabf,nf->ab", ds.dq_strain, grad_q) if strain else None
-            return dE_dr, dE_deta
-
-        return ds, vjp
+        return ds, lambda grad_q: ds.contract(grad_q, strain)
 
     def create(self, atoms: Atoms) -> np.ndarray:
         """Normalised descriptor only, shape (n_atoms, n_features)."""

@@ -73,8 +73,9 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 from ase import Atoms
-from ase.data import atomic_numbers as _ase_atomic_numbers
 from ase.geometry import complete_cell
+
+from .base import species_numbers
 from scipy.linalg import inv, sqrtm
 from scipy.spatial import cKDTree
 from scipy.special import gamma
@@ -532,15 +533,7 @@ class SOAPEngine:
         cutoff: str = "dscribe",
         cutoff_width: float = 1.0,
     ) -> None:
-        numbers = []
-        for s in species:
-            if isinstance(s, str):
-                if s not in _ase_atomic_numbers:
-                    raise ValueError(f"Unknown chemical symbol {s!r}")
-                numbers.append(_ase_atomic_numbers[s])
-            else:
-                numbers.append(int(s))
-        self.species = sorted(set(numbers))
+        self.species = species_numbers(species)
         if not self.species:
             raise ValueError("species must not be empty")
         if r_cut <= 1:
