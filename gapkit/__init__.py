@@ -3,7 +3,7 @@
 Where things live:
 
 * descriptors: :mod:`gapkit.descriptors` (:class:`SOAP`)
-* kernel: :mod:`gapkit.kernels`
+* kernel: :mod:`gapkit.kernels`; additive kernels over several descriptors ("2b+SOAP"): :mod:`gapkit.terms`
 * sparse points: :mod:`gapkit.sparsify`
 * GP solver (streaming QR, evidence, variance): :mod:`gapkit.gp`
 * estimator: :mod:`gapkit.model` (:class:`GAP`)
@@ -22,10 +22,11 @@ __version__ = "0.1.0"
 from .calculator import GAPCalculator
 from .data import LabelKeys, read_frames
 from .descriptors import SOAP
+from .terms import Term
 from .io import load, save
 from .model import GAP, Prediction, PredictionStd
 from .uncertainty import FlagThreshold, UncertaintyExceeded
 
-__all__ = ["GAP", "SOAP", "GAPCalculator", "FlagThreshold", "UncertaintyExceeded",
+__all__ = ["GAP", "SOAP", "Term", "GAPCalculator", "FlagThreshold", "UncertaintyExceeded",
            "LabelKeys", "Prediction", "PredictionStd", "load", "save", "read_frames",
            "__version__"]

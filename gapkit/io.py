@@ -1,28 +1,34 @@
 """Saving and loading fitted models, without pickle.
 
-File format ``gapkit-model`` version 1
+File format ``gapkit-model`` version 2
 --------------------------------------
 One NumPy ``.npz`` archive (a zip of ``.npy`` arrays), read with
 ``allow_pickle=False``:
 
-================== ================ ===============================================
-key                shape            meaning
-================== ================ ===============================================
-``__meta__``       (n_bytes,) uint8 UTF-8 JSON, see below
-``sparse_q``       (M, F) float64   normalised descriptors of the sparse points
-``sparse_species`` (M,) int64       their central atomic numbers
-``alpha``          (M,) float64     unit-scale weights (energy = delta**2 k~ alpha)
-``kmm_cholesky``   (M, M) float64   lower Cholesky factor of K~_MM + jitter I
-``posterior``      (M, M) float64   upper R_P, R_P^T R_P = K_MM + K_MN Lambda^-1 K_NM
-================== ================ ===============================================
+====================== ================ ============================================
+key                    shape            meaning
+====================== ================ ============================================
+``__meta__``           (n_bytes,) uint8 UTF-8 JSON, see below
+``sparse_q_<t>``       (M_t, F_t)       normalised descriptors of the sparse points
+                       float64          of kernel term ``t`` (0, 1, ...)
+``sparse_species_<t>`` (M_t,) int64     their central atomic numbers
+``alpha``              (M,) float64     unit-scale weights of all terms stacked
+                                        (energy = delta**2 sum_t w_t**2 k~_t alpha_t)
+``kmm_cholesky``       (M, M) float64   lower Cholesky factor of K~_MM + jitter I
+``posterior``          (M, M) float64   upper R_P, R_P^T R_P = K_MM + K_MN Lambda^-1 K_NM
+====================== ================ ============================================
 
-The JSON holds ``format`` (``"gapkit-model"``), ``version`` (1), the gapkit version
-that wrote it, the descriptor class and parameters, the estimator parameters, the
-fitted scalars (``delta_``, ``noise_``, ``e0_``, ``species_``, ``variance_scale_``,
-``n_train_``, ``log_marginal_likelihood_``), optional ``extra`` entries, and the
-Delta-learning ``baseline``: ``null``, ``{"kind": "gapkit", "spec": {...}}`` (rebuilt
-on load) or ``{"kind": "user", "class": "module.Class"}`` (must be passed to
-:func:`load`).
+The JSON holds ``format`` (``"gapkit-model"``), ``version`` (2), the gapkit version
+that wrote it, ``terms`` (for each kernel term: the descriptor class and parameters,
+the fitted ``zeta`` and ``weight``, and the term as the user gave it, ``spec``, or
+``null`` for a plain descriptor), the estimator parameters, the fitted scalars
+(``delta_``, ``noise_``, ``e0_``, ``species_``, ``variance_scale_``, ``n_train_``,
+``log_marginal_likelihood_``), optional ``extra`` entries, and the Delta-learning
+``baseline``: ``null``, ``{"kind": "gapkit", "spec": {...}}`` (rebuilt on load) or
+``{"kind": "user", "class": "module.Class"}`` (must be passed to :func:`load`).
+
+Version 1 files (one SOAP descriptor; arrays ``sparse_q`` and ``sparse_species``)
+are still read.
 
 Writes are atomic: the archive goes to a temporary file in the target folder, is
 flushed to disk, then renamed over the target.
@@ -38,10 +44,14 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import clone
+
+from .terms import FittedTerm, Term, as_terms
 
 FORMAT = "gapkit-model"
-VERSION = 1
-_ARRAYS = ("sparse_q", "sparse_species", "alpha", "kmm_cholesky", "posterior")
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+_ARRAYS = ("alpha", "kmm_cholesky", "posterior")
 
 
 def to_jsonable(x, fallback=repr):
@@ -88,7 +98,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def save(model, path: str | os.PathLike) -> Path:
-    """Save a fitted :class:`gapkit.GAP` to ``path`` (format ``gapkit-model`` v1).
+    """Save a fitted :class:`gapkit.GAP` to ``path`` (format ``gapkit-model`` v2).
 
     Parameters
     ----------
@@ -111,12 +121,20 @@ def save(model, path: str | os.PathLike) -> Path:
         params["e0"] = str(params["e0"])
     if params.get("random_state") is not None and not isinstance(params["random_state"], int):
         params["random_state"] = None
-    desc = model.descriptor_
+    specs = as_terms(model.descriptor)
+    plain = not any(isinstance(d, Term) for d in (
+        model.descriptor if isinstance(model.descriptor, (list, tuple)) else [model.descriptor]))
+    term_meta = []
+    for spec, t in zip(specs, model.terms_):
+        term_meta.append({
+            "descriptor": _descriptor_meta(t.descriptor), "zeta": t.zeta, "weight": t.weight,
+            "spec": None if plain else {k: v for k, v in spec.get_params(deep=False).items()
+                                        if k != "descriptor"}})
     meta = {
         "format": FORMAT,
         "version": VERSION,
         "gapkit_version": __version__,
-        "descriptor": {"class": type(desc).__name__, "params": desc.get_params(deep=False)},
+        "terms": term_meta,
         "params": params,
         "delta_": model.delta_,
         "noise_": model.noise_,
@@ -130,8 +148,9 @@ def save(model, path: str | os.PathLike) -> Path:
     }
     arrays = {
         "__meta__": np.frombuffer(json.dumps(to_jsonable(meta)).encode("utf-8"), dtype=np.uint8),
-        "sparse_q": model.sparse_q_,
-        "sparse_species": model.sparse_species_.astype(np.int64),
+        **{f"sparse_q_{k}": t.sparse_q for k, t in enumerate(model.terms_)},
+        **{f"sparse_species_{k}": t.sparse_species.astype(np.int64)
+           for k, t in enumerate(model.terms_)},
         "alpha": model.alpha_,
         "kmm_cholesky": model.kmm_cholesky_,
         "posterior": model.posterior_factor_,
@@ -140,6 +159,21 @@ def save(model, path: str | os.PathLike) -> Path:
     np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
+
+
+def _descriptor_meta(desc) -> dict:
+    return {"class": type(desc).__name__, "params": desc.get_params(deep=False)}
+
+
+def _descriptor_from_meta(dmeta: dict, path: Path):
+    """Rebuild a descriptor from its class name (gapkit descriptors only) and parameters."""
+    from . import descriptors
+
+    names = [n for n in descriptors.__all__ if n != "DescriptorSet"]
+    if dmeta.get("class") not in names:
+        raise ValueError(f"Unknown descriptor class {dmeta.get('class')!r} in '{path}' "
+                         f"(this gapkit knows {names})")
+    return getattr(descriptors, dmeta["class"])(**dmeta["params"])
 
 
 def _baseline_meta(baseline) -> dict | None:
@@ -171,7 +205,6 @@ def load(path: str | os.PathLike, baseline=None):
         unsupported format version, or needs a baseline that was not given.
     """
     from .data import ReferenceEnergies
-    from .descriptors import SOAP
     from .model import GAP
 
     path = Path(path)
@@ -183,23 +216,47 @@ def load(path: str | os.PathLike, baseline=None):
             if "__meta__" not in files:
                 raise ValueError(f"'{path}' is not a gapkit model file (no __meta__ entry)")
             meta = json.loads(npz["__meta__"].tobytes().decode("utf-8"))
-            missing = [k for k in _ARRAYS if k not in files]
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"'{path}' has format {meta.get('format')!r}, expected {FORMAT!r}")
+            version = meta.get("version")
+            if version not in READABLE_VERSIONS:
+                raise ValueError(f"'{path}' is gapkit-model version {version}; this gapkit reads "
+                                 f"versions {READABLE_VERSIONS}. Refit, or use the gapkit version "
+                                 f"that wrote it ({meta.get('gapkit_version')}).")
+            if version == 1:
+                names = ["sparse_q", "sparse_species"]
+            else:
+                n_terms = len(meta.get("terms") or [])
+                names = [f"{stem}_{k}" for k in range(n_terms)
+                         for stem in ("sparse_q", "sparse_species")]
+            names += list(_ARRAYS)
+            missing = [k for k in names if k not in files]
             if missing:
                 raise ValueError(f"'{path}' is missing arrays {missing}")
-            arrays = {k: np.asarray(npz[k]) for k in _ARRAYS}
+            arrays = {k: np.asarray(npz[k]) for k in names}
     except (zipfile.BadZipFile, OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"'{path}' is not a readable gapkit model file (corrupt or "
                          f"truncated?): {exc}") from exc
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"'{path}' has format {meta.get('format')!r}, expected {FORMAT!r}")
-    if meta.get("version") != VERSION:
-        raise ValueError(f"'{path}' is gapkit-model version {meta.get('version')}; this gapkit "
-                         f"reads version {VERSION}. Refit, or use the gapkit version that wrote it "
-                         f"({meta.get('gapkit_version')}).")
-    dmeta = meta["descriptor"]
-    if dmeta["class"] != "SOAP":
-        raise ValueError(f"Unknown descriptor class {dmeta['class']!r} in '{path}'")
-    desc = SOAP(**dmeta["params"])
+    if meta["version"] == 1:  # one SOAP term, exponent from the parameters
+        meta["terms"] = [{"descriptor": meta["descriptor"], "zeta": meta["params"]["zeta"],
+                          "weight": 1.0, "spec": None}]
+        arrays["sparse_q_0"], arrays["sparse_species_0"] = arrays["sparse_q"], arrays["sparse_species"]
+    fitted, start = [], 0
+    for k, tm in enumerate(meta["terms"]):
+        Q = arrays[f"sparse_q_{k}"].astype(np.float64)
+        Z = arrays[f"sparse_species_{k}"].astype(np.int64)
+        desc = _descriptor_from_meta(tm["descriptor"], path)
+        if Q.ndim != 2 or Z.shape != (len(Q),) or Q.shape[1] != desc.n_features:
+            raise ValueError(f"'{path}' has inconsistent array shapes in term {k} (corrupt file?)")
+        fitted.append(FittedTerm(desc, float(tm["zeta"]), float(tm["weight"]), Q, Z, start))
+        start += len(Z)
+    if not fitted:
+        raise ValueError(f"'{path}' has no kernel terms (corrupt file?)")
+    if all(tm["spec"] is None for tm in meta["terms"]) and len(fitted) == 1:
+        descriptor = clone(fitted[0].descriptor)
+    else:
+        descriptor = [Term(clone(t.descriptor), **(tm["spec"] or {}))
+                      for t, tm in zip(fitted, meta["terms"])]
     bmeta = meta.get("baseline")
     if baseline is None and bmeta is not None:
         if bmeta["kind"] == "gapkit":
@@ -209,8 +266,9 @@ def load(path: str | os.PathLike, baseline=None):
         else:
             raise ValueError(f"'{path}' was trained with the baseline calculator "
                              f"{bmeta['class']}; pass it again: gapkit.load(path, baseline=...)")
-    model = GAP(descriptor=SOAP(**dmeta["params"]), baseline=baseline, **meta["params"])
-    model.descriptor_ = desc
+    model = GAP(descriptor=descriptor, baseline=baseline, **meta["params"])
+    model.terms_ = fitted
+    model.descriptor_ = fitted[0].descriptor
     model.species_ = [int(z) for z in meta["species_"]]
     model.e0_ = ReferenceEnergies({int(k): float(v) for k, v in meta["e0_"]["values"].items()},
                                   meta["e0_"]["method"])
@@ -220,15 +278,12 @@ def load(path: str | os.PathLike, baseline=None):
     model.n_train_ = meta["n_train_"]
     model.log_marginal_likelihood_ = meta["log_marginal_likelihood_"]
     model.extra_ = meta.get("extra", {})
-    model.sparse_q_ = arrays["sparse_q"].astype(np.float64)
-    model.sparse_species_ = arrays["sparse_species"].astype(np.int64)
     model.alpha_ = arrays["alpha"].astype(np.float64)
     model.kmm_cholesky_ = arrays["kmm_cholesky"].astype(np.float64)
     model.posterior_factor_ = arrays["posterior"].astype(np.float64)
     M = len(model.alpha_)
-    shapes_ok = (model.sparse_q_.shape[0] == M and model.sparse_species_.shape == (M,)
-                 and model.kmm_cholesky_.shape == (M, M) and model.posterior_factor_.shape == (M, M)
-                 and model.sparse_q_.shape[1] == desc.n_features)
+    shapes_ok = (start == M and model.kmm_cholesky_.shape == (M, M)
+                 and model.posterior_factor_.shape == (M, M))
     if not shapes_ok:
         raise ValueError(f"'{path}' has inconsistent array shapes (corrupt file?)")
     return model

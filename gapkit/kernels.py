@@ -146,3 +146,33 @@ def local_energies_and_gradients(ds: DescriptorSet, Qm: np.ndarray, zm: np.ndarr
         if gradients:
             grad[ci] = (zeta * _pow(dots, zeta - 1) * wz[None, :]) @ Qz
     return eps, grad
+
+
+def force_prior_variance(ds: DescriptorSet, zeta: float) -> np.ndarray:
+    """Unit-scale prior variance of every force component, shape (3 n_atoms,).
+
+    ``Var F_ja = sum_{i,i'} v_i^T H(q_i, q_i') v_i'`` with ``v_i = dq_i/dr_ja`` and the
+    kernel Hessian ``H = zeta c**(zeta-1) I + zeta (zeta-1) c**(zeta-2) q_i' q_i^T``,
+    ``c = q_i . q_i'``, over centres of the same species.
+    """
+    n = ds.n_atoms
+    out = np.zeros((n, 3))
+    order = np.argsort(ds.pair_j, kind="stable")
+    starts = np.searchsorted(ds.pair_j[order], np.arange(n + 1))
+    for j in range(n):
+        p = order[starts[j]:starts[j + 1]]
+        if len(p) == 0:
+            continue
+        ci = ds.pair_i[p]
+        Qc = ds.q[ci]
+        V = ds.dq[p]  # (k, 3, F)
+        C = Qc @ Qc.T
+        S = (ds.numbers[ci][:, None] == ds.numbers[ci][None, :]).astype(np.float64)
+        c1 = zeta * _pow(C, zeta - 1) * S
+        c2 = zeta * (zeta - 1) * _pow(C, zeta - 2) * S if zeta != 1 else 0.0 * S
+        for a in range(3):
+            Va = V[:, a, :]
+            VV = Va @ Va.T
+            VQ = Va @ Qc.T  # v_p . q_p'
+            out[j, a] = np.sum(c1 * VV) + np.sum(c2 * VQ * VQ.T)
+    return out.reshape(-1)

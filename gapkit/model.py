@@ -30,7 +30,7 @@ from ase.data import chemical_symbols
 from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import NotFittedError
 
-from . import gp, kernels, sparsify, streaming
+from . import gp, kernels, sparsify, streaming, terms
 from .data import (LabelKeys, Labels, as_frame_list, check_geometry,
                    fit_reference_energies, get_labels, isolated_atom_energies, matrix_to_voigt,
                    split_isolated)
@@ -122,9 +122,13 @@ class GAP(BaseEstimator):
 
     Parameters
     ----------
-    descriptor : SOAP, optional
-        Descriptor (cloned at fit). ``None`` means ``SOAP()`` with the species of the
-        training data.
+    descriptor : descriptor, Term or list of them, optional
+        Descriptor (cloned at fit): :class:`~gapkit.descriptors.SOAP`,
+        :class:`~gapkit.descriptors.ACSF` or :class:`~gapkit.descriptors.TwoBody`.
+        ``None`` means ``SOAP()``. Descriptors left with ``species=None`` take the
+        species of the training data. A list gives an additive kernel with one
+        :class:`~gapkit.terms.Term` per descriptor (GAP's "2b+SOAP"), each with its own
+        exponent, weight and sparse set; see :mod:`gapkit.terms`.
     zeta : float, default 4
         Kernel exponent of ``delta**2 (q . q')**zeta``.
     delta : float or "auto", default "auto"
@@ -179,11 +183,16 @@ class GAP(BaseEstimator):
 
     Attributes
     ----------
-    descriptor_ : SOAP
+    descriptor_ : descriptor
+        The fitted descriptor of the first term (all terms share its species).
+    terms_ : list of FittedTerm
+        Every kernel term with its descriptor, exponent, weight and sparse set.
     species_ : list of int
     e0_ : ReferenceEnergies
     sparse_q_ : ndarray of shape (M, F)
+        Sparse environments (one-term models; see ``terms_`` otherwise).
     sparse_species_ : ndarray of shape (M,)
+        Species of all sparse environments, stacked over terms.
     alpha_ : ndarray of shape (M,)
     delta_ : float
     noise_ : dict
@@ -227,6 +236,21 @@ class GAP(BaseEstimator):
 
     # ------------------------------------------------------------------ utils
     @property
+    def sparse_q_(self) -> np.ndarray:
+        """Sparse environments, shape (M, F), of a one-term model."""
+        self._check_fitted()
+        if len(self.terms_) != 1:
+            raise AttributeError("sparse_q_ is defined for one-term models only; this model "
+                                 "has several terms: use terms_[t].sparse_q")
+        return self.terms_[0].sparse_q
+
+    @property
+    def sparse_species_(self) -> np.ndarray:
+        """Species of the stacked sparse environments, shape (M,)."""
+        self._check_fitted()
+        return terms.sparse_species(self.terms_)
+
+    @property
     def label_keys(self) -> LabelKeys:
         return LabelKeys(energy=self.energy_key, forces=self.forces_key, virial=self.virial_key)
 
@@ -246,6 +270,16 @@ class GAP(BaseEstimator):
             raise ValueError(f"sparse_method must be one of {sparsify.METHODS}, got {self.sparse_method!r}")
         if int(self.chunk_size) < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        for t, spec in enumerate(terms.as_terms(self.descriptor)):
+            if spec.zeta is not None and not (isinstance(spec.zeta, (int, float)) and spec.zeta > 0):
+                raise ValueError(f"term {t}: zeta must be a positive number, got {spec.zeta!r}")
+            if not (spec.weight == "auto" or (isinstance(spec.weight, (int, float))
+                                              and np.isfinite(spec.weight) and spec.weight > 0)):
+                raise ValueError(f"term {t}: weight must be 'auto' or a positive number, "
+                                 f"got {spec.weight!r}")
+            if spec.sparse_method is not None and spec.sparse_method not in sparsify.METHODS:
+                raise ValueError(f"term {t}: sparse_method must be one of {sparsify.METHODS}, "
+                                 f"got {spec.sparse_method!r}")
 
     def _initial_noise(self, kind: str) -> float:
         return {"energy": self.energy_noise, "forces": self.force_noise,
@@ -297,18 +331,25 @@ class GAP(BaseEstimator):
                 if lab.virial is not None:
                     lab.virial = lab.virial - b["virial"]
 
-        # species and descriptor ------------------------------------------------
+        # species and descriptors ---------------------------------------------------
         data_species = sorted(set(np.concatenate([a.numbers for a in frames]).tolist()))
-        desc = clone(self.descriptor) if self.descriptor is not None else SOAP()
-        if desc.species is None:
-            desc.set_params(species=[chemical_symbols[z] for z in data_species])
-        else:
-            desc._validate()
-        for k, atoms in enumerate(frames):
-            desc.check_species(atoms, k)
-        self.descriptor_ = desc
-        self.species_ = desc.species_numbers
-
+        specs = terms.as_terms(self.descriptor)
+        descs = []
+        for t, spec in enumerate(specs):
+            desc = clone(spec.descriptor) if spec.descriptor is not None else SOAP()
+            if getattr(desc, "species", None) is None:
+                desc.set_params(species=[chemical_symbols[z] for z in data_species])
+            else:
+                desc._validate()
+            if t and desc.species_numbers != descs[0].species_numbers:
+                raise ValueError(f"descriptor term {t} covers species {desc.species_numbers} but "
+                                 f"term 0 covers {descs[0].species_numbers}: give all terms the "
+                                 f"same species (or leave them None)")
+            for k, atoms in enumerate(frames):
+                desc.check_species(atoms, k)
+            descs.append(desc)
+        self.descriptor_ = descs[0]
+        self.species_ = descs[0].species_numbers
         # reference energies -----------------------------------------------------
         energies = np.array([lab.energy for lab in labels])
         if self.e0 == "isolated":
@@ -329,23 +370,30 @@ class GAP(BaseEstimator):
         n_atoms = np.array([len(a) for a in frames], dtype=np.float64)
         resid = energies - np.array([e0.energy(a.numbers) for a in frames])
 
-        # sparse points: descriptors without gradients ---------------------------
+        # sparse points (descriptors without gradients), one set per term -------------
         rng = np.random.RandomState(self.random_state) if not isinstance(
             self.random_state, np.random.RandomState) else self.random_state
-        counts = {z: _n_sparse_for(self.n_sparse, z) for z in self.species_}
-        self.sparse_q_, self.sparse_species_ = sparsify.select_from_frames(
-            desc, frames, counts, self.sparse_method, rng, progress=self.verbose)
-        M = len(self.sparse_species_)
-        logger.info("sparse points: %s (M=%d)", {chemical_symbols[z]: int(np.sum(
-            self.sparse_species_ == z)) for z in self.species_}, M)
+        fitted, start = [], 0
+        for t, (spec, desc) in enumerate(zip(specs, descs)):
+            zeta = float(self.zeta if spec.zeta is None else spec.zeta)
+            n_sparse = self.n_sparse if spec.n_sparse is None else spec.n_sparse
+            counts = {z: _n_sparse_for(n_sparse, z) for z in self.species_}
+            Q, Z = sparsify.select_from_frames(desc, frames, counts,
+                                               spec.sparse_method or self.sparse_method, rng,
+                                               progress=self.verbose)
+            weight = terms.auto_weight(Q, zeta) if spec.weight == "auto" else float(spec.weight)
+            fitted.append(terms.FittedTerm(desc, zeta, weight, Q, Z, start))
+            start += len(Z)
+            logger.info("term %d (%s): sparse points %s, weight %.4g", t, type(desc).__name__,
+                        {chemical_symbols[z]: int(np.sum(Z == z)) for z in self.species_}, weight)
+        self.terms_ = fitted
 
-        Kmm = kernels.kernel_mm(self.sparse_q_, self.sparse_species_, self.zeta)
+        Kmm = terms.kernel_mm(fitted)
         self.kmm_cholesky_ = gp.cholesky_kmm(Kmm, self.jitter)
         del Kmm
 
         # streaming rows ------------------------------------------------------------
-        spec = streaming.RowSpec(desc, self.sparse_q_, self.sparse_species_, self.zeta,
-                                 self.noise_by_config_type)
+        spec = streaming.RowSpec(fitted, self.noise_by_config_type)
         groups = streaming.accumulate(spec, frames, labels, resid, chunk_size=int(self.chunk_size),
                                       n_jobs=self.n_jobs, client=client, progress=self.verbose)
 
@@ -432,30 +480,33 @@ class GAP(BaseEstimator):
                        keep_gradients: bool, offset: int = 0) -> list[dict]:
         """:meth:`predict_structure` for several structures, with the kernel work of all
         their atoms done in one matrix product per species."""
-        desc = self.descriptor_
+        tlist = self.terms_
         items = []
         for k, atoms in enumerate(frames):
             periodic = bool(np.all(atoms.get_pbc()))
             st = periodic if stress is None else (stress and periodic)
-            vjp = None
-            if keep_gradients:
-                ds = desc.compute(atoms, gradients=True, strain=st, index=offset + k)
-            elif forces or st:
-                ds, vjp = desc.vjp_setup(atoms, strain=st, index=offset + k)
-            else:
-                ds = desc.compute(atoms, gradients=False, index=offset + k)
-            items.append((atoms, st, ds, vjp))
-        stacked = DescriptorSet(q=np.vstack([it[2].q for it in items]),
-                                numbers=np.concatenate([it[2].numbers for it in items]))
+            dsets, vjps = [], []
+            for t in tlist:
+                desc, vjp = t.descriptor, None
+                if keep_gradients:
+                    ds = desc.compute(atoms, gradients=True, strain=st, index=offset + k)
+                elif forces or st:
+                    ds, vjp = desc.vjp_setup(atoms, strain=st, index=offset + k)
+                else:
+                    ds = desc.compute(atoms, gradients=False, index=offset + k)
+                dsets.append(ds)
+                vjps.append(vjp)
+            items.append((atoms, st, dsets, vjps))
+        stacked = [DescriptorSet(q=np.vstack([it[2][t].q for it in items]),
+                                 numbers=np.concatenate([it[2][t].numbers for it in items]))
+                   for t in range(len(tlist))]
         d2 = self.delta_ ** 2
-        Qm, zm = self.sparse_q_, self.sparse_species_
         need_g = forces or any(it[1] for it in items)
-        eps_all, g_all = kernels.local_energies_and_gradients(stacked, Qm, zm, self.zeta,
-                                                              self.alpha_, gradients=need_g)
+        eps_all, g_all = terms.local_energies_and_gradients(tlist, stacked, self.alpha_,
+                                                            gradients=need_g)
         eps_all = d2 * eps_all
-        g_all = d2 * g_all if need_g else None
         outs, start = [], 0
-        for atoms, st, ds, vjp in items:
+        for atoms, st, dsets, vjps in items:
             n = len(atoms)
             sl = slice(start, start + n)
             start += n
@@ -464,12 +515,17 @@ class GAP(BaseEstimator):
             if self.baseline is not None:
                 base = baseline_labels(self.baseline, atoms, forces=forces, virial=st, energies=True)
                 e_atoms = e_atoms + base["energies"]
-            out = {"energy": float(e_atoms.sum()), "energies": e_atoms, "_descriptor": ds}
+            out = {"energy": float(e_atoms.sum()), "energies": e_atoms, "_descriptor": dsets}
             outs.append(out)
             if not (forces or st):
                 continue
-            g = g_all[sl]  # d eps_i / d q_i
-            dE_dr, dE_deta = vjp(g) if vjp is not None else ds.contract(g, st)
+            dE_dr, dE_deta = 0.0, 0.0
+            for ds, vjp, g in zip(dsets, vjps, g_all):
+                g = d2 * g[sl]  # d eps_i / d q_i of this term
+                r_t, eta_t = vjp(g) if vjp is not None else ds.contract(g, st)
+                dE_dr = dE_dr + r_t
+                if st:
+                    dE_deta = dE_deta + eta_t
             if forces:
                 out["forces"] = -dE_dr + (base["forces"] if base is not None else 0.0)
             if st:
@@ -540,19 +596,19 @@ class GAP(BaseEstimator):
 
         return noise_level(self.noise_, kind)
 
-    def _std_structure(self, ds: DescriptorSet, forces: bool) -> dict:
+    def _std_structure(self, dsets: list[DescriptorSet], forces: bool) -> dict:
         d = self.delta_
-        Qm, zm, zeta = self.sparse_q_, self.sparse_species_, self.zeta
-        local = kernels.local_rows(ds, Qm, zm, zeta)  # (n, M)
-        kqq = kernels.dot_kernel(ds.q, ds.q, zeta) * kernels.species_mask(ds.numbers, ds.numbers)
+        tlist = self.terms_
+        local = terms.local_rows(tlist, dsets)  # (n, M)
+        kqq = terms.local_prior(tlist, dsets)
         rows = np.vstack([local.sum(0, keepdims=True), local])
         prior = np.concatenate([[kqq.sum()], np.diag(kqq)])
         nys, post = gp.predictive_variance(rows, prior, self.kmm_cholesky_,
                                            self.posterior_factor_, d, parts=True)
         out = {"energy": (nys[0], post[0]), "energies": (nys[1:], post[1:])}
         if forces:
-            frows = kernels.design_rows(ds, Qm, zm, zeta, energy=False, forces=True)["forces"]
-            fprior = force_prior_variance(ds, zeta)
+            frows = terms.design_rows(tlist, dsets, energy=False, forces=True)["forces"]
+            fprior = terms.force_prior(tlist, dsets)
             fn, fp = gp.predictive_variance(frows, fprior, self.kmm_cholesky_,
                                             self.posterior_factor_, d, parts=True)
             out["forces"] = (fn.reshape(-1, 3), fp.reshape(-1, 3))
@@ -648,11 +704,11 @@ class GAP(BaseEstimator):
         """
         self._check_fitted()
         self.descriptor_.check_species(atoms)
-        ds = self.descriptor_.compute(atoms, gradients=False)
+        dsets = terms.compute(self.terms_, atoms, gradients=False)
         import scipy.linalg as sla
 
-        k = kernels.local_rows(ds, self.sparse_q_, self.sparse_species_, self.zeta).T  # (M, n)
-        kqq = kernels.dot_kernel(ds.q, ds.q, self.zeta) * kernels.species_mask(ds.numbers, ds.numbers)
+        k = terms.local_rows(self.terms_, dsets).T  # (M, n)
+        kqq = terms.local_prior(self.terms_, dsets)
         A = sla.solve_triangular(self.kmm_cholesky_, k, lower=True)
         B = sla.solve_triangular(self.posterior_factor_, k, trans="T", lower=False)
         d = self.delta_
@@ -685,36 +741,6 @@ class GAP(BaseEstimator):
         if errs:
             return -float(np.sqrt(np.mean(np.concatenate(errs) ** 2)))
         return -float(np.sqrt(np.mean(np.square(e_errs))))
-
-
-def force_prior_variance(ds: DescriptorSet, zeta: float) -> np.ndarray:
-    """Unit-scale prior variance of every force component, shape (3 n_atoms,).
-
-    ``Var F_ja = sum_{i,i'} v_i^T H(q_i, q_i') v_i'`` with ``v_i = dq_i/dr_ja`` and the
-    kernel Hessian ``H = zeta c**(zeta-1) I + zeta (zeta-1) c**(zeta-2) q_i' q_i^T``,
-    ``c = q_i . q_i'``, over centres of the same species.
-    """
-    n = ds.n_atoms
-    out = np.zeros((n, 3))
-    order = np.argsort(ds.pair_j, kind="stable")
-    starts = np.searchsorted(ds.pair_j[order], np.arange(n + 1))
-    for j in range(n):
-        p = order[starts[j]:starts[j + 1]]
-        if len(p) == 0:
-            continue
-        ci = ds.pair_i[p]
-        Qc = ds.q[ci]
-        V = ds.dq[p]  # (k, 3, F)
-        C = Qc @ Qc.T
-        S = (ds.numbers[ci][:, None] == ds.numbers[ci][None, :]).astype(np.float64)
-        c1 = zeta * kernels._pow(C, zeta - 1) * S
-        c2 = zeta * (zeta - 1) * kernels._pow(C, zeta - 2) * S if zeta != 1 else 0.0 * S
-        for a in range(3):
-            Va = V[:, a, :]
-            VV = Va @ Va.T
-            VQ = Va @ Qc.T  # v_p . q_p'
-            out[j, a] = np.sum(c1 * VV) + np.sum(c2 * VQ * VQ.T)
-    return out.reshape(-1)
 
 
 def baseline_labels(calc, atoms: Atoms, forces: bool = True, virial: bool = False,

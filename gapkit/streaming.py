@@ -25,7 +25,7 @@ import numpy as np
 from ase import Atoms
 from tqdm.auto import tqdm
 
-from . import gp, kernels
+from . import gp, terms
 from .data import Labels
 
 logger = logging.getLogger(__name__)
@@ -37,23 +37,21 @@ class RowSpec:
 
     Attributes
     ----------
-    descriptor : SOAP
-        Fitted descriptor.
-    sparse_q : ndarray of shape (M, F)
-    sparse_species : ndarray of shape (M,)
-    zeta : float
+    terms : list of gapkit.terms.FittedTerm
+        The kernel terms: fitted descriptors with their sparse sets.
     noise_by_config_type : bool
         Group rows by ``(kind, config_type)`` instead of by kind.
     block_rows : int or None
         Rows buffered per group before a QR update.
     """
 
-    descriptor: object
-    sparse_q: np.ndarray
-    sparse_species: np.ndarray
-    zeta: float
+    terms: list
     noise_by_config_type: bool = False
     block_rows: int | None = None
+
+    @property
+    def n_columns(self) -> int:
+        return terms.n_columns(self.terms)
 
     def group(self, kind: str, config_type: str) -> str:
         return f"{kind}:{config_type}" if self.noise_by_config_type else kind
@@ -78,14 +76,13 @@ def accumulate_chunk(spec: RowSpec, frames: Sequence[Atoms], labels: Sequence[La
     """
     own = acc is None
     if own:
-        acc = gp.RowAccumulator(len(spec.sparse_species), block_rows=spec.block_rows)
+        acc = gp.RowAccumulator(spec.n_columns, block_rows=spec.block_rows)
     for k, (atoms, lab, e) in enumerate(zip(frames, labels, resid)):
         use_virial = lab.virial is not None
         use_forces = lab.forces is not None
-        ds = spec.descriptor.compute(atoms, gradients=use_forces or use_virial, strain=use_virial,
-                                     index=offset + k)
-        rows = kernels.design_rows(ds, spec.sparse_q, spec.sparse_species, spec.zeta,
-                                   forces=use_forces, virial=use_virial)
+        dsets = terms.compute(spec.terms, atoms, gradients=use_forces or use_virial,
+                              strain=use_virial, index=offset + k)
+        rows = terms.design_rows(spec.terms, dsets, forces=use_forces, virial=use_virial)
         n = len(atoms)
         acc.add(spec.group("energy", lab.config_type), rows["energy"], [e], 1.0 / n)
         if use_forces:
@@ -136,7 +133,7 @@ def accumulate(spec: RowSpec, frames: Sequence[Atoms], labels: Sequence[Labels],
     dict of :class:`gapkit.gp.RowGroup`
     """
     n = len(frames)
-    total = gp.RowAccumulator(len(spec.sparse_species), block_rows=spec.block_rows)
+    total = gp.RowAccumulator(spec.n_columns, block_rows=spec.block_rows)
 
     def args(lo, hi):
         return spec, list(frames[lo:hi]), list(labels[lo:hi]), list(resid[lo:hi]), lo

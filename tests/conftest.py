@@ -64,6 +64,22 @@ def finite_difference_forces(energy_fn, atoms, h=1e-4, atoms_idx=None):
     return np.array(out)
 
 
+def finite_difference_stress(energy_fn, atoms, h=1e-4):
+    """Central-difference stress ``(1/V) dE/d eta`` (symmetrised), Voigt order, eV/Å³."""
+    V = atoms.get_volume()
+    dE = np.zeros((3, 3))
+    for i in range(3):
+        for j in range(3):
+            eps = np.zeros((3, 3))
+            eps[i, j] = h
+            p, m = atoms.copy(), atoms.copy()
+            p.set_cell(atoms.cell @ (np.eye(3) + eps).T, scale_atoms=True)
+            m.set_cell(atoms.cell @ (np.eye(3) - eps).T, scale_atoms=True)
+            dE[i, j] = (energy_fn(p) - energy_fn(m)) / (2 * h)
+    sym = 0.5 * (dE + dE.T) / V
+    return np.array([sym[0, 0], sym[1, 1], sym[2, 2], sym[1, 2], sym[0, 2], sym[0, 1]])
+
+
 # Small EMT copper cells: periodic data with energies, forces and stresses.
 SOAP_CU = dict(r_cut=3.5, n_max=4, l_max=3, sigma=0.5)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gapkit import load
-from gapkit.io import FORMAT
+from gapkit.io import FORMAT, VERSION
 
 
 def test_save_load_reproduces_predictions(small_model, test_frames, tmp_path):
@@ -28,7 +28,7 @@ def test_file_is_documented_npz_without_pickle(small_model, tmp_path):
     path = small_model.save(tmp_path / "m.npz")
     with np.load(path, allow_pickle=False) as npz:
         meta = json.loads(npz["__meta__"].tobytes())
-        assert meta["format"] == FORMAT and meta["version"] == 1
+        assert meta["format"] == FORMAT and meta["version"] == VERSION == 2
         assert npz["alpha"].dtype == np.float64
 
 
@@ -45,6 +45,25 @@ def test_truncated_and_foreign_files_raise(small_model, tmp_path):
         load(other)
     with pytest.raises(FileNotFoundError, match="No such model file"):
         load(tmp_path / "missing.npz")
+
+
+def test_version_1_files_still_load(small_model, tmp_path, test_frames):
+    """A file in the one-descriptor layout of format version 1 loads and predicts the same."""
+    path = small_model.save(tmp_path / "m.npz")
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(arrays["__meta__"].tobytes())
+    (term,) = meta.pop("terms")
+    meta["version"] = 1
+    meta["descriptor"] = term["descriptor"]
+    arrays["sparse_q"] = arrays.pop("sparse_q_0")
+    arrays["sparse_species"] = arrays.pop("sparse_species_0")
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "v1.npz", **arrays)
+    old = load(tmp_path / "v1.npz")
+    frames = test_frames[:3]
+    np.testing.assert_allclose(old.predict(frames).forces_flat, small_model.predict(frames).forces_flat,
+                               rtol=0, atol=1e-12)
 
 
 def test_wrong_version_raises(small_model, tmp_path):

@@ -6,7 +6,7 @@ from ase.build import bulk
 
 from gapkit import GAP, SOAP, GAPCalculator
 
-from conftest import SOAP_CU, emt_cu_frames, finite_difference_forces
+from conftest import SOAP_CU, emt_cu_frames, finite_difference_forces, finite_difference_stress
 
 @pytest.fixture(scope="module")
 def cu_model():
@@ -34,19 +34,7 @@ def test_forces_and_stress_are_exact_derivatives(cu_model, cubic, repeat):
     e_fn = lambda x: cu_model.predict_structure(x, forces=False, stress=False)["energy"]
     r = cu_model.predict_structure(a)
     np.testing.assert_allclose(r["forces"], finite_difference_forces(e_fn, a, h=1e-4), atol=1e-6)
-    h = 1e-4
-    V = a.get_volume()
-    dE = np.zeros((3, 3))
-    for i in range(3):
-        for j in range(3):
-            eps = np.zeros((3, 3))
-            eps[i, j] = h
-            p, m = a.copy(), a.copy()
-            p.set_cell(a.cell @ (np.eye(3) + eps).T, scale_atoms=True)
-            m.set_cell(a.cell @ (np.eye(3) - eps).T, scale_atoms=True)
-            dE[i, j] = (e_fn(p) - e_fn(m)) / (2 * h)
-    sym = 0.5 * (dE + dE.T) / V
-    voigt = [sym[0, 0], sym[1, 1], sym[2, 2], sym[1, 2], sym[0, 2], sym[0, 1]]
+    voigt = finite_difference_stress(e_fn, a, h=1e-4)
     np.testing.assert_allclose(r["stress"], voigt, atol=5e-8)
 
 

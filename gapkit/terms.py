@@ -1,0 +1,202 @@
+"""Additive kernels: one term per descriptor, as GAP's "2b+SOAP".
+
+A GAP model's kernel is a sum of terms,
+
+    k(A, B) = delta**2 * sum_t w_t**2 * (q_t(A) . q_t(B))**zeta_t,
+
+each with its own descriptor ``q_t`` (e.g. a :class:`~gapkit.descriptors.TwoBody`
+distance descriptor and a :class:`~gapkit.descriptors.SOAP`), exponent ``zeta_t``,
+relative weight ``w_t`` and set of sparse environments. The sparse sets of all terms
+are stacked into one set of ``M = sum_t M_t`` columns: ``K_MM`` is block diagonal
+and a training row is the concatenation of the per-term rows scaled by ``w_t**2``,
+so the GP solver (:mod:`gapkit.gp`) sees one ordinary design matrix. The local
+energy is the sum of the terms' local energies, and forces, virials and every
+variance are sums over terms.
+
+A plain single-descriptor model is the one-term case (``w = 1``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import scipy.linalg as sla
+from ase import Atoms
+from sklearn.base import BaseEstimator
+
+from . import kernels
+from .descriptors.base import DescriptorSet
+
+
+class Term(BaseEstimator):
+    """One additive kernel term: a descriptor with its own exponent, weight and sparse set.
+
+    Parameters
+    ----------
+    descriptor : descriptor object
+        Any gapkit descriptor (:class:`~gapkit.descriptors.SOAP`,
+        :class:`~gapkit.descriptors.ACSF`, :class:`~gapkit.descriptors.TwoBody`).
+        Its ``species`` may be left ``None``: the model fills them in from the data.
+    zeta : float, optional
+        Kernel exponent of this term; default the model's ``zeta``. Use 1 for a
+        :class:`~gapkit.descriptors.TwoBody` term to get an exact pair potential.
+    weight : float or "auto", default "auto"
+        Relative signal scale ``w`` (the term's delta is ``w * delta``).
+        ``"auto"`` sets ``w = 1 / sqrt(mean_m (q_m . q_m)**zeta)`` over the term's
+        sparse points, so that every term has unit prior variance per atom; this is
+        exactly 1 for normalised descriptors.
+    n_sparse : int or dict, optional
+        Sparse environments per species for this term; default the model's.
+    sparse_method : {"cur", "random", "fps"}, optional
+        Default the model's.
+
+    Examples
+    --------
+    >>> from gapkit import GAP, SOAP, Term
+    >>> from gapkit.descriptors import TwoBody
+    >>> model = GAP(descriptor=[Term(TwoBody(r_cut=5.0), zeta=1, n_sparse=50),
+    ...                         Term(SOAP(r_cut=5.0), zeta=4)])
+    """
+
+    def __init__(self, descriptor=None, *, zeta: float | None = None,
+                 weight: float | str = "auto", n_sparse: int | dict | None = None,
+                 sparse_method: str | None = None):
+        self.descriptor = descriptor
+        self.zeta = zeta
+        self.weight = weight
+        self.n_sparse = n_sparse
+        self.sparse_method = sparse_method
+
+
+def as_terms(descriptor) -> list[Term]:
+    """Normalise a GAP ``descriptor`` parameter (None, a descriptor, a Term or a list of
+    them) to a list of :class:`Term`."""
+    if descriptor is None:
+        return [Term(None)]
+    items = list(descriptor) if isinstance(descriptor, (list, tuple)) else [descriptor]
+    if not items:
+        raise ValueError("descriptor is an empty list: give at least one descriptor")
+    return [it if isinstance(it, Term) else Term(it) for it in items]
+
+
+@dataclass
+class FittedTerm:
+    """A term of a fitted model.
+
+    Attributes
+    ----------
+    descriptor : descriptor object
+        Fitted descriptor (species set).
+    zeta : float
+    weight : float
+        Relative signal scale ``w``; the term enters the unit-scale kernel as ``w**2 k_t``.
+    sparse_q : ndarray of shape (M_t, F_t)
+    sparse_species : ndarray of shape (M_t,)
+    start : int
+        First column of this term in the stacked sparse set.
+    """
+
+    descriptor: object
+    zeta: float
+    weight: float
+    sparse_q: np.ndarray
+    sparse_species: np.ndarray
+    start: int = 0
+
+    @property
+    def cols(self) -> slice:
+        return slice(self.start, self.start + len(self.sparse_species))
+
+    @property
+    def scale(self) -> float:
+        return self.weight ** 2
+
+
+def auto_weight(sparse_q: np.ndarray, zeta: float) -> float:
+    """``1 / sqrt(mean_m (q_m . q_m)**zeta)``: unit mean prior variance per sparse point."""
+    prior = kernels._pow(np.einsum("mf,mf->m", sparse_q, sparse_q), zeta)
+    mean = float(np.mean(prior)) if len(prior) else 1.0
+    if not mean > 0:
+        raise ValueError("the sparse descriptors of a term are all zero: check its cutoff")
+    return 1.0 / np.sqrt(mean)
+
+
+def n_columns(terms: Sequence[FittedTerm]) -> int:
+    """Total number of sparse columns M."""
+    return sum(len(t.sparse_species) for t in terms)
+
+
+def sparse_species(terms: Sequence[FittedTerm]) -> np.ndarray:
+    """Species of all stacked sparse columns, shape (M,)."""
+    return np.concatenate([t.sparse_species for t in terms])
+
+
+def compute(terms: Sequence[FittedTerm], atoms: Atoms, gradients: bool = True,
+            strain: bool | None = None, index: int = 0) -> list[DescriptorSet]:
+    """The descriptor sets of one structure, one per term."""
+    return [t.descriptor.compute(atoms, gradients=gradients, strain=strain, index=index)
+            for t in terms]
+
+
+def kernel_mm(terms: Sequence[FittedTerm]) -> np.ndarray:
+    """Unit-scale ``K_MM`` of the stacked sparse set (block diagonal over terms), (M, M)."""
+    return sla.block_diag(*[t.scale * kernels.kernel_mm(t.sparse_q, t.sparse_species, t.zeta)
+                            for t in terms])
+
+
+def design_rows(terms: Sequence[FittedTerm], dsets: Sequence[DescriptorSet],
+                energy: bool = True, forces: bool = True, virial: bool = False
+                ) -> dict[str, np.ndarray]:
+    """Unit-scale design rows of one structure over all terms.
+
+    Returns
+    -------
+    dict
+        As :func:`gapkit.kernels.design_rows`, with ``M = sum_t M_t`` columns.
+    """
+    if len(terms) == 1:
+        t = terms[0]
+        out = kernels.design_rows(dsets[0], t.sparse_q, t.sparse_species, t.zeta,
+                                  energy=energy, forces=forces, virial=virial)
+        return {k: t.scale * v for k, v in out.items()} if t.scale != 1.0 else out
+    parts = [kernels.design_rows(ds, t.sparse_q, t.sparse_species, t.zeta,
+                                 energy=energy, forces=forces, virial=virial)
+             for t, ds in zip(terms, dsets)]
+    return {k: np.hstack([t.scale * p[k] for t, p in zip(terms, parts)]) for k in parts[0]}
+
+
+def local_rows(terms: Sequence[FittedTerm], dsets: Sequence[DescriptorSet]) -> np.ndarray:
+    """Unit-scale local-energy rows, shape (n_atoms, M)."""
+    return np.hstack([t.scale * kernels.local_rows(ds, t.sparse_q, t.sparse_species, t.zeta)
+                      for t, ds in zip(terms, dsets)])
+
+
+def local_prior(terms: Sequence[FittedTerm], dsets: Sequence[DescriptorSet]) -> np.ndarray:
+    """Unit-scale prior covariance of the local energies of one structure, (n, n)."""
+    out = 0.0
+    for t, ds in zip(terms, dsets):
+        out = out + t.scale * (kernels.dot_kernel(ds.q, ds.q, t.zeta)
+                               * kernels.species_mask(ds.numbers, ds.numbers))
+    return out
+
+
+def force_prior(terms: Sequence[FittedTerm], dsets: Sequence[DescriptorSet]) -> np.ndarray:
+    """Unit-scale prior variance of every force component, shape (3 n_atoms,)."""
+    return sum(t.scale * kernels.force_prior_variance(ds, t.zeta) for t, ds in zip(terms, dsets))
+
+
+def local_energies_and_gradients(terms: Sequence[FittedTerm], dsets: Sequence[DescriptorSet],
+                                 alpha: np.ndarray, gradients: bool = True
+                                 ) -> tuple[np.ndarray, list | None]:
+    """Unit-scale local energies (n_atoms,) summed over terms, and the per-term
+    gradients ``d eps_i / d q_t,i`` (a list of (n_atoms, F_t) arrays, or ``None``)."""
+    eps, grads = 0.0, [] if gradients else None
+    for t, ds in zip(terms, dsets):
+        e, g = kernels.local_energies_and_gradients(ds, t.sparse_q, t.sparse_species, t.zeta,
+                                                    t.scale * alpha[t.cols], gradients=gradients)
+        eps = eps + e
+        if gradients:
+            grads.append(g)
+    return eps, grads
