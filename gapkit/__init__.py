@@ -1,8 +1,8 @@
-"""gapkit: Gaussian Approximation Potentials on DScribe SOAP descriptors.
+"""gapkit: Gaussian Approximation Potentials on SOAP (and ACSF, 2-body) descriptors.
 
 Where things live:
 
-* descriptors: :mod:`gapkit.descriptors` (:class:`SOAP`)
+* descriptors: :mod:`gapkit.descriptors` (:class:`SOAP`, :class:`ACSF`, :class:`TwoBody`)
 * kernel: :mod:`gapkit.kernels`; additive kernels over several descriptors ("2b+SOAP"): :mod:`gapkit.terms`
 * sparse points: :mod:`gapkit.sparsify`
 * GP solver (streaming QR, evidence, variance): :mod:`gapkit.gp`
@@ -13,6 +13,7 @@ Where things live:
 * learning curves and bias/variance diagnosis: :mod:`gapkit.diagnostics`
 * plots (matplotlib): :mod:`gapkit.plotting`
 * baselines for Delta-learning (Coulomb/Ewald): :mod:`gapkit.baselines`
+* active learning (sample, flag, label, refit): :mod:`gapkit.active`
 * streaming, multi-process and Dask fits: :mod:`gapkit.streaming`
 * data and labels: :mod:`gapkit.data`; error metrics: :mod:`gapkit.metrics`
 """
@@ -21,12 +22,12 @@ __version__ = "0.1.0"
 
 from .calculator import GAPCalculator
 from .data import LabelKeys, read_frames
-from .descriptors import SOAP
+from .descriptors import ACSF, SOAP, TwoBody
 from .terms import Term
 from .io import load, save
 from .model import GAP, Prediction, PredictionStd
 from .uncertainty import FlagThreshold, UncertaintyExceeded
 
-__all__ = ["GAP", "SOAP", "Term", "GAPCalculator", "FlagThreshold", "UncertaintyExceeded",
+__all__ = ["GAP", "SOAP", "ACSF", "TwoBody", "Term", "GAPCalculator", "FlagThreshold", "UncertaintyExceeded",
            "LabelKeys", "Prediction", "PredictionStd", "load", "save", "read_frames",
            "__version__"]

@@ -59,7 +59,12 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--e0", default=None, type=_e0_arg,
                    help="'lstsq', 'zero', 'isolated' (single-atom frames in TRAIN) or a path to an "
                         "isolated-atoms extxyz (default: lstsq; data/isolated_atoms.xyz for the default data)")
-    p.add_argument("--r-cut", type=float, default=5.0, help="SOAP cutoff, Å (default 5.0)")
+    p.add_argument("--descriptor", default="soap", choices=["soap", "acsf"],
+                   help="many-body descriptor: SOAP (default) or Behler-Parrinello ACSF")
+    p.add_argument("--two-body", type=int, default=0, metavar="N",
+                   help="add a 2-body (distance) term with N sparse points per species at "
+                        "zeta=1, i.e. GAP's 2b+SOAP (default 0: none)")
+    p.add_argument("--r-cut", type=float, default=5.0, help="descriptor cutoff, Å (default 5.0)")
     p.add_argument("--n-max", type=int, default=8, help="SOAP radial functions (default 8)")
     p.add_argument("--l-max", type=int, default=6, help="SOAP angular channels (default 6)")
     p.add_argument("--sigma", type=float, default=0.5, help="SOAP Gaussian width, Å (default 0.5)")
@@ -90,11 +95,19 @@ def resolve_training_files(train, test, e0, announce: bool = True):
 
 def model_from_args(args, e0, verbose: bool = False):
     """A :class:`gapkit.GAP` configured from the flags of :func:`add_model_arguments`."""
-    from .descriptors import SOAP
+    from .descriptors import ACSF, SOAP, TwoBody
     from .model import GAP
+    from .terms import Term
 
     delta = args.delta if args.delta == "auto" else float(args.delta)
-    return GAP(SOAP(r_cut=args.r_cut, n_max=args.n_max, l_max=args.l_max, sigma=args.sigma),
+    if getattr(args, "descriptor", "soap") == "acsf":
+        descriptor = ACSF(r_cut=args.r_cut)
+    else:
+        descriptor = SOAP(r_cut=args.r_cut, n_max=args.n_max, l_max=args.l_max, sigma=args.sigma)
+    if getattr(args, "two_body", 0) > 0:
+        descriptor = [Term(TwoBody(r_cut=args.r_cut), zeta=1, n_sparse=args.two_body),
+                      Term(descriptor)]
+    return GAP(descriptor,
                zeta=args.zeta, delta=delta, n_sparse=args.n_sparse,
                sparse_method=args.sparse_method, energy_noise=args.energy_noise,
                force_noise=args.force_noise, virial_noise=args.virial_noise, e0=e0,

@@ -51,6 +51,19 @@ def test_fit_evaluate_predict(tiny, tmp_path, capsys):
         assert g.info["gapkit_flagged"] and g.info["gapkit_energy_std"] > 0
 
 
+def test_fit_with_acsf_and_two_body_terms(tiny, tmp_path, capsys):
+    """--descriptor acsf --two-body N builds a 2b+ACSF additive model that saves and loads."""
+    from gapkit import load
+
+    tr, te = tiny
+    model = tmp_path / "model.npz"
+    assert main(["fit", str(tr), "--test", str(te), "-o", str(model), "--e0", "lstsq",
+                 "--descriptor", "acsf", "--two-body", "10", *SMALL]) == 0
+    loaded = load(model)
+    assert [type(t.descriptor).__name__ for t in loaded.terms_] == ["TwoBody", "ACSF"]
+    assert loaded.terms_[0].zeta == 1.0 and len(loaded.terms_[0].sparse_species) == 30
+
+
 def test_cli_errors_are_reported(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "none.npz"), str(tmp_path / "x.xyz")]) == 2
     assert "No such model file" in capsys.readouterr().err

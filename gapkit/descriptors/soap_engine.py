@@ -73,11 +73,10 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 from ase import Atoms
-from ase.geometry import complete_cell
 
 from .base import species_numbers
+from .neighbours import neighbour_pairs
 from scipy.linalg import inv, sqrtm
-from scipy.spatial import cKDTree
 from scipy.special import gamma
 
 __all__ = [
@@ -89,7 +88,6 @@ __all__ = [
 ]
 
 _GTO_THRESHOLD = 1e-3  # DScribe's fixed Gaussian decay threshold (basis and padding)
-_DIRECT_NL_MAX_ATOMS = 256  # finite systems up to this size: all-pairs neighbour search
 
 
 # ----------------------------------------------------------------------------
@@ -671,45 +669,7 @@ class SOAPEngine:
         D : ndarray of shape (P, 3)
             ``r_j + shift - r_i`` in Å.
         """
-        n = len(atoms)
-        rc = self.search_radius
-        if n == 0:
-            e = np.zeros(0, dtype=np.int64)
-            return e, e, np.zeros(0), np.zeros((0, 3))
-        pos = np.asarray(atoms.positions, dtype=np.float64)
-        pbc = np.asarray(atoms.pbc, dtype=bool)
-        if not pbc.any() and n <= _DIRECT_NL_MAX_ATOMS:
-            Dall = pos[None, :, :] - pos[:, None, :]
-            d2 = np.einsum("ijk,ijk->ij", Dall, Dall)
-            mask = d2 < rc * rc
-            np.fill_diagonal(mask, False)
-            i, j = np.nonzero(mask)
-            return i.astype(np.int64), j.astype(np.int64), np.sqrt(d2[i, j]), Dall[i, j]
-        if pbc.any():
-            cell = complete_cell(atoms.cell)
-            inv = np.linalg.inv(cell)
-            frac = pos @ inv
-            frac[:, pbc] -= np.floor(frac[:, pbc])  # wrap along periodic directions
-            pos = frac @ cell
-            heights = 1.0 / np.linalg.norm(inv, axis=0)  # distances between lattice planes
-            n_img = np.where(pbc, np.ceil(rc / heights), 0).astype(np.int64)
-            ranges = [np.arange(-k, k + 1) for k in n_img]
-            ks = np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, 3)
-            zero = int(np.flatnonzero((ks == 0).all(axis=1))[0])
-            ext = (pos[None, :, :] + (ks @ cell)[:, None, :]).reshape(-1, 3)
-        else:
-            zero, ext = 0, pos
-        m = cKDTree(pos).sparse_distance_matrix(cKDTree(ext), rc, output_type="ndarray")
-        i = m["i"].astype(np.int64)
-        e = m["j"].astype(np.int64)
-        j = e % n
-        keep = ~((e // n == zero) & (j == i))
-        i, e, j = i[keep], e[keep], j[keep]
-        order = np.lexsort((e, i))
-        i, e, j = i[order], e[order], j[order]
-        D = ext[e] - pos[i]
-        d = np.sqrt(np.einsum("ij,ij->i", D, D))
-        return i, j, d, D
+        return neighbour_pairs(atoms, self.search_radius)
 
     def _environment(self, atoms: Atoms) -> _Environment:
         numbers = np.asarray(atoms.get_atomic_numbers())
