@@ -6,7 +6,8 @@ The total energy is ``E = sum_i E0[Z_i] + sum_i eps_i`` with local energies
 
     eps_i = delta**2 sum_m alpha_m (q_i . q_m)**zeta        (same species only)
 
-over the sparse environments ``q_m``. Forces ``F_j = -dE/dr_j`` and the virial
+over the sparse environments ``q_m`` (with several descriptor terms, a sum of such
+sums, one per term, each with its own weight: see :mod:`gapkit.terms`). Forces ``F_j = -dE/dr_j`` and the virial
 ``W = -dE/deta`` are analytic: they contract ``d eps_i/d q_i`` with the sparse
 descriptor derivatives (a vector-Jacobian product; no force rows are formed at
 prediction time unless an uncertainty is asked for).
@@ -118,7 +119,7 @@ def _n_sparse_for(n_sparse, z: int) -> int:
 
 
 class GAP(BaseEstimator):
-    """Gaussian Approximation Potential: a sparse GP on normalised SOAP vectors.
+    """Gaussian Approximation Potential: a sparse GP on local descriptors (SOAP by default).
 
     Parameters
     ----------
@@ -201,7 +202,7 @@ class GAP(BaseEstimator):
     log_marginal_likelihood_ : float
     """
 
-    def __init__(self, descriptor: SOAP | None = None, *, zeta: float = 4.0,
+    def __init__(self, descriptor: object | list | None = None, *, zeta: float = 4.0,
                  delta: float | str = "auto", n_sparse: int | dict = 1000,
                  sparse_method: str = "cur", energy_noise: float = 0.001,
                  force_noise: float = 0.02, virial_noise: float = 0.1,
