@@ -118,7 +118,7 @@ def main(argv=None) -> dict:
         print(f"{name:8s} E MAE {r['energy_mae_meV']:8.2f} meV  F MAE {r['forces_mae_meV_A']:7.1f} "
               f"meV/Å  fit {t_fit:6.1f} s  M={r['M']}", flush=True)
     print()
-    print(f"| descriptor | features | E MAE (meV) | F MAE (meV/Å) | F RMSE (meV/Å) | fit (s) | predict (µs/atom) |")
+    print("| descriptor | features | E MAE (meV) | F MAE (meV/Å) | F RMSE (meV/Å) | fit (s) | predict (µs/atom) |")
     print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | {'+'.join(map(str, r['features']))} | {r['energy_mae_meV']:.1f} | "

@@ -31,7 +31,7 @@ from ase.data import chemical_symbols
 from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import NotFittedError
 
-from . import gp, kernels, sparsify, streaming, terms
+from . import gp, sparsify, streaming, terms
 from .data import (LabelKeys, Labels, as_frame_list, check_geometry,
                    fit_reference_energies, get_labels, isolated_atom_energies, matrix_to_voigt,
                    split_isolated)

@@ -67,11 +67,9 @@ import numpy as np
 import scipy.sparse as sp
 from ase import Atoms
 from ase.data import chemical_symbols
-from sklearn.base import BaseEstimator
 
-from .base import DescriptorSet, species_numbers
+from .base import DescriptorSet, LocalDescriptor, normalise, normalise_strain, species_numbers
 from .neighbours import neighbour_pairs
-from .soap import _normalise, _normalise_strain
 
 __all__ = ["ACSF", "TwoBody", "default_g2_params", "default_g4_params"]
 
@@ -503,7 +501,7 @@ class _SymmetryFunctionEngine:
 # ----------------------------------------------------------------------------
 # Descriptors
 # ----------------------------------------------------------------------------
-class _SymmetryFunctionDescriptor(BaseEstimator):
+class _SymmetryFunctionDescriptor(LocalDescriptor):
     """Shared interface of :class:`ACSF` and :class:`TwoBody` (``SOAP``'s interface)."""
 
     _name = "descriptor"
@@ -548,11 +546,6 @@ class _SymmetryFunctionDescriptor(BaseEstimator):
         return state
 
     @property
-    def species_numbers(self) -> list[int]:
-        """Sorted atomic numbers covered by the descriptor."""
-        return species_numbers(self.species or [])
-
-    @property
     def n_features(self) -> int:
         """Length of one descriptor vector."""
         return int(self._engine.n_features)
@@ -562,14 +555,6 @@ class _SymmetryFunctionDescriptor(BaseEstimator):
         """Distance in Å beyond which an atom does not affect a centre's descriptor
         (``r_cut``)."""
         return float(self.r_cut)
-
-    def check_species(self, atoms: Atoms, index: int = 0) -> None:
-        """Raise ``ValueError`` if ``atoms`` holds a species the descriptor does not cover."""
-        unknown = sorted(set(np.unique(atoms.numbers).tolist()) - set(self.species_numbers))
-        if unknown:
-            raise ValueError(f"frame {index}: species {[chemical_symbols[z] for z in unknown]} are "
-                             f"not covered by this model (it knows "
-                             f"{[chemical_symbols[z] for z in self.species_numbers]})")
 
     def _check_norms(self, p: np.ndarray, atoms: Atoms, index: int) -> None:
         norms = np.linalg.norm(p, axis=1)
@@ -617,8 +602,8 @@ class _SymmetryFunctionDescriptor(BaseEstimator):
             return DescriptorSet(q=res.p, numbers=numbers, pair_i=res.pair_i, pair_j=res.pair_j,
                                  dq=res.dp, dq_strain=res.dp_strain)
         self._check_norms(res.p, atoms, index)
-        q, dq = _normalise(res.p, res.dp, res.pair_i)
-        dq_strain = _normalise_strain(res.p, q, res.dp_strain) if strain else None
+        q, dq = normalise(res.p, res.dp, res.pair_i)
+        dq_strain = normalise_strain(res.p, q, res.dp_strain) if strain else None
         return DescriptorSet(q=q, numbers=numbers, pair_i=res.pair_i, pair_j=res.pair_j, dq=dq,
                              dq_strain=dq_strain)
 

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from ase.data import atomic_numbers
+from ase import Atoms
+from ase.data import atomic_numbers, chemical_symbols
+from sklearn.base import BaseEstimator
 
 
 @dataclass
@@ -69,6 +71,25 @@ class DescriptorSet:
         return dE_dr, dE_deta
 
 
+class LocalDescriptor(BaseEstimator):
+    """Members shared by gapkit's descriptors (:class:`~gapkit.descriptors.SOAP`,
+    :class:`~gapkit.descriptors.ACSF`, :class:`~gapkit.descriptors.TwoBody`), which
+    all have a ``species`` parameter."""
+
+    @property
+    def species_numbers(self) -> list[int]:
+        """Sorted atomic numbers covered by the descriptor."""
+        return species_numbers(self.species or [])
+
+    def check_species(self, atoms: Atoms, index: int = 0) -> None:
+        """Raise ``ValueError`` if ``atoms`` holds a species the descriptor does not cover."""
+        unknown = sorted(set(np.unique(atoms.numbers).tolist()) - set(self.species_numbers))
+        if unknown:
+            raise ValueError(f"frame {index}: species {[chemical_symbols[z] for z in unknown]} are "
+                             f"not covered by this model (it knows "
+                             f"{[chemical_symbols[z] for z in self.species_numbers]})")
+
+
 def scatter_matrix(pair_j: np.ndarray, n_atoms: int) -> sp.csr_matrix:
     """Sparse (3 n_atoms, 3 n_pairs) matrix: row ``3 j + a`` sums pair rows ``3 p + a``
     with ``pair_j[p] == j``."""
@@ -95,3 +116,25 @@ def species_numbers(species) -> list[int]:
         else:
             out.append(int(s))
     return sorted(set(out))
+
+
+def normalise(p: np.ndarray, dp: np.ndarray | None, pair_i: np.ndarray | None):
+    """``q = p/|p|`` and ``dq = (dp - q (q . dp)) / |p|`` for each pair's centre."""
+    norms = np.linalg.norm(p, axis=1)
+    if np.any(norms <= 0):
+        raise ValueError("A descriptor vector has zero norm: an atom has no neighbour "
+                         "within the cutoff; increase r_cut")
+    q = p / norms[:, None]
+    if dp is None:
+        return q, None
+    qi = q[pair_i]  # (P, F)
+    proj = np.einsum("paf,pf->pa", dp, qi)
+    dq = (dp - proj[:, :, None] * qi[:, None, :]) / norms[pair_i][:, None, None]
+    return q, dq
+
+
+def normalise_strain(p: np.ndarray, q: np.ndarray, dps: np.ndarray) -> np.ndarray:
+    """Strain derivative of ``q = p/|p|`` from that of ``p`` (n, 3, 3, F)."""
+    norms = np.linalg.norm(p, axis=1)
+    proj = np.einsum("nabf,nf->nab", dps, q)
+    return (dps - proj[..., None] * q[:, None, None, :]) / norms[:, None, None, None]

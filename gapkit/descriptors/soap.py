@@ -37,17 +37,15 @@ from typing import Sequence
 
 import numpy as np
 from ase import Atoms
-from ase.data import chemical_symbols
-from sklearn.base import BaseEstimator
 
-from .base import DescriptorSet, species_numbers
+from .base import DescriptorSet, LocalDescriptor, normalise, normalise_strain, species_numbers
 
 logger = logging.getLogger(__name__)
 
 _PADDING_THRESHOLD = 1e-3  # DScribe's Gaussian tail threshold for its cutoff padding
 
 
-class SOAP(BaseEstimator):
+class SOAP(LocalDescriptor):
     """Normalised SOAP power spectrum (DScribe GTO basis) with sparse derivatives.
 
     Parameters
@@ -155,11 +153,6 @@ class SOAP(BaseEstimator):
         return state
 
     @property
-    def species_numbers(self) -> list[int]:
-        """Sorted atomic numbers covered by the descriptor."""
-        return species_numbers(self.species or [])
-
-    @property
     def n_features(self) -> int:
         """Length of one descriptor vector."""
         if self.backend == "engine":
@@ -174,14 +167,6 @@ class SOAP(BaseEstimator):
         if self.cutoff == "cosine":
             return float(self.r_cut)
         return float(self.r_cut + self.sigma * np.sqrt(-2.0 * np.log(_PADDING_THRESHOLD)))
-
-    def check_species(self, atoms: Atoms, index: int = 0) -> None:
-        """Raise ``ValueError`` if ``atoms`` holds a species the descriptor does not cover."""
-        unknown = sorted(set(np.unique(atoms.numbers).tolist()) - set(self.species_numbers))
-        if unknown:
-            raise ValueError(f"frame {index}: species {[chemical_symbols[z] for z in unknown]} are "
-                             f"not covered by this model (it knows "
-                             f"{[chemical_symbols[z] for z in self.species_numbers]})")
 
     # ------------------------------------------------------------------ compute
     def compute(self, atoms: Atoms, gradients: bool = True, strain: bool | None = None,
@@ -215,7 +200,7 @@ class SOAP(BaseEstimator):
             if periodic or len(atoms) > self.cluster_threshold:
                 return self._compute_cluster(atoms, gradients=False, strain=False)
             p = self._soap.create(atoms)
-            q, _ = _normalise(p, None, None)
+            q, _ = normalise(p, None, None)
             return DescriptorSet(q=q, numbers=atoms.numbers.copy())
         if periodic or strain or len(atoms) > self.cluster_threshold:
             return self._compute_cluster(atoms, gradients=True, strain=strain)
@@ -223,8 +208,8 @@ class SOAP(BaseEstimator):
 
     def _compute_engine(self, atoms: Atoms, gradients: bool, strain: bool) -> DescriptorSet:
         res = self._engine.compute(atoms, gradients=gradients, strain=strain)
-        q, dq = _normalise(res.p, res.dp, res.pair_i)
-        dq_strain = _normalise_strain(res.p, q, res.dp_strain) if strain else None
+        q, dq = normalise(res.p, res.dp, res.pair_i)
+        dq_strain = normalise_strain(res.p, q, res.dp_strain) if strain else None
         return DescriptorSet(q=q, numbers=atoms.numbers.copy(), pair_i=res.pair_i,
                              pair_j=res.pair_j, dq=dq, dq_strain=dq_strain)
 
@@ -271,7 +256,7 @@ class SOAP(BaseEstimator):
         mask = dist < self.interaction_range
         pair_i, pair_j = np.nonzero(mask)
         dp = d[pair_i, pair_j]  # (P, 3, F)
-        q, dq = _normalise(p, dp, pair_i)
+        q, dq = normalise(p, dp, pair_i)
         assert q.shape[0] == n
         return DescriptorSet(q=q, numbers=atoms.numbers.copy(), pair_i=pair_i, pair_j=pair_j, dq=dq)
 
@@ -320,33 +305,12 @@ class SOAP(BaseEstimator):
                 rel = np.vstack([np.zeros((1, 3)), Ds])  # r_k - r_i, images included
                 dps[i] = np.einsum("kaf,kb->abf", d, rel)
         if not gradients:
-            q, _ = _normalise(q_raw, None, None)
+            q, _ = normalise(q_raw, None, None)
             return DescriptorSet(q=q, numbers=numbers.copy())
         pair_i = np.concatenate(pi_list)
         pair_j = np.concatenate(pj_list)
         dp = np.concatenate(dp_list)
-        q, dq = _normalise(q_raw, dp, pair_i)
-        dq_strain = _normalise_strain(q_raw, q, dps) if strain else None
+        q, dq = normalise(q_raw, dp, pair_i)
+        dq_strain = normalise_strain(q_raw, q, dps) if strain else None
         return DescriptorSet(q=q, numbers=numbers.copy(), pair_i=pair_i, pair_j=pair_j, dq=dq,
                              dq_strain=dq_strain)
-
-
-def _normalise(p: np.ndarray, dp: np.ndarray | None, pair_i: np.ndarray | None):
-    """``q = p/|p|`` and ``dq = (dp - q (q . dp)) / |p|`` for each pair's centre."""
-    norms = np.linalg.norm(p, axis=1)
-    if np.any(norms <= 0):
-        raise ValueError("A SOAP vector has zero norm; check the species and cutoff")
-    q = p / norms[:, None]
-    if dp is None:
-        return q, None
-    qi = q[pair_i]  # (P, F)
-    proj = np.einsum("paf,pf->pa", dp, qi)
-    dq = (dp - proj[:, :, None] * qi[:, None, :]) / norms[pair_i][:, None, None]
-    return q, dq
-
-
-def _normalise_strain(p: np.ndarray, q: np.ndarray, dps: np.ndarray) -> np.ndarray:
-    """Strain derivative of ``q = p/|p|`` from that of ``p`` (n, 3, 3, F)."""
-    norms = np.linalg.norm(p, axis=1)
-    proj = np.einsum("nabf,nf->nab", dps, q)
-    return (dps - proj[..., None] * q[:, None, None, :]) / norms[:, None, None, None]
