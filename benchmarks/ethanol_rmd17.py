@@ -117,6 +117,23 @@ def quip_sparse_counts(args, train) -> dict[str, int]:
     return out
 
 
+def add_data_dir_argument(p: argparse.ArgumentParser) -> None:
+    """``--data-dir``, resolved by :func:`resolve_data_dir` (shared by the rMD17 scripts)."""
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="rMD17 ethanol folder with train.xyz, test_MD.xyz, isolated_atoms.xyz "
+                        "(default: $GAPKIT_SHARED_DATA[/ethanol_rmd17], else "
+                        "<repo>/../shared/data/ethanol_rmd17)")
+
+
+def add_soap_arguments(p: argparse.ArgumentParser, n_max: int, l_max: int) -> None:
+    """``--r-cut --n-max --l-max --sigma --zeta`` (shared by the rMD17 scripts)."""
+    p.add_argument("--r-cut", type=float, default=5.0, help="SOAP cutoff, Å")
+    p.add_argument("--n-max", type=int, default=n_max)
+    p.add_argument("--l-max", type=int, default=l_max)
+    p.add_argument("--sigma", type=float, default=0.5, help="SOAP atom Gaussian width, Å")
+    p.add_argument("--zeta", type=float, default=4.0, help="kernel exponent")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="gapkit vs QUIP gap_fit on rMD17 ethanol (accuracy, fit time, peak RSS, "
@@ -124,20 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--n-train", type=int, default=1000, help="first N frames of train.xyz")
     p.add_argument("--n-test", type=int, default=1000, help="first N frames of test_MD.xyz")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="folder with train.xyz, test_MD.xyz, isolated_atoms.xyz (default: "
-                        "$GAPKIT_SHARED_DATA[/ethanol_rmd17], else <repo>/../shared/data/ethanol_rmd17)")
+    add_data_dir_argument(p)
     p.add_argument("--n-sparse", type=parse_species_counts, default="C:1000,H:2000,O:1000",
                    help="gapkit sparse points per species, SYMBOL:COUNT,...")
     p.add_argument("--sparse-method", choices=("cur", "random", "fps"), default="cur",
                    help="gapkit sparse-point selection (QUIP always uses cur_points)")
-    p.add_argument("--r-cut", type=float, default=5.0, help="SOAP cutoff, Å")
+    add_soap_arguments(p, n_max=8, l_max=6)
     p.add_argument("--cutoff-transition-width", type=float, default=1.0,
                    help="QUIP only: width of the cosine cutoff transition, Å")
-    p.add_argument("--n-max", type=int, default=8)
-    p.add_argument("--l-max", type=int, default=6)
-    p.add_argument("--sigma", type=float, default=0.5, help="atom Gaussian width, Å")
-    p.add_argument("--zeta", type=float, default=4.0)
     p.add_argument("--delta", type=float, default=1.0, help="kernel scale, eV")
     p.add_argument("--energy-noise", type=float, default=0.001, help="eV per sqrt(atom)")
     p.add_argument("--force-noise", type=float, default=0.02, help="eV/Å")

@@ -13,6 +13,7 @@ negative virial.
 from __future__ import annotations
 
 import logging
+import warnings
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -402,8 +403,11 @@ def fit_reference_energies(method: str | os.PathLike | dict, frames: Sequence[At
                           dtype=np.float64)
         coef, _, rank, _ = np.linalg.lstsq(counts, np.asarray(energies, dtype=np.float64), rcond=None)
         if rank < len(species):
-            logger.info("E0 by least squares is rank deficient (rank %d < %d species: the "
-                        "compositions are collinear); using the minimum-norm solution", rank, len(species))
+            warnings.warn(f"E0 by least squares is rank deficient (rank {rank} < {len(species)} "
+                          f"species: the training compositions are collinear), so the per-species "
+                          f"split of E0 is arbitrary (minimum-norm) and energies of other "
+                          f"compositions carry an offset. Use e0='isolated' or an isolated-atoms "
+                          f"file when predicting other compositions.", UserWarning, stacklevel=3)
         return ReferenceEnergies({z: float(c) for z, c in zip(species, coef)}, "lstsq")
     path = Path(method)
     if not path.is_file():

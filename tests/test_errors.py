@@ -100,3 +100,9 @@ def test_bad_hyperparameters():
         GAP(delta="big").fit(frames)
     with pytest.raises(ValueError, match="n_sparse dict .* has no entry for"):
         GAP(SOAP(**SMALL_SOAP), n_sparse={"H": 3}).fit(frames)
+
+
+def test_collinear_compositions_warn_about_lstsq_e0(train_frames):
+    ethanol = [a for a in train_frames if len(a) == 9][:6]
+    with pytest.warns(UserWarning, match="rank deficient.*e0='isolated'"):
+        GAP(SOAP(**SMALL_SOAP), n_sparse=10, e0="lstsq").fit(ethanol)
