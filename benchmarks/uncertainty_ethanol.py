@@ -9,7 +9,12 @@ What it does
    variance, then recalibrates (``GAP.recalibrate``) on the next ``--n-val`` frames of
    ``train.xyz`` (used for nothing else) and predicts again. Calibration of energies and of
    force components for both: z-score mean/std, 68/95 % coverage, Gaussian NLL,
-   miscalibration area, Spearman(|error|, sigma).
+   miscalibration area, Spearman(|error|, sigma). For the energy Spearman also: its 90 %
+   bootstrap interval over the test frames, the same Spearman on the validation frames
+   (a second sample of the statistic), the "ceiling" (errors drawn from N(0, sigma^2)) and
+   what a *perfect* sigma could reach on these errors, estimated from their excess kurtosis
+   (``oracle_spearman``: for e ~ N(0, s^2) the kurtosis fixes how much the true s varies).
+   All test_MD frames have 9 atoms, so the Spearman depends only on the epistemic sigma.
 2. Out-of-distribution (OOD) detection by the energy std sigma_E, with the ``test_MD``
    frames as in-distribution negatives and as positives
 
