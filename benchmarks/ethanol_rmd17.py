@@ -526,10 +526,16 @@ def launch(tool: str, argv: list[str], tmp: Path, env: dict) -> dict:
     wtmp.mkdir(exist_ok=True)
     cmd = [sys.executable, str(SCRIPT), *argv, "--worker", tool, "--worker-out", str(out),
            "--worker-tmp", str(wtmp)]
+    return run_worker_process(tool, cmd, out, wtmp, env)
+
+
+def run_worker_process(tool: str, cmd: list[str], out: Path, cwd: Path, env: dict) -> dict:
+    """Run one benchmark worker in its own process (so its peak RSS is its own) and read
+    the JSON result it writes to ``out``; adds the wall time and the load average."""
     print(f"[{time.strftime('%H:%M:%S')}] running {tool} ...", flush=True)
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=wtmp, env=env)
+    proc = subprocess.run(cmd, cwd=cwd, env=env)
     wall = time.perf_counter() - t0
     load_after = os.getloadavg()[0]
     if out.is_file():
@@ -549,6 +555,24 @@ def _num(x, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
 
 
+def print_comparison(rows: list, g: dict | None, q: dict | None, published: dict,
+                     pub_fmt: str = ".2f", width: int = 10) -> None:
+    """Side-by-side table of two worker results: ``rows`` of ``(label, key, format)``;
+    the ratio column is gapkit/QUIP."""
+    g = g if g and g.get("ok") else None
+    q = q if q and q.get("ok") else None
+    head = (f"{'':30s} {'gapkit':>{width}s} {'QUIP':>{width}s} {'gapkit/QUIP':>12s} "
+            f"{'published GAP':>14s}")
+    print(head)
+    print("-" * len(head))
+    for label, key, fmt in rows:
+        gv = g.get(key) if g else None
+        qv = q.get(key) if q else None
+        ratio = gv / qv if (gv is not None and qv) else None
+        print(f"{label:30s} {_num(gv, fmt):>{width}s} {_num(qv, fmt):>{width}s} "
+              f"{_num(ratio, '.2f'):>12s} {_num(published.get(key), pub_fmt):>14s}")
+
+
 def print_table(g: dict | None, q: dict | None) -> None:
     rows = [  # (label, key, format)
         ("energy MAE  [meV/structure]", "energy_mae", ".2f"),
@@ -562,18 +586,9 @@ def print_table(g: dict | None, q: dict | None) -> None:
         ("predict process peak RSS [MiB]", "predict_peak_rss_mib", ".0f"),
         ("worker wall time [s]", "worker_wall_s", ".1f"),
     ]
+    print_comparison(rows, g, q, PUBLISHED, pub_fmt=".1f", width=11)
     g_ok = g if g and g.get("ok") else None
     q_ok = q if q and q.get("ok") else None
-    head = f"{'':30s} {'gapkit':>11s} {'QUIP':>11s} {'gapkit/QUIP':>12s} {'published GAP':>14s}"
-    print(head)
-    print("-" * len(head))
-    for label, key, fmt in rows:
-        gv = g_ok.get(key) if g_ok else None
-        qv = q_ok.get(key) if q_ok else None
-        ratio = gv / qv if (gv is not None and qv) else None
-        pub = PUBLISHED.get(key)
-        print(f"{label:30s} {_num(gv, fmt):>11s} {_num(qv, fmt):>11s} {_num(ratio, '.2f'):>12s} "
-              f"{_num(pub, '.1f'):>14s}")
     if g_ok:
         print(f"\ngapkit: sparse points {g_ok['n_sparse']}, {g_ok['n_features']} features; "
               f"RSS before fit {_num(g_ok['rss_before_fit_mib'], '.0f')} MiB (interpreter + "

@@ -89,7 +89,8 @@ if str(SCRIPT.parent) not in sys.path:
     sys.path.insert(0, str(SCRIPT.parent))
 
 from ethanol_rmd17 import (THREAD_VARS, _current_rss_mib, _maxrss_mib,  # noqa: E402
-                           _threadpool_info, gap_fit_executable, quippy_available)
+                           _num, _threadpool_info, gap_fit_executable, print_comparison,
+                           quippy_available, run_worker_process)
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "si_mlearn"
 DATA_FILES = ("train.xyz", "test.xyz")
@@ -547,25 +548,7 @@ def launch(tool: str, spec: dict, tmp: Path, env: dict) -> dict:
     pfile = tmp / f"{tool}_params.json"
     pfile.write_text(json.dumps(spec))
     cmd = [sys.executable, str(SCRIPT), "--worker", tool, "--worker-params", str(pfile)]
-    print(f"[{time.strftime('%H:%M:%S')}] running {tool} ...", flush=True)
-    load_before = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=wtmp, env=env)
-    wall = time.perf_counter() - t0
-    load_after = os.getloadavg()[0]
-    res = json.loads(out.read_text()) if out.is_file() else {
-        "tool": tool, "ok": False, "error": f"worker exited {proc.returncode} without a result"}
-    res["worker_wall_s"] = wall
-    res["loadavg_1min_before_after"] = [load_before, load_after]
-    status = "ok" if res.get("ok") else "FAILED: " + res.get("error", "?")
-    print(f"[{time.strftime('%H:%M:%S')}] {tool} done in {wall:.1f} s wall ({status}); 1-min "
-          f"load average {load_before:.2f} before, {load_after:.2f} after "
-          f"({os.cpu_count()} CPUs)", flush=True)
-    return res
-
-
-def _num(x, fmt: str) -> str:
-    return "-" if x is None else format(x, fmt)
+    return run_worker_process(tool, cmd, out, wtmp, env)
 
 
 def print_table(g: dict | None, q: dict | None) -> None:
@@ -582,18 +565,7 @@ def print_table(g: dict | None, q: dict | None) -> None:
         ("predict warm-up, 1 cell [ms]", "predict_warmup_ms", ".0f"),
         ("worker wall time [s]", "worker_wall_s", ".1f"),
     ]
-    g = g if g and g.get("ok") else None
-    q = q if q and q.get("ok") else None
-    head = f"{'':30s} {'gapkit':>10s} {'QUIP':>10s} {'gapkit/QUIP':>12s} {'published GAP':>14s}"
-    print(head)
-    print("-" * len(head))
-    for label, key, fmt in rows:
-        gv = g.get(key) if g else None
-        qv = q.get(key) if q else None
-        ratio = gv / qv if (gv is not None and qv) else None
-        pub = PUBLISHED.get(key)
-        print(f"{label:30s} {_num(gv, fmt):>10s} {_num(qv, fmt):>10s} {_num(ratio, '.2f'):>12s} "
-              f"{_num(pub, '.2f'):>14s}")
+    print_comparison(rows, g, q, PUBLISHED)
 
 
 def print_breakdown(g: dict | None, q: dict | None) -> None:
