@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ase import Atoms
+from ase.build import bulk
 from ase.io import read
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +80,17 @@ def finite_difference_stress(energy_fn, atoms, h=1e-4):
             dE[i, j] = (energy_fn(p) - energy_fn(m)) / (2 * h)
     sym = 0.5 * (dE + dE.T) / V
     return np.array([sym[0, 0], sym[1, 1], sym[2, 2], sym[1, 2], sym[0, 2], sym[0, 1]])
+
+
+def si_primitive_skewed(seed: int = 2) -> Atoms:
+    """2-atom primitive Si cell (far smaller than twice the cutoff: atoms see many of
+    their own images), randomly sheared and rattled."""
+    rng = np.random.default_rng(seed)
+    at = bulk("Si", "diamond", 5.43)
+    at.set_cell(at.cell[:] @ (np.eye(3) + 0.03 * rng.standard_normal((3, 3))).T, scale_atoms=True)
+    at.rattle(0.05, rng=rng)
+    at.wrap()
+    return at
 
 
 # Small EMT copper cells: periodic data with energies, forces and stresses.

@@ -15,7 +15,8 @@ from gapkit import GAP
 from gapkit.descriptors import ACSF, TwoBody
 from gapkit.descriptors.acsf import default_g2_params, default_g4_params
 
-from conftest import emt_cu_frames, finite_difference_forces, finite_difference_stress
+from conftest import (emt_cu_frames, finite_difference_forces, finite_difference_stress,
+                      si_primitive_skewed)
 
 # Parameters exercising every term: shifted G2, G3, G4/G5 with integer and
 # non-integer zeta and |lambda| < 1.
@@ -39,15 +40,6 @@ def si_supercell(seed: int = 1) -> Atoms:
     """64-atom rattled diamond Si (2x2x2 cubic cells)."""
     at = bulk("Si", "diamond", 5.43, cubic=True).repeat(2)
     at.rattle(0.05, rng=np.random.default_rng(seed))
-    return at
-
-
-def si_primitive_skewed(seed: int = 2) -> Atoms:
-    """2-atom sheared Si cell, far smaller than the cutoff: atoms see many own images."""
-    rng = np.random.default_rng(seed)
-    at = bulk("Si", "diamond", 5.43)
-    at.set_cell(at.cell[:] @ (np.eye(3) + 0.03 * rng.standard_normal((3, 3))).T, scale_atoms=True)
-    at.rattle(0.05, rng=rng)
     return at
 
 

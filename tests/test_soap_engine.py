@@ -9,6 +9,7 @@ import pytest
 from ase import Atoms
 from ase.build import bulk, molecule
 
+from conftest import si_primitive_skewed
 from gapkit.descriptors.soap_engine import (
     SOAPEngine,
     _SolidHarmonicsEvaluator,
@@ -33,16 +34,6 @@ def ethanol(seed: int = 0, amp: float = 0.05) -> Atoms:
 def si_cubic(seed: int = 1) -> Atoms:
     at = bulk("Si", "diamond", 5.43, cubic=True)
     at.rattle(0.05, rng=np.random.default_rng(seed))
-    at.wrap()
-    return at
-
-
-def si_primitive_skewed(seed: int = 2) -> Atoms:
-    """2-atom primitive Si cell (smaller than twice the cutoff), randomly sheared."""
-    rng = np.random.default_rng(seed)
-    at = bulk("Si", "diamond", 5.43)
-    at.set_cell(at.cell[:] @ (np.eye(3) + 0.03 * rng.standard_normal((3, 3))).T, scale_atoms=True)
-    at.rattle(0.05, rng=rng)
     at.wrap()
     return at
 
