@@ -15,15 +15,21 @@ structures, so that the descriptors of all environments are never held at once:
 (F, F) Gram matrix of each species in a first pass, takes its top eigenvectors and
 computes every environment's leverage score in a second pass; only the chosen
 environments' descriptors are kept. Memory is O(F**2 + M F + n_env) instead of
-O(n_env F). ``"fps"`` needs all pairwise distances and keeps the descriptors.
+O(n_env F). Species whose descriptors fit in ``memory_budget`` are kept and scored
+from the smaller of their two Gram matrices (partial eigendecomposition, no SVD
+workspace); Gram updates are in-place BLAS ``syrk`` calls on batches of rows. ``"fps"`` needs all pairwise distances and keeps the descriptors.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg as sla
+from scipy.linalg.blas import dsyrk
 from sklearn.utils import check_random_state
 
 METHODS = ("cur", "random", "fps")
+#: Rows per streamed Gram update (one BLAS syrk) and per leverage-score batch.
+FOLD_ROWS = 512
 
 
 def select(Q: np.ndarray, n: int, method: str = "cur", random_state=None) -> np.ndarray:
@@ -58,23 +64,40 @@ def select(Q: np.ndarray, n: int, method: str = "cur", random_state=None) -> np.
 
 
 def _cur(Q: np.ndarray, n: int, rng: np.random.RandomState) -> np.ndarray:
-    # Leverage scores of the rows in the top-k left singular subspace (thin SVD).
-    U, sv, _ = np.linalg.svd(Q, full_matrices=False)
-    rank = int(np.sum(sv > sv[0] * 1e-12)) if sv.size else 0
-    k = max(1, min(n, rank, max(Q.shape[0] - 1, 1)))
-    return _sample_by_leverage(np.sum(U[:, :k] ** 2, axis=1), n, rng)
+    """Leverage-score sampling of ``n`` rows of ``Q`` (n_env, F).
+
+    The leverage of row i is ``sum_{j<k} U_ij**2`` for the top-k left singular vectors
+    U of Q. They come from the top eigenvectors of the smaller Gram matrix, ``Q Q^T``
+    (n_env <= F) or ``Q^T Q`` (otherwise), so the extra memory is min(n_env, F)**2
+    floats instead of an SVD's workspace.
+    """
+    n_env, F = Q.shape
+    if n_env <= F:
+        k_max = max(1, min(n, n_env - 1))
+        w, U = sla.eigh(Q @ Q.T, overwrite_a=True, check_finite=False,
+                        subset_by_index=[n_env - k_max, n_env - 1])
+        w, U = w[::-1], U[:, ::-1]
+        k = max(1, min(k_max, int(np.sum(w > max(w[0], 0.0) * 1e-12))))
+        lev = np.sum(U[:, :k] ** 2, axis=1)
+    else:
+        lev = _leverage(Q, _leverage_basis(np.asfortranarray(Q.T @ Q), n, n_env))
+    return _sample_by_leverage(lev, n, rng)
 
 
 def _leverage_basis(gram: np.ndarray, n: int, n_env: int) -> np.ndarray:
-    """``V_k / s_k`` from the Gram matrix ``Q^T Q``: leverage = ||q V_k / s_k||**2.
+    """``V_k / s_k`` from the Gram matrix ``Q^T Q`` (upper triangle used; overwritten):
+    leverage = ||q V_k / s_k||**2.
 
     k is the number of requested points, capped by the numerical rank (and by
-    ``n_env - 1``).
+    ``n_env - 1``). Only the top eigenpairs are computed.
     """
-    w, V = np.linalg.eigh(gram)
+    F = gram.shape[0]
+    k_max = max(1, min(n, F, max(n_env - 1, 1)))
+    w, V = sla.eigh(gram, lower=False, overwrite_a=True, check_finite=False,
+                    subset_by_index=[F - k_max, F - 1])
     w, V = w[::-1], V[:, ::-1]
     rank = int(np.sum(w > max(w[0], 0.0) * 1e-12)) if w.size else 0
-    k = max(1, min(n, rank, max(n_env - 1, 1)))
+    k = max(1, min(k_max, rank))
     return V[:, :k] / np.sqrt(w[:k])[None, :]
 
 
@@ -144,7 +167,7 @@ def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", ra
             chosen[z] = idx[select(np.empty((len(idx), 0)), counts[z], "random", rng)]
     else:
         # Per species, keep the descriptors while they fit in `memory_budget` bytes and
-        # take leverage scores from a thin SVD; beyond that, switch to a streamed
+        # take leverage scores from their Gram matrix; beyond that, switch to a streamed
         # (F, F) Gram matrix and a second pass for the scores. Rows are batched so
         # every update is one large matrix product.
         F = descriptor.n_features
@@ -156,9 +179,19 @@ def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", ra
         pos: dict[int, np.ndarray] = {int(z): np.nonzero(numbers == z)[0] for z in species}
 
         def fold(z):
-            B = np.vstack(stored[z])
-            stored[z] = []
-            grams[z] = grams.get(z, 0.0) + B.T @ B
+            # in-place rank-k updates of the upper triangle, FOLD_ROWS rows at a time:
+            # no (F, F) temporaries and no copy of everything buffered so far
+            if z not in grams:
+                grams[z] = np.zeros((F, F), order="F")
+            parts, stored[z] = stored[z], []
+            parts.reverse()
+            while parts:
+                batch, n = [], 0
+                while parts and n < FOLD_ROWS:
+                    batch.append(parts.pop())
+                    n += len(batch[-1])
+                grams[z] = dsyrk(1.0, np.vstack(batch).T, beta=1.0, c=grams[z], trans=0,
+                                 lower=0, overwrite_c=1)
 
         for k, q in descriptors(range(len(frames))):
             zs = frames[k].numbers
@@ -167,22 +200,24 @@ def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", ra
                 stored[z].append(q[zs == z])
                 nrows[z] += int(np.sum(zs == z))
                 if z in grams or nrows[z] * F * 8 > memory_budget:
-                    if sum(len(b) for b in stored[z]) >= F or z not in grams:
+                    if sum(len(b) for b in stored[z]) >= FOLD_ROWS or z not in grams:
                         fold(z)
         streamed = [z for z in species if int(z) in grams]
+        bases = {}
+        for z in streamed:  # reduce each Gram matrix to its basis before anything else
+            z = int(z)
+            if stored[z]:
+                fold(z)
+            bases[z] = _leverage_basis(grams.pop(z), counts[z], len(pos[z]))
         for z in species:
             z = int(z)
-            if z in grams:
-                if stored[z]:
-                    fold(z)
+            if z in bases:
                 continue
             idx = pos[z]
             Qz = np.vstack(stored[z])
             stored[z] = []
             chosen[z] = idx if counts[z] >= len(idx) else np.sort(idx[_cur(Qz, counts[z], rng)])
         if streamed:
-            bases = {int(z): _leverage_basis(grams[int(z)], counts[z], len(pos[int(z)]))
-                     for z in streamed}
             rows = {int(z): [] for z in streamed}
             scores = {int(z): [] for z in streamed}
 
@@ -195,7 +230,7 @@ def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", ra
                 for z in bases:
                     if np.any(zs == z):
                         rows[z].append(q[zs == z])
-                        if sum(len(b) for b in rows[z]) >= 4096:
+                        if sum(len(b) for b in rows[z]) >= FOLD_ROWS:
                             score(z)
             for z in bases:
                 if rows[z]:
