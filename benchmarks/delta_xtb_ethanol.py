@@ -513,11 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join([sys.executable, str(SCRIPT), *argv])
     print("command: " + command)
 
-    data_dir, how = er.resolve_data_dir(args.data_dir)
-    missing = [f for f in CORE_FILES if not (data_dir / f).is_file()]
-    if missing:
-        print(f"Data not found: {data_dir} ({how}) lacks {', '.join(missing)}. Set --data-dir or "
-              "$GAPKIT_SHARED_DATA to the rMD17 ethanol folder. Nothing to do.")
+    data_dir = er.find_data_dir(args.data_dir, CORE_FILES)
+    if data_dir is None:
         return 0
     try:
         import tblite.ase  # noqa: F401
@@ -535,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     timing, notes = {}, []
     load0 = os.getloadavg()[0]
-    log(f"data: {data_dir} ({how}); host {platform.node()}, {os.cpu_count()} CPUs, "
+    log(f"data: {data_dir}; host {platform.node()}, {os.cpu_count()} CPUs, "
         f"1-min load {load0:.2f}; threads {[os.environ.get(v) for v in THREAD_VARS]}")
 
     # ---------------------------------------------------------------- data + xTB labels

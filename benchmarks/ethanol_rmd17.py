@@ -193,6 +193,18 @@ def resolve_data_dir(arg: Path | None) -> tuple[Path, str]:
 # ----------------------------------------------------------------------------------
 # shared worker helpers
 # ----------------------------------------------------------------------------------
+def find_data_dir(arg: Path | None, files) -> Path | None:
+    """The rMD17 ethanol folder (see :func:`resolve_data_dir`), or ``None`` after printing
+    which of ``files`` are missing, so that a script can exit cleanly without the data."""
+    data_dir, how = resolve_data_dir(arg)
+    missing = [f for f in files if not (data_dir / f).is_file()]
+    if missing:
+        print(f"Data not found: {data_dir} ({how}) lacks {', '.join(missing)}. Set --data-dir or "
+              "$GAPKIT_SHARED_DATA to the rMD17 ethanol folder. Nothing to do.")
+        return None
+    return data_dir
+
+
 def _maxrss_mib(who: int) -> float:
     # Linux reports ru_maxrss in KiB (macOS in bytes).
     r = resource.getrusage(who).ru_maxrss

@@ -645,11 +645,8 @@ def main(argv: list[str] | None = None) -> int:
     cmdline = shlex.join(["python", os.path.relpath(SCRIPT, os.getcwd()), *argv])
     print(f"command: {cmdline}", flush=True)
 
-    data_dir, how = er.resolve_data_dir(args.data_dir)
-    missing = [f for f in CORE_FILES if not (data_dir / f).is_file()]
-    if missing:
-        print(f"Data not found: {data_dir} ({how}) lacks {', '.join(missing)}. Set --data-dir or "
-              "$GAPKIT_SHARED_DATA to the rMD17 ethanol folder. Nothing to do.")
+    data_dir = er.find_data_dir(args.data_dir, CORE_FILES)
+    if data_dir is None:
         return 0
     if args.n_train < 1 or args.n_val < 1 or args.n_test < 1:
         parser.error("--n-train, --n-val and --n-test must be >= 1")
@@ -691,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
     sets, n2 = load_sets(data_dir, args)
     notes += n2
     timing["load data"] = time.perf_counter() - t0
-    print(f"data: {data_dir} ({how}); train {len(sets['train'])}, val {len(sets['val'])}, "
+    print(f"data: {data_dir}; train {len(sets['train'])}, val {len(sets['val'])}, "
           f"test_MD {len(sets['test_MD'])}, OOD " +
           ", ".join(f"{k} {len(v)}" for k, v in sets["ood"].items()), flush=True)
     print(f"host: {platform.node()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}", flush=True)
