@@ -473,7 +473,7 @@ class GAP(BaseEstimator):
         -------
         dict with ``energy`` (eV), ``energies`` (n,) eV, ``forces`` (n, 3) eV/Å,
         ``stress`` (6,) eV/Å³ in Voigt order (periodic cells only), and the
-        descriptor set under ``"_descriptor"``.
+        descriptor sets, one per kernel term, under ``"_descriptor"``.
         """
         return self._predict_batch([atoms], forces, stress, keep_gradients, offset=index)[0]
 
