@@ -422,7 +422,6 @@ def quip_command(args, train_xyz: Path, gp_xml: Path, e0: dict[str, float],
 
 def worker_quip(args, data_dir: Path, tmp: Path) -> dict:
     import numpy as np
-    from ase.data import chemical_symbols
 
     train, test = load_data(data_dir, args.n_train, args.n_test)
     E_ref, F_ref = reference_labels(test)
@@ -532,6 +531,44 @@ def quippy_available() -> tuple[bool, str]:
     return True, ""
 
 
+def quip_status(no_quip: bool) -> tuple[bool, str]:
+    """Whether to run QUIP, and a note saying why or why not."""
+    if no_quip:
+        return False, "disabled (--no-quip)"
+    ok, why = quippy_available()
+    return ok, "enabled" if ok else f"skipped: {why}"
+
+
+def worker_env(threads: int | None) -> tuple[dict, dict]:
+    """Environment for worker processes (``threads`` > 0 pins the BLAS/OpenMP threads)
+    and the resulting thread variables."""
+    env = dict(os.environ)
+    if threads and threads > 0:
+        for var in THREAD_VARS:
+            env[var] = str(threads)
+    return env, {v: env.get(v) for v in THREAD_VARS}
+
+
+def host_line(threads: dict) -> str:
+    return (f"host: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
+            f"Python {platform.python_version()}; thread env {threads}")
+
+
+def save_results(path: Path | None, results: dict) -> None:
+    """Write ``results`` as JSON to ``path`` (if given) and say so."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2))
+        print(f"\nresults written to {path}")
+
+
+def remove_tmp(tmp: Path, keep: bool) -> None:
+    if keep:
+        print(f"temporary files kept in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def launch(tool: str, argv: list[str], tmp: Path, env: dict) -> dict:
     out = tmp / f"{tool}_result.json"
     wtmp = tmp / tool
@@ -634,20 +671,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.n_train < 1 or args.n_test < 1:
         parser.error("--n-train and --n-test must be >= 1")
 
-    do_quip = not args.no_quip
-    quip_note = "disabled (--no-quip)"
-    if do_quip:
-        do_quip, why = quippy_available()
-        quip_note = "enabled" if do_quip else f"skipped: {why}"
-
-    env = dict(os.environ)
-    if args.threads and args.threads > 0:
-        for var in THREAD_VARS:
-            env[var] = str(args.threads)
-    threads = {v: env.get(v) for v in THREAD_VARS}
+    do_quip, quip_note = quip_status(args.no_quip)
+    env, threads = worker_env(args.threads)
     print(f"data: {data_dir} ({how})")
-    print(f"host: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}; thread env {threads}")
+    print(host_line(threads))
     print(f"settings: n_train={args.n_train} n_test={args.n_test} r_cut={args.r_cut} "
           f"n_max={args.n_max} l_max={args.l_max} sigma={args.sigma} zeta={args.zeta:g} "
           f"delta={args.delta} energy_noise={args.energy_noise} force_noise={args.force_noise} "
@@ -688,15 +715,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print_table(g, q)
         results.update(gapkit=g, quip=q)
-        if args.json is not None:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(results, indent=2))
-            print(f"\nresults written to {args.json}")
+        save_results(args.json, results)
     finally:
-        if args.keep_tmp:
-            print(f"temporary files kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        remove_tmp(tmp, args.keep_tmp)
     ok = g.get("ok") and (q is None or q.get("ok"))
     return 0 if ok else 1
 

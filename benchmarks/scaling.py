@@ -57,7 +57,6 @@ import os
 import platform
 import resource
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -695,14 +694,8 @@ def main(argv: list[str] | None = None) -> int:
     if not do_quip:
         print(f"QUIP: {why or 'unavailable'}; gapkit-only columns")
 
-    env = dict(os.environ)
-    if args.threads and args.threads > 0:
-        for var in eth.THREAD_VARS:
-            env[var] = str(args.threads)
-    threads = {v: env.get(v) for v in eth.THREAD_VARS}
-    print(f"host: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python "
-          f"{platform.python_version()}; thread env {threads}; gapkit n_jobs={args.n_jobs} "
-          f"chunk_size={args.chunk_size}")
+    env, threads = eth.worker_env(args.threads)
+    print(f"{eth.host_line(threads)}; gapkit n_jobs={args.n_jobs} chunk_size={args.chunk_size}")
     print(f"ethanol: {eth_dir}; SOAP {ETH_SOAP}, GP {ETH_GP}, CUR; sizes {args.sizes} at "
           f"M={args.n_sparse}/species; M sweep {args.m_values}/species at N={args.m_n}"
           f"{' (with gap_fit)' if args.quip_m else ' (gapkit only)'}; prediction on "
@@ -784,15 +777,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print_table(rows)
         R["table_rows"] = rows
-        if args.json is not None:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(R, indent=2))
-            print(f"\nresults written to {args.json}")
+        eth.save_results(args.json, R)
     finally:
-        if args.keep_tmp:
-            print(f"temporary files kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        eth.remove_tmp(tmp, args.keep_tmp)
     return 0
 
 

@@ -76,7 +76,6 @@ import os
 import platform
 import resource
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -88,9 +87,10 @@ REPO = SCRIPT.parent.parent
 if str(SCRIPT.parent) not in sys.path:
     sys.path.insert(0, str(SCRIPT.parent))
 
-from ethanol_rmd17 import (THREAD_VARS, _current_rss_mib, _maxrss_mib,  # noqa: E402
-                           _num, _threadpool_info, gap_fit_executable, print_comparison,
-                           quippy_available, run_worker_process)
+from ethanol_rmd17 import (_current_rss_mib, _maxrss_mib, _num,  # noqa: E402
+                           _threadpool_info, gap_fit_executable, host_line, print_comparison,
+                           quip_status, remove_tmp, run_worker_process, save_results,
+                           worker_env)
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "si_mlearn"
 DATA_FILES = ("train.xyz", "test.xyz")
@@ -613,20 +613,10 @@ def main(argv: list[str] | None = None) -> int:
         if v is not None and v < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
 
-    do_quip = not args.no_quip
-    quip_note = "disabled (--no-quip)"
-    if do_quip:
-        do_quip, why = quippy_available()
-        quip_note = "enabled" if do_quip else f"skipped: {why}"
-
-    env = dict(os.environ)
-    if args.threads and args.threads > 0:
-        for var in THREAD_VARS:
-            env[var] = str(args.threads)
-    threads = {v: env.get(v) for v in THREAD_VARS}
+    do_quip, quip_note = quip_status(args.no_quip)
+    env, threads = worker_env(args.threads)
     print(f"data: {data_dir} ({how})")
-    print(f"host: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}; thread env {threads}")
+    print(host_line(threads))
 
     # units of the stress labels -------------------------------------------------------
     from ase.io import read
@@ -698,15 +688,9 @@ def main(argv: list[str] | None = None) -> int:
                 word = "did not finish" if r.get("timed_out") else "FAILED"
                 print(f"{r['tool']} {word}: {r.get('error')}")
         results.update(gapkit=g, quip=q)
-        if args.json is not None:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(results, indent=2))
-            print(f"\nresults written to {args.json}")
+        save_results(args.json, results)
     finally:
-        if args.keep_tmp:
-            print(f"temporary files kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        remove_tmp(tmp, args.keep_tmp)
     ok = g.get("ok") and (q is None or q.get("ok") or q.get("timed_out"))
     return 0 if ok else 1
 
