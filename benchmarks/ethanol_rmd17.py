@@ -420,6 +420,22 @@ def quip_command(args, train_xyz: Path, gp_xml: Path, e0: dict[str, float],
     ]
 
 
+def quip_version() -> str:
+    """quippy's version (``quippy.__version__``, else the quippy-ase distribution's)."""
+    try:
+        import quippy
+        version = getattr(quippy, "__version__", None)
+    except Exception:  # noqa: BLE001
+        version = None
+    if version is None:
+        try:
+            from importlib.metadata import version as _v
+            version = _v("quippy-ase")
+        except Exception:  # noqa: BLE001
+            version = "?"
+    return version
+
+
 def worker_quip(args, data_dir: Path, tmp: Path) -> dict:
     import numpy as np
 
@@ -469,19 +485,8 @@ def worker_quip(args, data_dir: Path, tmp: Path) -> dict:
         F_pred.append(np.array(a.get_forces()))
     pred_s = time.perf_counter() - t0
     metrics = error_metrics(E_ref, F_ref, E_pred, F_pred)
-    try:
-        import quippy
-        version = getattr(quippy, "__version__", None)
-    except Exception:  # noqa: BLE001
-        version = None
-    if version is None:
-        try:
-            from importlib.metadata import version as _v
-            version = _v("quippy-ase")
-        except Exception:  # noqa: BLE001
-            version = "?"
     return {
-        "tool": "quip", "version": version,
+        "tool": "quip", "version": quip_version(),
         "fit_time_s": fit_s, "fit_peak_rss_mib": fit_peak,
         "children_peak_rss_before_fit_mib": children_before,
         "predict_time_s": pred_s, "predict_us_per_atom": pred_s / n_test_atoms * 1e6,

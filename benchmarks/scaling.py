@@ -259,14 +259,6 @@ def _run_gap_fit(cmd: list[str], tmp: Path, gp_xml: Path) -> tuple[float, float,
     return fit_s, peak, load
 
 
-def _quip_version() -> str:
-    try:
-        from importlib.metadata import version
-        return version("quippy-ase")
-    except Exception:  # noqa: BLE001
-        return "?"
-
-
 def worker_quip_ethanol(p: dict) -> dict:
     from collections import Counter
 
@@ -287,7 +279,7 @@ def worker_quip_ethanol(p: dict) -> dict:
     eth.write_quip_xyz(train, train_xyz, ETH_SOAP["r_cut"])
     cmd = eth.quip_command(ns, train_xyz, gp_xml, e0, species_z, n_sparse)
     fit_s, peak, load = _run_gap_fit(cmd, tmp, gp_xml)
-    res = {"tool": "quip", "version": _quip_version(), "n_train": len(train), "fit_time_s": fit_s,
+    res = {"tool": "quip", "version": eth.quip_version(), "n_train": len(train), "fit_time_s": fit_s,
            "fit_peak_rss_mib": peak, "fit_load": load, "n_sparse": n_sparse,
            "gap_fit_command": shlex.join(cmd)}
     if p.get("predict"):
@@ -384,7 +376,7 @@ def worker_quip_si(p: dict) -> dict:
     cmd = si.quip_command(args, train_xyz, gp_xml, p["e0"], delta,
                           (SI_GP["energy_noise"], SI_GP["force_noise"], SI_GP["virial_noise"]))
     fit_s, peak, load = _run_gap_fit(cmd, tmp, gp_xml)
-    res = {"tool": "quip", "version": _quip_version(), "n_train": len(train),
+    res = {"tool": "quip", "version": eth.quip_version(), "n_train": len(train),
            "fit_time_s": fit_s, "fit_peak_rss_mib": peak, "fit_load": load,
            "gap_fit_command": shlex.join(cmd)}
     from quippy.potential import Potential

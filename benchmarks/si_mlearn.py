@@ -89,7 +89,7 @@ if str(SCRIPT.parent) not in sys.path:
 
 from ethanol_rmd17 import (_current_rss_mib, _maxrss_mib, _num,  # noqa: E402
                            _threadpool_info, gap_fit_executable, host_line, print_comparison,
-                           quip_status, remove_tmp, run_worker_process, save_results,
+                           quip_status, quip_version, remove_tmp, run_worker_process, save_results,
                            worker_env)
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "si_mlearn"
@@ -498,13 +498,8 @@ def worker_quip(args, data_dir: Path, tmp: Path, params: dict) -> dict:
         F.append(f.tolist())
         S.append(s.tolist())
     pred_s = time.perf_counter() - t0
-    try:
-        from importlib.metadata import version as _v
-        version = _v("quippy-ase")
-    except Exception:  # noqa: BLE001
-        version = "?"
     return {
-        "tool": "quip", "version": version,
+        "tool": "quip", "version": quip_version(),
         "fit_time_s": fit_s, "fit_peak_rss_mib": fit_peak,
         "children_peak_rss_before_fit_mib": children_before,
         "predict_time_s": pred_s, "predict_us_per_atom": pred_s / n_test_atoms * 1e6,
