@@ -1,4 +1,4 @@
-"""Active learning of fcc copper with EMT as the oracle (gapkit.active.learn).
+"""Active learning of fcc copper with EMT as the oracle (gapkit.physics.active.learn).
 
 Start: three slightly rattled 8-atom fcc Cu cells (EMT-labelled). Held-out test set:
 20 frames of an independent EMT Langevin MD at 1200 K on the same cell. The loop
@@ -31,7 +31,7 @@ from threadpoolctl import threadpool_limits
 from sklearn.base import clone
 
 from gapkit import GAP, SOAP, FlagThreshold
-from gapkit.active import learn
+from gapkit.physics.active import learn
 from gapkit.metrics import error_metrics
 
 A_CU = 3.61  # Å, close to EMT's lattice constant
@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     ax2.set_title(f"Uncertainty of GAP-MD samples at {args.temperature:g} K")
     ax2.grid(True, alpha=0.3)
     ax2.legend()
-    fig.suptitle("Active learning of fcc Cu with EMT as the oracle (gapkit.active.learn)")
+    fig.suptitle("Active learning of fcc Cu with EMT as the oracle (gapkit.physics.active.learn)")
     fig.savefig(args.plot, dpi=120)
     print(f"plot: {args.plot}")
     return 0

@@ -4,7 +4,7 @@
 Data
 ----
 ``data/ionic_train.xyz`` (60 cells) and ``data/ionic_test.xyz`` (20 cells), made by
-``data/make_ionic_data.py`` from a known potential, :class:`gapkit.baselines.BornMayerCoulomb`:
+``data/make_ionic_data.py`` from a known potential, :class:`gapkit.physics.baselines.BornMayerCoulomb`:
 Na--Cl Born--Mayer repulsion (A = 1220 eV, ρ = 0.317 Å, switched off between 5 and 6 Å)
 plus the Ewald sum of fixed charges ±1 e. Rattled, strained rock-salt cells of 2, 8 and
 16 atoms (2-atom primitive fcc, 8-atom cube, 16-atom 2x1x1 repeat), with energies,
@@ -65,7 +65,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from threadpoolctl import threadpool_limits
 
 from gapkit import GAP, SOAP, read_frames
-from gapkit.baselines import BornMayerCoulomb, CoulombBaseline
+from gapkit.physics.baselines import BornMayerCoulomb, CoulombBaseline
 from gapkit.metrics import error_metrics
 from gapkit.model import Prediction
 

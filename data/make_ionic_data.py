@@ -3,14 +3,14 @@
 
 Reference potential
 -------------------
-:class:`gapkit.baselines.BornMayerCoulomb` with fixed charges ``q_Na = +1``, ``q_Cl = -1``
+:class:`gapkit.physics.baselines.BornMayerCoulomb` with fixed charges ``q_Na = +1``, ``q_Cl = -1``
 (e) and a Born--Mayer repulsion between Na and Cl only,
 
     E = Σ_{i<j, Na-Cl} A exp(-r_ij/ρ) f_c(r_ij) + E_Ewald,
     A = 1220 eV, ρ = 0.317 Å, cosine switch f_c from 5 Å to r_cut = 6 Å,
 
 and no Na--Na or Cl--Cl repulsion (like ions are kept apart by the Coulomb term). The
-Coulomb term is the Ewald sum of :class:`gapkit.baselines.CoulombBaseline` with
+Coulomb term is the Ewald sum of :class:`gapkit.physics.baselines.CoulombBaseline` with
 ``accuracy=1e-10``. With these parameters the perfect rock-salt crystal has zero stress at
 ``a0 = 5.6423 Å`` (experiment: 5.64 Å), a lattice energy of -7.919 eV per NaCl pair and
 a bulk modulus of 24.5 GPa (experiment: ~24-25 GPa). A was tuned to put the minimum at
@@ -57,7 +57,7 @@ from ase.build import bulk
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
-from gapkit.baselines import BornMayerCoulomb
+from gapkit.physics.baselines import BornMayerCoulomb
 
 SEED = 20251121
 CHARGES = {"Na": 1.0, "Cl": -1.0}

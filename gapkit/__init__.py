@@ -20,13 +20,12 @@ Where things live:
 
 __version__ = "0.1.0"
 
-from .calculator import GAPCalculator
-from .data import LabelKeys, read_frames
-from .descriptors import ACSF, SOAP, TwoBody
-from .terms import Term
-from .io import load, save
-from .model import GAP, Prediction, PredictionStd
-from .uncertainty import FlagThreshold, UncertaintyExceeded
+from gapkit.calculator import GAPCalculator
+from gapkit.data import LabelKeys, read_frames
+from gapkit.descriptors import ACSF, SOAP, TwoBody
+from gapkit.gp.terms import Term
+from gapkit.model import GAP, Prediction, PredictionStd, load, save
+from gapkit.uncertainty import FlagThreshold, UncertaintyExceeded
 
 __all__ = ["GAP", "SOAP", "ACSF", "TwoBody", "Term", "GAPCalculator", "FlagThreshold", "UncertaintyExceeded",
            "LabelKeys", "Prediction", "PredictionStd", "load", "save", "read_frames",

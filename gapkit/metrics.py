@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
-from .data import LabelKeys, get_labels
+from gapkit.data import LabelKeys, get_labels
 
 
 def reference_arrays(frames: Sequence[Atoms], keys: LabelKeys | None = None) -> dict:

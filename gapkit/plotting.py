@@ -98,7 +98,7 @@ def parity(pred, frames, property: str = "energy", std=None, ax=None, per_atom: 
     -------
     matplotlib Axes
     """
-    from .metrics import reference_arrays
+    from gapkit.metrics import reference_arrays
 
     if property not in ("energy", "forces"):
         raise ValueError(f"property must be 'energy' or 'forces', got {property!r}")
@@ -200,7 +200,7 @@ def _band(ax, x, mean, std, color, label, marker="o", ls="-"):
 
 
 def _check_metric(metric: str) -> str:
-    from .diagnostics import ERROR_METRICS
+    from gapkit.diagnostics.curves import ERROR_METRICS
 
     metric = metric.removeprefix("test_").removeprefix("train_")
     if metric not in ERROR_METRICS:
@@ -234,7 +234,7 @@ def learning_curve(curve, metric: str = "forces_rmse", ax=None, show_floor: bool
     -------
     matplotlib Axes
     """
-    from .diagnostics import METRIC_INFO
+    from gapkit.diagnostics.curves import METRIC_INFO
 
     metric = _check_metric(metric)
     ax = _axes(ax)
@@ -282,7 +282,7 @@ def capacity_curve(curve, metric: str = "forces_rmse", ax=None, show_floor: bool
     -------
     matplotlib Axes
     """
-    from .diagnostics import METRIC_INFO
+    from gapkit.diagnostics.curves import METRIC_INFO
 
     metric = _check_metric(metric)
     ax = _axes(ax)
@@ -343,7 +343,7 @@ def calibration(errors, std, ax=None, label: str | None = None, color: str | Non
     -------
     matplotlib Axes
     """
-    from .uncertainty import observed_coverage
+    from gapkit.uncertainty.calibration import observed_coverage
 
     e, s = _flat(errors), _flat(std)
     if e.shape != s.shape:
@@ -491,7 +491,7 @@ def sigma_trajectory(values, threshold=None, ax=None, time: Sequence[float] | No
             if getattr(threshold, "forces", None) is not None:
                 thr = float(threshold.forces)
             elif getattr(threshold, "relative", None) is not None and noise:
-                from .uncertainty import noise_level
+                from gapkit.uncertainty.calibration import noise_level
 
                 thr = float(threshold.relative) * noise_level(noise, "forces", float("nan"))
         else:
@@ -514,7 +514,7 @@ def sigma_trajectory(values, threshold=None, ax=None, time: Sequence[float] | No
     if thr is not None:
         ax.axhline(thr, color="#d62728", lw=1.2, ls="--", label=f"flag threshold {thr:.3g}")
     if noise:
-        from .uncertainty import noise_level
+        from gapkit.uncertainty.calibration import noise_level
 
         sf = noise_level(noise, "forces", float("nan"))
         if np.isfinite(sf):

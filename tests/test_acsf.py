@@ -345,7 +345,7 @@ def test_params_clone_pickle_and_json_round_trip():
     np.testing.assert_allclose(clone(desc).create(at), q)
     np.testing.assert_allclose(pickle.loads(pickle.dumps(desc)).create(at), q)
     assert "_engine_cache" not in pickle.loads(pickle.dumps(desc)).__dict__
-    from gapkit.io import to_jsonable
+    from gapkit.model.model_file import to_jsonable
 
     for d in (desc, TwoBody(["H", "O"], sigma=0.3), ACSF(["H", "O"])):
         params = json.loads(json.dumps(to_jsonable(d.get_params(deep=False))))
@@ -358,14 +358,14 @@ def test_params_clone_pickle_and_json_round_trip():
 
 
 def test_save_load_round_trip(tmp_path, twobody_model):
-    from gapkit.io import load, save
+    from gapkit.model.model_file import load, save
 
     path = save(twobody_model, tmp_path / "tb.npz")
     try:
         m = load(path)
     except ValueError as exc:
         if "Unknown descriptor class" in str(exc):
-            pytest.skip("gapkit.io.load does not know TwoBody/ACSF yet")
+            pytest.skip("gapkit.model.model_file.load does not know TwoBody/ACSF yet")
         raise
     assert type(m.descriptor_) is TwoBody
     a = bulk("Cu", "fcc", 3.6, cubic=True)

@@ -1,4 +1,4 @@
-"""Active learning loop (gapkit.active) with EMT copper as the oracle: tiny and fast."""
+"""Active learning loop (gapkit.physics.active) with EMT copper as the oracle: tiny and fast."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ase.io import read, write
 from threadpoolctl import threadpool_limits
 
 from gapkit import GAP, SOAP, FlagThreshold, load
-from gapkit.active import ActiveLearningResult, learn
+from gapkit.physics.active import ActiveLearningResult, learn
 
 TINY_SOAP = dict(r_cut=3.5, n_max=3, l_max=2)
 FAST = dict(md_steps=30, sample_interval=5, md_temperature=800.0, timestep=2.0, n_walkers=2)

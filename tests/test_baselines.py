@@ -1,4 +1,4 @@
-"""Tests of gapkit.baselines: Ewald / direct Coulomb baseline and the Born-Mayer reference."""
+"""Tests of gapkit.physics.baselines: Ewald / direct Coulomb baseline and the Born-Mayer reference."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ase.build import bulk
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.io import read
 
-from gapkit.baselines import (BASELINES, COULOMB_CONSTANT, BornMayerCoulomb, CoulombBaseline,
+from gapkit.physics.baselines import (BASELINES, COULOMB_CONSTANT, BornMayerCoulomb, CoulombBaseline,
                               baseline_from_dict)
 
 K = COULOMB_CONSTANT

@@ -72,7 +72,7 @@ def test_cli_errors_are_reported(tmp_path, capsys):
 def test_default_fit_runs_from_any_directory(tmp_path):
     """`gapkit fit` with no training files uses the project's default data, from any cwd."""
     env = dict(os.environ)
-    proc = subprocess.run([sys.executable, "-m", "gapkit.cli", "fit", *SMALL, "-o", "m.npz"],
+    proc = subprocess.run([sys.executable, "-m", "gapkit", "fit", *SMALL, "-o", "m.npz"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "Using the default data" in proc.stdout and "test:" in proc.stdout

@@ -303,7 +303,7 @@ def test_cli_errors(tiny_files, tmp_path):
 
 
 def test_cli_main_when_wired(tiny_files, tmp_path):
-    from gapkit import cli
+    from gapkit.cli import app as cli
 
     sub_actions = [a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     if not sub_actions or "learning-curve" not in sub_actions[0].choices:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.linalg as sla
 
-from gapkit import gp
+from gapkit.gp import solver as gp
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gapkit import load
-from gapkit.io import FORMAT, VERSION
+from gapkit.model.model_file import FORMAT, VERSION
 
 
 def test_save_load_reproduces_predictions(small_model, test_frames, tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from gapkit import SOAP
-from gapkit.sparsify import _leverage, _leverage_basis, select, select_from_frames
+from gapkit.gp.sparsify import _leverage, _leverage_basis, select, select_from_frames
 
 from conftest import SMALL_SOAP
 
@@ -27,9 +27,9 @@ def desc():
 
 
 def test_streamed_cur_selects_the_same_points_as_in_memory(train_frames, desc, monkeypatch):
-    import gapkit.sparsify
+    import gapkit.gp.sparsify
 
-    monkeypatch.setattr(gapkit.sparsify, "FOLD_ROWS", 7)  # many small Gram updates
+    monkeypatch.setattr(gapkit.gp.sparsify, "FOLD_ROWS", 7)  # many small Gram updates
     frames = train_frames[:20]
     counts = {1: 15, 6: 8, 8: 5}
     Qa, Za = select_from_frames(desc, frames, counts, "cur", 3, memory_budget=10 ** 12)

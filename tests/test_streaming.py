@@ -57,7 +57,7 @@ def _peak(fn):
 
 def test_accumulator_memory_is_flat_in_the_number_of_rows(rng):
     """O(M**2 + block) memory: 4x the rows, about the same peak."""
-    from gapkit.gp import RowAccumulator
+    from gapkit.gp.solver import RowAccumulator
 
     M = 60
     chunk = rng.normal(size=(100, M))

@@ -5,7 +5,7 @@ import pytest
 from ase import Atoms
 
 from gapkit import GAP, SOAP, FlagThreshold
-from gapkit.kernels import dot_kernel, species_mask
+from gapkit.gp.kernels import dot_kernel, species_mask
 from gapkit.uncertainty import calibration_metrics, fit_variance_scales
 
 from conftest import SMALL_SOAP

@@ -26,8 +26,8 @@ import scipy.linalg as sla
 from ase import Atoms
 from sklearn.base import BaseEstimator
 
-from . import kernels
-from .descriptors.base import DescriptorSet
+from gapkit.gp import kernels
+from gapkit.descriptors.base import DescriptorSet
 
 
 class Term(BaseEstimator):

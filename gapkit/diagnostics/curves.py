@@ -43,8 +43,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .io import to_jsonable
-from .uncertainty import noise_level
+from gapkit.model.model_file import to_jsonable
+from gapkit.uncertainty.calibration import noise_level
 from sklearn.base import clone
 from tqdm.auto import tqdm
 
@@ -97,14 +97,14 @@ def _rng(random_state) -> np.random.Generator:
 
 
 def _split_frames(frames) -> tuple[list, list]:
-    from .data import as_frame_list, split_isolated
+    from gapkit.data import as_frame_list, split_isolated
 
     return split_isolated(as_frame_list(frames))
 
 
 def _evaluate(model, frames: list, prefix: str, with_std: bool) -> dict:
     """Error metrics (and mean predicted stds) of ``model`` on ``frames``."""
-    from .metrics import error_metrics
+    from gapkit.metrics import error_metrics
 
     if with_std:
         pred, std = model.predict(frames, return_std=True)
@@ -806,7 +806,7 @@ def add_learning_curve_parser(subparsers):
     """
     import argparse
 
-    from .cli import add_model_arguments
+    from gapkit.cli.app import add_model_arguments
 
     def sizes_type(text):
         try:
@@ -849,8 +849,8 @@ def _save_figure(fig, path: Path) -> None:
 
 def run_learning_curve_cli(args) -> int:
     """Handler of ``gapkit learning-curve``; returns the exit code (0 on success)."""
-    from .cli import model_from_args, resolve_training_files
-    from .data import read_frames, split_isolated
+    from gapkit.cli.app import model_from_args, resolve_training_files
+    from gapkit.data import read_frames, split_isolated
 
     train, test, e0 = resolve_training_files(args.train, args.test, args.e0)
     if not test:
@@ -877,7 +877,7 @@ def run_learning_curve_cli(args) -> int:
     if not args.no_plots:
         from matplotlib.figure import Figure
 
-        from . import plotting
+        from gapkit import plotting
 
         fig = Figure(figsize=(9.5, 4), layout="constrained")
         ax1, ax2 = fig.subplots(1, 2)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .diagnostics import add_learning_curve_parser, run_learning_curve_cli
+from gapkit.diagnostics.curves import add_learning_curve_parser, run_learning_curve_cli
 
 # Output keys written by ``gapkit predict``; they never overwrite reference labels.
 PRED_ENERGY = "gapkit_energy"
@@ -95,9 +95,9 @@ def resolve_training_files(train, test, e0, announce: bool = True):
 
 def model_from_args(args, e0, verbose: bool = False):
     """A :class:`gapkit.GAP` configured from the flags of :func:`add_model_arguments`."""
-    from .descriptors import ACSF, SOAP, TwoBody
-    from .model import GAP
-    from .terms import Term
+    from gapkit.descriptors import ACSF, SOAP, TwoBody
+    from gapkit.model.estimator import GAP
+    from gapkit.gp.terms import Term
 
     delta = args.delta if args.delta == "auto" else float(args.delta)
     if getattr(args, "descriptor", "soap") == "acsf":
@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _default_data():
-    from .data import default_data_dir
+    from gapkit.data import default_data_dir
 
     d = default_data_dir()
     return [str(d / "train.xyz")], [str(d / "test.xyz")], str(d / "isolated_atoms.xyz")
@@ -164,8 +164,8 @@ def _fmt_errors(name: str, m: dict) -> str:
 
 
 def cmd_fit(args) -> int:
-    from .data import read_frames, split_isolated
-    from .metrics import error_metrics
+    from gapkit.data import read_frames, split_isolated
+    from gapkit.metrics import error_metrics
 
     train, test, e0 = resolve_training_files(args.train, args.test, args.e0)
     frames = read_frames(train)
@@ -190,8 +190,8 @@ def cmd_fit(args) -> int:
 def evaluate_model(model, frames, with_std: bool = True) -> dict:
     """Error and calibration metrics of ``model`` on labelled ``frames`` (the JSON of
     ``gapkit evaluate --json``)."""
-    from .metrics import error_metrics, reference_arrays
-    from .uncertainty import calibration_metrics
+    from gapkit.metrics import error_metrics, reference_arrays
+    from gapkit.uncertainty.calibration import calibration_metrics
 
     if with_std:
         pred, std = model.predict(frames, return_std=True)
@@ -220,8 +220,8 @@ def _calib_names(c: dict) -> dict:
 
 
 def cmd_evaluate(args) -> int:
-    from .data import read_frames, split_isolated
-    from .io import load
+    from gapkit.data import read_frames, split_isolated
+    from gapkit.model.model_file import load
 
     model = load(args.model)
     for name in ("energy_key", "forces_key", "virial_key"):
@@ -243,9 +243,9 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from ase.io import write
 
-    from .data import read_frames
-    from .io import load
-    from .uncertainty import FlagThreshold
+    from gapkit.data import read_frames
+    from gapkit.model.model_file import load
+    from gapkit.uncertainty.calibration import FlagThreshold
 
     model = load(args.model)
     frames = read_frames(args.input)
@@ -270,7 +270,7 @@ def cmd_predict(args) -> int:
         if flags is not None:
             atoms.info[PRED_FLAGGED] = bool(flags.structures[k])
             atoms.arrays[PRED_FLAGGED_ATOMS] = flags.atoms[k].astype(int)
-    from .io import atomic_write_bytes
+    from gapkit.model.model_file import atomic_write_bytes
     import io as _io
 
     buf = _io.StringIO()
@@ -301,5 +301,3 @@ def main(argv=None) -> int:
         return 2
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

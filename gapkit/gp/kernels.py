@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .descriptors.base import DescriptorSet, scatter_matrix
+from gapkit.descriptors.base import DescriptorSet, scatter_matrix
 
 
 def dot_kernel(Q1: np.ndarray, Q2: np.ndarray, zeta: float) -> np.ndarray:

@@ -80,8 +80,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from sklearn.base import clone
 from tqdm.auto import tqdm
 
-from .io import to_jsonable
-from .uncertainty import FlagThreshold
+from gapkit.model.model_file import to_jsonable
+from gapkit.uncertainty.calibration import FlagThreshold
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def _copy_labelled(atoms: Atoms) -> Atoms:
 
 
 def _is_labelled(atoms: Atoms, model) -> bool:
-    from .data import get_labels
+    from gapkit.data import get_labels
 
     try:
         get_labels(atoms, model.label_keys, require_forces=bool(getattr(model, "use_forces", True)))
@@ -244,7 +244,7 @@ def _label(atoms: Atoms, oracle, model) -> Atoms:
     if keys.forces is not None:
         a.arrays[keys.forces] = forces.copy()
     if keys.virial is not None and stress is not None:
-        from .data import voigt_to_matrix
+        from gapkit.data import voigt_to_matrix
 
         a.info[keys.virial] = (-voigt_to_matrix(stress) * a.get_volume()).ravel()
     return a
@@ -274,7 +274,7 @@ def _scores(threshold: FlagThreshold, std, frames: Sequence[Atoms], noise: dict)
     Mirrors :meth:`FlagThreshold.evaluate`: a structure is flagged iff its score is
     above 1 (up to the strictness of the comparisons).
     """
-    from .uncertainty import noise_level
+    from gapkit.uncertainty.calibration import noise_level
 
     epi = threshold.use == "epistemic"
     f_std = std.forces_epistemic if epi else std.forces
@@ -348,7 +348,7 @@ def _md_walker(model, start: Atoms, rng: np.random.Generator, threshold: FlagThr
     from ase.md.velocitydistribution import Stationary
     from ase.md.verlet import VelocityVerlet
 
-    from .calculator import GAPCalculator
+    from gapkit.calculator import GAPCalculator
 
     atoms = start.copy()
     atoms.calc = GAPCalculator(model)
@@ -413,7 +413,7 @@ def _rattle_walker(model, start: Atoms, rng: np.random.Generator, threshold: Fla
 def _write_state(workdir: Path, model, train: list[Atoms], state: dict) -> None:
     from ase.io import write
 
-    from .io import atomic_write_bytes
+    from gapkit.model.model_file import atomic_write_bytes
 
     buf = _io.StringIO()
     write(buf, train, format="extxyz")
@@ -426,7 +426,7 @@ def _write_state(workdir: Path, model, train: list[Atoms], state: dict) -> None:
 def _read_state(workdir: Path, model_template) -> tuple[dict, list[Atoms], object | None]:
     from ase.io import read
 
-    from .io import load
+    from gapkit.model.model_file import load
 
     try:
         state = json.loads((workdir / LOG_FILE).read_text(encoding="utf-8"))
@@ -638,7 +638,7 @@ def learn(model, oracle, start, *, threshold: FlagThreshold, test=None,
                 "test_forces_rmse")
         if test is None:
             return {k: None for k in keys}
-        from .metrics import error_metrics
+        from gapkit.metrics import error_metrics
 
         e = error_metrics(m.predict(test, stress=False), test, m.label_keys)
         return {k: e[k[len("test_"):]] for k in keys}

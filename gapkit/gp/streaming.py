@@ -25,8 +25,9 @@ import numpy as np
 from ase import Atoms
 from tqdm.auto import tqdm
 
-from . import gp, terms
-from .data import Labels
+from gapkit.gp import solver as gp
+from gapkit.gp import terms
+from gapkit.data import Labels
 
 logger = logging.getLogger(__name__)
 

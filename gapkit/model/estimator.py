@@ -31,11 +31,14 @@ from ase.data import chemical_symbols
 from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import NotFittedError
 
-from . import gp, sparsify, streaming, terms
-from .data import (LabelKeys, Labels, as_frame_list, check_geometry,
+from gapkit.gp import solver as gp
+from gapkit.gp import sparsify
+from gapkit.gp import streaming
+from gapkit.gp import terms
+from gapkit.data import (LabelKeys, Labels, as_frame_list, check_geometry,
                    fit_reference_energies, get_labels, isolated_atom_energies, matrix_to_voigt,
                    split_isolated)
-from .descriptors import SOAP, DescriptorSet
+from gapkit.descriptors import SOAP, DescriptorSet
 
 logger = logging.getLogger(__name__)
 
@@ -593,7 +596,7 @@ class GAP(BaseEstimator):
 
     # ------------------------------------------------------------------ uncertainty
     def _aleatoric(self, kind: str) -> float:
-        from .uncertainty import noise_level
+        from gapkit.uncertainty.calibration import noise_level
 
         return noise_level(self.noise_, kind)
 
@@ -666,8 +669,8 @@ class GAP(BaseEstimator):
         -------
         self
         """
-        from .metrics import reference_arrays
-        from .uncertainty import fit_variance_scales
+        from gapkit.metrics import reference_arrays
+        from gapkit.uncertainty.calibration import fit_variance_scales
 
         frames = self._prepare(X)
         ref = reference_arrays(frames, self.label_keys)
@@ -718,7 +721,7 @@ class GAP(BaseEstimator):
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> "Path":
         """Save to a versioned, pickle-free file; see :mod:`gapkit.io`."""
-        from .io import save
+        from gapkit.model.model_file import save
 
         return save(self, path)
 
@@ -754,7 +757,7 @@ def baseline_labels(calc, atoms: Atoms, forces: bool = True, virial: bool = Fals
     """
     from ase.calculators.calculator import PropertyNotImplementedError
 
-    from .data import voigt_to_matrix
+    from gapkit.data import voigt_to_matrix
 
     a = atoms.copy()
     a.calc = calc

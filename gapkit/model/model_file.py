@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import clone
 
-from .terms import FittedTerm, Term, as_terms
+from gapkit.gp.terms import FittedTerm, Term, as_terms
 
 FORMAT = "gapkit-model"
 VERSION = 2
@@ -111,7 +111,7 @@ def save(model, path: str | os.PathLike) -> Path:
     -------
     pathlib.Path
     """
-    from . import __version__
+    from gapkit import __version__
 
     model._check_fitted()
     params = model.get_params(deep=False)
@@ -167,7 +167,7 @@ def _descriptor_meta(desc) -> dict:
 
 def _descriptor_from_meta(dmeta: dict, path: Path):
     """Rebuild a descriptor from its class name (gapkit descriptors only) and parameters."""
-    from . import descriptors
+    from gapkit import descriptors
 
     names = [n for n in descriptors.__all__ if n != "DescriptorSet"]
     if dmeta.get("class") not in names:
@@ -204,8 +204,8 @@ def load(path: str | os.PathLike, baseline=None):
         If the file is not a gapkit model, is truncated or corrupt, has an
         unsupported format version, or needs a baseline that was not given.
     """
-    from .data import ReferenceEnergies
-    from .model import GAP
+    from gapkit.data import ReferenceEnergies
+    from gapkit.model.estimator import GAP
 
     path = Path(path)
     if not path.is_file():
@@ -260,7 +260,7 @@ def load(path: str | os.PathLike, baseline=None):
     bmeta = meta.get("baseline")
     if baseline is None and bmeta is not None:
         if bmeta["kind"] == "gapkit":
-            from .baselines import baseline_from_dict
+            from gapkit.physics.baselines import baseline_from_dict
 
             baseline = baseline_from_dict(bmeta["spec"])
         else:

@@ -1,0 +1,7 @@
+"""``python -m gapkit``: the command line."""
+
+import sys
+
+from gapkit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,2 @@
+"""Physics beyond a local GP: Delta-learning baselines (Coulomb/Ewald, Born-Mayer) and
+active learning."""
