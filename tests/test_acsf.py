@@ -345,7 +345,7 @@ def test_params_clone_pickle_and_json_round_trip():
     np.testing.assert_allclose(clone(desc).create(at), q)
     np.testing.assert_allclose(pickle.loads(pickle.dumps(desc)).create(at), q)
     assert "_engine_cache" not in pickle.loads(pickle.dumps(desc)).__dict__
-    from gapkit.model.model_file import to_jsonable
+    from gapkit.utils import to_jsonable
 
     for d in (desc, TwoBody(["H", "O"], sigma=0.3), ACSF(["H", "O"])):
         params = json.loads(json.dumps(to_jsonable(d.get_params(deep=False))))

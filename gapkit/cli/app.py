@@ -270,7 +270,7 @@ def cmd_predict(args) -> int:
         if flags is not None:
             atoms.info[PRED_FLAGGED] = bool(flags.structures[k])
             atoms.arrays[PRED_FLAGGED_ATOMS] = flags.atoms[k].astype(int)
-    from gapkit.model.model_file import atomic_write_bytes
+    from gapkit.utils import atomic_write_bytes
     import io as _io
 
     buf = _io.StringIO()

@@ -43,7 +43,7 @@ from typing import Sequence
 
 import numpy as np
 
-from gapkit.model.model_file import to_jsonable
+from gapkit.utils import to_jsonable
 from gapkit.uncertainty.calibration import noise_level
 from sklearn.base import clone
 from tqdm.auto import tqdm

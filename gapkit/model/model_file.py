@@ -36,10 +36,9 @@ flushed to disk, then renamed over the target.
 
 from __future__ import annotations
 
-import io as _io
+import io
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -47,54 +46,12 @@ import numpy as np
 from sklearn.base import clone
 
 from gapkit.gp.terms import FittedTerm, Term, as_terms
+from gapkit.utils import atomic_write_bytes, to_jsonable
 
 FORMAT = "gapkit-model"
 VERSION = 2
 READABLE_VERSIONS = (1, 2)
 _ARRAYS = ("alpha", "kmm_cholesky", "posterior")
-
-
-def to_jsonable(x, fallback=repr):
-    """Plain-JSON version of nested dicts/lists with numpy scalars and arrays.
-
-    Non-finite floats become ``None`` (strict JSON); paths become strings; any other
-    object goes through ``fallback`` (``repr`` by default).
-    """
-    if isinstance(x, dict):
-        return {str(k): to_jsonable(v, fallback) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [to_jsonable(v, fallback) for v in x]
-    if isinstance(x, np.ndarray):
-        return to_jsonable(x.tolist(), fallback)
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        x = float(x)
-        return x if np.isfinite(x) else None
-    if isinstance(x, Path):
-        return str(x)
-    if isinstance(x, (str, int)) or x is None:
-        return x
-    return fallback(x)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save(model, path: str | os.PathLike) -> Path:
@@ -155,7 +112,7 @@ def save(model, path: str | os.PathLike) -> Path:
         "kmm_cholesky": model.kmm_cholesky_,
         "posterior": model.posterior_factor_,
     }
-    buf = _io.BytesIO()
+    buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)

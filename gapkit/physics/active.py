@@ -80,7 +80,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from sklearn.base import clone
 from tqdm.auto import tqdm
 
-from gapkit.model.model_file import to_jsonable
+from gapkit.utils import to_jsonable
 from gapkit.uncertainty.calibration import FlagThreshold
 
 logger = logging.getLogger(__name__)
@@ -413,7 +413,7 @@ def _rattle_walker(model, start: Atoms, rng: np.random.Generator, threshold: Fla
 def _write_state(workdir: Path, model, train: list[Atoms], state: dict) -> None:
     from ase.io import write
 
-    from gapkit.model.model_file import atomic_write_bytes
+    from gapkit.utils import atomic_write_bytes
 
     buf = _io.StringIO()
     write(buf, train, format="extxyz")
