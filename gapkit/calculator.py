@@ -17,7 +17,7 @@ import logging
 import numpy as np
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-from gapkit.uncertainty.calibration import FlagThreshold, UncertaintyExceeded
+from gapkit.uncertainty.flags import FlagThreshold, UncertaintyExceeded
 
 logger = logging.getLogger(__name__)
 

@@ -245,7 +245,7 @@ def cmd_predict(args) -> int:
 
     from gapkit.data import read_frames
     from gapkit.model.model_file import load
-    from gapkit.uncertainty.calibration import FlagThreshold
+    from gapkit.uncertainty.flags import FlagThreshold
 
     model = load(args.model)
     frames = read_frames(args.input)

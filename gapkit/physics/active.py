@@ -81,7 +81,7 @@ from sklearn.base import clone
 from tqdm.auto import tqdm
 
 from gapkit.utils import to_jsonable
-from gapkit.uncertainty.calibration import FlagThreshold
+from gapkit.uncertainty.flags import FlagThreshold
 
 logger = logging.getLogger(__name__)
 

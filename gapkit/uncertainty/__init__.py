@@ -1,8 +1,12 @@
-"""Uncertainty: flags on the predictive std and calibration statistics."""
+"""Uncertainty: flags on the predictive std and calibration statistics.
 
-from gapkit.uncertainty.calibration import (FlagThreshold, Flags, UncertaintyExceeded,
-                                            calibration_metrics, fit_variance_scales,
+* :mod:`gapkit.uncertainty.flags`: :class:`FlagThreshold`, :class:`UncertaintyExceeded`;
+* :mod:`gapkit.uncertainty.calibration`: calibration statistics of errors against stds.
+"""
+
+from gapkit.uncertainty.calibration import (calibration_metrics, fit_variance_scales,
                                             noise_level, observed_coverage)
+from gapkit.uncertainty.flags import FlagThreshold, Flags, UncertaintyExceeded
 
 __all__ = ["FlagThreshold", "Flags", "UncertaintyExceeded", "calibration_metrics",
            "fit_variance_scales", "noise_level", "observed_coverage"]

@@ -1,0 +1,141 @@
+"""Uncertainty flags: when is a prediction too uncertain to trust?
+
+A :class:`FlagThreshold` compares the epistemic (or total) std of a prediction with
+absolute limits (eV/Å on force components, eV/atom on energies) or with a multiple of
+the learned noise, per atom and per structure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from gapkit.uncertainty.calibration import noise_level
+
+
+class UncertaintyExceeded(RuntimeError):
+    """Raised by :class:`gapkit.GAPCalculator` when a flag fires with ``on_flag="raise"``.
+
+    Attributes
+    ----------
+    atoms : ase.Atoms
+        The structure that was flagged.
+    entry : dict
+        The flag-log entry.
+    """
+
+    def __init__(self, message: str, atoms=None, entry: dict | None = None):
+        super().__init__(message)
+        self.atoms = atoms
+        self.entry = entry or {}
+
+
+@dataclass
+class Flags:
+    """Flag result: ``atoms`` is a list of (n_atoms_k,) bools, ``structures`` (n_frames,) bools."""
+
+    atoms: list
+    structures: np.ndarray
+
+    def summary(self) -> dict:
+        return {"n_structures": int(len(self.structures)),
+                "n_flagged_structures": int(np.sum(self.structures)),
+                "n_flagged_atoms": int(sum(int(np.sum(a)) for a in self.atoms)),
+                "flagged_indices": [int(i) for i in np.nonzero(self.structures)[0]]}
+
+
+@dataclass
+class FlagThreshold:
+    """When is a prediction too uncertain?
+
+    Parameters
+    ----------
+    forces : float, optional
+        Absolute threshold in eV/Å on an atom's largest force-component std.
+    energy_per_atom : float, optional
+        Absolute threshold in eV/atom on a local-energy std (per atom) and on the
+        structure's energy std divided by its atom count.
+    relative : float, optional
+        Threshold as a multiple of the learned noise: an atom is flagged when its
+        force std exceeds ``relative * sigma_F`` or its local-energy std exceeds
+        ``relative * sigma_E``.
+    use : {"epistemic", "total"}, default "epistemic"
+        Which std is compared. Epistemic is what grows under extrapolation.
+
+    A structure is flagged when any of its atoms is, or when its energy criterion
+    fires.
+    """
+
+    forces: float | None = None
+    energy_per_atom: float | None = None
+    relative: float | None = None
+    use: str = "epistemic"
+
+    def __post_init__(self):
+        if self.forces is None and self.energy_per_atom is None and self.relative is None:
+            raise ValueError("FlagThreshold needs at least one of forces=, energy_per_atom=, relative=")
+        for name in ("forces", "energy_per_atom", "relative"):
+            v = getattr(self, name)
+            if v is not None and not (np.isfinite(v) and v > 0):
+                raise ValueError(f"FlagThreshold.{name} must be a positive number, got {v!r}")
+        if self.use not in ("epistemic", "total"):
+            raise ValueError(f"FlagThreshold.use must be 'epistemic' or 'total', got {self.use!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> "FlagThreshold":
+        """Parse a command-line spec: ``forces=0.1``, ``energy=0.005``, ``3x`` (relative) or a
+        comma-separated mix, e.g. ``forces=0.15,energy=0.01``. A bare number is a force
+        threshold in eV/Å."""
+        kw: dict = {}
+        for part in str(text).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                if part.endswith("x"):
+                    kw["relative"] = float(part[:-1])
+                elif "=" in part:
+                    key, val = part.split("=", 1)
+                    key = key.strip()
+                    name = {"forces": "forces", "f": "forces", "energy": "energy_per_atom",
+                            "e": "energy_per_atom", "relative": "relative", "use": "use"}.get(key)
+                    if name is None:
+                        raise ValueError
+                    kw[name] = val.strip() if name == "use" else float(val)
+                else:
+                    kw["forces"] = float(part)
+            except ValueError:
+                raise ValueError(f"Cannot parse flag threshold {text!r}: use e.g. 'forces=0.1', "
+                                 "'energy=0.005', '3x' or 'forces=0.1,energy=0.005'") from None
+        return cls(**kw)
+
+    def evaluate(self, std, frames: Sequence, noise: dict) -> Flags:
+        """Flags for a :class:`gapkit.model.PredictionStd` of ``frames``."""
+        epi = self.use == "epistemic"
+        f_std = std.forces_epistemic if epi else std.forces
+        e_std = std.energies_epistemic if epi else std.energies
+        E_std = std.energy_epistemic if epi else std.energy
+        sF = noise_level(noise, "forces")
+        sE = noise_level(noise, "energy")
+        atoms_flags, struct = [], []
+        for k, atoms in enumerate(frames):
+            n = len(atoms)
+            fa = np.zeros(n, dtype=bool)
+            s_force = np.max(f_std[k], axis=1) if f_std is not None else np.zeros(n)
+            if self.forces is not None:
+                fa |= s_force > self.forces
+            if self.energy_per_atom is not None:
+                fa |= e_std[k] > self.energy_per_atom
+            if self.relative is not None:
+                if sF > 0:
+                    fa |= s_force > self.relative * sF
+                if sE > 0:
+                    fa |= e_std[k] > self.relative * sE
+            s_flag = bool(fa.any())
+            if self.energy_per_atom is not None:
+                s_flag |= bool(E_std[k] / n > self.energy_per_atom)
+            atoms_flags.append(fa)
+            struct.append(s_flag)
+        return Flags(atoms=atoms_flags, structures=np.array(struct, dtype=bool))
