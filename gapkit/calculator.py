@@ -16,6 +16,7 @@ import logging
 
 import numpy as np
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from sklearn.utils.validation import check_is_fitted
 
 from gapkit.uncertainty.flags import FlagThreshold, UncertaintyExceeded
 
@@ -62,7 +63,7 @@ class GAPCalculator(Calculator):
     def __init__(self, model, *, compute_std: bool = False,
                  flag_threshold: FlagThreshold | None = None, on_flag: str = "record", **kwargs):
         super().__init__(**kwargs)
-        model._check_fitted()
+        check_is_fitted(model, "state_")
         if on_flag not in ("record", "warn", "raise"):
             raise ValueError(f"on_flag must be 'record', 'warn' or 'raise', got {on_flag!r}")
         self.model = model
@@ -81,17 +82,16 @@ class GAPCalculator(Calculator):
         # the strain derivatives cost extra: only when stress is asked for (MD asks forces)
         want_stress = periodic and "stress" in properties
         model = self.model
-        model.descriptor_.check_species(atoms)
+        model.check_structure(atoms)
         want_std = (self.compute_std or self.flag_threshold is not None
                     or any(p in STD_PROPERTIES for p in properties))
         r = model.predict_structure(atoms, forces=True, stress=want_stress, keep_gradients=want_std)
-        self.results = {"energy": r["energy"], "free_energy": r["energy"],
-                        "energies": r["energies"], "forces": r["forces"]}
+        self.results = {"energy": r.energy, "free_energy": r.energy,
+                        "energies": r.energies, "forces": r.forces}
         if want_stress:
-            self.results["stress"] = r["stress"]
+            self.results["stress"] = r.stress
         if want_std:
-            std = model._collect_std([model._std_structure(r["_descriptor"], forces=True)],
-                                     [atoms], forces=True)
+            std = model.std_structure(atoms, r, forces=True)
             self.results.update(
                 energy_std=float(std.energy[0]), energies_std=std.energies[0],
                 forces_std=std.forces[0],

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ def to_jsonable(x, fallback=repr):
     Non-finite floats become ``None`` (strict JSON); paths become strings; any other
     object goes through ``fallback`` (``repr`` by default).
     """
-    if isinstance(x, dict):
+    if isinstance(x, Mapping):
         return {str(k): to_jsonable(v, fallback) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [to_jsonable(v, fallback) for v in x]

@@ -1,12 +1,18 @@
 """Model files: round trip, atomicity, corrupt and wrong-version files."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ase.io import read
+
 from gapkit import load
+from gapkit.data import default_data_dir
 from gapkit.model.model_file import FORMAT, VERSION
+
+DATA = Path(__file__).parent / "data"
 
 
 def test_save_load_reproduces_predictions(small_model, test_frames, tmp_path):
@@ -28,7 +34,7 @@ def test_file_is_documented_npz_without_pickle(small_model, tmp_path):
     path = small_model.save(tmp_path / "m.npz")
     with np.load(path, allow_pickle=False) as npz:
         meta = json.loads(npz["__meta__"].tobytes())
-        assert meta["format"] == FORMAT and meta["version"] == VERSION == 2
+        assert meta["format"] == FORMAT and meta["version"] == VERSION == 3
         assert npz["alpha"].dtype == np.float64
 
 
@@ -90,3 +96,21 @@ def test_failed_write_keeps_the_old_file(small_model, tmp_path, monkeypatch):
         small_model.save(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
+
+
+def test_version_2_file_still_loads_and_predicts_the_same():
+    """tests/data/model_v2.npz was written by gapkit before the fitted-state refactor
+    (format version 2, recalibrated); its predictions and stds are in the JSON."""
+    expected = json.loads((DATA / "model_v2_expected.json").read_text())
+    model = load(DATA / "model_v2.npz")
+    frames = [read(default_data_dir() / "test.xyz", i) for i in expected["frames"]]
+    pred, std = model.predict(frames, return_std=True)
+    np.testing.assert_allclose(pred.energy, expected["energy"], rtol=0, atol=1e-9)
+    for f, g in zip(pred.forces, expected["forces"]):
+        np.testing.assert_allclose(f, g, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(std.energy, expected["energy_std"], rtol=1e-8)
+    for f, g in zip(std.forces, expected["forces_std"]):
+        np.testing.assert_allclose(f, g, rtol=1e-8)
+    vs = expected["variance_scale"]
+    assert model.calibration_.calibrated
+    assert model.calibration_.forces.posterior == pytest.approx(vs["forces_posterior"])

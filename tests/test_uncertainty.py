@@ -6,7 +6,9 @@ from ase import Atoms
 
 from gapkit import GAP, SOAP, FlagThreshold
 from gapkit.gp.kernels import dot_kernel, species_mask
-from gapkit.uncertainty import calibration_metrics, fit_variance_scales
+from gapkit.model import VarianceScale
+from gapkit.model.variance import fit_variance_scales
+from gapkit.uncertainty import calibration_metrics
 
 from conftest import SMALL_SOAP
 
@@ -149,8 +151,10 @@ def test_recalibration_is_stored_and_applied(small_model, test_frames, tmp_path)
     model = copy.deepcopy(small_model)
     val, test = test_frames[:25], test_frames[25:35]
     model.recalibrate(val)
-    assert set(model.variance_scale_) == {"energy_nystrom", "energy_posterior",
-                                          "forces_nystrom", "forces_posterior"}
+    cal = model.calibration_
+    assert cal.calibrated and "25 validation frames" in cal.source
+    assert not small_model.calibration_.calibrated
+    assert cal.energy != VarianceScale() and cal.forces != VarianceScale()
     pred, std = model.predict(val, return_std=True)
     e_ref = np.array([a.get_potential_energy() for a in val])
     f_ref = np.concatenate([a.get_forces().ravel() for a in val])

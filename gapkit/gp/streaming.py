@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -30,6 +30,37 @@ from gapkit.gp import terms
 from gapkit.data import Labels
 
 logger = logging.getLogger(__name__)
+
+
+class NoiseGroup(NamedTuple):
+    """A group of training rows that shares one noise: a label kind, optionally per
+    ``config_type``.
+
+    Attributes
+    ----------
+    kind : {"energy", "forces", "virial"}
+    config_type : str or None
+        ``None`` when the noise is shared by every ``config_type``.
+    """
+
+    kind: str
+    config_type: str | None = None
+
+    def __str__(self) -> str:
+        return self.label
+
+    @property
+    def label(self) -> str:
+        """Text form for files and logs: ``"forces"`` or ``"forces:<config_type>"``."""
+        return self.kind if self.config_type is None else f"{self.kind}:{self.config_type}"
+
+    @classmethod
+    def from_label(cls, text: str) -> "NoiseGroup":
+        """Inverse of :attr:`label` (used when reading model files)."""
+        kind, sep, config_type = str(text).partition(":")
+        if kind not in ("energy", "forces", "virial"):
+            raise ValueError(f"unknown noise group {text!r} (expected energy, forces or virial)")
+        return cls(kind, config_type if sep else None)
 
 
 @dataclass
@@ -54,8 +85,8 @@ class RowSpec:
     def n_columns(self) -> int:
         return terms.n_columns(self.terms)
 
-    def group(self, kind: str, config_type: str) -> str:
-        return f"{kind}:{config_type}" if self.noise_by_config_type else kind
+    def group(self, kind: str, config_type: str) -> NoiseGroup:
+        return NoiseGroup(kind, config_type if self.noise_by_config_type else None)
 
 
 def accumulate_chunk(spec: RowSpec, frames: Sequence[Atoms], labels: Sequence[Labels],

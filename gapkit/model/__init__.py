@@ -1,6 +1,18 @@
-"""The fitted model: the :class:`GAP` estimator and its model file."""
+"""The fitted model: the :class:`GAP` estimator, its fitted state and its model file.
 
-from gapkit.model.estimator import GAP, Prediction, PredictionStd
-from gapkit.model.model_file import load, save
+* :mod:`gapkit.model.state`: :class:`FittedState` (what a fit produces and a file stores);
+* :mod:`gapkit.model.training`: the fit pipeline;
+* :mod:`gapkit.model.prediction`: energies, forces and stress from a state;
+* :mod:`gapkit.model.variance`: predictive variance by origin and its calibration scales;
+* :mod:`gapkit.model.delta`: Delta-learning baseline labels;
+* :mod:`gapkit.model.model_file`: the versioned, pickle-free file format;
+* :mod:`gapkit.model.estimator`: :class:`GAP`, :func:`load`, :func:`save`.
+"""
 
-__all__ = ["GAP", "Prediction", "PredictionStd", "load", "save"]
+from gapkit.model.estimator import GAP, load, save
+from gapkit.model.prediction import Prediction, StructurePrediction
+from gapkit.model.state import Calibration, FittedState, NoiseGroup, VarianceScale, noise_level
+from gapkit.model.variance import PredictionStd
+
+__all__ = ["GAP", "load", "save", "Prediction", "StructurePrediction", "PredictionStd",
+           "Calibration", "FittedState", "NoiseGroup", "VarianceScale", "noise_level"]

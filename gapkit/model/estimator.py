@@ -7,118 +7,43 @@ The total energy is ``E = sum_i E0[Z_i] + sum_i eps_i`` with local energies
     eps_i = delta**2 sum_m alpha_m (q_i . q_m)**zeta        (same species only)
 
 over the sparse environments ``q_m`` (with several descriptor terms, a sum of such
-sums, one per term, each with its own weight: see :mod:`gapkit.terms`). Forces ``F_j = -dE/dr_j`` and the virial
-``W = -dE/deta`` are analytic: they contract ``d eps_i/d q_i`` with the sparse
-descriptor derivatives (a vector-Jacobian product; no force rows are formed at
-prediction time unless an uncertainty is asked for).
+sums, one per term, each with its own weight: see :mod:`gapkit.gp.terms`). Forces
+``F_j = -dE/dr_j`` and the virial ``W = -dE/deta`` are analytic.
 
-Training follows GAP: energies with noise ``energy_noise * sqrt(N_atoms)``, force
-components with ``force_noise`` and virial components with
-``virial_noise * sqrt(N_atoms)``, solved as a projected process by a streaming QR
-(:mod:`gapkit.gp`).
+The estimator holds its parameters (scikit-learn's contract) and, once fitted, one
+:class:`~gapkit.model.state.FittedState` in ``state_``; the familiar fitted
+attributes (``alpha_``, ``delta_``, ``noise_``, ...) read it. The pipeline lives in
+:mod:`gapkit.model.training`, prediction in :mod:`gapkit.model.prediction`, variances
+in :mod:`gapkit.model.variance`, the file format in :mod:`gapkit.model.model_file`.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 from ase import Atoms
-from ase.data import chemical_symbols
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
+from gapkit.data import LabelKeys, as_frame_list, check_geometry, get_labels
 from gapkit.gp import solver as gp
-from gapkit.gp import sparsify
-from gapkit.gp import streaming
-from gapkit.gp import terms
-from gapkit.data import (LabelKeys, Labels, as_frame_list, check_geometry,
-                   fit_reference_energies, get_labels, isolated_atom_energies, matrix_to_voigt,
-                   split_isolated)
-from gapkit.descriptors import SOAP, DescriptorSet
+from gapkit.gp import sparsify, terms
+from gapkit.metrics import reference_arrays
+from gapkit.model import model_file
+from gapkit.model.prediction import (PREDICT_BATCH_ATOMS, Prediction, StructurePrediction,
+                                     batches, predict_batch)
+from gapkit.model.state import Calibration, FittedState, VarianceScale
+from gapkit.model.training import fit_state
+from gapkit.model.variance import (PredictionStd, collect_std, fit_variance_scales,
+                                   local_energy_covariance, variance_parts)
+from gapkit.physics.baselines import baseline_from_dict
 
 logger = logging.getLogger(__name__)
 
-#: Atoms per batch at prediction: the kernel rows of a batch are one matrix product.
-PREDICT_BATCH_ATOMS = 512
-
-#: Multipliers of the two epistemic variance terms (Nyström residual, weight
-#: posterior) per property; 1 means the raw DTC variance. Set by GAP.recalibrate.
-DEFAULT_VARIANCE_SCALE = {"energy_nystrom": 1.0, "energy_posterior": 1.0,
-                          "forces_nystrom": 1.0, "forces_posterior": 1.0}
-
-
-# ----------------------------------------------------------------------------------
-# prediction containers
-# ----------------------------------------------------------------------------------
-@dataclass
-class Prediction:
-    """Predicted properties of a list of structures.
-
-    Attributes
-    ----------
-    energy : ndarray of shape (n_frames,)
-        Total energies, eV.
-    energies : list of ndarray of shape (n_atoms_k,)
-        Per-atom energies (E0 included), eV.
-    forces : list of ndarray of shape (n_atoms_k, 3) or None
-        Forces, eV/Å.
-    stress : ndarray of shape (n_frames, 6) or None
-        Stress in ASE's Voigt order (xx, yy, zz, yz, xz, xy), eV/Å³; NaN rows for
-        frames that are not fully periodic.
-    """
-
-    energy: np.ndarray
-    energies: list
-    forces: list | None = None
-    stress: np.ndarray | None = None
-
-    @property
-    def forces_flat(self) -> np.ndarray:
-        """All force components stacked, shape (sum n_atoms, 3)."""
-        return np.vstack(self.forces)
-
-
-@dataclass
-class PredictionStd:
-    """Standard deviations of a :class:`Prediction`, split by origin.
-
-    ``epistemic`` is the GP's predictive std (model uncertainty, large away from the
-    training data); ``aleatoric`` is the learned noise of the reference data; the
-    ``total`` is ``sqrt(epistemic**2 + aleatoric**2)``. Units as in
-    :class:`Prediction`.
-
-    Attributes
-    ----------
-    energy_epistemic, energy_aleatoric, energy : ndarray of shape (n_frames,)
-    energies_epistemic, energies_aleatoric, energies : list of ndarray (n_atoms_k,)
-    forces_epistemic, forces_aleatoric, forces : list of ndarray (n_atoms_k, 3) or None
-    """
-
-    energy_epistemic: np.ndarray
-    energy_aleatoric: np.ndarray
-    energy: np.ndarray
-    energies_epistemic: list
-    energies_aleatoric: list
-    energies: list
-    forces_epistemic: list | None = None
-    forces_aleatoric: list | None = None
-    forces: list | None = None
-
-
-# ----------------------------------------------------------------------------------
-# helpers
-# ----------------------------------------------------------------------------------
-def _n_sparse_for(n_sparse, z: int) -> int:
-    if isinstance(n_sparse, dict):
-        for key in (chemical_symbols[z], z, str(z)):
-            if key in n_sparse:
-                return int(n_sparse[key])
-        raise ValueError(f"n_sparse dict {n_sparse} has no entry for {chemical_symbols[z]}")
-    return int(n_sparse)
+__all__ = ["GAP", "load", "save", "Prediction", "PredictionStd", "StructurePrediction"]
 
 
 class GAP(BaseEstimator):
@@ -238,30 +163,59 @@ class GAP(BaseEstimator):
         self.baseline = baseline
         self.verbose = verbose
 
-    # ------------------------------------------------------------------ utils
+    # ------------------------------------------------------------------ fitted state
+    def _check_fitted(self) -> None:
+        if getattr(self, "state_", None) is None:
+            raise NotFittedError("This GAP is not fitted yet: call fit(frames) first, or "
+                                 "gapkit.load(path) a saved model")
+
+    def _state(self) -> FittedState:
+        self._check_fitted()
+        return self.state_
+
+    terms_ = property(lambda self: list(self._state().terms),
+                      doc="Kernel terms (list of FittedTerm).")
+    descriptor_ = property(lambda self: self._state().descriptor,
+                           doc="Fitted descriptor of the first term.")
+    species_ = property(lambda self: list(self._state().species), doc="Atomic numbers.")
+    e0_ = property(lambda self: self._state().e0, doc="ReferenceEnergies (eV).")
+    alpha_ = property(lambda self: self._state().alpha, doc="Unit-scale weights, (M,).")
+    delta_ = property(lambda self: self._state().delta, doc="Signal scale, eV.")
+    noise_ = property(lambda self: self._state().noise, doc="Noise per NoiseGroup.")
+    n_train_ = property(lambda self: self._state().n_train, doc="Training rows per group.")
+    calibration_ = property(lambda self: self._state().calibration, doc="Calibration.")
+    kmm_cholesky_ = property(lambda self: self._state().kmm_cholesky, doc="Cholesky of K_MM.")
+    posterior_factor_ = property(lambda self: self._state().posterior_factor,
+                                 doc="Upper R_P of the weight posterior.")
+    log_marginal_likelihood_ = property(lambda self: self._state().log_marginal_likelihood,
+                                        doc="DTC log evidence of the training data.")
+
+    @property
+    def extra_(self) -> dict:
+        """Free-form JSON-able entries stored with the model."""
+        return self._state().extra
+
+    @extra_.setter
+    def extra_(self, value: dict) -> None:
+        self.state_ = self._state().replace(extra=dict(value))
+
     @property
     def sparse_q_(self) -> np.ndarray:
         """Sparse environments, shape (M, F), of a one-term model."""
-        self._check_fitted()
-        if len(self.terms_) != 1:
+        state = self._state()
+        if len(state.terms) != 1:
             raise AttributeError("sparse_q_ is defined for one-term models only; this model "
                                  "has several terms: use terms_[t].sparse_q")
-        return self.terms_[0].sparse_q
+        return state.terms[0].sparse_q
 
     @property
     def sparse_species_(self) -> np.ndarray:
         """Species of the stacked sparse environments, shape (M,)."""
-        self._check_fitted()
-        return terms.sparse_species(self.terms_)
+        return terms.sparse_species(self._state().terms)
 
     @property
     def label_keys(self) -> LabelKeys:
         return LabelKeys(energy=self.energy_key, forces=self.forces_key, virial=self.virial_key)
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "alpha_"):
-            raise NotFittedError("This GAP is not fitted yet: call fit(frames) first, or "
-                                 "gapkit.load(path) a saved model")
 
     def _check_params(self) -> None:
         for name in ("energy_noise", "force_noise", "virial_noise", "jitter", "zeta"):
@@ -285,11 +239,6 @@ class GAP(BaseEstimator):
                 raise ValueError(f"term {t}: sparse_method must be one of {sparsify.METHODS}, "
                                  f"got {spec.sparse_method!r}")
 
-    def _initial_noise(self, kind: str) -> float:
-        return {"energy": self.energy_noise, "forces": self.force_noise,
-                "virial": self.virial_noise}[kind]
-
-    # ------------------------------------------------------------------ fit
     def fit(self, X: Iterable[Atoms], y=None, optimize: bool | None = None,
             client=None) -> "GAP":
         """Fit on labelled structures.
@@ -313,115 +262,8 @@ class GAP(BaseEstimator):
         self
         """
         self._check_params()
-        frames_all = as_frame_list(X)
-        keys = self.label_keys
-        frames, iso = split_isolated(frames_all)
-        if not frames:
-            raise ValueError("The training set is empty (only isolated atoms or no frames)")
-        labels: list[Labels] = []
-        for k, atoms in enumerate(frames):
-            check_geometry(atoms, k)
-            lab = get_labels(atoms, keys, index=k, require_forces=self.use_forces)
-            if not self.use_forces:
-                lab.forces = None
-            labels.append(lab)
-        if self.baseline is not None:
-            for k, (atoms, lab) in enumerate(zip(frames, labels)):
-                b = baseline_labels(self.baseline, atoms, forces=lab.forces is not None,
-                                    virial=lab.virial is not None)
-                lab.energy -= b["energy"]
-                if lab.forces is not None:
-                    lab.forces = lab.forces - b["forces"]
-                if lab.virial is not None:
-                    lab.virial = lab.virial - b["virial"]
-
-        # species and descriptors ---------------------------------------------------
-        data_species = sorted(set(np.concatenate([a.numbers for a in frames]).tolist()))
-        specs = terms.as_terms(self.descriptor)
-        descs = []
-        for t, spec in enumerate(specs):
-            desc = clone(spec.descriptor) if spec.descriptor is not None else SOAP()
-            if getattr(desc, "species", None) is None:
-                desc.set_params(species=[chemical_symbols[z] for z in data_species])
-            else:
-                desc._validate()
-            if t and desc.species_numbers != descs[0].species_numbers:
-                raise ValueError(f"descriptor term {t} covers species {desc.species_numbers} but "
-                                 f"term 0 covers {descs[0].species_numbers}: give all terms the "
-                                 f"same species (or leave them None)")
-            for k, atoms in enumerate(frames):
-                desc.check_species(atoms, k)
-            descs.append(desc)
-        self.descriptor_ = descs[0]
-        self.species_ = descs[0].species_numbers
-        # reference energies -----------------------------------------------------
-        energies = np.array([lab.energy for lab in labels])
-        if self.e0 == "isolated":
-            if not iso:
-                raise ValueError("e0='isolated' needs single-atom frames with "
-                                 "config_type=isolated_atom in the training data")
-            e0 = fit_reference_energies(isolated_atom_energies(iso, keys), frames, energies,
-                                        self.species_)
-            e0.method = "isolated"
-        else:
-            e0 = fit_reference_energies(self.e0, frames, energies, self.species_, keys)
-        if self.baseline is not None and e0.method not in ("lstsq", "zero"):
-            # E0 came from reference energies of isolated atoms: remove their baseline part
-            for z in list(e0.values):
-                e0.values[z] -= baseline_labels(self.baseline, Atoms(numbers=[z]),
-                                                forces=False, virial=False)["energy"]
-        self.e0_ = e0
-        n_atoms = np.array([len(a) for a in frames], dtype=np.float64)
-        resid = energies - np.array([e0.energy(a.numbers) for a in frames])
-
-        # sparse points (descriptors without gradients), one set per term -------------
-        rng = np.random.RandomState(self.random_state) if not isinstance(
-            self.random_state, np.random.RandomState) else self.random_state
-        fitted, start = [], 0
-        for t, (spec, desc) in enumerate(zip(specs, descs)):
-            zeta = float(self.zeta if spec.zeta is None else spec.zeta)
-            n_sparse = self.n_sparse if spec.n_sparse is None else spec.n_sparse
-            counts = {z: _n_sparse_for(n_sparse, z) for z in self.species_}
-            Q, Z = sparsify.select_from_frames(desc, frames, counts,
-                                               spec.sparse_method or self.sparse_method, rng,
-                                               progress=self.verbose)
-            weight = terms.auto_weight(Q, zeta) if spec.weight == "auto" else float(spec.weight)
-            fitted.append(terms.FittedTerm(desc, zeta, weight, Q, Z, start))
-            start += len(Z)
-            logger.info("term %d (%s): sparse points %s, weight %.4g", t, type(desc).__name__,
-                        {chemical_symbols[z]: int(np.sum(Z == z)) for z in self.species_}, weight)
-        self.terms_ = fitted
-
-        Kmm = terms.kernel_mm(fitted)
-        self.kmm_cholesky_ = gp.cholesky_kmm(Kmm, self.jitter)
-        del Kmm
-
-        # streaming rows ------------------------------------------------------------
-        spec = streaming.RowSpec(fitted, self.noise_by_config_type)
-        groups = streaming.accumulate(spec, frames, labels, resid, chunk_size=int(self.chunk_size),
-                                      n_jobs=self.n_jobs, client=client, progress=self.verbose)
-
-        # hyperparameters -----------------------------------------------------------
-        if self.delta == "auto":
-            delta = max(float(np.sqrt(np.mean((resid / n_atoms) ** 2))), 1.0)
-        else:
-            delta = float(self.delta)
-        sigmas = {name: self._initial_noise(name.split(":")[0]) for name in groups}
         do_opt = self.optimize if optimize is None else optimize
-        if do_opt:
-            delta, sigmas, _ = gp.optimize_hyperparameters(
-                groups, self.kmm_cholesky_, delta, sigmas, n_restarts=self.n_restarts,
-                random_state=rng)
-            logger.info("optimised: delta=%.4g eV, noise=%s", delta, sigmas)
-        sol = gp.solve(groups, self.kmm_cholesky_, delta, sigmas)
-        self.delta_ = float(delta)
-        self.noise_ = {k: float(v) for k, v in sigmas.items()}
-        self.alpha_ = sol.alpha
-        self.posterior_factor_ = sol.R
-        self.log_marginal_likelihood_ = sol.log_likelihood
-        self.n_train_ = {name: g.n_rows for name, g in groups.items()}
-        self.variance_scale_ = dict(DEFAULT_VARIANCE_SCALE)
-        self._groups = groups  # kept in memory for log_marginal_likelihood(); not saved
+        self.state_, self._groups = fit_state(self, as_frame_list(X), do_opt, client)
         return self
 
     def log_marginal_likelihood(self, theta: np.ndarray | None = None,
@@ -437,28 +279,35 @@ class GAP(BaseEstimator):
             Also return the gradient with respect to ``theta``.
         """
         self._check_fitted()
-        if not hasattr(self, "_groups"):
+        if getattr(self, "_groups", None) is None:
             raise NotFittedError("The training factors are not kept in a loaded model; refit")
         names = [k for k, g in self._groups.items() if g.R is not None]
         if theta is None:
             theta = np.log([self.delta_] + [self.noise_[n] for n in names])
         theta = np.asarray(theta, dtype=np.float64)
         sig = {n: float(np.exp(t)) for n, t in zip(names, theta[1:])}
-        return gp.log_marginal_likelihood(self._groups, self.kmm_cholesky_, float(np.exp(theta[0])),
-                                          sig, eval_gradient=eval_gradient)
+        return gp.log_marginal_likelihood(self._groups, self.state_.kmm_cholesky,
+                                          float(np.exp(theta[0])), sig,
+                                          eval_gradient=eval_gradient)
 
     # ------------------------------------------------------------------ predict
+    def check_structure(self, atoms: Atoms, index: int = 0) -> None:
+        """Raise a ``ValueError`` naming frame ``index`` if ``atoms`` cannot be predicted
+        (overlapping atoms, non-finite positions, degenerate cell, unknown species)."""
+        state = self._state()
+        check_geometry(atoms, index)
+        state.descriptor.check_species(atoms, index)
+
     def _prepare(self, X) -> list[Atoms]:
         self._check_fitted()
         frames = as_frame_list(X)
         for k, atoms in enumerate(frames):
-            check_geometry(atoms, k)
-            self.descriptor_.check_species(atoms, k)
+            self.check_structure(atoms, k)
         return frames
 
     def predict_structure(self, atoms: Atoms, forces: bool = True, stress: bool | None = None,
-                          index: int = 0, keep_gradients: bool = False) -> dict:
-        """Energy, per-atom energies, forces and stress of one structure.
+                          index: int = 0, keep_gradients: bool = False) -> StructurePrediction:
+        """Energy, per-atom energies, forces and stress of one (checked) structure.
 
         Parameters
         ----------
@@ -469,75 +318,39 @@ class GAP(BaseEstimator):
         index : int
             Frame index for error messages.
         keep_gradients : bool
-            Build the descriptor derivative arrays (needed for uncertainties) instead
-            of the cheaper vector-Jacobian product.
+            Build the descriptor derivative arrays (needed for force uncertainties)
+            instead of the cheaper vector-Jacobian product.
 
         Returns
         -------
-        dict with ``energy`` (eV), ``energies`` (n,) eV, ``forces`` (n, 3) eV/Å,
-        ``stress`` (6,) eV/Å³ in Voigt order (periodic cells only), and the
-        descriptor sets, one per kernel term, under ``"_descriptor"``.
+        StructurePrediction
+            ``energy`` (eV), ``energies`` (n,) eV, ``forces`` (n, 3) eV/Å, ``stress``
+            (6,) eV/Å³ (periodic cells), and the descriptor sets for
+            :meth:`std_structure`.
         """
-        return self._predict_batch([atoms], forces, stress, keep_gradients, offset=index)[0]
+        return predict_batch(self._state(), [atoms], forces, stress, keep_gradients,
+                             baseline=self.baseline, offset=index)[0]
 
-    def _predict_batch(self, frames: Sequence[Atoms], forces: bool, stress: bool | None,
-                       keep_gradients: bool, offset: int = 0) -> list[dict]:
-        """:meth:`predict_structure` for several structures, with the kernel work of all
-        their atoms done in one matrix product per species."""
-        tlist = self.terms_
-        items = []
-        for k, atoms in enumerate(frames):
-            periodic = bool(np.all(atoms.get_pbc()))
-            st = periodic if stress is None else (stress and periodic)
-            dsets, vjps = [], []
-            for t in tlist:
-                desc, vjp = t.descriptor, None
-                if keep_gradients:
-                    ds = desc.compute(atoms, gradients=True, strain=st, index=offset + k)
-                elif forces or st:
-                    ds, vjp = desc.vjp_setup(atoms, strain=st, index=offset + k)
-                else:
-                    ds = desc.compute(atoms, gradients=False, index=offset + k)
-                dsets.append(ds)
-                vjps.append(vjp)
-            items.append((atoms, st, dsets, vjps))
-        stacked = [DescriptorSet(q=np.vstack([it[2][t].q for it in items]),
-                                 numbers=np.concatenate([it[2][t].numbers for it in items]))
-                   for t in range(len(tlist))]
-        d2 = self.delta_ ** 2
-        need_g = forces or any(it[1] for it in items)
-        eps_all, g_all = terms.local_energies_and_gradients(tlist, stacked, self.alpha_,
-                                                            gradients=need_g)
-        eps_all = d2 * eps_all
-        outs, start = [], 0
-        for atoms, st, dsets, vjps in items:
-            n = len(atoms)
-            sl = slice(start, start + n)
-            start += n
-            e_atoms = eps_all[sl] + self.e0_.atomic(atoms.numbers)
-            base = None
-            if self.baseline is not None:
-                base = baseline_labels(self.baseline, atoms, forces=forces, virial=st, energies=True)
-                e_atoms = e_atoms + base["energies"]
-            out = {"energy": float(e_atoms.sum()), "energies": e_atoms, "_descriptor": dsets}
-            outs.append(out)
-            if not (forces or st):
-                continue
-            dE_dr, dE_deta = 0.0, 0.0
-            for ds, vjp, g in zip(dsets, vjps, g_all):
-                g = d2 * g[sl]  # d eps_i / d q_i of this term
-                r_t, eta_t = vjp(g) if vjp is not None else ds.contract(g, st)
-                dE_dr = dE_dr + r_t
-                if st:
-                    dE_deta = dE_deta + eta_t
-            if forces:
-                out["forces"] = -dE_dr + (base["forces"] if base is not None else 0.0)
-            if st:
-                sigma = 0.5 * (dE_deta + dE_deta.T) / atoms.get_volume()
-                if base is not None:
-                    sigma = sigma - base["virial"] / atoms.get_volume()
-                out["stress"] = matrix_to_voigt(sigma)
-        return outs
+    def std_structure(self, atoms: Atoms, prediction: StructurePrediction,
+                      forces: bool = True) -> PredictionStd:
+        """Calibrated stds of one structure from its :meth:`predict_structure` result.
+
+        Parameters
+        ----------
+        atoms : ase.Atoms
+        prediction : StructurePrediction
+            Made with ``keep_gradients=True`` when ``forces``.
+        forces : bool
+            Also the force stds (the expensive part); otherwise energies only.
+
+        Returns
+        -------
+        PredictionStd
+            With one entry per property; ``forces*`` are ``None`` unless ``forces``.
+        """
+        state = self._state()
+        parts = variance_parts(state, prediction.descriptors, forces=forces)
+        return collect_std(state, [parts], [atoms], forces)
 
     def predict(self, X, return_std: bool = False, forces: bool = True,
                 stress: bool | None = None):
@@ -558,89 +371,25 @@ class GAP(BaseEstimator):
         Prediction, or (Prediction, PredictionStd) when ``return_std``.
         """
         frames = self._prepare(X)
-        E, Es, Fs, S = [], [], [], []
-        stds = [] if return_std else None
+        state = self._state()
         keep = return_std and forces
-        batch: list[int] = []
-
-        def flush():
-            results = self._predict_batch([frames[i] for i in batch], forces, stress, keep,
-                                          offset=batch[0])
-            for r in results:
-                E.append(r["energy"])
-                Es.append(r["energies"])
-                if forces:
-                    Fs.append(r["forces"])
-                S.append(r.get("stress", np.full(6, np.nan)))
-                if return_std:
-                    stds.append(self._std_structure(r["_descriptor"], forces=forces))
-            batch.clear()
-
-        # with uncertainties the derivative arrays are kept: one structure at a time
-        limit = 1 if keep else PREDICT_BATCH_ATOMS
-        n_atoms = 0
-        for k, atoms in enumerate(frames):
-            batch.append(k)
-            n_atoms += len(atoms)
-            if n_atoms >= limit:
-                flush()
-                n_atoms = 0
-        if batch:
-            flush()
-        any_stress = any(np.isfinite(s).all() for s in S)
-        pred = Prediction(energy=np.array(E), energies=Es, forces=Fs if forces else None,
+        # with force uncertainties the derivative arrays are kept: one structure at a time
+        results = []
+        for batch in batches(frames, 1 if keep else PREDICT_BATCH_ATOMS):
+            results += predict_batch(state, [frames[i] for i in batch], forces, stress, keep,
+                                     baseline=self.baseline, offset=batch[0])
+        S = [r.stress if r.stress is not None else np.full(6, np.nan) for r in results]
+        any_stress = any(r.stress is not None for r in results)
+        pred = Prediction(energy=np.array([r.energy for r in results]),
+                          energies=[r.energies for r in results],
+                          forces=[r.forces for r in results] if forces else None,
                           stress=np.array(S) if any_stress else None)
         if not return_std:
             return pred
-        return pred, self._collect_std(stds, frames, forces)
+        parts = [variance_parts(state, r.descriptors, forces=forces) for r in results]
+        return pred, collect_std(state, parts, frames, forces)
 
     # ------------------------------------------------------------------ uncertainty
-    def _aleatoric(self, kind: str) -> float:
-        from gapkit.uncertainty.calibration import noise_level
-
-        return noise_level(self.noise_, kind)
-
-    def _std_structure(self, dsets: list[DescriptorSet], forces: bool) -> dict:
-        d = self.delta_
-        tlist = self.terms_
-        local = terms.local_rows(tlist, dsets)  # (n, M)
-        kqq = terms.local_prior(tlist, dsets)
-        rows = np.vstack([local.sum(0, keepdims=True), local])
-        prior = np.concatenate([[kqq.sum()], np.diag(kqq)])
-        nys, post = gp.predictive_variance(rows, prior, self.kmm_cholesky_,
-                                           self.posterior_factor_, d, parts=True)
-        out = {"energy": (nys[0], post[0]), "energies": (nys[1:], post[1:])}
-        if forces:
-            frows = terms.design_rows(tlist, dsets, energy=False, forces=True)["forces"]
-            fprior = terms.force_prior(tlist, dsets)
-            fn, fp = gp.predictive_variance(frows, fprior, self.kmm_cholesky_,
-                                            self.posterior_factor_, d, parts=True)
-            out["forces"] = (fn.reshape(-1, 3), fp.reshape(-1, 3))
-        return out
-
-    def _epistemic_var(self, parts: tuple, prop: str) -> np.ndarray:
-        sc = self.variance_scale_
-        return (sc.get(f"{prop}_nystrom", 1.0) * np.asarray(parts[0])
-                + sc.get(f"{prop}_posterior", 1.0) * np.asarray(parts[1]))
-
-    def _collect_std(self, stds: list[dict], frames: list[Atoms], forces: bool) -> PredictionStd:
-        sE = self._aleatoric("energy")
-        sF = self._aleatoric("forces")
-        e_epi = np.sqrt([self._epistemic_var(s["energy"], "energy") for s in stds])
-        e_ale = np.array([sE * np.sqrt(len(a)) for a in frames])
-        es_epi = [np.sqrt(self._epistemic_var(s["energies"], "energy")) for s in stds]
-        es_ale = [np.full(len(a), sE) for a in frames]
-        out = PredictionStd(
-            energy_epistemic=e_epi, energy_aleatoric=e_ale, energy=np.hypot(e_epi, e_ale),
-            energies_epistemic=es_epi, energies_aleatoric=es_ale,
-            energies=[np.hypot(a, b) for a, b in zip(es_epi, es_ale)])
-        if forces:
-            f_epi = [np.sqrt(self._epistemic_var(s["forces"], "forces")) for s in stds]
-            f_ale = [np.full((len(a), 3), sF) for a in frames]
-            out.forces_epistemic, out.forces_aleatoric = f_epi, f_ale
-            out.forces = [np.hypot(a, b) for a, b in zip(f_epi, f_ale)]
-        return out
-
     def recalibrate(self, X, keep_nystrom: bool = False) -> "GAP":
         """Fit the epistemic variance scales on a labelled validation set (stored in the model).
 
@@ -669,61 +418,48 @@ class GAP(BaseEstimator):
         -------
         self
         """
-        from gapkit.metrics import reference_arrays
-        from gapkit.uncertainty.calibration import fit_variance_scales
-
+        state = self._state()
         frames = self._prepare(X)
         ref = reference_arrays(frames, self.label_keys)
-        parts = []
+        preds, parts = [], []
         for k, atoms in enumerate(frames):
             r = self.predict_structure(atoms, forces=True, stress=False, index=k,
                                        keep_gradients=True)
-            parts.append((r, self._std_structure(r["_descriptor"], forces=True)))
-        e_err = np.array([r["energy"] for r, _ in parts]) - ref["energy"]
-        e_nys = np.array([s["energy"][0] for _, s in parts])
-        e_post = np.array([s["energy"][1] for _, s in parts])
-        e_ale = np.array([self._aleatoric("energy") ** 2 * len(a) for a in frames])
-        scale = {}
+            preds.append(r)
+            parts.append(variance_parts(state, r.descriptors, forces=True))
         fix = 1.0 if keep_nystrom else None
-        scale["energy_nystrom"], scale["energy_posterior"] = fit_variance_scales(
-            e_err, e_nys, e_post, e_ale, fix_nystrom=fix)
+        e_err = np.array([r.energy for r in preds]) - ref["energy"]
+        e_ale = np.array([state.noise_level("energy") ** 2 * len(a) for a in frames])
+        sN, sP = fit_variance_scales(e_err, [p.energy[0] for p in parts],
+                                     [p.energy[1] for p in parts], e_ale, fix_nystrom=fix)
+        energy = VarianceScale(sN, sP)
         has_f = [k for k, f in enumerate(ref["forces"]) if f is not None]
+        forces = VarianceScale()
         if has_f:
-            f_err = np.concatenate([(parts[k][0]["forces"] - ref["forces"][k]).ravel() for k in has_f])
-            f_nys = np.concatenate([parts[k][1]["forces"][0].ravel() for k in has_f])
-            f_post = np.concatenate([parts[k][1]["forces"][1].ravel() for k in has_f])
-            f_ale = np.full(f_err.shape, self._aleatoric("forces") ** 2)
-            scale["forces_nystrom"], scale["forces_posterior"] = fit_variance_scales(
-                f_err, f_nys, f_post, f_ale, fix_nystrom=fix)
-        else:
-            scale["forces_nystrom"] = scale["forces_posterior"] = 1.0
-        self.variance_scale_ = scale
+            f_err = np.concatenate([(preds[k].forces - ref["forces"][k]).ravel() for k in has_f])
+            f_nys = np.concatenate([parts[k].forces[0].ravel() for k in has_f])
+            f_post = np.concatenate([parts[k].forces[1].ravel() for k in has_f])
+            f_ale = np.full(f_err.shape, state.noise_level("forces") ** 2)
+            forces = VarianceScale(*fit_variance_scales(f_err, f_nys, f_post, f_ale,
+                                                        fix_nystrom=fix))
+        source = f"recalibrate: {len(frames)} validation frames"
+        self.state_ = state.replace(calibration=Calibration(energy, forces, source))
         return self
 
     def local_energy_covariance(self, atoms: Atoms) -> np.ndarray:
-        """Epistemic covariance of the local energies of one structure, shape (n, n), eV².
-
-        ``Cov = delta**2 (K~_** - K~_*M K~_MM^-1 K~_M*) + delta**4 K~_*M Sigma K~_M*``; the
-        variance of the total energy equals the sum of all its entries.
-        """
-        self._check_fitted()
-        self.descriptor_.check_species(atoms)
-        dsets = terms.compute(self.terms_, atoms, gradients=False)
-        import scipy.linalg as sla
-
-        k = terms.local_rows(self.terms_, dsets).T  # (M, n)
-        kqq = terms.local_prior(self.terms_, dsets)
-        A = sla.solve_triangular(self.kmm_cholesky_, k, lower=True)
-        B = sla.solve_triangular(self.posterior_factor_, k, trans="T", lower=False)
-        d = self.delta_
-        return d ** 2 * (kqq - A.T @ A) + d ** 4 * (B.T @ B)
+        """Raw epistemic covariance of the local energies of one structure, (n, n) eV²;
+        see :func:`gapkit.model.variance.local_energy_covariance`."""
+        state = self._state()
+        state.descriptor.check_species(atoms)
+        return local_energy_covariance(state, terms.compute(state.terms, atoms, gradients=False))
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path) -> "Path":
-        """Save to a versioned, pickle-free file; see :mod:`gapkit.io`."""
-        from gapkit.model.model_file import save
-
-        return save(self, path)
+    def save(self, path) -> Path:
+        """Save to a versioned, pickle-free file; see :mod:`gapkit.model.model_file`."""
+        params = self.get_params(deep=False)
+        params.pop("descriptor", None)
+        baseline = params.pop("baseline", None)
+        return model_file.save(path, self._state(), params, self.descriptor, baseline)
 
     # ------------------------------------------------------------------ scoring
     def score(self, X, y=None) -> float:
@@ -747,28 +483,44 @@ class GAP(BaseEstimator):
         return -float(np.sqrt(np.mean(np.square(e_errs))))
 
 
-def baseline_labels(calc, atoms: Atoms, forces: bool = True, virial: bool = False,
-                    energies: bool = False) -> dict:
-    """Energy (eV), forces (n, 3) eV/Å, virial (3, 3) eV and per-atom energies of a
-    baseline calculator for one structure.
+def load(path, baseline=None) -> GAP:
+    """Load a model written by :meth:`GAP.save`.
 
-    Per-atom energies come from the calculator when it implements ``energies``;
-    otherwise the total is shared equally among the atoms.
+    Parameters
+    ----------
+    path : str or path
+    baseline : ase Calculator, optional
+        The Delta-learning baseline, required when the model was trained with a user
+        calculator (only its class name is stored). A gapkit baseline is rebuilt from
+        the file; passing one overrides it.
+
+    Returns
+    -------
+    GAP
+        Fitted; ``log_marginal_likelihood()`` with new hyperparameters needs a refit.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not a gapkit model, is truncated or corrupt, has an
+        unsupported format version, or needs a baseline that was not given.
     """
-    from ase.calculators.calculator import PropertyNotImplementedError
+    content = model_file.read(path)
+    bmeta = content.baseline
+    if baseline is None and bmeta is not None:
+        if bmeta["kind"] == "gapkit":
+            baseline = baseline_from_dict(bmeta["spec"])
+        else:
+            raise ValueError(f"'{path}' was trained with the baseline calculator "
+                             f"{bmeta['class']}; pass it again: gapkit.load(path, baseline=...)")
+    model = GAP(descriptor=content.descriptor, baseline=baseline, **content.params)
+    model.state_ = content.state
+    model._groups = None
+    return model
 
-    from gapkit.data import voigt_to_matrix
 
-    a = atoms.copy()
-    a.calc = calc
-    out = {"energy": float(a.get_potential_energy())}
-    if forces:
-        out["forces"] = np.asarray(a.get_forces(), dtype=np.float64)
-    if virial:
-        out["virial"] = -voigt_to_matrix(a.get_stress(voigt=True)) * a.get_volume()
-    if energies:
-        try:
-            out["energies"] = np.asarray(a.get_potential_energies(), dtype=np.float64)
-        except (PropertyNotImplementedError, NotImplementedError, AttributeError):
-            out["energies"] = np.full(len(a), out["energy"] / len(a))
-    return out
+def save(model: GAP, path) -> Path:
+    """Save a fitted model: the same as ``model.save(path)``."""
+    return model.save(path)

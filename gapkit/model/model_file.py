@@ -1,6 +1,6 @@
-"""Saving and loading fitted models, without pickle.
+"""Model files: a :class:`~gapkit.model.state.FittedState` stored without pickle.
 
-File format ``gapkit-model`` version 2
+File format ``gapkit-model`` version 3
 --------------------------------------
 One NumPy ``.npz`` archive (a zip of ``.npy`` arrays), read with
 ``allow_pickle=False``:
@@ -18,17 +18,21 @@ key                    shape            meaning
 ``posterior``          (M, M) float64   upper R_P, R_P^T R_P = K_MM + K_MN Lambda^-1 K_NM
 ====================== ================ ============================================
 
-The JSON holds ``format`` (``"gapkit-model"``), ``version`` (2), the gapkit version
+The JSON holds ``format`` (``"gapkit-model"``), ``version`` (3), the gapkit version
 that wrote it, ``terms`` (for each kernel term: the descriptor class and parameters,
 the fitted ``zeta`` and ``weight``, and the term as the user gave it, ``spec``, or
-``null`` for a plain descriptor), the estimator parameters, the fitted scalars
-(``delta_``, ``noise_``, ``e0_``, ``species_``, ``variance_scale_``, ``n_train_``,
-``log_marginal_likelihood_``), optional ``extra`` entries, and the Delta-learning
-``baseline``: ``null``, ``{"kind": "gapkit", "spec": {...}}`` (rebuilt on load) or
-``{"kind": "user", "class": "module.Class"}`` (must be passed to :func:`load`).
+``null`` for a plain descriptor), the estimator parameters ``params``, the fitted
+scalars (``delta_``, ``noise_`` and ``n_train_`` keyed by noise-group label such as
+``"forces"`` or ``"forces:bulk"``, ``e0_``, ``species_``, ``log_marginal_likelihood_``),
+``calibration`` (the scales of the variance terms per property and what they were
+fitted on, ``source``; ``null`` source = raw DTC variance), optional ``extra``
+entries, and the Delta-learning ``baseline``: ``null``,
+``{"kind": "gapkit", "spec": {...}}`` (rebuilt on load) or
+``{"kind": "user", "class": "module.Class"}`` (must be passed to :func:`gapkit.load`).
 
-Version 1 files (one SOAP descriptor; arrays ``sparse_q`` and ``sparse_species``)
-are still read.
+Versions 1 (one SOAP descriptor; arrays ``sparse_q`` and ``sparse_species``) and 2
+(``variance_scale_`` with keys ``"<property>_nystrom"`` / ``"<property>_posterior"``
+instead of ``calibration``) are still read.
 
 Writes are atomic: the archive goes to a temporary file in the target folder, is
 flushed to disk, then renamed over the target.
@@ -40,29 +44,59 @@ import io
 import json
 import os
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from sklearn.base import clone
 
+from gapkit import descriptors
+from gapkit.data import ReferenceEnergies
 from gapkit.gp.terms import FittedTerm, Term, as_terms
+from gapkit.model.state import Calibration, FittedState, GroupValues
 from gapkit.utils import atomic_write_bytes, to_jsonable
 
 FORMAT = "gapkit-model"
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 _ARRAYS = ("alpha", "kmm_cholesky", "posterior")
 
 
-def save(model, path: str | os.PathLike) -> Path:
-    """Save a fitted :class:`gapkit.GAP` to ``path`` (format ``gapkit-model`` v2).
+@dataclass
+class ModelFileContent:
+    """What a model file holds.
+
+    Attributes
+    ----------
+    state : FittedState
+    params : dict
+        Estimator parameters other than ``descriptor`` and ``baseline``.
+    descriptor : descriptor, Term or list of Term
+        The ``descriptor`` parameter as the user gave it (rebuilt, unfitted).
+    baseline : dict or None
+        The baseline record (see the module docstring).
+    """
+
+    state: FittedState
+    params: dict
+    descriptor: object
+    baseline: dict | None
+
+
+def save(path: str | os.PathLike, state: FittedState, params: dict, descriptor=None,
+         baseline=None) -> Path:
+    """Write a fitted state to ``path`` (format ``gapkit-model`` v3), atomically.
 
     Parameters
     ----------
-    model : GAP
-        A fitted model.
     path : str or path
-        Target file; conventionally ``*.npz``. Written atomically.
+        Target file; conventionally ``*.npz``.
+    state : FittedState
+    params : dict
+        Estimator parameters (JSON-able) other than ``descriptor`` and ``baseline``.
+    descriptor : descriptor, Term or list, optional
+        The ``descriptor`` parameter as given (records the user's term specs).
+    baseline : ase Calculator, optional
 
     Returns
     -------
@@ -70,67 +104,42 @@ def save(model, path: str | os.PathLike) -> Path:
     """
     from gapkit import __version__
 
-    model._check_fitted()
-    params = model.get_params(deep=False)
-    params.pop("descriptor", None)
-    baseline = params.pop("baseline", None)
+    params = dict(params)
     if not isinstance(params.get("e0"), (str, dict)):
         params["e0"] = str(params["e0"])
     if params.get("random_state") is not None and not isinstance(params["random_state"], int):
         params["random_state"] = None
-    specs = as_terms(model.descriptor)
+    specs = as_terms(descriptor)
     plain = not any(isinstance(d, Term) for d in (
-        model.descriptor if isinstance(model.descriptor, (list, tuple)) else [model.descriptor]))
-    term_meta = []
-    for spec, t in zip(specs, model.terms_):
-        term_meta.append({
-            "descriptor": _descriptor_meta(t.descriptor), "zeta": t.zeta, "weight": t.weight,
-            "spec": None if plain else {k: v for k, v in spec.get_params(deep=False).items()
-                                        if k != "descriptor"}})
+        descriptor if isinstance(descriptor, (list, tuple)) else [descriptor]))
+    term_meta = [{"descriptor": {"class": type(t.descriptor).__name__,
+                                 "params": t.descriptor.get_params(deep=False)},
+                  "zeta": t.zeta, "weight": t.weight,
+                  "spec": None if plain else {k: v for k, v in spec.get_params(deep=False).items()
+                                              if k != "descriptor"}}
+                 for spec, t in zip(specs, state.terms)]
     meta = {
-        "format": FORMAT,
-        "version": VERSION,
-        "gapkit_version": __version__,
-        "terms": term_meta,
-        "params": params,
-        "delta_": model.delta_,
-        "noise_": model.noise_,
-        "e0_": {"method": model.e0_.method, "values": model.e0_.values},
-        "species_": list(model.species_),
-        "variance_scale_": model.variance_scale_,
-        "n_train_": model.n_train_,
-        "log_marginal_likelihood_": model.log_marginal_likelihood_,
-        "extra": getattr(model, "extra_", {}),
-        "baseline": _baseline_meta(baseline),
+        "format": FORMAT, "version": VERSION, "gapkit_version": __version__,
+        "terms": term_meta, "params": params,
+        "delta_": state.delta, "noise_": state.noise.labelled(),
+        "e0_": {"method": state.e0.method, "values": state.e0.values},
+        "species_": list(state.species), "n_train_": state.n_train.labelled(),
+        "calibration": state.calibration.as_dict(),
+        "log_marginal_likelihood_": state.log_marginal_likelihood,
+        "extra": state.extra, "baseline": _baseline_meta(baseline),
     }
     arrays = {
         "__meta__": np.frombuffer(json.dumps(to_jsonable(meta)).encode("utf-8"), dtype=np.uint8),
-        **{f"sparse_q_{k}": t.sparse_q for k, t in enumerate(model.terms_)},
+        **{f"sparse_q_{k}": t.sparse_q for k, t in enumerate(state.terms)},
         **{f"sparse_species_{k}": t.sparse_species.astype(np.int64)
-           for k, t in enumerate(model.terms_)},
-        "alpha": model.alpha_,
-        "kmm_cholesky": model.kmm_cholesky_,
-        "posterior": model.posterior_factor_,
+           for k, t in enumerate(state.terms)},
+        "alpha": state.alpha, "kmm_cholesky": state.kmm_cholesky,
+        "posterior": state.posterior_factor,
     }
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
-
-
-def _descriptor_meta(desc) -> dict:
-    return {"class": type(desc).__name__, "params": desc.get_params(deep=False)}
-
-
-def _descriptor_from_meta(dmeta: dict, path: Path):
-    """Rebuild a descriptor from its class name (gapkit descriptors only) and parameters."""
-    from gapkit import descriptors
-
-    names = [n for n in descriptors.__all__ if n != "DescriptorSet"]
-    if dmeta.get("class") not in names:
-        raise ValueError(f"Unknown descriptor class {dmeta.get('class')!r} in '{path}' "
-                         f"(this gapkit knows {names})")
-    return getattr(descriptors, dmeta["class"])(**dmeta["params"])
 
 
 def _baseline_meta(baseline) -> dict | None:
@@ -142,31 +151,16 @@ def _baseline_meta(baseline) -> dict | None:
     return {"kind": "user", "class": f"{cls.__module__}.{cls.__qualname__}"}
 
 
-def load(path: str | os.PathLike, baseline=None):
-    """Load a model written by :func:`save`.
+def _descriptor_from_meta(dmeta: dict, path: Path):
+    """Rebuild a descriptor from its class name (gapkit descriptors only) and parameters."""
+    names = [n for n in descriptors.__all__ if n != "DescriptorSet"]
+    if dmeta.get("class") not in names:
+        raise ValueError(f"Unknown descriptor class {dmeta.get('class')!r} in '{path}' "
+                         f"(this gapkit knows {names})")
+    return getattr(descriptors, dmeta["class"])(**dmeta["params"])
 
-    Parameters
-    ----------
-    path : str or path
-    baseline : ase Calculator, optional
-        The Delta-learning baseline, required when the model was trained with a user
-        calculator (only its class name is stored). A gapkit baseline is rebuilt from
-        the file; passing one overrides it.
 
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    ValueError
-        If the file is not a gapkit model, is truncated or corrupt, has an
-        unsupported format version, or needs a baseline that was not given.
-    """
-    from gapkit.data import ReferenceEnergies
-    from gapkit.model.estimator import GAP
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No such model file: '{path}'")
+def _read_archive(path: Path) -> tuple[dict, dict]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             files = set(npz.files)
@@ -194,10 +188,40 @@ def load(path: str | os.PathLike, baseline=None):
     except (zipfile.BadZipFile, OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"'{path}' is not a readable gapkit model file (corrupt or "
                          f"truncated?): {exc}") from exc
+    return meta, arrays
+
+
+def _upgrade(meta: dict, arrays: dict) -> None:
+    """Bring version 1 and 2 metadata to the version 3 layout (in place)."""
     if meta["version"] == 1:  # one SOAP term, exponent from the parameters
         meta["terms"] = [{"descriptor": meta["descriptor"], "zeta": meta["params"]["zeta"],
                           "weight": 1.0, "spec": None}]
         arrays["sparse_q_0"], arrays["sparse_species_0"] = arrays["sparse_q"], arrays["sparse_species"]
+    if meta["version"] < 3:
+        vs = meta.get("variance_scale_") or {}
+        scales = {p: {"nystrom": float(vs.get(f"{p}_nystrom", 1.0)),
+                      "posterior": float(vs.get(f"{p}_posterior", 1.0)), "aleatoric": 1.0}
+                  for p in ("energy", "forces")}
+        raw = all(v == 1.0 for s in scales.values() for v in s.values())
+        meta["calibration"] = {**scales, "source": None if raw else "recalibrate (version 2 file)"}
+
+
+def read(path: str | os.PathLike) -> ModelFileContent:
+    """Read a model file written by :func:`save` (versions 1 to 3).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not a gapkit model, is truncated or corrupt, or has an
+        unsupported format version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No such model file: '{path}'")
+    meta, arrays = _read_archive(path)
+    _upgrade(meta, arrays)
     fitted, start = [], 0
     for k, tm in enumerate(meta["terms"]):
         Q = arrays[f"sparse_q_{k}"].astype(np.float64)
@@ -214,33 +238,24 @@ def load(path: str | os.PathLike, baseline=None):
     else:
         descriptor = [Term(clone(t.descriptor), **(tm["spec"] or {}))
                       for t, tm in zip(fitted, meta["terms"])]
-    bmeta = meta.get("baseline")
-    if baseline is None and bmeta is not None:
-        if bmeta["kind"] == "gapkit":
-            from gapkit.physics.baselines import baseline_from_dict
+    try:
+        state = FittedState(
+            terms=tuple(fitted), species=tuple(int(z) for z in meta["species_"]),
+            e0=ReferenceEnergies({int(k): float(v) for k, v in meta["e0_"]["values"].items()},
+                                 meta["e0_"]["method"]),
+            alpha=arrays["alpha"].astype(np.float64),
+            kmm_cholesky=arrays["kmm_cholesky"].astype(np.float64),
+            posterior_factor=arrays["posterior"].astype(np.float64),
+            delta=float(meta["delta_"]),
+            noise=GroupValues({k: float(v) for k, v in meta["noise_"].items()}),
+            n_train=GroupValues(meta["n_train_"]),
+            calibration=Calibration.from_dict(meta["calibration"]),
+            log_marginal_likelihood=meta["log_marginal_likelihood_"],
+            extra=meta.get("extra", {}))
+    except ValueError as exc:
+        raise ValueError(f"'{path}' has inconsistent array shapes (corrupt file?): {exc}") from exc
+    return ModelFileContent(state=state, params=meta["params"], descriptor=descriptor,
+                            baseline=meta.get("baseline"))
 
-            baseline = baseline_from_dict(bmeta["spec"])
-        else:
-            raise ValueError(f"'{path}' was trained with the baseline calculator "
-                             f"{bmeta['class']}; pass it again: gapkit.load(path, baseline=...)")
-    model = GAP(descriptor=descriptor, baseline=baseline, **meta["params"])
-    model.terms_ = fitted
-    model.descriptor_ = fitted[0].descriptor
-    model.species_ = [int(z) for z in meta["species_"]]
-    model.e0_ = ReferenceEnergies({int(k): float(v) for k, v in meta["e0_"]["values"].items()},
-                                  meta["e0_"]["method"])
-    model.delta_ = float(meta["delta_"])
-    model.noise_ = {k: float(v) for k, v in meta["noise_"].items()}
-    model.variance_scale_ = {k: float(v) for k, v in meta["variance_scale_"].items()}
-    model.n_train_ = meta["n_train_"]
-    model.log_marginal_likelihood_ = meta["log_marginal_likelihood_"]
-    model.extra_ = meta.get("extra", {})
-    model.alpha_ = arrays["alpha"].astype(np.float64)
-    model.kmm_cholesky_ = arrays["kmm_cholesky"].astype(np.float64)
-    model.posterior_factor_ = arrays["posterior"].astype(np.float64)
-    M = len(model.alpha_)
-    shapes_ok = (start == M and model.kmm_cholesky_.shape == (M, M)
-                 and model.posterior_factor_.shape == (M, M))
-    if not shapes_ok:
-        raise ValueError(f"'{path}' has inconsistent array shapes (corrupt file?)")
-    return model
+
+__all__ = ["FORMAT", "VERSION", "READABLE_VERSIONS", "ModelFileContent", "save", "read"]

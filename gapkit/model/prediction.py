@@ -1,0 +1,187 @@
+"""Prediction from a :class:`~gapkit.model.state.FittedState`: energies, forces, stress.
+
+Local energies ``eps_i = delta**2 sum_m alpha_m (q_i . q_m)**zeta`` (summed over
+kernel terms); forces ``F_j = -dE/dr_j`` and the virial ``-dE/deta`` contract
+``d eps_i / d q_i`` with the descriptor derivatives through a vector-Jacobian product,
+so no force rows are formed unless an uncertainty needs the derivative arrays.
+The kernel work of many structures is one matrix product per species and term.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from ase import Atoms
+
+from gapkit.data import matrix_to_voigt
+from gapkit.descriptors import DescriptorSet
+from gapkit.gp import terms
+from gapkit.model.delta import baseline_labels
+from gapkit.model.state import FittedState
+
+#: Atoms per batch at prediction: the kernel rows of a batch are one matrix product.
+PREDICT_BATCH_ATOMS = 512
+
+
+@dataclass
+class Prediction:
+    """Predicted properties of a list of structures.
+
+    Attributes
+    ----------
+    energy : ndarray of shape (n_frames,)
+        Total energies, eV.
+    energies : list of ndarray of shape (n_atoms_k,)
+        Per-atom energies (E0 included), eV.
+    forces : list of ndarray of shape (n_atoms_k, 3) or None
+        Forces, eV/Å.
+    stress : ndarray of shape (n_frames, 6) or None
+        Stress in ASE's Voigt order (xx, yy, zz, yz, xz, xy), eV/Å³; NaN rows for
+        frames that are not fully periodic.
+    """
+
+    energy: np.ndarray
+    energies: list
+    forces: list | None = None
+    stress: np.ndarray | None = None
+
+    @property
+    def forces_flat(self) -> np.ndarray:
+        """All force components stacked, shape (sum n_atoms, 3)."""
+        return np.vstack(self.forces)
+
+
+@dataclass
+class StructurePrediction:
+    """Prediction for one structure (:meth:`gapkit.GAP.predict_structure`).
+
+    Attributes
+    ----------
+    energy : float
+        Total energy, eV.
+    energies : ndarray of shape (n_atoms,)
+        Per-atom energies (E0 included), eV.
+    forces : ndarray of shape (n_atoms, 3) or None
+        Forces, eV/Å.
+    stress : ndarray of shape (6,) or None
+        Voigt stress, eV/Å³ (fully periodic cells, when asked for).
+    descriptors : tuple of DescriptorSet
+        The descriptor sets of the structure, one per kernel term (with derivative
+        arrays when ``keep_gradients=True``); :meth:`gapkit.GAP.std_structure` takes them.
+    """
+
+    energy: float
+    energies: np.ndarray
+    forces: np.ndarray | None = None
+    stress: np.ndarray | None = None
+    descriptors: tuple = ()
+
+    def __getitem__(self, key: str):
+        """Mapping-style access to the properties (``r["energy"]``)."""
+        if key not in ("energy", "energies", "forces", "stress"):
+            raise KeyError(key)
+        return getattr(self, key)
+
+
+def _descriptor_sets(state: FittedState, atoms: Atoms, forces: bool, strain: bool,
+                     keep_gradients: bool, index: int) -> tuple[list, list]:
+    dsets, vjps = [], []
+    for t in state.terms:
+        desc, vjp = t.descriptor, None
+        if keep_gradients:
+            ds = desc.compute(atoms, gradients=True, strain=strain, index=index)
+        elif forces or strain:
+            ds, vjp = desc.vjp_setup(atoms, strain=strain, index=index)
+        else:
+            ds = desc.compute(atoms, gradients=False, index=index)
+        dsets.append(ds)
+        vjps.append(vjp)
+    return dsets, vjps
+
+
+def predict_batch(state: FittedState, frames: Sequence[Atoms], forces: bool,
+                  stress: bool | None, keep_gradients: bool, baseline=None,
+                  offset: int = 0) -> list[StructurePrediction]:
+    """Energy, per-atom energies, forces and stress of several structures.
+
+    Parameters
+    ----------
+    state : FittedState
+    frames : list of ase.Atoms
+        Checked structures (geometry and species).
+    forces : bool
+    stress : bool or None
+        ``None``: for fully periodic cells.
+    keep_gradients : bool
+        Build the descriptor derivative arrays (for force uncertainties) instead of
+        the cheaper vector-Jacobian product.
+    baseline : ase Calculator, optional
+        Delta-learning baseline added to every prediction.
+    offset : int
+        Index of the first frame, for error messages.
+
+    Returns
+    -------
+    list of StructurePrediction
+    """
+    items = []
+    for k, atoms in enumerate(frames):
+        periodic = bool(np.all(atoms.get_pbc()))
+        st = periodic if stress is None else (stress and periodic)
+        dsets, vjps = _descriptor_sets(state, atoms, forces, st, keep_gradients, offset + k)
+        items.append((atoms, st, dsets, vjps))
+    stacked = [DescriptorSet(q=np.vstack([it[2][t].q for it in items]),
+                             numbers=np.concatenate([it[2][t].numbers for it in items]))
+               for t in range(len(state.terms))]
+    d2 = state.delta ** 2
+    need_g = forces or any(it[1] for it in items)
+    eps_all, g_all = terms.local_energies_and_gradients(state.terms, stacked, state.alpha,
+                                                        gradients=need_g)
+    eps_all = d2 * eps_all
+    outs, start = [], 0
+    for atoms, st, dsets, vjps in items:
+        n = len(atoms)
+        sl = slice(start, start + n)
+        start += n
+        e_atoms = eps_all[sl] + state.e0.atomic(atoms.numbers)
+        base = None
+        if baseline is not None:
+            base = baseline_labels(baseline, atoms, forces=forces, virial=st, energies=True)
+            e_atoms = e_atoms + base["energies"]
+        out = StructurePrediction(energy=float(e_atoms.sum()), energies=e_atoms,
+                                  descriptors=tuple(dsets))
+        outs.append(out)
+        if not (forces or st):
+            continue
+        dE_dr, dE_deta = 0.0, 0.0
+        for ds, vjp, g in zip(dsets, vjps, g_all):
+            g = d2 * g[sl]  # d eps_i / d q_i of this term
+            r_t, eta_t = vjp(g) if vjp is not None else ds.contract(g, st)
+            dE_dr = dE_dr + r_t
+            if st:
+                dE_deta = dE_deta + eta_t
+        if forces:
+            out.forces = -dE_dr + (base["forces"] if base is not None else 0.0)
+        if st:
+            sigma = 0.5 * (dE_deta + dE_deta.T) / atoms.get_volume()
+            if base is not None:
+                sigma = sigma - base["virial"] / atoms.get_volume()
+            out.stress = matrix_to_voigt(sigma)
+    return outs
+
+
+def batches(frames: Sequence[Atoms], max_atoms: int) -> list[list[int]]:
+    """Consecutive frame indices grouped so that each group has about ``max_atoms``
+    atoms (at least one frame per group)."""
+    out, cur, n = [], [], 0
+    for k, atoms in enumerate(frames):
+        cur.append(k)
+        n += len(atoms)
+        if n >= max_atoms:
+            out.append(cur)
+            cur, n = [], 0
+    if cur:
+        out.append(cur)
+    return out

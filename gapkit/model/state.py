@@ -1,0 +1,210 @@
+"""The fitted state of a GAP: one typed, immutable object.
+
+:meth:`gapkit.GAP.fit` produces a :class:`FittedState`, the model file
+(:mod:`gapkit.model.model_file`) stores and restores exactly it, and prediction and
+variance (:mod:`gapkit.model.prediction`, :mod:`gapkit.model.variance`) read it.
+
+Notation (unit-scale kernels ``k~``, signal scale ``delta`` in eV):
+
+* local energy ``eps_i = delta**2 sum_m alpha_m k~(q_i, q_m)`` over the stacked sparse
+  sets of all terms;
+* ``kmm_cholesky`` is the lower Cholesky factor ``L`` of ``K~_MM + jitter I``;
+* ``posterior_factor`` is the upper ``R_P`` with
+  ``R_P^T R_P = K~_MM + delta**2 K~_MN Lambda^-1 K~_NM`` (so the weight posterior is
+  ``Sigma = (R_P^T R_P)^-1``), see :mod:`gapkit.gp.solver`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Iterator
+
+import numpy as np
+
+from gapkit.data import ReferenceEnergies
+from gapkit.gp.streaming import NoiseGroup
+
+__all__ = ["NoiseGroup", "GroupValues", "VarianceScale", "Calibration", "FittedState",
+           "noise_level"]
+
+
+class GroupValues(Mapping):
+    """Read-only mapping from :class:`NoiseGroup` to a number (noises, row counts).
+
+    Keys are :class:`NoiseGroup` objects; for convenience a key may also be given as
+    its text label (``noise["forces"]``, ``noise["energy:bulk"]``).
+    """
+
+    def __init__(self, values: Mapping | None = None):
+        self._d = {(k if isinstance(k, NoiseGroup) else NoiseGroup.from_label(k)): v
+                   for k, v in dict(values or {}).items()}
+
+    def __getitem__(self, key):
+        if not isinstance(key, NoiseGroup):
+            key = NoiseGroup.from_label(key)
+        return self._d[key]
+
+    def __iter__(self) -> Iterator[NoiseGroup]:
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __repr__(self) -> str:
+        return "{" + ", ".join(f"{k.label!r}: {v!r}" for k, v in self._d.items()) + "}"
+
+    def labelled(self) -> dict:
+        """Plain ``{label: value}`` dict (for JSON)."""
+        return {k.label: v for k, v in self._d.items()}
+
+
+def noise_level(noise: Mapping, kind: str, default: float = 0.0) -> float:
+    """Noise of one label kind from ``GAP.noise_``.
+
+    Parameters
+    ----------
+    noise : mapping of NoiseGroup (or label) to float
+    kind : {"energy", "forces", "virial"}
+    default : float
+        Returned when no group of that kind exists.
+
+    Returns
+    -------
+    float
+        The root-mean-square over the groups of that kind (one per ``config_type``
+        when noise is learned per group), in the kind's units (eV per sqrt(atom) for
+        energies and virials, eV/Å for forces).
+    """
+    vals = [v for k, v in noise.items()
+            if (k if isinstance(k, NoiseGroup) else NoiseGroup.from_label(k)).kind == kind]
+    return float(np.sqrt(np.mean(np.square(vals)))) if vals else default
+
+
+@dataclass(frozen=True)
+class VarianceScale:
+    """Multipliers of the three variance terms of one property.
+
+    ``var = nystrom * V_N + posterior * V_P + aleatoric * sigma_noise**2`` where
+    ``V_N`` is the Nyström residual ``delta**2 (k~** - k~^T K~_MM^-1 k~)``, ``V_P`` the
+    weight-posterior term ``delta**4 k~^T Sigma k~`` and ``sigma_noise`` the learned
+    noise. All 1 means the raw DTC variance.
+    """
+
+    nystrom: float = 1.0
+    posterior: float = 1.0
+    aleatoric: float = 1.0
+
+    def as_dict(self) -> dict:
+        return {"nystrom": self.nystrom, "posterior": self.posterior,
+                "aleatoric": self.aleatoric}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How the predictive std of a model was calibrated.
+
+    Attributes
+    ----------
+    energy, forces : VarianceScale
+        Scales of the energy (total and local) and force-component variances.
+    source : str or None
+        What the scales were fitted on (e.g. ``"validation split: 20 of 200 frames"``);
+        ``None`` means the raw DTC variance (not calibrated).
+    """
+
+    energy: VarianceScale = field(default_factory=VarianceScale)
+    forces: VarianceScale = field(default_factory=VarianceScale)
+    source: str | None = None
+
+    @property
+    def calibrated(self) -> bool:
+        return self.source is not None
+
+    def scale(self, prop: str) -> VarianceScale:
+        """The :class:`VarianceScale` of ``"energy"`` or ``"forces"``."""
+        if prop not in ("energy", "forces"):
+            raise ValueError(f"calibrated properties are 'energy' and 'forces', got {prop!r}")
+        return getattr(self, prop)
+
+    def as_dict(self) -> dict:
+        return {"energy": self.energy.as_dict(), "forces": self.forces.as_dict(),
+                "source": self.source}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Calibration":
+        return cls(energy=VarianceScale(**d["energy"]), forces=VarianceScale(**d["forces"]),
+                   source=d.get("source"))
+
+
+@dataclass(frozen=True)
+class FittedState:
+    """Everything prediction and uncertainty need, as fitted.
+
+    Attributes
+    ----------
+    terms : tuple of FittedTerm
+        Kernel terms: fitted descriptor, exponent, weight, sparse set (columns
+        ``terms[t].cols`` of the stacked set).
+    species : tuple of int
+        Atomic numbers the model knows.
+    e0 : ReferenceEnergies
+        Per-species reference energies, eV.
+    alpha : ndarray of shape (M,)
+        Unit-scale weights of the stacked sparse set.
+    kmm_cholesky : ndarray of shape (M, M)
+        Lower Cholesky factor of ``K~_MM + jitter I``.
+    posterior_factor : ndarray of shape (M, M)
+        Upper ``R_P`` of the weight posterior.
+    delta : float
+        Signal scale, eV.
+    noise : GroupValues
+        Noise per row group (eV per sqrt(atom) for energies/virials, eV/Å for forces):
+        the aleatoric uncertainty.
+    n_train : GroupValues
+        Training rows per group.
+    calibration : Calibration
+    log_marginal_likelihood : float or None
+    extra : dict
+        Free-form JSON-able entries stored with the model (e.g. active-learning info).
+    """
+
+    terms: tuple
+    species: tuple
+    e0: ReferenceEnergies
+    alpha: np.ndarray
+    kmm_cholesky: np.ndarray
+    posterior_factor: np.ndarray
+    delta: float
+    noise: GroupValues
+    n_train: GroupValues
+    calibration: Calibration = field(default_factory=Calibration)
+    log_marginal_likelihood: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        M = len(self.alpha)
+        if sum(len(t.sparse_species) for t in self.terms) != M:
+            raise ValueError("FittedState: the terms' sparse sets do not add up to len(alpha)")
+        for name in ("kmm_cholesky", "posterior_factor"):
+            if getattr(self, name).shape != (M, M):
+                raise ValueError(f"FittedState: {name} has shape {getattr(self, name).shape}, "
+                                 f"expected {(M, M)}")
+
+    @property
+    def n_sparse(self) -> int:
+        return len(self.alpha)
+
+    @property
+    def descriptor(self):
+        """Fitted descriptor of the first term (all terms share its species)."""
+        return self.terms[0].descriptor
+
+    def noise_level(self, kind: str) -> float:
+        """Learned noise of one kind, see :func:`noise_level`."""
+        return noise_level(self.noise, kind)
+
+    def replace(self, **changes) -> "FittedState":
+        """A copy with some fields changed (the state itself is immutable)."""
+        return replace(self, **changes)
+
