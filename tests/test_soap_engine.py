@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import bulk, molecule
+from dscribe.descriptors import SOAP as DSOAP
 
 from conftest import si_primitive_skewed
 from gapkit.descriptors.soap_engine import (
@@ -16,9 +17,6 @@ from gapkit.descriptors.soap_engine import (
     gto_basis,
     real_solid_harmonics,
 )
-
-dscribe = pytest.importorskip("dscribe.descriptors")
-DSOAP = dscribe.SOAP
 
 CHO = [1, 6, 8]
 H_FD = 1e-5

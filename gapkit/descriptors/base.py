@@ -1,8 +1,8 @@
-"""The container every descriptor returns, and the sparse-gradient layout.
+"""The descriptor contract, the container every descriptor returns, and its helpers.
 
 A descriptor turns one structure into
 
-* ``q``: one normalised feature vector per atom, shape ``(n_atoms, n_features)``;
+* ``q``: one feature vector per atom, shape ``(n_atoms, n_features)``;
 * the derivatives of those vectors with respect to atom positions, stored
   *sparsely* as a list of pairs ``(i, j)`` (centre ``i``, moved atom ``j``), with
   ``dq[p] = d q_i / d r_j`` of shape ``(3, n_features)`` for pair ``p``. Only atoms
@@ -11,17 +11,37 @@ A descriptor turns one structure into
 * optionally the strain derivatives ``dq_i / d eta_ab`` of shape
   ``(n_atoms, 3, 3, n_features)`` for periodic cells, where positions and cell map
   as ``r -> (1 + eta) r``; they give the virial.
+
+The contract
+------------
+A new descriptor subclasses :class:`Descriptor`, takes its parameters (``species``
+and ``r_cut`` included) as keyword arguments of ``__init__`` stored unchanged
+(sklearn style), and implements ``_build_engine()``, which returns an
+:class:`Engine`: ``engine.n_features`` and ``engine.compute(atoms, gradients,
+strain, keep) -> EngineResult`` (raw, unnormalised features, sparse derivatives
+and, with ``keep``, a vector-Jacobian product). It may override
+``_check_params()`` (parameter checks, run by :meth:`Descriptor.validate`),
+``interaction_range`` and ``_normalised``. :class:`Descriptor` supplies
+``compute``, ``vjp_setup``, ``create``, the normalisation ``q = p / |p|`` and its
+derivatives, the engine cache, ``check_species``, ``n_features`` and ``validate``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import abc
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
 from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
 from sklearn.base import BaseEstimator
+
+from .segments import segment_matrix
+
+__all__ = ["Descriptor", "DescriptorSet", "Engine", "EngineResult", "normalise",
+           "normalise_strain", "scatter_matrix", "species_index", "species_numbers"]
 
 
 @dataclass
@@ -31,7 +51,7 @@ class DescriptorSet:
     Attributes
     ----------
     q : ndarray of shape (n_atoms, n_features)
-        Normalised descriptor of every atom (dimensionless, unit length).
+        Descriptor of every atom (dimensionless; unit length when normalised).
     numbers : ndarray of shape (n_atoms,)
         Atomic number of each centre.
     pair_i, pair_j : ndarray of shape (n_pairs,)
@@ -63,7 +83,8 @@ class DescriptorSet:
 
     def contract(self, grad_q: np.ndarray, strain: bool = False):
         """``(dE/dr, dE/deta)`` from ``grad_q = dE/dq_i`` (n_atoms, F) and the stored
-        derivatives: shapes (n_atoms, 3) and (3, 3) (``None`` without ``strain``)."""
+        derivatives: shapes (n_atoms, 3) in eV/Å and (3, 3) in eV (``None`` without
+        ``strain``)."""
         P = len(self.pair_i)
         contrib = np.einsum("paf,pf->pa", self.dq, grad_q[self.pair_i])  # dE/dr_j per pair
         dE_dr = (self.scatter_matrix() @ contrib.reshape(P * 3)).reshape(-1, 3)
@@ -71,11 +92,131 @@ class DescriptorSet:
         return dE_dr, dE_deta
 
 
-class LocalDescriptor(BaseEstimator):
-    """Members shared by gapkit's descriptors (:class:`~gapkit.descriptors.SOAP`,
-    :class:`~gapkit.descriptors.ACSF`, :class:`~gapkit.descriptors.TwoBody`), which
-    all have a ``species`` parameter."""
+@dataclass
+class EngineResult:
+    """Raw (unnormalised) features of one structure and, optionally, their derivatives.
 
+    What every :class:`Engine` returns; :class:`Descriptor` normalises it into a
+    :class:`DescriptorSet`.
+
+    Attributes
+    ----------
+    p : ndarray of shape (n_atoms, n_features)
+        Raw features of every atom.
+    numbers : ndarray of shape (n_atoms,)
+        Atomic numbers of the centres.
+    pair_i, pair_j : ndarray of shape (n_pairs,) or None
+        Centre and moved atom of every derivative block (each combination once,
+        periodic images of ``j`` folded onto ``j``, self pairs ``(i, i)`` included).
+    dp : ndarray of shape (n_pairs, 3, n_features) or None
+        ``dp[k, a] = d p[pair_i[k]] / d r[pair_j[k], a]`` (1/Å times the units of ``p``).
+    dp_strain : ndarray of shape (n_atoms, 3, 3, n_features) or None
+        ``d p_i / d eta_ab`` for the homogeneous deformation ``r -> (1 + eta) r``
+        of positions and cell.
+    """
+
+    p: np.ndarray
+    numbers: np.ndarray
+    pair_i: np.ndarray | None = None
+    pair_j: np.ndarray | None = None
+    dp: np.ndarray | None = None
+    dp_strain: np.ndarray | None = None
+    #: ``(grad_p, strain) -> (dE/dr, dE/deta)``, set by ``compute(..., keep=True)``
+    _vjp: Callable | None = field(default=None, repr=False)
+
+    @property
+    def n_atoms(self) -> int:
+        return self.p.shape[0]
+
+    def vjp(self, grad_p: np.ndarray, strain: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Vector-Jacobian product with the kept structure (needs ``keep=True``).
+
+        Parameters
+        ----------
+        grad_p : ndarray of shape (n_atoms, n_features)
+            ``dE/dp_i``.
+        strain : bool
+            Also return ``dE/deta``.
+
+        Returns
+        -------
+        dE_dr : ndarray of shape (n_atoms, 3)
+            ``dE/dr_j`` in eV/Å (forces are ``-dE_dr``).
+        dE_deta : ndarray of shape (3, 3) or None
+            ``dE/deta_ab`` in eV (the virial is ``-dE_deta``).
+        """
+        if self._vjp is None:
+            raise RuntimeError("EngineResult.vjp needs compute(..., keep=True)")
+        return self._vjp(grad_p, strain)
+
+
+class Engine(abc.ABC):
+    """The numerical part of a descriptor: raw features of one structure.
+
+    Besides :meth:`compute` an engine has ``n_features`` (int). ``supports_vjp``
+    says whether ``compute(..., keep=True)`` sets :meth:`EngineResult.vjp`; when
+    it is False, :meth:`Descriptor.vjp_setup` contracts the derivative arrays.
+    """
+
+    supports_vjp: bool = True
+
+    @abc.abstractmethod
+    def compute(self, atoms: Atoms, gradients: bool = True, strain: bool = False,
+                keep: bool = False) -> EngineResult:
+        """Raw features (n_atoms, F) and, with ``gradients`` / ``strain``, their sparse
+        position / strain derivatives; ``keep`` sets :meth:`EngineResult.vjp`."""
+
+
+class Descriptor(BaseEstimator, abc.ABC):
+    """Base class of gapkit's local descriptors (:class:`~gapkit.descriptors.SOAP`,
+    :class:`~gapkit.descriptors.ACSF`, :class:`~gapkit.descriptors.TwoBody`).
+
+    Subclasses store their ``__init__`` keyword parameters (``species`` and
+    ``r_cut`` among them) and implement :meth:`_build_engine`; see the module
+    docstring. The engine is built (after :meth:`validate`) on first use and again
+    whenever a parameter changes; it is a cache, not pickled.
+
+    Attributes
+    ----------
+    n_features : int
+        Length of one descriptor vector.
+    interaction_range : float
+        Distance in Å beyond which an atom does not affect a centre (default ``r_cut``).
+    species_numbers : list of int
+        Sorted atomic numbers covered by the descriptor.
+
+    Notes
+    -----
+    With ``_normalised`` (the default) ``q_i = p_i / |p_i|`` and the derivatives
+    include the normalisation, ``dq = (dp - q (q . dp)) / |p|``; otherwise
+    ``q_i = p_i``. Derivatives are in 1/Å (positions) and dimensionless (strain);
+    with energies in eV, :meth:`vjp_setup` gives ``dE/dr`` in eV/Å and ``dE/deta``
+    in eV.
+    """
+
+    #: Appended to the zero-norm error message (e.g. how to avoid normalising).
+    _zero_norm_hint: str = ""
+
+    # ------------------------------------------------------------------ hooks
+    @abc.abstractmethod
+    def _build_engine(self) -> Engine:
+        """The numerical engine for the current (validated) parameters."""
+
+    def _check_params(self) -> None:
+        """Descriptor-specific parameter checks (``ValueError``); run by :meth:`validate`."""
+
+    @property
+    def _normalised(self) -> bool:
+        """Whether ``q = p / |p|`` (else ``q = p``)."""
+        return True
+
+    @property
+    def interaction_range(self) -> float:
+        """Distance in Å beyond which an atom does not affect a centre's descriptor
+        (``r_cut``)."""
+        return float(self.r_cut)
+
+    # ------------------------------------------------------------------ set-up
     @property
     def species_numbers(self) -> list[int]:
         """Sorted atomic numbers covered by the descriptor."""
@@ -89,14 +230,160 @@ class LocalDescriptor(BaseEstimator):
                              f"not covered by this model (it knows "
                              f"{[chemical_symbols[z] for z in self.species_numbers]})")
 
+    def validate(self) -> None:
+        """Check the parameters; ``ValueError`` with a clear message otherwise."""
+        if self.species is None or len(list(self.species)) == 0:
+            raise ValueError(f"{type(self).__name__}.species is not set: pass species=[...] or "
+                             "fit a GAP, which takes them from the training data")
+        species_numbers(self.species)  # unknown symbols raise here
+        self._check_params()
+
+    def _validate(self) -> None:
+        """Alias of :meth:`validate`, kept for ``gapkit.model.estimator``."""
+        self.validate()
+
+    @property
+    def _engine(self) -> Engine:
+        """The numerical engine, rebuilt (after validation) when a parameter changed."""
+        key = tuple(freeze_param(v) for v in self.get_params(deep=False).values())
+        cached = self.__dict__.get("_engine_cache")
+        if cached is None or cached[0] != key:
+            self.validate()
+            self._engine_cache = (key, self._build_engine())
+            cached = self._engine_cache
+        return cached[1]
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_engine_cache", None)  # a cache: rebuilt on demand
+        return state
+
+    @property
+    def n_features(self) -> int:
+        """Length of one descriptor vector."""
+        return int(self._engine.n_features)
+
+    # ------------------------------------------------------------------ compute
+    def compute(self, atoms: Atoms, gradients: bool = True, strain: bool | None = None,
+                index: int = 0) -> DescriptorSet:
+        """Descriptor of every atom of one structure, with sparse derivatives.
+
+        Parameters
+        ----------
+        atoms : ase.Atoms
+            Finite or periodic structure (``pbc`` may be mixed per axis; positions
+            in Å).
+        gradients : bool, default True
+            Also compute the position derivatives.
+        strain : bool, optional
+            Also compute the strain derivatives (for the virial and stress).
+            Defaults to ``True`` for fully periodic cells when ``gradients`` is set.
+        index : int
+            Frame index, for error messages.
+
+        Returns
+        -------
+        DescriptorSet
+            ``q`` (n_atoms, n_features); with ``gradients`` ``pair_i, pair_j``
+            (n_pairs,) and ``dq`` (n_pairs, 3, n_features) in 1/Å (self pairs
+            ``(i, i)`` included, periodic images folded onto their atom); with
+            ``strain`` ``dq_strain`` (n_atoms, 3, 3, n_features).
+
+        Raises
+        ------
+        ValueError
+            For invalid parameters, a species the descriptor does not cover, or
+            (when normalising) an atom whose raw vector is zero.
+        """
+        engine = self._engine  # validates the parameters
+        self.check_species(atoms, index)
+        if strain is None:
+            strain = gradients and bool(np.all(atoms.get_pbc()))
+        return self._to_descriptor_set(engine.compute(atoms, gradients=gradients, strain=strain),
+                                       atoms, index)
+
+    def vjp_setup(self, atoms: Atoms, strain: bool = False, index: int = 0
+                  ) -> tuple[DescriptorSet, Callable]:
+        """Descriptor values and a vector-Jacobian product for forces and the virial.
+
+        Parameters
+        ----------
+        atoms : ase.Atoms
+            The structure.
+        strain : bool, default False
+            Whether ``vjp`` also returns ``dE/deta``.
+        index : int
+            Frame index, for error messages.
+
+        Returns
+        -------
+        ds : DescriptorSet
+            Values only (no derivative arrays).
+        vjp : callable
+            ``vjp(grad_q)`` with ``grad_q = dE/dq_i`` of shape (n_atoms, F) returns
+            ``(dE/dr, dE/deta)``: shapes (n_atoms, 3) in eV/Å and (3, 3) in eV (or
+            ``None`` without ``strain``). The per-pair derivatives are contracted
+            directly, without forming the derivative array (engines without a VJP
+            contract their sparse derivatives instead).
+        """
+        engine = self._engine  # validates the parameters
+        self.check_species(atoms, index)
+        if not engine.supports_vjp:
+            ds = self.compute(atoms, gradients=True, strain=strain, index=index)
+            return ds, lambda grad_q: ds.contract(grad_q, strain)
+        res = engine.compute(atoms, gradients=False, strain=False, keep=True)
+        if not self._normalised:
+            def vjp(grad_q):
+                return res.vjp(np.asarray(grad_q, dtype=np.float64), strain)
+
+            return DescriptorSet(q=res.p, numbers=atoms.numbers.copy()), vjp
+        self._check_norms(res.p, atoms, index)
+        norms = np.linalg.norm(res.p, axis=1)
+        q = res.p / norms[:, None]
+
+        def vjp(grad_q):
+            grad_q = np.asarray(grad_q, dtype=np.float64)
+            grad_p = (grad_q - q * np.sum(q * grad_q, axis=1, keepdims=True)) / norms[:, None]
+            return res.vjp(grad_p, strain)
+
+        return DescriptorSet(q=q, numbers=atoms.numbers.copy()), vjp
+
+    def create(self, atoms: Atoms) -> np.ndarray:
+        """Descriptor only (normalised unless switched off), shape (n_atoms, n_features)."""
+        return self.compute(atoms, gradients=False).q
+
+    # ------------------------------------------------------------------ normalisation
+    def _to_descriptor_set(self, res: EngineResult, atoms: Atoms, index: int = 0
+                           ) -> DescriptorSet:
+        """The :class:`DescriptorSet` of a raw engine result (normalised if ``_normalised``)."""
+        numbers = atoms.numbers.copy()
+        if not self._normalised:
+            return DescriptorSet(q=res.p, numbers=numbers, pair_i=res.pair_i, pair_j=res.pair_j,
+                                 dq=res.dp, dq_strain=res.dp_strain)
+        self._check_norms(res.p, atoms, index)
+        q, dq = normalise(res.p, res.dp, res.pair_i)
+        dq_strain = None if res.dp_strain is None else normalise_strain(res.p, q, res.dp_strain)
+        return DescriptorSet(q=q, numbers=numbers, pair_i=res.pair_i, pair_j=res.pair_j, dq=dq,
+                             dq_strain=dq_strain)
+
+    def _check_norms(self, p: np.ndarray, atoms: Atoms, index: int) -> None:
+        """``ValueError`` naming the first atom whose raw vector is zero (cannot be normalised)."""
+        norms = np.linalg.norm(p, axis=1)
+        bad = np.flatnonzero(~(norms > 0))
+        if len(bad):
+            k = int(bad[0])
+            raise ValueError(
+                f"frame {index}: atom {k} ({chemical_symbols[atoms.numbers[k]]}) has no neighbour "
+                f"within r_cut={self.r_cut} Å ({len(bad)} such atom(s)), so its "
+                f"{type(self).__name__} vector is zero and cannot be normalised: increase r_cut"
+                f"{self._zero_norm_hint}")
+
 
 def scatter_matrix(pair_j: np.ndarray, n_atoms: int) -> sp.csr_matrix:
     """Sparse (3 n_atoms, 3 n_pairs) matrix: row ``3 j + a`` sums pair rows ``3 p + a``
     with ``pair_j[p] == j``."""
-    n_pairs = len(pair_j)
     rows = (3 * np.asarray(pair_j)[:, None] + np.arange(3)[None, :]).ravel()
-    return sp.csr_matrix((np.ones(3 * n_pairs), (rows, np.arange(3 * n_pairs))),
-                         shape=(3 * n_atoms, 3 * n_pairs))
+    return segment_matrix(rows, 3 * n_atoms)
 
 
 def species_numbers(species) -> list[int]:
@@ -118,12 +405,56 @@ def species_numbers(species) -> list[int]:
     return sorted(set(out))
 
 
+def species_index(numbers: np.ndarray, species: list[int]) -> np.ndarray:
+    """Index of every atomic number in the sorted list ``species``, int64 of shape (n,).
+
+    Raises
+    ------
+    ValueError
+        For an atomic number that is not in ``species``.
+    """
+    numbers = np.asarray(numbers, dtype=np.int64)
+    table = np.asarray(species, dtype=np.int64)
+    idx = np.searchsorted(table, numbers)
+    ok = idx < len(table)
+    ok[ok] = table[idx[ok]] == numbers[ok]
+    if not ok.all():
+        bad = sorted(set(numbers[~ok].tolist()))
+        raise ValueError(f"Atomic numbers {bad} are not in the engine species {list(species)}")
+    return idx
+
+
+def freeze_param(value):
+    """Hashable snapshot of a parameter value (for the engine cache key)."""
+    if value is None or isinstance(value, (str, bool, int, float, np.number)):
+        return (type(value).__name__, value)
+    try:
+        arr = np.asarray(value)
+        if arr.dtype != object:
+            return (arr.dtype.str, arr.shape, arr.tobytes())
+    except (TypeError, ValueError):
+        pass
+    return repr(value)
+
+
 def normalise(p: np.ndarray, dp: np.ndarray | None, pair_i: np.ndarray | None):
-    """``q = p/|p|`` and ``dq = (dp - q (q . dp)) / |p|`` for each pair's centre."""
+    """``q = p/|p|`` and ``dq = (dp - q (q . dp)) / |p|`` for each pair's centre.
+
+    Parameters
+    ----------
+    p : ndarray of shape (n_atoms, F)
+        Raw vectors (non-zero).
+    dp : ndarray of shape (n_pairs, 3, F) or None
+        Their position derivatives (1/Å).
+    pair_i : ndarray of shape (n_pairs,) or None
+        Centre of every derivative block.
+
+    Returns
+    -------
+    q : ndarray of shape (n_atoms, F)
+    dq : ndarray of shape (n_pairs, 3, F) or None
+    """
     norms = np.linalg.norm(p, axis=1)
-    if np.any(norms <= 0):
-        raise ValueError("A descriptor vector has zero norm: an atom has no neighbour "
-                         "within the cutoff; increase r_cut")
     q = p / norms[:, None]
     if dp is None:
         return q, None
@@ -134,7 +465,7 @@ def normalise(p: np.ndarray, dp: np.ndarray | None, pair_i: np.ndarray | None):
 
 
 def normalise_strain(p: np.ndarray, q: np.ndarray, dps: np.ndarray) -> np.ndarray:
-    """Strain derivative of ``q = p/|p|`` from that of ``p`` (n, 3, 3, F)."""
+    """Strain derivative of ``q = p/|p|`` (n, 3, 3, F) from that of ``p`` (n, 3, 3, F)."""
     norms = np.linalg.norm(p, axis=1)
     proj = np.einsum("nabf,nf->nab", dps, q)
     return (dps - proj[..., None] * q[:, None, None, :]) / norms[:, None, None, None]
