@@ -70,24 +70,20 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import platform
-import shlex
 import sys
 import time
 from pathlib import Path
 
+import harness as h
+from harness import REPO, THREAD_VARS, evenly_spaced as evenly
+
 SCRIPT = Path(__file__).resolve()
-sys.path.insert(0, str(SCRIPT.parent))
-import ethanol_rmd17 as er  # noqa: E402  (stdlib-only at import time)
-REPO = SCRIPT.parent.parent
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "ethanol_rmd17"
-CORE_FILES = ("train.xyz", "test_MD.xyz", "isolated_atoms.xyz")
+CORE_FILES = h.ETHANOL_FILES
 OOD_FILES = {"methanol": "test_eth_meth.xyz", "H_removal": "test_H_removal.xyz",
              "dimers": "test_dimers.xyz"}
 SET_ORDER = ("test_MD", "methanol", "H_removal", "dimers")
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 XTB_METHOD = "GFN2-xTB"
 # SCF attempts: (label, extra TBLite parameters). Only convergence aids, never a spin change.
 XTB_ATTEMPTS = (("default", {}),
@@ -103,26 +99,14 @@ def log(msg: str) -> None:
 # ----------------------------------------------------------------------------------
 # command line
 # ----------------------------------------------------------------------------------
-def _int_list(text: str) -> list[int]:
-    try:
-        out = sorted({int(t) for t in str(text).split(",") if t.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got '{text}'") from None
-    if not out or out[0] < 1:
-        raise argparse.ArgumentTypeError("sizes must be positive integers")
-    return out
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description="Δ-learning on rMD17 ethanol: GAP on PBE vs GAP on PBE − GFN2-xTB "
-                    "(tblite baseline); learning curves in and out of distribution.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    er.add_data_dir_argument(p)
+    p = h.new_parser(
+        "Δ-learning on rMD17 ethanol: GAP on PBE vs GAP on PBE − GFN2-xTB "
+        "(tblite baseline); learning curves in and out of distribution.")
+    h.add_data_dir_argument(p)
     p.add_argument("--cache", type=Path, default=Path("~/.cache/gapkit/xtb_rmd17"),
                    help="folder for the cached GFN2-xTB labels (keep it outside the repository)")
-    p.add_argument("--sizes", type=_int_list, default="25,50,100,200,400,800",
+    p.add_argument("--sizes", type=h.int_list, default="25,50,100,200,400,800",
                    help="training-set sizes: nested subsets of one permutation of train.xyz")
     p.add_argument("--repeats", type=int, default=3,
                    help="learning curves on this many random permutations (seeds seed, seed+1, "
@@ -131,13 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-ood", type=int, default=1000,
                    help="at most this many evenly spaced frames of each OOD set (methanol "
                         "frames of test_eth_meth.xyz, test_H_removal.xyz, test_dimers.xyz)")
-    er.add_soap_arguments(p, n_max=6, l_max=4)
+    h.add_soap_arguments(p, n_max=6, l_max=4)
     p.add_argument("--delta", type=float, default=1.0, help="kernel scale, eV (both models)")
-    p.add_argument("--n-sparse", type=er.parse_species_counts, default="C:300,H:600,O:300",
+    p.add_argument("--n-sparse", type=h.parse_species_counts, default="C:300,H:600,O:300",
                    help="sparse points per species, capped at the environments available")
-    p.add_argument("--sparse-method", choices=("cur", "random", "fps"), default="cur")
-    p.add_argument("--energy-noise", type=float, default=0.001, help="eV per sqrt(atom)")
-    p.add_argument("--force-noise", type=float, default=0.02, help="eV/Å")
+    h.add_sparse_method_argument(p, quip_note=False)
+    h.add_noise_arguments(p, 0.001, 0.02)
     p.add_argument("--e0", choices=("isolated", "lstsq"), default="isolated",
                    help="per-species E0 of both models: the PBE isolated atoms (the Δ-GAP "
                         "subtracts their xTB energies), or least squares on the training "
@@ -151,9 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "tblite and compared with the cached baseline (default: the largest size; "
                         "0: skip)")
     p.add_argument("--seed", type=int, default=0, help="permutation and sparse-point seed")
-    p.add_argument("--threads", type=int, default=1,
-                   help="OMP/OPENBLAS/MKL_NUM_THREADS, set before numpy is imported (0 keeps "
-                        "the environment)")
+    h.add_run_arguments(p, quip=False, keep_tmp=False, json_out=False)
     p.add_argument("--out", type=Path, default=Path("/tmp/delta_xtb_ethanol.json"),
                    help="JSON results")
     p.add_argument("--plot", type=Path, default=Path("/tmp/delta_xtb_ethanol.png"),
@@ -324,14 +305,6 @@ class LabelCache:
 # ----------------------------------------------------------------------------------
 # data
 # ----------------------------------------------------------------------------------
-def evenly(n_total: int, n: int) -> list[int]:
-    import numpy as np
-
-    if n >= n_total:
-        return list(range(n_total))
-    return sorted(set(np.linspace(0, n_total - 1, n).round().astype(int).tolist()))
-
-
 def load_sets(data_dir: Path, args, notes: list) -> dict:
     """{name: (path, all frames of the file, candidate indices)}."""
     import numpy as np
@@ -507,13 +480,11 @@ def plot(results: dict, sets: list[str], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    if args.threads and args.threads > 0:
-        for var in THREAD_VARS:
-            os.environ[var] = str(args.threads)
-    command = shlex.join([sys.executable, str(SCRIPT), *argv])
-    print("command: " + command)
+    h.set_thread_env(args.threads)
+    command = h.command_line(SCRIPT, argv)
 
-    data_dir = er.find_data_dir(args.data_dir, CORE_FILES)
+    data_dir = h.find_data_dir(args.data_dir, "ethanol_rmd17", CORE_FILES,
+                               "the rMD17 ethanol folder")
     if data_dir is None:
         return 0
     try:
@@ -630,10 +601,8 @@ def main(argv: list[str] | None = None) -> int:
                    "frames": [r["atoms"] for r in rows],
                    "groups": [str(r["atoms"].info.get("config_type")) for r in rows]
                    if s == "dimers" else None}
-    results = {"command": command, "data_dir": str(data_dir), "host": platform.node(),
-               "cpus": os.cpu_count(), "thread_env": {v: os.environ.get(v) for v in THREAD_VARS},
-               "settings": {k: (str(v) if isinstance(v, Path) else v)
-                            for k, v in vars(args).items()},
+    results = {"command": command, "data_dir": str(data_dir), **h.host_fields(),
+               "settings": h.settings(args),
                "xtb": {}, "xtb_labels": xtb_info, "curves": {}, "notes": notes,
                "e0_pbe_isolated": {chemical_symbols[z]: iso_pbe[z] for z in species},
                "e0_xtb_isolated": {chemical_symbols[z]: iso_xtb[z] for z in species},
@@ -783,10 +752,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{load0:.2f} at start, {os.getloadavg()[0]:.2f} at end")
     for note in notes:
         print("note: " + note)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2))
-        print(f"results written to {args.out}")
+    h.save_results(args.out, results, say="results written to")
     if args.plot and str(args.plot).lower() != "none":
         plot(results, test_names, args.plot)
         print(f"figure written to {args.plot}")

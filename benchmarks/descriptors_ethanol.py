@@ -27,26 +27,24 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 from ase.io import read
+
+import harness as h
 
 from gapkit import GAP, SOAP, Term
 from gapkit.data import default_data_dir
 from gapkit.descriptors import ACSF, TwoBody
 from gapkit.metrics import reference_arrays
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data" / "ethanol_rmd17"
+SHARED = h.SHARED_DATA / "ethanol_rmd17"
 
 
 def evenly(frames: list, n: int) -> list:
-    idx = np.unique(np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int))
-    return [frames[i] for i in idx]
+    return [frames[i] for i in h.evenly_spaced(len(frames), n)]
 
 
 def models(args) -> dict:
@@ -125,8 +123,7 @@ def main(argv=None) -> dict:
               f"{r['forces_mae_meV_A']:.1f} | {r['forces_rmse_meV_A']:.1f} | {r['fit_s']:.0f} | "
               f"{r['predict_us_per_atom']:.0f} |")
     out = {"source": source, "args": vars(args), "results": results}
-    if args.out:
-        Path(args.out).write_text(json.dumps(out, indent=1))
+    h.save_results(args.out, out, indent=1, say="")
     return out
 
 

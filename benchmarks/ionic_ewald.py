@@ -55,10 +55,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 from ase.calculators.singlepoint import SinglePointCalculator
@@ -69,7 +67,9 @@ from gapkit.physics.baselines import BornMayerCoulomb, CoulombBaseline
 from gapkit.metrics import error_metrics
 from gapkit.model import Prediction
 
-REPO = Path(__file__).resolve().parent.parent
+import harness as h
+from harness import REPO
+
 EV_A3_TO_GPA = 160.21766208
 # 99th percentile of the nearest Na-Cl distances in the committed data (Å): the Born-Mayer
 # repulsion lives there, so a smaller cutoff cannot describe it
@@ -310,9 +310,7 @@ def main(argv=None) -> int:
     p.add_argument("--cutoff-width", type=float, default=1.0, help="cosine taper width, Å")
     p.add_argument("--n-sparse", type=int, default=300,
                    help="sparse points per species (capped at the 272 available)")
-    p.add_argument("--energy-noise", type=float, default=0.001, help="eV per sqrt(atom)")
-    p.add_argument("--force-noise", type=float, default=0.01, help="eV/Å")
-    p.add_argument("--virial-noise", type=float, default=0.01, help="eV per sqrt(atom)")
+    h.add_noise_arguments(p, 0.001, 0.01, 0.01)
     p.add_argument("--large-frames", type=int, default=8,
                    help="frames per larger-cell kind (64-atom 2x2x2, 32-atom 4x1x1); 0: skip")
     p.add_argument("--check-cutoff", type=float, default=4.0,
@@ -421,8 +419,7 @@ def main(argv=None) -> int:
                "references": refs, "rows": rows, "elapsed_s": elapsed,
                "units": {"energy": "meV/atom", "forces": "meV/Å per component",
                          "stress": "GPa per Voigt component"}}
-        Path(args.out).write_text(json.dumps(res, indent=1))
-        print(f"json: {args.out}")
+        h.save_results(args.out, res, indent=1, say="json:")
     if args.plot:
         plot(rows, refs, args.plot, large)
         print(f"plot: {args.plot}")

@@ -14,14 +14,15 @@ Example::
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "si_mlearn"
+import harness as h
+
+DATA = h.SHARED_DATA / "si_mlearn"
 
 
 def main(argv=None) -> int:
@@ -43,12 +44,12 @@ def main(argv=None) -> int:
                 random_state=0).fit(read(args.data / "train.xyz", f":{args.n_train}"))
     atoms = bulk("Si", "diamond", 5.43, cubic=True).repeat((args.repeat,) * 3)
     atoms.rattle(0.05, seed=0)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss0 = h.maxrss_mib()
     atoms.calc = GAPCalculator(model)
     t0 = time.perf_counter()
     atoms.calc.calculate(atoms, ["energy", "forces", "stress"])
     dt = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = h.maxrss_mib()
     print(f"command: {' '.join(sys.argv)}")
     print(f"{len(atoms)} atoms, M = {len(model.alpha_)}: energy + forces + stress in {dt:.2f} s "
           f"({dt / len(atoms) * 1e6:.0f} µs/atom); peak RSS {rss:.0f} MiB (before: {rss0:.0f} MiB)")

@@ -52,28 +52,16 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import resource
-import shlex
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+import harness as h
+from harness import ETHANOL_FILES as ETH_FILES, SI_FILES, best_of as _best_of, loadavg as _load
+from harness import maxrss_mib, num as _fmt
+
 SCRIPT = Path(__file__).resolve()
-REPO = SCRIPT.parent.parent
-if str(SCRIPT.parent) not in sys.path:
-    sys.path.insert(0, str(SCRIPT.parent))
-
-import ethanol_rmd17 as eth  # noqa: E402
-
-SHARED = REPO.parent / "shared" / "data"
-ETH_FILES = ("train.xyz", "test_MD.xyz", "isolated_atoms.xyz")
-SI_FILES = ("train.xyz", "test.xyz")
 GOAL_RATIO = 0.5
 GOAL_FLAT = 1.10
 
@@ -81,25 +69,14 @@ GOAL_FLAT = 1.10
 # ----------------------------------------------------------------------------------
 # command line
 # ----------------------------------------------------------------------------------
-def _int_list(text: str) -> list[int]:
-    try:
-        out = [int(x) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
-    if not out or any(v < 1 for v in out):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got '{text}'")
-    return out
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description="gapkit vs QUIP: fit time / peak RSS vs N and M, prediction cost.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--sizes", type=_int_list, default=[250, 500, 1000],
+    p = h.new_parser(
+        "gapkit vs QUIP: fit time / peak RSS vs N and M, prediction cost.")
+    p.add_argument("--sizes", type=h.int_list, default=[250, 500, 1000],
                    help="ethanol training-set sizes N for the fit-vs-N rows")
     p.add_argument("--n-sparse", type=int, default=300,
                    help="sparse points per species for the fit-vs-N rows and the ethanol models")
-    p.add_argument("--m-values", type=_int_list, default=[100, 300, 600],
+    p.add_argument("--m-values", type=h.int_list, default=[100, 300, 600],
                    help="sparse points per species for the fit-vs-M rows")
     p.add_argument("--m-n", type=int, default=500, help="N of the fit-vs-M rows")
     p.add_argument("--quip-m", action="store_true", help="also run gap_fit for the fit-vs-M rows")
@@ -111,42 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--si-repeat", type=int, default=3,
                    help="Si test cell: repeat of the 8-atom conventional cell per direction")
     p.add_argument("--repeats", type=int, default=3, help="prediction timings: best of this many")
-    p.add_argument("--no-quip", action="store_true", help="gapkit only")
     p.add_argument("--no-si", action="store_true", help="skip the Si prediction rows")
     p.add_argument("--no-predict", action="store_true", help="skip the ethanol prediction rows")
-    p.add_argument("--threads", type=int, default=1,
-                   help="OMP/OPENBLAS/MKL_NUM_THREADS of every subprocess; 0 keeps the environment")
     p.add_argument("--n-jobs", type=int, default=None,
                    help="gapkit GAP(n_jobs=...) for its fits (default: serial)")
     p.add_argument("--chunk-size", type=int, default=32, help="gapkit GAP(chunk_size=...)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ethanol-dir", type=Path, default=None,
-                   help="rMD17 ethanol folder (default $GAPKIT_SHARED_DATA/ethanol_rmd17, else "
-                        "<repo>/../shared/data/ethanol_rmd17)")
-    p.add_argument("--si-dir", type=Path, default=None,
-                   help="mlearn Si folder (default $GAPKIT_SHARED_DATA/si_mlearn, else "
-                        "<repo>/../shared/data/si_mlearn)")
+    h.add_data_dir_argument(p, "ethanol_rmd17", ETH_FILES, flag="--ethanol-dir")
+    h.add_data_dir_argument(p, "si_mlearn", SI_FILES, flag="--si-dir")
     p.add_argument("--worker-timeout", type=float, default=0,
                    help="kill a measurement subprocess after this many seconds (0: never)")
-    p.add_argument("--json", type=Path, default=None, metavar="OUT",
-                   help="also write all results as JSON to OUT")
-    p.add_argument("--keep-tmp", action="store_true", help="keep the temporary folder")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--worker-params", type=Path, default=None, help=argparse.SUPPRESS)
+    h.add_run_arguments(p, workers=("gk_eth", "qp_eth", "gk_si", "qp_si"))
     return p
-
-
-def _data_dir(arg: Path | None, name: str, files: tuple[str, ...]) -> Path:
-    if arg is not None:
-        return Path(arg).expanduser().resolve()
-    env = os.environ.get("GAPKIT_SHARED_DATA")
-    if env:
-        base = Path(env).expanduser()
-        for cand in (base / name, base):
-            if all((cand / f).is_file() for f in files):
-                return cand.resolve()
-        return (base / name).resolve()
-    return (SHARED / name).resolve()
 
 
 # ----------------------------------------------------------------------------------
@@ -158,22 +111,6 @@ SI_SOAP = dict(r_cut=5.4, n_max=8, l_max=8, sigma=0.5, cutoff_width=1.0)
 SI_GP = dict(zeta=4.0, delta="auto", energy_noise=0.01, force_noise=0.05, virial_noise=0.01,
              e0="lstsq", jitter=1e-8)
 SI_A = 5.43  # Å, diamond lattice constant of the timing cell
-
-
-def _load() -> float:
-    return float(os.getloadavg()[0])
-
-
-def _best_of(fn, repeats: int) -> tuple[float, list[float], list[float]]:
-    """Best wall time of ``repeats`` calls of ``fn`` (after the caller's warm-up), the
-    individual times and the load averages before/after."""
-    times = []
-    l0 = _load()
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), times, [l0, _load()]
 
 
 def si_test_cell(repeat: int, seed: int):
@@ -195,8 +132,8 @@ def worker_gapkit_ethanol(p: dict) -> dict:
 
     d = Path(p["data_dir"])
     train = read(str(d / "train.xyz"), index=f":{p['n']}")
-    rss_before = eth._current_rss_mib()
-    peak_before = eth._maxrss_mib(resource.RUSAGE_SELF)
+    rss_before = h.current_rss_mib()
+    peak_before = maxrss_mib()
     model = GAP(SOAP(r_cut=ETH_SOAP["r_cut"], n_max=ETH_SOAP["n_max"], l_max=ETH_SOAP["l_max"],
                      sigma=ETH_SOAP["sigma"], cutoff="cosine", cutoff_width=ETH_SOAP["cutoff_width"]),
                 zeta=ETH_GP["zeta"], delta=ETH_GP["delta"], n_sparse=int(p["m"]),
@@ -209,7 +146,7 @@ def worker_gapkit_ethanol(p: dict) -> dict:
     model.fit(train)
     fit_s = time.perf_counter() - t0
     fit_load = [l0, _load()]
-    fit_peak = eth._maxrss_mib(resource.RUSAGE_SELF)
+    fit_peak = maxrss_mib()
     from ase.data import chemical_symbols
     import numpy as np
 
@@ -220,10 +157,10 @@ def worker_gapkit_ethanol(p: dict) -> dict:
                         for z in model.species_},
            "n_features": int(model.descriptor_.n_features),
            "n_rows": {k: int(v) for k, v in model.n_train_.items()},
-           "threadpools": eth._threadpool_info()}
+           "threadpools": h.threadpool_info()}
     if p.get("predict"):
         test = read(str(d / "test_MD.xyz"), index=f":{p['n_predict']}")
-        E_ref, F_ref = eth.reference_labels(test)
+        E_ref, F_ref = h.reference_labels(test)
         frames = [a.copy() for a in test]  # without the reference calculators
         n_atoms = sum(len(a) for a in frames)
         t0 = time.perf_counter()
@@ -235,7 +172,7 @@ def worker_gapkit_ethanol(p: dict) -> dict:
             out["pred"] = model.predict(frames)
 
         best, times, load = _best_of(run, p["repeats"])
-        m = eth.error_metrics(E_ref, F_ref, out["pred"].energy, out["pred"].forces)
+        m = h.error_metrics(E_ref, F_ref, out["pred"].energy, out["pred"].forces)
         res["predict"] = {"n_frames": len(frames), "n_atoms": n_atoms, "best_s": best,
                           "times_s": times, "us_per_atom": best / n_atoms * 1e6,
                           "warmup_ms": warm * 1e3, "load": load,
@@ -243,51 +180,30 @@ def worker_gapkit_ethanol(p: dict) -> dict:
     return res
 
 
-def _run_gap_fit(cmd: list[str], tmp: Path, gp_xml: Path) -> tuple[float, float, list[float]]:
-    log = tmp / "gap_fit.log"
-    l0 = _load()
-    t0 = time.perf_counter()
-    with open(log, "w") as fh:
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=tmp)
-    fit_s = time.perf_counter() - t0
-    load = [l0, _load()]
-    peak = eth._maxrss_mib(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0 or not gp_xml.is_file():
-        tail = log.read_text(errors="replace").splitlines()[-30:]
-        raise RuntimeError(f"gap_fit failed (exit {proc.returncode}); command:\n  "
-                           + shlex.join(cmd) + "\nlast lines of its log:\n" + "\n".join(tail))
-    return fit_s, peak, load
-
-
 def worker_quip_ethanol(p: dict) -> dict:
-    from collections import Counter
-
-    from ase.data import chemical_symbols
     from ase.io import read
 
     d = Path(p["data_dir"])
     tmp = Path(p["tmp"])
     train = read(str(d / "train.xyz"), index=f":{p['n']}")
-    e0 = eth.isolated_energies(d / "isolated_atoms.xyz")
-    species_z = sorted({int(z) for a in train for z in a.numbers})
-    avail = Counter(s for a in train for s in a.get_chemical_symbols())
-    n_sparse = {chemical_symbols[z]: min(int(p["m"]), int(avail[chemical_symbols[z]]))
-                for z in species_z}
-    ns = argparse.Namespace(cutoff_transition_width=ETH_SOAP["cutoff_width"], seed=p["seed"],
-                            **{k: v for k, v in ETH_SOAP.items() if k != "cutoff_width"}, **ETH_GP)
+    e0 = h.isolated_energies(d / "isolated_atoms.xyz")
+    n_sparse = h.cap_sparse_counts(train, int(p["m"]))
     train_xyz, gp_xml = tmp / "quip_train.xyz", tmp / "gp.xml"
-    eth.write_quip_xyz(train, train_xyz, ETH_SOAP["r_cut"])
-    cmd = eth.quip_command(ns, train_xyz, gp_xml, e0, species_z, n_sparse)
-    fit_s, peak, load = _run_gap_fit(cmd, tmp, gp_xml)
-    res = {"tool": "quip", "version": eth.quip_version(), "n_train": len(train), "fit_time_s": fit_s,
-           "fit_peak_rss_mib": peak, "fit_load": load, "n_sparse": n_sparse,
-           "gap_fit_command": shlex.join(cmd)}
+    h.write_quip_xyz(train, train_xyz, periodic=False, cutoff=ETH_SOAP["r_cut"], config_type="train")
+    cmd = h.gap_fit_command(train_xyz, gp_xml, dict(ETH_SOAP, zeta=ETH_GP["zeta"],
+                                                    delta=ETH_GP["delta"]), n_sparse, e0,
+                            (ETH_GP["energy_noise"], ETH_GP["force_noise"]), ETH_GP["jitter"],
+                            p["seed"])
+    fit = h.run_gap_fit(cmd, tmp, gp_xml)
+    res = {"tool": "quip", "version": h.quip_version(), "n_train": len(train),
+           **{k: fit[k] for k in ("fit_time_s", "fit_peak_rss_mib", "fit_load", "gap_fit_command")},
+           "n_sparse": n_sparse}
     if p.get("predict"):
         import numpy as np
         from quippy.potential import Potential
 
         test = read(str(d / "test_MD.xyz"), index=f":{p['n_predict']}")
-        E_ref, F_ref = eth.reference_labels(test)
+        E_ref, F_ref = h.reference_labels(test)
         frames = [a.copy() for a in test]
         n_atoms = sum(len(a) for a in frames)
         pot = Potential(param_filename=str(gp_xml))
@@ -307,7 +223,7 @@ def worker_quip_ethanol(p: dict) -> dict:
             out["pred"] = [one(a) for a in frames]
 
         best, times, load = _best_of(run, p["repeats"])
-        m = eth.error_metrics(E_ref, F_ref, [e for e, _ in out["pred"]], [f for _, f in out["pred"]])
+        m = h.error_metrics(E_ref, F_ref, [e for e, _ in out["pred"]], [f for _, f in out["pred"]])
         res["predict"] = {"n_frames": len(frames), "n_atoms": n_atoms, "best_s": best,
                           "times_s": times, "us_per_atom": best / n_atoms * 1e6,
                           "warmup_ms": warm * 1e3, "load": load,
@@ -323,19 +239,17 @@ def _si_args(p: dict) -> argparse.Namespace:
 def worker_gapkit_si(p: dict) -> dict:
     import numpy as np
 
-    import si_mlearn as si
-
-    train, _ = si.load_si(Path(p["data_dir"]), p["n"], 1, virials=True)
-    model = si.build_model(_si_args(p))
+    train, _ = h.load_si(Path(p["data_dir"]), p["n"], 1, virials=True)
+    model = h.build_si_model(_si_args(p))
     model.set_params(chunk_size=p["chunk_size"], n_jobs=p["n_jobs"])
-    peak_before = eth._maxrss_mib(resource.RUSAGE_SELF)
+    peak_before = maxrss_mib()
     l0 = _load()
     t0 = time.perf_counter()
     model.fit(train)
     fit_s = time.perf_counter() - t0
     res = {"tool": "gapkit", "n_train": len(train), "n_train_atoms": int(sum(len(a) for a in train)),
            "fit_time_s": fit_s, "fit_load": [l0, _load()],
-           "fit_peak_rss_mib": eth._maxrss_mib(resource.RUSAGE_SELF),
+           "fit_peak_rss_mib": maxrss_mib(),
            "peak_rss_before_fit_mib": peak_before,
            "n_sparse": int(len(model.sparse_species_)), "e0": float(model.e0_.values[14]),
            "delta": float(model.delta_), "noise": dict(model.noise_)}
@@ -363,22 +277,20 @@ def worker_gapkit_si(p: dict) -> dict:
 def worker_quip_si(p: dict) -> dict:
     import numpy as np
 
-    import si_mlearn as si
-
     tmp = Path(p["tmp"])
-    train, _ = si.load_si(Path(p["data_dir"]), p["n"], 1, virials=True)
-    args = _si_args(p)
+    train, _ = h.load_si(Path(p["data_dir"]), p["n"], 1, virials=True)
     if p.get("e0") is None:  # gapkit's lstsq E0 for one species: mean energy per atom
         p["e0"] = float(sum(a.get_potential_energy() for a in train) / sum(len(a) for a in train))
     delta = p.get("delta") or 1.0
     train_xyz, gp_xml = tmp / "quip_train.xyz", tmp / "gp.xml"
-    si.write_quip_xyz(train, train_xyz)
-    cmd = si.quip_command(args, train_xyz, gp_xml, p["e0"], delta,
-                          (SI_GP["energy_noise"], SI_GP["force_noise"], SI_GP["virial_noise"]))
-    fit_s, peak, load = _run_gap_fit(cmd, tmp, gp_xml)
-    res = {"tool": "quip", "version": eth.quip_version(), "n_train": len(train),
-           "fit_time_s": fit_s, "fit_peak_rss_mib": peak, "fit_load": load,
-           "gap_fit_command": shlex.join(cmd)}
+    h.write_quip_xyz(train, train_xyz, periodic=True)
+    cmd = h.gap_fit_command(train_xyz, gp_xml, dict(SI_SOAP, zeta=SI_GP["zeta"], delta=delta),
+                            {"Si": int(p["m"])}, {"Si": p["e0"]},
+                            (SI_GP["energy_noise"], SI_GP["force_noise"], SI_GP["virial_noise"]),
+                            SI_GP["jitter"], p["seed"], virials=True)
+    fit = h.run_gap_fit(cmd, tmp, gp_xml)
+    res = {"tool": "quip", "version": h.quip_version(), "n_train": len(train),
+           **{k: fit[k] for k in ("fit_time_s", "fit_peak_rss_mib", "fit_load", "gap_fit_command")}}
     from quippy.potential import Potential
 
     pot = Potential(param_filename=str(gp_xml))
@@ -419,31 +331,24 @@ def gapkit_fingerprint() -> dict:
     import gapkit
 
     root = Path(gapkit.__file__).resolve().parent
-    h = hashlib.sha256()
+    sha = hashlib.sha256()
     for f in sorted(root.rglob("*.py")):
-        h.update(str(f.relative_to(root)).encode())
-        h.update(f.read_bytes())
-    return {"path": str(root), "sha256": h.hexdigest()[:12]}
+        sha.update(str(f.relative_to(root)).encode())
+        sha.update(f.read_bytes())
+    return {"path": str(root), "sha256": sha.hexdigest()[:12]}
 
 
 def run_worker(args) -> int:
-    p = json.loads(args.worker_params.read_text())
-    Path(p["tmp"]).mkdir(parents=True, exist_ok=True)
     fp_start = gapkit_fingerprint()
-    try:
-        res = WORKERS[args.worker](p)
-        res["ok"] = True
-    except Exception as exc:  # report, do not crash the driver
-        import traceback
-        traceback.print_exc()
-        res = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-    res["worker_peak_rss_mib"] = eth._maxrss_mib(resource.RUSAGE_SELF)
-    res["gapkit_source"] = fp_start
-    fp_end = gapkit_fingerprint()
-    if fp_end != fp_start:
-        res["gapkit_source_changed_to"] = fp_end
-    Path(p["out"]).write_text(json.dumps(res))
-    return 0 if res["ok"] else 1
+
+    def finish(res):
+        res["worker_peak_rss_mib"] = maxrss_mib()
+        res["gapkit_source"] = fp_start
+        fp_end = gapkit_fingerprint()
+        if fp_end != fp_start:
+            res["gapkit_source_changed_to"] = fp_end
+
+    return h.worker_main(args, WORKERS, finish=finish)
 
 
 # ----------------------------------------------------------------------------------
@@ -457,35 +362,15 @@ class Driver:
 
     def launch(self, kind: str, label: str, params: dict) -> dict:
         self.count += 1
-        wdir = self.tmp / f"{self.count:02d}_{kind}"
-        wdir.mkdir()
-        out = wdir / "result.json"
-        params = dict(params, out=str(out), tmp=str(wdir), seed=self.args.seed,
-                      repeats=self.args.repeats, chunk_size=self.args.chunk_size,
-                      n_jobs=self.args.n_jobs)
-        pfile = wdir / "params.json"
-        pfile.write_text(json.dumps(params))
-        cmd = [sys.executable, str(SCRIPT), "--worker", kind, "--worker-params", str(pfile)]
-        l0 = _load()
-        print(f"[{time.strftime('%H:%M:%S')}] {label}: start (1-min load {l0:.2f})", flush=True)
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=wdir, env=self.env, start_new_session=True)
-        timeout = self.args.worker_timeout or None
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the worker's own process group only
-            proc.wait()
-            rc = None
-        wall = time.perf_counter() - t0
-        l1 = _load()
-        if out.is_file():
-            res = json.loads(out.read_text())
-        elif rc is None:
-            res = {"ok": False, "error": f"killed after --worker-timeout {timeout:g} s"}
-        else:
-            res = {"ok": False, "error": f"worker exited {rc} without a result"}
-        res.update(label=label, kind=kind, worker_wall_s=wall, load_worker=[l0, l1])
+        params = dict(params, seed=self.args.seed, repeats=self.args.repeats,
+                      chunk_size=self.args.chunk_size, n_jobs=self.args.n_jobs)
+        print(f"[{time.strftime('%H:%M:%S')}] {label}: start (1-min load {_load():.2f})", flush=True)
+        res = h.launch_worker(SCRIPT, kind, params, self.tmp / f"{self.count:02d}_{kind}",
+                              self.env, timeout=self.args.worker_timeout or None, quiet=True)
+        res.pop("tool", None)
+        l0, l1 = res.pop("loadavg_1min_before_after")
+        wall = res["worker_wall_s"]
+        res.update(label=label, kind=kind, load_worker=[l0, l1])
         msg = "ok" if res.get("ok") else "FAILED: " + str(res.get("error"))
         extra = ""
         if res.get("ok") and "fit_time_s" in res:
@@ -507,14 +392,6 @@ class Driver:
         if res.get("gapkit_source_changed_to"):
             self.sources.add(res["gapkit_source_changed_to"]["sha256"])
         return res
-
-
-def quippy_ok() -> tuple[bool, str]:
-    return eth.quippy_available()
-
-
-def _fmt(x, fmt: str) -> str:
-    return "-" if x is None else format(x, fmt)
 
 
 def _ratio(g, q):
@@ -667,11 +544,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         return run_worker(args)
 
-    command = shlex.join([sys.executable, *sys.argv]) if argv == sys.argv[1:] else \
-        shlex.join([sys.executable, str(SCRIPT), *argv])
-    print(f"command: {command}", flush=True)
-    eth_dir = _data_dir(args.ethanol_dir, "ethanol_rmd17", ETH_FILES)
-    si_dir = _data_dir(args.si_dir, "si_mlearn", SI_FILES)
+    command = h.command_line(SCRIPT, argv)
+    eth_dir = h.resolve_data_dir(args.ethanol_dir, "ethanol_rmd17", ETH_FILES)[0]
+    si_dir = h.resolve_data_dir(args.si_dir, "si_mlearn", SI_FILES)[0]
     have_eth = all((eth_dir / f).is_file() for f in ETH_FILES)
     have_si = (not args.no_si) and all((si_dir / f).is_file() for f in SI_FILES)
     if not have_eth:
@@ -682,12 +557,12 @@ def main(argv: list[str] | None = None) -> int:
     if not have_eth and not have_si:
         print("Nothing to measure (set --ethanol-dir / --si-dir or $GAPKIT_SHARED_DATA).")
         return 0
-    do_quip, why = (False, "disabled (--no-quip)") if args.no_quip else quippy_ok()
+    do_quip, why = (False, "disabled (--no-quip)") if args.no_quip else h.quippy_available()
     if not do_quip:
         print(f"QUIP: {why or 'unavailable'}; gapkit-only columns")
 
-    env, threads = eth.worker_env(args.threads)
-    print(f"{eth.host_line(threads)}; gapkit n_jobs={args.n_jobs} chunk_size={args.chunk_size}")
+    env, threads = h.worker_env(args.threads)
+    print(f"{h.host_line(threads)}; gapkit n_jobs={args.n_jobs} chunk_size={args.chunk_size}")
     print(f"ethanol: {eth_dir}; SOAP {ETH_SOAP}, GP {ETH_GP}, CUR; sizes {args.sizes} at "
           f"M={args.n_sparse}/species; M sweep {args.m_values}/species at N={args.m_n}"
           f"{' (with gap_fit)' if args.quip_m else ' (gapkit only)'}; prediction on "
@@ -698,18 +573,15 @@ def main(argv: list[str] | None = None) -> int:
               f"a={SI_A} Å, rattle 0.05 Å seed {args.seed}")
     print(flush=True)
 
-    tmp = Path(tempfile.mkdtemp(prefix="gapkit_scaling_"))
-    drv = Driver(args, env, tmp)
-    R: dict = {"command": command, "host": platform.node(), "cpus": os.cpu_count(),
-               "thread_env": threads, "quip": do_quip, "quip_note": why,
-               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                            if not k.startswith("worker")},
-               "ethanol_settings": {"soap": ETH_SOAP, "gp": ETH_GP},
-               "si_settings": {"soap": SI_SOAP, "gp": SI_GP, "a": SI_A},
-               "goals": {"fit_time_ratio": GOAL_RATIO, "peak_rss_ratio": GOAL_RATIO,
-                         "peak_rss_growth": GOAL_FLAT, "predict_ratio": GOAL_RATIO}}
-    t_start = time.perf_counter()
-    try:
+    with h.temp_dir("gapkit_scaling_", args.keep_tmp) as tmp:
+        drv = Driver(args, env, tmp)
+        R: dict = {"command": command, **h.host_fields(threads), "quip": do_quip, "quip_note": why,
+                   "settings": h.settings(args),
+                   "ethanol_settings": {"soap": ETH_SOAP, "gp": ETH_GP},
+                   "si_settings": {"soap": SI_SOAP, "gp": SI_GP, "a": SI_A},
+                   "goals": {"fit_time_ratio": GOAL_RATIO, "peak_rss_ratio": GOAL_RATIO,
+                             "peak_rss_growth": GOAL_FLAT, "predict_ratio": GOAL_RATIO}}
+        t_start = time.perf_counter()
         if have_eth:
             sizes = sorted(set(args.sizes))
             n_pred = max(sizes)
@@ -769,9 +641,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print_table(rows)
         R["table_rows"] = rows
-        eth.save_results(args.json, R)
-    finally:
-        eth.remove_tmp(tmp, args.keep_tmp)
+        h.save_results(args.json, R)
     return 0
 
 

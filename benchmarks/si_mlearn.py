@@ -71,32 +71,16 @@ Published GAP (mlearn test set): energy MAE 2.91 meV/atom, force MAE 0.07 eV/Å.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import resource
-import shlex
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+import harness as h
+from harness import KBAR_PER_EV_A3, STRESS_KEY, load_si, maxrss_mib, mlearn_matrix, num
+
 SCRIPT = Path(__file__).resolve()
-REPO = SCRIPT.parent.parent
-if str(SCRIPT.parent) not in sys.path:
-    sys.path.insert(0, str(SCRIPT.parent))
-
-from ethanol_rmd17 import (_current_rss_mib, _maxrss_mib, _num,  # noqa: E402
-                           _threadpool_info, gap_fit_executable, host_line, print_comparison,
-                           quip_status, quip_version, remove_tmp, run_worker_process, save_results,
-                           worker_env)
-
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "si_mlearn"
-DATA_FILES = ("train.xyz", "test.xyz")
-STRESS_KEY = "mlearn_virial_stress"
-#: 1 eV/Å^3 in kbar and in GPa.
-KBAR_PER_EV_A3 = 1602.1766208
+DATA_FILES = h.SI_FILES
+#: 1 eV/Å^3 in GPa.
 GPA_PER_EV_A3 = 160.21766208
 PUBLISHED = {"name": "GAP (mlearn, Zuo et al. 2020)", "energy_mae": 2.91, "force_mae": 0.07}
 CONFIG_TYPES = ("AIMD-NVT", "Vacancy", "Elastic", "Surface")
@@ -105,38 +89,12 @@ CONFIG_TYPES = ("AIMD-NVT", "Vacancy", "Elastic", "Surface")
 # ----------------------------------------------------------------------------------
 # data and units
 # ----------------------------------------------------------------------------------
-def resolve_data_dir(arg: Path | None) -> tuple[Path, str]:
-    if arg is not None:
-        return Path(arg).expanduser().resolve(), "--data-dir"
-    env = os.environ.get("GAPKIT_SHARED_DATA")
-    if env:
-        base = Path(env).expanduser()
-        for cand in (base / "si_mlearn", base):
-            if (cand / "train.xyz").is_file() and (cand / "test.xyz").is_file():
-                return cand.resolve(), "$GAPKIT_SHARED_DATA"
-        return (base / "si_mlearn").resolve(), "$GAPKIT_SHARED_DATA"
-    return DEFAULT_DATA.resolve(), "default"
-
-
-def mlearn_matrix(values):
-    """mlearn's six numbers (xx yy zz xy yz xz) as a symmetric 3x3 matrix (same units)."""
-    import numpy as np
-
-    xx, yy, zz, xy, yz, xz = np.asarray(values, dtype=np.float64).ravel()
-    return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
-
-
 def ase_stress(atoms, factor: float = -1.0 / KBAR_PER_EV_A3):
     """Reference stress of a frame in ASE's Voigt order (xx yy zz yz xz xy), eV/Å^3."""
     import numpy as np
 
     m = mlearn_matrix(atoms.info[STRESS_KEY]) * factor
     return np.array([m[0, 0], m[1, 1], m[2, 2], m[1, 2], m[0, 2], m[0, 1]])
-
-
-def gap_virial(atoms, factor: float = -1.0 / KBAR_PER_EV_A3):
-    """GAP/QUIP virial ``-stress * V`` (eV) as a symmetric 3x3 matrix."""
-    return -mlearn_matrix(atoms.info[STRESS_KEY]) * factor * atoms.get_volume()
 
 
 def verify_stress_units(frames, max_strain: float = 0.025) -> dict:
@@ -190,33 +148,6 @@ def verify_stress_units(frames, max_strain: float = 0.025) -> dict:
             "expected_factor": -1.0 / KBAR_PER_EV_A3}
 
 
-def subset_indices(n_total: int, n: int | None) -> list[int]:
-    """``n`` evenly spaced indices out of ``n_total`` (all when ``n`` is None or too big).
-
-    The files are ordered by config_type; evenly spaced frames keep every type."""
-    import numpy as np
-
-    if n is None or n >= n_total:
-        return list(range(n_total))
-    return sorted(set(np.round(np.linspace(0, n_total - 1, n)).astype(int).tolist()))
-
-
-def load_si(data_dir: Path, n_train: int | None = None, n_test: int | None = None,
-            virials: bool = True):
-    """Training frames (with ``info["virial"]``, eV, 3x3) and test frames."""
-    from ase.io import read
-
-    train_all = read(str(data_dir / "train.xyz"), index=":")
-    test_all = read(str(data_dir / "test.xyz"), index=":")
-    train = [train_all[k] for k in subset_indices(len(train_all), n_train)]
-    test = [test_all[k] for k in subset_indices(len(test_all), n_test)]
-    for a in train:
-        a.info.pop("virial", None)
-        if virials and STRESS_KEY in a.info:
-            a.info["virial"] = gap_virial(a)
-    return train, test
-
-
 def reference_labels(frames) -> dict:
     import numpy as np
 
@@ -266,86 +197,18 @@ def _config_order(c: str):
 # ----------------------------------------------------------------------------------
 # command line
 # ----------------------------------------------------------------------------------
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """Model / data options shared with ``si_nve.py``."""
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="folder with train.xyz and test.xyz (default: $GAPKIT_SHARED_DATA"
-                        "[/si_mlearn], else <repo>/../shared/data/si_mlearn)")
-    p.add_argument("--n-train", type=int, default=None,
-                   help="use N evenly spaced training cells (default: all 214)")
-    p.add_argument("--r-cut", type=float, default=5.4, help="SOAP cutoff, Å")
-    p.add_argument("--cutoff-width", type=float, default=1.0,
-                   help="width of the cosine cutoff transition, Å (QUIP cutoff_transition_width)")
-    p.add_argument("--n-max", type=int, default=8)
-    p.add_argument("--l-max", type=int, default=8)
-    p.add_argument("--sigma", type=float, default=0.5, help="atom Gaussian width, Å")
-    p.add_argument("--zeta", type=float, default=4.0)
-    p.add_argument("--delta", default="auto",
-                   help="kernel scale in eV, or 'auto' (gapkit's default)")
-    p.add_argument("--n-sparse", type=int, default=1000, help="sparse points")
-    p.add_argument("--sparse-method", choices=("cur", "random", "fps"), default="cur",
-                   help="gapkit sparse-point selection (QUIP always uses cur_points)")
-    p.add_argument("--energy-noise", type=float, default=0.01, help="eV per sqrt(atom)")
-    p.add_argument("--force-noise", type=float, default=0.05, help="eV/Å")
-    p.add_argument("--virial-noise", type=float, default=0.01, help="eV per sqrt(atom)")
-    p.add_argument("--no-virials", action="store_true", help="train without the virials")
-    p.add_argument("--e0", default="lstsq", help="gapkit e0: lstsq, zero, or a number (eV/atom)")
-    p.add_argument("--jitter", type=float, default=1e-8,
-                   help="K_MM jitter (gapkit jitter, QUIP sparse_jitter)")
-    p.add_argument("--optimize", action="store_true",
-                   help="gapkit: learn delta and the noises by type-II maximum likelihood "
-                        "(QUIP then gets the learned values)")
-    p.add_argument("--seed", type=int, default=0, help="random seed for both codes")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description="gapkit (vs QUIP gap_fit) on mlearn Si: accuracy, fit time, peak RSS, "
-                    "prediction cost.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_model_arguments(p)
+    p = h.new_parser(
+        "gapkit (vs QUIP gap_fit) on mlearn Si: accuracy, fit time, peak RSS, "
+        "prediction cost.")
+    h.add_si_model_arguments(p)
     p.add_argument("--n-test", type=int, default=None,
                    help="use N evenly spaced test cells (default: all 25)")
-    p.add_argument("--no-quip", action="store_true", help="skip the QUIP gap_fit comparison")
     p.add_argument("--quip-timeout", type=float, default=None, metavar="S",
                    help="stop gap_fit after S seconds and report QUIP as not finished "
                         "(gapkit's results are still printed)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="OMP/OPENBLAS/MKL_NUM_THREADS for both workers; 0 keeps the environment")
-    p.add_argument("--json", type=Path, default=None, metavar="OUT",
-                   help="also write the results as JSON to OUT")
-    p.add_argument("--keep-tmp", action="store_true",
-                   help="keep the temporary directory (training xyz, gap_fit log, gp.xml)")
-    p.add_argument("--worker", choices=("gapkit", "quip"), default=None, help=argparse.SUPPRESS)
-    p.add_argument("--worker-params", type=Path, default=None, help=argparse.SUPPRESS)
+    h.add_run_arguments(p, workers=("gapkit", "quip"))
     return p
-
-
-def parse_delta(text):
-    if str(text).strip().lower() == "auto":
-        return "auto"
-    return float(text)
-
-
-def parse_e0(text):
-    text = str(text).strip()
-    if text in ("lstsq", "zero"):
-        return text
-    return {"Si": float(text)}
-
-
-def build_model(args, cutoff: str = "cosine", r_cut: float | None = None):
-    """A gapkit GAP with the settings in ``args``."""
-    from gapkit import GAP, SOAP
-
-    soap = SOAP(r_cut=args.r_cut if r_cut is None else r_cut, n_max=args.n_max,
-                l_max=args.l_max, sigma=args.sigma, cutoff=cutoff,
-                cutoff_width=args.cutoff_width)
-    return GAP(soap, zeta=args.zeta, delta=parse_delta(args.delta), n_sparse=args.n_sparse,
-               sparse_method=args.sparse_method, energy_noise=args.energy_noise,
-               force_noise=args.force_noise, virial_noise=args.virial_noise,
-               e0=parse_e0(args.e0), jitter=args.jitter, optimize=args.optimize,
-               random_state=args.seed)
 
 
 # ----------------------------------------------------------------------------------
@@ -359,13 +222,13 @@ def worker_gapkit(args, data_dir: Path) -> dict:
     train, test = load_si(data_dir, args.n_train, args.n_test, virials=not args.no_virials)
     n_test_atoms = int(sum(len(a) for a in test))
     frames = [a.copy() for a in test]  # without the reference calculators
-    rss_before = _current_rss_mib()
-    peak_before = _maxrss_mib(resource.RUSAGE_SELF)
-    model = build_model(args)
+    rss_before = h.current_rss_mib()
+    peak_before = maxrss_mib()
+    model = h.build_si_model(args)
     t0 = time.perf_counter()
     model.fit(train)
     fit_s = time.perf_counter() - t0
-    fit_peak = _maxrss_mib(resource.RUSAGE_SELF)
+    fit_peak = maxrss_mib()
 
     t0 = time.perf_counter()  # untimed warm-up: one structure
     model.predict(frames[:1], stress=True)
@@ -387,64 +250,11 @@ def worker_gapkit(args, data_dir: Path) -> dict:
         "delta": float(model.delta_), "noise": dict(model.noise_),
         "n_train_rows": {k: int(v) for k, v in model.n_train_.items()},
         "log_marginal_likelihood": float(model.log_marginal_likelihood_),
-        "threadpools": _threadpool_info(),
+        "threadpools": h.threadpool_info(),
         "pred": {"energy": np.asarray(pred.energy, float).tolist(),
                  "forces": [np.asarray(f, float).tolist() for f in pred.forces],
                  "stress": np.asarray(pred.stress, float).tolist()},
     }
-
-
-def _fmt(x: float) -> str:
-    return repr(float(x))
-
-
-def write_quip_xyz(frames, path: Path) -> None:
-    """Periodic extxyz with ``energy``, ``virial`` (9 values, eV, ``-stress*V``), a
-    ``forces`` column and ``config_type``, written by hand so that the keys are
-    exactly those gap_fit is told to read."""
-    import numpy as np
-
-    with open(path, "w") as fh:
-        for a in frames:
-            lattice = " ".join(_fmt(x) for x in np.asarray(a.get_cell()).ravel())
-            extra = ""
-            if "virial" in a.info:
-                v = np.asarray(a.info["virial"], dtype=float).reshape(3, 3)
-                extra = ' virial="' + " ".join(_fmt(x) for x in v.ravel()) + '"'
-            fh.write(f"{len(a)}\n")
-            fh.write(f'Lattice="{lattice}" Properties=species:S:1:pos:R:3:forces:R:3 '
-                     f'energy={_fmt(a.get_potential_energy())}{extra} '
-                     f'config_type={a.info.get("config_type", "default")} pbc="T T T"\n')
-            for s, r, g in zip(a.get_chemical_symbols(), a.get_positions(), a.get_forces()):
-                fh.write(f"{s} " + " ".join(f"{x:.12f}" for x in r) + " "
-                         + " ".join(f"{x:.12f}" for x in g) + "\n")
-
-
-def quip_command(args, train_xyz: Path, gp_xml: Path, e0: float, delta: float,
-                 sigmas: tuple[float, float, float]) -> list[str]:
-    gap = (f"soap cutoff={args.r_cut} cutoff_transition_width={args.cutoff_width} "
-           f"n_max={args.n_max} l_max={args.l_max} atom_sigma={args.sigma} zeta={args.zeta:g} "
-           f"delta={_fmt(delta)} covariance_type=dot_product sparse_method=cur_points "
-           f"n_sparse={args.n_sparse} central_weight=1.0 add_species=F n_species=1 "
-           f"species_Z={{{{14}}}} Z=14")
-    return gap_fit_executable() + [
-        f"at_file={train_xyz}",
-        "gap={" + gap + "}",
-        f"default_sigma={{{_fmt(sigmas[0])} {_fmt(sigmas[1])} {_fmt(sigmas[2])} 0.0}}",
-        f"e0={{Si:{_fmt(e0)}}}",
-        "energy_parameter_name=energy",
-        "force_parameter_name=forces",
-        "virial_parameter_name=virial",
-        f"sparse_jitter={args.jitter}",
-        "do_copy_at_file=F",
-        "sparse_separate_file=F",
-        f"rnd_seed={args.seed + 1}",  # QUIP treats rnd_seed<0 as "random"
-        f"gp_file={gp_xml}",
-    ]
-
-
-class QuipTimeout(RuntimeError):
-    """gap_fit ran past ``--quip-timeout`` (reported, not an error of the benchmark)."""
 
 
 def worker_quip(args, data_dir: Path, tmp: Path, params: dict) -> dict:
@@ -452,26 +262,13 @@ def worker_quip(args, data_dir: Path, tmp: Path, params: dict) -> dict:
 
     train, test = load_si(data_dir, args.n_train, args.n_test, virials=not args.no_virials)
     n_test_atoms = int(sum(len(a) for a in test))
-    train_xyz, gp_xml, log = tmp / "quip_train.xyz", tmp / "gp.xml", tmp / "gap_fit.log"
-    write_quip_xyz(train, train_xyz)
-    cmd = quip_command(args, train_xyz, gp_xml, params["e0"], params["delta"], params["sigmas"])
-
-    children_before = _maxrss_mib(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    with open(log, "w") as fh:
-        try:
-            proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=tmp,
-                                  timeout=getattr(args, "quip_timeout", None))
-        except subprocess.TimeoutExpired:
-            raise QuipTimeout(f"gap_fit did not finish within --quip-timeout "
-                               f"{args.quip_timeout:g} s (peak RSS so far "
-                               f"{_maxrss_mib(resource.RUSAGE_CHILDREN):.0f} MiB)") from None
-    fit_s = time.perf_counter() - t0
-    fit_peak = _maxrss_mib(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0 or not gp_xml.is_file():
-        tail = log.read_text(errors="replace").splitlines()[-40:]
-        raise RuntimeError(f"gap_fit failed (exit {proc.returncode}); command:\n  "
-                           + shlex.join(cmd) + "\nlast lines of its log:\n" + "\n".join(tail))
+    train_xyz, gp_xml = tmp / "quip_train.xyz", tmp / "gp.xml"
+    h.write_quip_xyz(train, train_xyz, periodic=True)
+    soap = dict(r_cut=args.r_cut, cutoff_width=args.cutoff_width, n_max=args.n_max,
+                l_max=args.l_max, sigma=args.sigma, zeta=args.zeta, delta=params["delta"])
+    cmd = h.gap_fit_command(train_xyz, gp_xml, soap, {"Si": args.n_sparse}, {"Si": params["e0"]},
+                            params["sigmas"], args.jitter, args.seed, virials=True)
+    fit = h.run_gap_fit(cmd, tmp, gp_xml, timeout=getattr(args, "quip_timeout", None))
 
     from quippy.potential import Potential
 
@@ -499,53 +296,27 @@ def worker_quip(args, data_dir: Path, tmp: Path, params: dict) -> dict:
         S.append(s.tolist())
     pred_s = time.perf_counter() - t0
     return {
-        "tool": "quip", "version": quip_version(),
-        "fit_time_s": fit_s, "fit_peak_rss_mib": fit_peak,
-        "children_peak_rss_before_fit_mib": children_before,
+        "tool": "quip", "version": h.quip_version(),
+        **{k: fit[k] for k in ("fit_time_s", "fit_peak_rss_mib",
+                               "children_peak_rss_before_fit_mib", "gap_fit_command")},
         "predict_time_s": pred_s, "predict_us_per_atom": pred_s / n_test_atoms * 1e6,
         "predict_warmup_ms": warm_s * 1e3,
         "n_test_atoms": n_test_atoms, "n_train_frames": len(train),
-        "n_sparse": args.n_sparse, "gap_fit_command": shlex.join(cmd),
+        "n_sparse": args.n_sparse,
         "pred": {"energy": E, "forces": F, "stress": S},
     }
 
 
-def run_worker(args) -> int:
-    spec = json.loads(args.worker_params.read_text())
-    wargs = argparse.Namespace(**spec["args"])
-    data_dir = Path(spec["data_dir"])
-    tmp = Path(spec["tmp"])
-    tmp.mkdir(parents=True, exist_ok=True)
-    out = Path(spec["out"])
-    try:
-        if args.worker == "gapkit":
-            res = worker_gapkit(wargs, data_dir)
-        else:
-            res = worker_quip(wargs, data_dir, tmp, spec["quip"])
-        res["ok"] = True
-    except Exception as exc:  # report, do not crash the driver
-        import traceback
-        traceback.print_exc()
-        res = {"tool": args.worker, "ok": False, "error": f"{type(exc).__name__}: {exc}",
-               "timed_out": isinstance(exc, QuipTimeout)}
-    out.write_text(json.dumps(res))
-    return 0 if res["ok"] else 1
+WORKERS = {
+    "gapkit": lambda p: worker_gapkit(argparse.Namespace(**p["args"]), Path(p["data_dir"])),
+    "quip": lambda p: worker_quip(argparse.Namespace(**p["args"]), Path(p["data_dir"]),
+                                  Path(p["tmp"]), p["quip"]),
+}
 
 
 # ----------------------------------------------------------------------------------
 # driver
 # ----------------------------------------------------------------------------------
-def launch(tool: str, spec: dict, tmp: Path, env: dict) -> dict:
-    out = tmp / f"{tool}_result.json"
-    wtmp = tmp / tool
-    wtmp.mkdir(exist_ok=True)
-    spec = dict(spec, out=str(out), tmp=str(wtmp))
-    pfile = tmp / f"{tool}_params.json"
-    pfile.write_text(json.dumps(spec))
-    cmd = [sys.executable, str(SCRIPT), "--worker", tool, "--worker-params", str(pfile)]
-    return run_worker_process(tool, cmd, out, wtmp, env)
-
-
 def print_table(g: dict | None, q: dict | None) -> None:
     rows = [
         ("energy MAE  [meV/atom]", "energy_mae", ".2f"),
@@ -560,7 +331,7 @@ def print_table(g: dict | None, q: dict | None) -> None:
         ("predict warm-up, 1 cell [ms]", "predict_warmup_ms", ".0f"),
         ("worker wall time [s]", "worker_wall_s", ".1f"),
     ]
-    print_comparison(rows, g, q, PUBLISHED)
+    h.print_comparison(rows, g, q, PUBLISHED)
 
 
 def print_breakdown(g: dict | None, q: dict | None) -> None:
@@ -579,8 +350,8 @@ def print_breakdown(g: dict | None, q: dict | None) -> None:
         line = f"{c:12s} {b0['n_frames']:5d} {b0['n_atoms']:6d}"
         for _, r in tools:
             b = r["by_config_type"][c]
-            line += (f" | {_num(b['energy_mae'], '.2f'):>9s} {_num(b['force_mae'], '.4f'):>9s} "
-                     f"{_num(b['stress_mae'], '.3f'):>9s}")
+            line += (f" | {num(b['energy_mae'], '.2f'):>9s} {num(b['force_mae'], '.4f'):>9s} "
+                     f"{num(b['stress_mae'], '.3f'):>9s}")
         print(line)
 
 
@@ -589,29 +360,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.worker:
-        return run_worker(args)
+        return h.worker_main(args, WORKERS, tool=args.worker)
     try:
-        parse_delta(args.delta)
-        parse_e0(args.e0)
+        h.parse_delta(args.delta)
+        h.parse_e0(args.e0)
     except ValueError:
         parser.error("--delta must be 'auto' or a number; --e0 'lstsq', 'zero' or a number")
 
-    print("command: " + shlex.join([sys.executable, str(SCRIPT), *argv]))
-    data_dir, how = resolve_data_dir(args.data_dir)
-    missing = [f for f in DATA_FILES if not (data_dir / f).is_file()]
-    if missing:
-        print(f"Data not found: {data_dir} ({how}) lacks {', '.join(missing)}. Set --data-dir "
-              "or $GAPKIT_SHARED_DATA to the mlearn Si folder. Nothing to do.")
+    command = h.command_line(SCRIPT, argv)
+    data_dir = h.find_data_dir(args.data_dir, "si_mlearn", DATA_FILES, "the mlearn Si folder")
+    if data_dir is None:
         return 0
+    how = h.resolve_data_dir(args.data_dir, "si_mlearn", DATA_FILES)[1]
     for name in ("n_train", "n_test"):
         v = getattr(args, name)
         if v is not None and v < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
 
-    do_quip, quip_note = quip_status(args.no_quip)
-    env, threads = worker_env(args.threads)
+    do_quip, quip_note = h.quip_status(args.no_quip)
+    env, threads = h.worker_env(args.threads)
     print(f"data: {data_dir} ({how})")
-    print(host_line(threads))
+    print(h.host_line(threads))
 
     # units of the stress labels -------------------------------------------------------
     from ase.io import read
@@ -644,30 +413,26 @@ def main(argv: list[str] | None = None) -> int:
     _, test = load_si(data_dir, args.n_train, args.n_test, virials=False)
     ref = reference_labels(test)
 
-    wargs = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-             if not k.startswith("worker")}
+    wargs = h.settings(args)
     spec = {"args": wargs, "data_dir": str(data_dir)}
-    tmp = Path(tempfile.mkdtemp(prefix="gapkit_si_"))
-    results = {"command": shlex.join([sys.executable, str(SCRIPT), *argv]),
-               "data_dir": str(data_dir), "settings": wargs, "stress_units_check": chk,
-               "thread_env": threads, "host": platform.node(), "cpus": os.cpu_count(),
-               "published": PUBLISHED}
+    results = {"command": command, "data_dir": str(data_dir), "settings": wargs,
+               "stress_units_check": chk, **h.host_fields(threads), "published": PUBLISHED}
     q = None
-    try:
-        g = launch("gapkit", spec, tmp, env)
+    with h.temp_dir("gapkit_si_", args.keep_tmp) as tmp:
+        g = h.launch_worker(SCRIPT, "gapkit", spec, tmp / "gapkit", env)
         if g.get("ok"):
             g.update(error_metrics(ref, g.pop("pred")))
             print(f"gapkit: {g['n_sparse']} sparse points, {g['n_features']} features, "
                   f"{g['n_train_frames']} cells / {g['n_train_atoms']} atoms, rows "
                   f"{g['n_train_rows']}; delta_={g['delta']:.4g} eV, E0={g['e0']['Si']:.6f} eV, "
                   f"noise_={ {k: round(v, 5) for k, v in g['noise'].items()} }; RSS before fit "
-                  f"{_num(g['rss_before_fit_mib'], '.0f')} MiB", flush=True)
+                  f"{num(g['rss_before_fit_mib'], '.0f')} MiB", flush=True)
         if do_quip and g.get("ok"):
             noise = g["noise"]
             sig = (noise.get("energy", args.energy_noise), noise.get("forces", args.force_noise),
                    noise.get("virial", args.virial_noise))
-            q = launch("quip", dict(spec, quip={"e0": g["e0"]["Si"], "delta": g["delta"],
-                                                "sigmas": sig}), tmp, env)
+            q = h.launch_worker(SCRIPT, "quip", dict(spec, quip={"e0": g["e0"]["Si"],
+                                "delta": g["delta"], "sigmas": sig}), tmp / "quip", env)
             if q.get("ok"):
                 q.update(error_metrics(ref, q.pop("pred")))
                 print("gap_fit command: " + q["gap_fit_command"])
@@ -683,9 +448,7 @@ def main(argv: list[str] | None = None) -> int:
                 word = "did not finish" if r.get("timed_out") else "FAILED"
                 print(f"{r['tool']} {word}: {r.get('error')}")
         results.update(gapkit=g, quip=q)
-        save_results(args.json, results)
-    finally:
-        remove_tmp(tmp, args.keep_tmp)
+        h.save_results(args.json, results)
     ok = g.get("ok") and (q is None or q.get("ok") or q.get("timed_out"))
     return 0 if ok else 1
 

@@ -49,29 +49,25 @@ import json
 import math
 import os
 import platform
-import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve()
-if str(SCRIPT.parent) not in sys.path:
-    sys.path.insert(0, str(SCRIPT.parent))
+import harness as h
+from harness import STRESS_KEY, num
 
-from si_mlearn import (DATA_FILES, STRESS_KEY, THREAD_VARS, add_model_arguments,  # noqa: E402
-                       build_model, load_si, reference_labels, resolve_data_dir)
+SCRIPT = Path(__file__).resolve()
 
 #: DScribe's Gaussian padding of r_cut, in units of sigma: sqrt(-2 ln 1e-3).
 DSCRIBE_PADDING = math.sqrt(-2.0 * math.log(1e-3))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description="NVE energy conservation of gapkit on 64-atom diamond Si: smooth "
-                    "(cosine) vs hard (DScribe) SOAP cutoff.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_model_arguments(p)
+    p = h.new_parser(
+        "NVE energy conservation of gapkit on 64-atom diamond Si: smooth "
+        "(cosine) vs hard (DScribe) SOAP cutoff.")
+    h.add_si_model_arguments(p)
     p.add_argument("--hard-r-cut", type=float, default=None,
                    help="DScribe r_cut of the hard-cutoff model, Å (default: r_cut - "
                         "sigma*sqrt(-2 ln 1e-3), i.e. the same interaction range as the smooth "
@@ -93,12 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=2, help="conventional cells per direction")
     p.add_argument("--record-every", type=int, default=10, help="record E_tot every N steps")
     p.add_argument("--md-seed", type=int, default=0, help="seed of the momentum draw")
-    p.add_argument("--threads", type=int, default=1,
-                   help="OMP/OPENBLAS/MKL_NUM_THREADS; 0 keeps the environment")
     p.add_argument("--plot", type=Path, default=None, metavar="PNG",
                    help="save a plot of E_tot(t) of the runs to PNG")
-    p.add_argument("--json", type=Path, default=None, metavar="OUT",
-                   help="also write the results (with the E_tot series) as JSON to OUT")
+    h.add_run_arguments(p, quip=False, keep_tmp=False)
     return p
 
 
@@ -134,7 +127,7 @@ def get_model(args, data_dir: Path, train, cutoff: str, r_cut: float, path: Path
                 return model, {"source": f"cached {cache}", "fit_time_s": None}
             except Exception as exc:  # noqa: BLE001 - stale or corrupt cache: refit
                 print(f"  (cache {cache} unreadable: {exc}; refitting)")
-    model = build_model(args, cutoff=cutoff, r_cut=r_cut)
+    model = h.build_si_model(args, cutoff=cutoff, r_cut=r_cut)
     t0 = time.perf_counter()
     model.fit(train)
     fit_s = time.perf_counter() - t0
@@ -149,12 +142,10 @@ def get_model(args, data_dir: Path, train, cutoff: str, r_cut: float, path: Path
 def test_errors(model, test) -> dict:
     import numpy as np
 
-    ref = reference_labels(test)
+    E, F = h.reference_labels(test)
     pred = model.predict([a.copy() for a in test], stress=False)
-    n = np.asarray(ref["n_atoms"], float)
-    dE = (pred.energy - np.asarray(ref["energy"])) / n * 1e3
-    dF = np.concatenate([(np.asarray(f) - np.asarray(r)).ravel()
-                         for f, r in zip(pred.forces, ref["forces"])])
+    dE = (pred.energy - E) / np.array([len(a) for a in test], float) * 1e3
+    dF = np.concatenate([(np.asarray(f) - r).ravel() for f, r in zip(pred.forces, F)])
     return {"energy_mae": float(np.mean(np.abs(dE))), "force_mae": float(np.mean(np.abs(dF)))}
 
 
@@ -250,10 +241,6 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _num(x, fmt: str) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
-
-
 def print_table(results: dict) -> None:
     rows = [
         ("interaction range [Å]", lambda r: r["interaction_range"], ".2f"),
@@ -283,10 +270,10 @@ def print_table(results: dict) -> None:
     print("-" * len(head))
     for label, get, fmt in rows:
         vals = [get(results[n]) for n in names]
-        line = f"{label:32s}" + "".join(f" {_num(v, fmt):>14s}" for v in vals)
+        line = f"{label:32s}" + "".join(f" {num(v, fmt):>14s}" for v in vals)
         if len(names) == 2 and label.startswith(("drift", "E_tot", "max |d")):
             a, b = vals[0], vals[1]
-            line += f" {_num(abs(b) / abs(a) if a else None, '.1f'):>12s}"
+            line += f" {num(abs(b) / abs(a) if a else None, '.1f'):>12s}"
         print(line)
 
 
@@ -294,21 +281,18 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.threads and args.threads > 0:  # before numpy is imported
-        for var in THREAD_VARS:
-            os.environ[var] = str(args.threads)
+    h.set_thread_env(args.threads)  # before numpy is imported
     if args.steps < 1 or args.record_every < 1:
         parser.error("--steps and --record-every must be >= 1")
 
-    print("command: " + shlex.join([sys.executable, str(SCRIPT), *argv]))
-    data_dir, how = resolve_data_dir(args.data_dir)
+    command = h.command_line(SCRIPT, argv)
+    data_dir, how = h.resolve_data_dir(args.data_dir, "si_mlearn", h.SI_FILES)
     need_data = ((args.which in ("both", "smooth") and args.model is None)
                  or (args.which in ("both", "hard") and args.hard_model is None))
-    missing = [f for f in DATA_FILES if not (data_dir / f).is_file()]
+    missing = [f for f in h.SI_FILES if not (data_dir / f).is_file()]
     if missing and need_data:
-        print(f"Data not found: {data_dir} ({how}) lacks {', '.join(missing)}. Set --data-dir "
-              "or $GAPKIT_SHARED_DATA to the mlearn Si folder, or pass --model/--hard-model. "
-              "Nothing to do.")
+        h.find_data_dir(args.data_dir, "si_mlearn", h.SI_FILES, "the mlearn Si folder",
+                        ", or pass --model/--hard-model")
         return 0
     try:
         from threadpoolctl import threadpool_limits
@@ -335,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
 
     train = test = None
     if not missing:
-        train, test = load_si(data_dir, args.n_train, None, virials=not args.no_virials)
+        train, test = h.load_si(data_dir, args.n_train, None, virials=not args.no_virials)
     runs = []
     if args.which in ("both", "smooth"):
         runs.append(("smooth", "cosine", args.r_cut, args.model,
@@ -354,8 +338,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{len(model.sparse_species_)} sparse points", flush=True)
         test_err = test_errors(model, test) if test is not None else {"energy_mae": None,
                                                                      "force_mae": None}
-        print(f"  test set: energy MAE {_num(test_err['energy_mae'], '.2f')} meV/atom, "
-              f"force MAE {_num(test_err['force_mae'], '.4f')} eV/Å", flush=True)
+        print(f"  test set: energy MAE {num(test_err['energy_mae'], '.2f')} meV/atom, "
+              f"force MAE {num(test_err['force_mae'], '.4f')} eV/Å", flush=True)
         print(f"[{time.strftime('%H:%M:%S')}] {name}: NVE {args.steps} steps ...", flush=True)
         md = run_nve(model, args)
         print(f"[{time.strftime('%H:%M:%S')}] {name}: done in {md['wall_s']:.1f} s; drift "
@@ -376,15 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot is not None:
         plot(results, args.plot)
         print(f"plot written to {args.plot}")
-    if args.json is not None:
-        out = {"command": shlex.join([sys.executable, str(SCRIPT), *argv]),
-               "settings": {k: (str(v) if isinstance(v, Path) else v)
-                            for k, v in vars(args).items()},
-               "hard_r_cut": hard_r_cut, "host": platform.node(), "cpus": os.cpu_count(),
-               "results": results}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2))
-        print(f"results written to {args.json}")
+    h.save_results(args.json, {"command": command, "settings": h.settings(args),
+                               "hard_r_cut": hard_r_cut, **h.host_fields(), "results": results},
+                   say="results written to")
     return 0
 
 

@@ -60,22 +60,17 @@ Example (quick check)::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shlex
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve()
-sys.path.insert(0, str(SCRIPT.parent))
-import ethanol_rmd17 as er  # noqa: E402  (stdlib-only at import time)
+import harness as h
 
-CORE_FILES = ("train.xyz", "test_MD.xyz", "isolated_atoms.xyz")
+SCRIPT = Path(__file__).resolve()
+CORE_FILES = h.ETHANOL_FILES
 OOD_FILES = {"H_removal": "test_H_removal.xyz", "dimers": "test_dimers.xyz",
              "methanol": "test_eth_meth.xyz"}
 # Reference settings of the accuracy benchmark (DESIGN.md): what "full size" means here.
@@ -92,31 +87,23 @@ def _opt_float(text):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description="gapkit uncertainty on rMD17 ethanol: calibration (raw DTC vs recalibrated) "
-                    "and OOD detection, side by side with QUIP's local_gap_variance.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = h.new_parser(
+        "gapkit uncertainty on rMD17 ethanol: calibration (raw DTC vs recalibrated) "
+        "and OOD detection, side by side with QUIP's local_gap_variance.")
     p.add_argument("--n-train", type=int, default=800, help="first N frames of train.xyz")
     p.add_argument("--n-val", type=int, default=200,
                    help="the next N frames of train.xyz, used only by GAP.recalibrate")
     p.add_argument("--n-test", type=int, default=1000, help="first N frames of test_MD.xyz")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="rMD17 ethanol folder (default: $GAPKIT_SHARED_DATA[/ethanol_rmd17], "
-                        "else <repo>/../shared/data/ethanol_rmd17)")
-    p.add_argument("--r-cut", type=float, default=5.0, help="SOAP cutoff, Å")
-    p.add_argument("--n-max", type=int, default=6)
-    p.add_argument("--l-max", type=int, default=4)
-    p.add_argument("--sigma", type=float, default=0.5, help="SOAP atom Gaussian width, Å")
-    p.add_argument("--zeta", type=float, default=4.0)
-    p.add_argument("--n-sparse", type=er.parse_species_counts, default="C:500,H:1000,O:500",
+    h.add_data_dir_argument(p)
+    h.add_soap_arguments(p, n_max=6, l_max=4)
+    p.add_argument("--n-sparse", type=h.parse_species_counts, default="C:500,H:1000,O:500",
                    help="sparse points per species, SYMBOL:COUNT,...")
-    p.add_argument("--sparse-method", choices=("random", "cur", "fps"), default="random")
+    h.add_sparse_method_argument(p, default="random", quip_note=False)
     p.add_argument("--energy-noise", type=float, default=0.001,
                    help="initial sigma_E for the optimiser, eV/sqrt(atom)")
     p.add_argument("--force-noise", type=float, default=0.02,
                    help="initial sigma_F for the optimiser, eV/Å")
     p.add_argument("--jitter", type=float, default=1e-8)
-    p.add_argument("--no-quip", action="store_true", help="skip the QUIP comparison")
     p.add_argument("--quip-sparse-method", choices=("random", "cur_points"), default="random",
                    help="gap_fit sparse_method (random matches gapkit's default)")
     p.add_argument("--quip-delta", type=_opt_float, default=None,
@@ -129,10 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="QUIP SOAP cutoff transition width, Å")
     p.add_argument("--quip-timeout", type=float, default=3600.0, help="seconds allowed for gap_fit")
     p.add_argument("--seed", type=int, default=0, help="random seed (both codes)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="OMP/OPENBLAS/MKL_NUM_THREADS (0 keeps the environment)")
-    p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write all results as JSON")
-    p.add_argument("--keep-tmp", action="store_true", help="keep the temporary directory")
+    h.add_run_arguments(p)
     return p
 
 
@@ -280,7 +264,7 @@ def run_gapkit(args, data_dir: Path, sets: dict, timing: dict) -> tuple[dict, ob
     from gapkit import GAP, SOAP
 
     test, ood = sets["test_MD"], sets["ood"]
-    E_ref, F_ref = er.reference_labels(test)
+    E_ref, F_ref = h.reference_labels(test)
     n_test = natoms_of(test)
     model = GAP(SOAP(r_cut=args.r_cut, n_max=args.n_max, l_max=args.l_max, sigma=args.sigma),
                 zeta=args.zeta, n_sparse=dict(args.n_sparse), sparse_method=args.sparse_method,
@@ -360,34 +344,21 @@ def run_quip(args, data_dir: Path, sets: dict, g: dict, tmp: Path, timing: dict)
     delta = g["delta"] if args.quip_delta is None else args.quip_delta
     sE = g["noise"]["energy"] if args.quip_energy_noise is None else args.quip_energy_noise
     sF = g["noise"]["forces"] if args.quip_force_noise is None else args.quip_force_noise
-    ns = argparse.Namespace(
-        r_cut=args.r_cut, cutoff_transition_width=args.cutoff_transition_width, n_max=args.n_max,
-        l_max=args.l_max, sigma=args.sigma, zeta=args.zeta, delta=delta, energy_noise=sE,
-        force_noise=sF, jitter=args.jitter, seed=args.seed,
-        n_sparse=dict(g["n_sparse"]), quip_n_sparse="same")  # gapkit's actual counts
-    e0 = er.isolated_energies(data_dir / "isolated_atoms.xyz")
-    species_z = sorted({int(z) for a in train for z in a.numbers})
-    n_sparse = er.quip_sparse_counts(ns, train)
-    train_xyz, gp_xml, log = tmp / "quip_train.xyz", tmp / "gp.xml", tmp / "gap_fit.log"
-    er.write_quip_xyz(train, train_xyz, args.r_cut)
-    cmd = er.quip_command(ns, train_xyz, gp_xml, e0, species_z, n_sparse)
-    if args.quip_sparse_method != "cur_points":
-        cmd = [c.replace("sparse_method=cur_points", f"sparse_method={args.quip_sparse_method}")
-               for c in cmd]
+    soap = dict(r_cut=args.r_cut, cutoff_width=args.cutoff_transition_width, n_max=args.n_max,
+                l_max=args.l_max, sigma=args.sigma, zeta=args.zeta, delta=delta)
+    e0 = h.isolated_energies(data_dir / "isolated_atoms.xyz")
+    n_sparse = h.cap_sparse_counts(train, dict(g["n_sparse"]))  # gapkit's actual counts
+    train_xyz, gp_xml = tmp / "quip_train.xyz", tmp / "gp.xml"
+    h.write_quip_xyz(train, train_xyz, periodic=False, cutoff=args.r_cut, config_type="train")
+    cmd = h.gap_fit_command(train_xyz, gp_xml, soap, n_sparse, e0, (sE, sF), args.jitter,
+                            args.seed, sparse_method=args.quip_sparse_method)
     print(f"[{time.strftime('%H:%M:%S')}] running gap_fit (timeout {args.quip_timeout:.0f} s) ...",
           flush=True)
-    t0 = time.perf_counter()
-    with open(log, "w") as fh:
-        try:
-            proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=tmp,
-                                  timeout=args.quip_timeout)
-            rc = proc.returncode
-        except subprocess.TimeoutExpired:
-            rc = "timeout"
-    timing["QUIP gap_fit"] = time.perf_counter() - t0
-    if rc != 0 or not gp_xml.is_file():
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-        raise RuntimeError(f"gap_fit failed ({rc}); command:\n  {shlex.join(cmd)}\n{tail}")
+    try:
+        timing["QUIP gap_fit"] = h.run_gap_fit(cmd, tmp, gp_xml, args.quip_timeout)["fit_time_s"]
+    except h.QuipTimeout:
+        timing["QUIP gap_fit"] = args.quip_timeout
+        raise
     print(f"[{time.strftime('%H:%M:%S')}] gap_fit done in {timing['QUIP gap_fit']:.1f} s", flush=True)
 
     pot = Potential(param_filename=str(gp_xml), calc_args="local_gap_variance")
@@ -414,7 +385,7 @@ def run_quip(args, data_dir: Path, sets: dict, g: dict, tmp: Path, timing: dict)
         epi = np.sqrt(np.array([max(float(v.sum()), 0.0) for v in V]))
         return epi, np.hypot(epi, sE * np.sqrt(n))
 
-    E_ref, F_ref = er.reference_labels(test)
+    E_ref, F_ref = h.reference_labels(test)
     n_test = natoms_of(test)
     t0 = time.perf_counter()
     E, F, V = predict(test, forces=True)
@@ -608,12 +579,8 @@ def print_report(cmdline: str, args, res: dict, timing: dict, notes: list[str]) 
     for n in notes:
         print(f"> {n}")
     print()
-    head = ("quantity", "target", "gapkit raw DTC", "gapkit recalibrated", "QUIP local_gap_variance")
-    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(5)]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
+    h.print_markdown_table(("quantity", "target", "gapkit raw DTC", "gapkit recalibrated",
+                            "QUIP local_gap_variance"), rows)
     print()
     print("✓/✗: inside/outside the target. OOD AUROC cells: score σ_E/N_atoms ; score σ_E "
           "(total σ_E in both, i.e. epistemic and aleatoric in quadrature). Spearman ceiling: "
@@ -645,14 +612,13 @@ def main(argv: list[str] | None = None) -> int:
     cmdline = shlex.join(["python", os.path.relpath(SCRIPT, os.getcwd()), *argv])
     print(f"command: {cmdline}", flush=True)
 
-    data_dir = er.find_data_dir(args.data_dir, CORE_FILES)
+    data_dir = h.find_data_dir(args.data_dir, "ethanol_rmd17", CORE_FILES,
+                               "the rMD17 ethanol folder")
     if data_dir is None:
         return 0
     if args.n_train < 1 or args.n_val < 1 or args.n_test < 1:
         parser.error("--n-train, --n-val and --n-test must be >= 1")
-    if args.threads and args.threads > 0:
-        for var in er.THREAD_VARS:
-            os.environ[var] = str(args.threads)
+    h.set_thread_env(args.threads)
 
     t_all = time.perf_counter()
     notes = []
@@ -677,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
 
     do_quip = not args.no_quip
     if do_quip:
-        do_quip, why = er.quippy_available()
+        do_quip, why = h.quippy_available()
         if not do_quip:
             notes.append(f"QUIP skipped: {why}")
     else:
@@ -693,14 +659,12 @@ def main(argv: list[str] | None = None) -> int:
           ", ".join(f"{k} {len(v)}" for k, v in sets["ood"].items()), flush=True)
     print(f"host: {platform.node()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}", flush=True)
 
-    res = {"command": cmdline, "data_dir": str(data_dir), "settings": {
-        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    res = {"command": cmdline, "data_dir": str(data_dir), "settings": h.settings(args),
         "_n": {"test_MD": [len(a) for a in sets["test_MD"]],
                "ood": {k: len(v) for k, v in sets["ood"].items()}}}
     g, _model = run_gapkit(args, data_dir, sets, timing)
     res["gapkit"] = g
-    tmp = Path(tempfile.mkdtemp(prefix="gapkit_uq_"))
-    try:
+    with h.temp_dir("gapkit_uq_", args.keep_tmp, say=notes.append) as tmp:
         if do_quip:
             try:
                 res["quip"] = run_quip(args, data_dir, sets, g, tmp, timing)
@@ -708,11 +672,6 @@ def main(argv: list[str] | None = None) -> int:
                 import traceback
                 traceback.print_exc()
                 res["quip"] = {"error": f"{type(exc).__name__}: {exc}"}
-    finally:
-        if args.keep_tmp:
-            notes.append(f"temporary files kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
     timing["total"] = time.perf_counter() - t_all
     notes.append(f"1-min load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs "
                  "(timings on a shared machine)")
@@ -723,9 +682,7 @@ def main(argv: list[str] | None = None) -> int:
         n = out.pop("_n")
         out["n_frames"] = {"train": args.n_train, "val": args.n_val, "test_MD": len(n["test_MD"]),
                            **n["ood"]}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2, default=str))
-        print(f"\nresults written to {args.json}")
+        h.save_results(args.json, out)
     return 0 if "error" not in res.get("quip", {}) else 1
 
 
