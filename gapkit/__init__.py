@@ -18,7 +18,7 @@ Where things live:
 * data and labels: :mod:`gapkit.data`; error metrics: :mod:`gapkit.metrics`
 """
 
-__version__ = "0.1.0"
+from gapkit._version import __version__
 
 from gapkit.calculator import GAPCalculator
 from gapkit.data import LabelKeys, read_frames

@@ -34,6 +34,8 @@ import numpy as np
 
 from .base import Descriptor, Engine
 from .soap_basis import GTO_THRESHOLD
+from .soap_dscribe import DScribeSOAPEngine
+from .soap_engine import SOAPEngine
 
 
 class SOAP(Descriptor):
@@ -124,10 +126,6 @@ class SOAP(Descriptor):
         args = (self.species_numbers, float(self.r_cut), int(self.n_max), int(self.l_max),
                 float(self.sigma))
         if self.backend == "dscribe":
-            from .soap_dscribe import DScribeSOAPEngine
-
             return DScribeSOAPEngine(*args, interaction_range=self.interaction_range,
                                      cluster_threshold=self.cluster_threshold)
-        from .soap_engine import SOAPEngine
-
         return SOAPEngine(*args, cutoff=self.cutoff, cutoff_width=float(self.cutoff_width))

@@ -35,9 +35,9 @@ from gapkit.metrics import reference_arrays
 from gapkit.model import model_file
 from gapkit.model.prediction import (PREDICT_BATCH_ATOMS, Prediction, StructurePrediction,
                                      batches, predict_batch)
-from gapkit.model.state import Calibration, FittedState, VarianceScale
+from gapkit.model.state import FittedState
 from gapkit.model.training import fit_state
-from gapkit.model.variance import (PredictionStd, collect_std, fit_variance_scales,
+from gapkit.model.variance import (PredictionStd, collect_std, fit_calibration,
                                    local_energy_covariance, variance_parts)
 from gapkit.physics.baselines import baseline_from_dict
 
@@ -420,30 +420,12 @@ class GAP(BaseEstimator):
         """
         state = self._state()
         frames = self._prepare(X)
-        ref = reference_arrays(frames, self.label_keys)
-        preds, parts = [], []
-        for k, atoms in enumerate(frames):
-            r = self.predict_structure(atoms, forces=True, stress=False, index=k,
-                                       keep_gradients=True)
-            preds.append(r)
-            parts.append(variance_parts(state, r.descriptors, forces=True))
-        fix = 1.0 if keep_nystrom else None
-        e_err = np.array([r.energy for r in preds]) - ref["energy"]
-        e_ale = np.array([state.noise_level("energy") ** 2 * len(a) for a in frames])
-        sN, sP = fit_variance_scales(e_err, [p.energy[0] for p in parts],
-                                     [p.energy[1] for p in parts], e_ale, fix_nystrom=fix)
-        energy = VarianceScale(sN, sP)
-        has_f = [k for k, f in enumerate(ref["forces"]) if f is not None]
-        forces = VarianceScale()
-        if has_f:
-            f_err = np.concatenate([(preds[k].forces - ref["forces"][k]).ravel() for k in has_f])
-            f_nys = np.concatenate([parts[k].forces[0].ravel() for k in has_f])
-            f_post = np.concatenate([parts[k].forces[1].ravel() for k in has_f])
-            f_ale = np.full(f_err.shape, state.noise_level("forces") ** 2)
-            forces = VarianceScale(*fit_variance_scales(f_err, f_nys, f_post, f_ale,
-                                                        fix_nystrom=fix))
-        source = f"recalibrate: {len(frames)} validation frames"
-        self.state_ = state.replace(calibration=Calibration(energy, forces, source))
+        preds = [self.predict_structure(a, forces=True, stress=False, index=k, keep_gradients=True)
+                 for k, a in enumerate(frames)]
+        cal = fit_calibration(state, frames, preds, reference_arrays(frames, self.label_keys),
+                              keep_nystrom=keep_nystrom,
+                              source=f"recalibrate: {len(frames)} validation frames")
+        self.state_ = state.replace(calibration=cal)
         return self
 
     def local_energy_covariance(self, atoms: Atoms) -> np.ndarray:

@@ -51,6 +51,7 @@ import numpy as np
 from sklearn.base import clone
 
 from gapkit import descriptors
+from gapkit._version import __version__
 from gapkit.data import ReferenceEnergies
 from gapkit.gp.terms import FittedTerm, Term, as_terms
 from gapkit.model.state import Calibration, FittedState, GroupValues
@@ -102,8 +103,6 @@ def save(path: str | os.PathLike, state: FittedState, params: dict, descriptor=N
     -------
     pathlib.Path
     """
-    from gapkit import __version__
-
     params = dict(params)
     if not isinstance(params.get("e0"), (str, dict)):
         params["e0"] = str(params["e0"])

@@ -76,7 +76,7 @@ def fitted_descriptors(specs: Sequence[terms.Term], frames: Sequence[Atoms]) -> 
         if getattr(desc, "species", None) is None:
             desc.set_params(species=[chemical_symbols[z] for z in data_species])
         else:
-            desc._validate()
+            desc.validate()
         if t and desc.species_numbers != descs[0].species_numbers:
             raise ValueError(f"descriptor term {t} covers species {desc.species_numbers} but "
                              f"term 0 covers {descs[0].species_numbers}: give all terms the "

@@ -29,7 +29,7 @@ from ase import Atoms
 
 from gapkit.gp import solver as gp
 from gapkit.gp import terms
-from gapkit.model.state import FittedState, VarianceScale
+from gapkit.model.state import Calibration, FittedState, VarianceScale
 
 
 @dataclass
@@ -141,6 +141,44 @@ def local_energy_covariance(state: FittedState, dsets: Sequence) -> np.ndarray:
 # ----------------------------------------------------------------------------------
 # calibration
 # ----------------------------------------------------------------------------------
+def fit_calibration(state: FittedState, frames: Sequence[Atoms], preds: Sequence,
+                    ref: dict, keep_nystrom: bool = False, source: str = "validation"
+                    ) -> Calibration:
+    """Variance scales of energies and forces fitted on labelled validation structures.
+
+    Parameters
+    ----------
+    state : FittedState
+    frames : list of ase.Atoms
+        Validation structures (not used in training).
+    preds : list of StructurePrediction
+        Their predictions, made with ``keep_gradients=True``.
+    ref : dict
+        Reference labels, :func:`gapkit.metrics.reference_arrays` of ``frames``.
+    keep_nystrom : bool
+        Keep the Nyström scales at 1 and fit only the posterior scales.
+    source : str
+        Recorded in the returned :class:`Calibration`.
+    """
+    parts = [variance_parts(state, r.descriptors, forces=True) for r in preds]
+    fix = 1.0 if keep_nystrom else None
+    e_err = np.array([r.energy for r in preds]) - ref["energy"]
+    e_ale = np.array([state.noise_level("energy") ** 2 * len(a) for a in frames])
+    energy = VarianceScale(*fit_variance_scales(e_err, [p.energy[0] for p in parts],
+                                                [p.energy[1] for p in parts], e_ale,
+                                                fix_nystrom=fix))
+    has_f = [k for k, f in enumerate(ref["forces"]) if f is not None]
+    forces = VarianceScale()
+    if has_f:
+        f_err = np.concatenate([(preds[k].forces - ref["forces"][k]).ravel() for k in has_f])
+        f_nys = np.concatenate([parts[k].forces[0].ravel() for k in has_f])
+        f_post = np.concatenate([parts[k].forces[1].ravel() for k in has_f])
+        f_ale = np.full(f_err.shape, state.noise_level("forces") ** 2)
+        forces = VarianceScale(*fit_variance_scales(f_err, f_nys, f_post, f_ale,
+                                                    fix_nystrom=fix))
+    return Calibration(energy=energy, forces=forces, source=source)
+
+
 def fit_variance_scales(errors: np.ndarray, nystrom: np.ndarray, posterior: np.ndarray,
                         aleatoric: np.ndarray, bounds: tuple[float, float] = (1e-8, 1e4),
                         fix_nystrom: float | None = None) -> tuple[float, float]:
