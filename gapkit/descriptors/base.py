@@ -73,10 +73,6 @@ class DescriptorSet:
     def n_atoms(self) -> int:
         return self.q.shape[0]
 
-    @property
-    def has_gradients(self) -> bool:
-        return self.dq is not None
-
     def scatter_matrix(self) -> sp.csr_matrix:
         """Sparse (3 n_atoms, 3 n_pairs) matrix that sums pair rows onto atom rows."""
         return scatter_matrix(self.pair_j, self.n_atoms)
