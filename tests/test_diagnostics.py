@@ -17,6 +17,8 @@ from threadpoolctl import threadpool_limits
 
 from gapkit import GAP, SOAP
 from gapkit import diagnostics as D
+from gapkit.cli import app as cli
+from gapkit.cli import learning_curve as lc_cli
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -258,7 +260,7 @@ SMALL_ARGS = ["--n-max", "4", "--l-max", "3", "--r-cut", "4.0", "--n-sparse", "2
 def lc_parser():
     parser = argparse.ArgumentParser(prog="gapkit")
     sub = parser.add_subparsers(dest="command", required=True)
-    D.add_learning_curve_parser(sub)
+    lc_cli.add_parser(sub)
     return parser
 
 
@@ -276,7 +278,7 @@ def test_cli_runner_writes_outputs(tiny_files, tmp_path, capsys):
     args = lc_parser().parse_args(["learning-curve", str(tr), "--test", str(te), "--sizes", "3,6",
                                    "--repeats", "1", "-o", str(out), "--seed", "1", *SMALL_ARGS])
     assert args.n_sparse == 20 and args.sizes == [3, 6]
-    assert D.run_learning_curve_cli(args) == 0
+    assert lc_cli.run(args) == 0
     text = capsys.readouterr().out
     assert "Diagnosis:" in text
     for name in ("learning_curve.csv", "learning_curve.json", "learning_curve.png", "parity.png"):
@@ -294,20 +296,17 @@ def test_cli_errors(tiny_files, tmp_path):
     args = parser.parse_args(["learning-curve", str(tr), "--test", str(te), "--sizes", "4,80",
                               "-o", str(tmp_path / "x"), *SMALL_ARGS])
     with pytest.raises(ValueError, match="larger than the training set"):
-        D.run_learning_curve_cli(args)
+        lc_cli.run(args)
     args = parser.parse_args(["learning-curve", str(tr), "-o", str(tmp_path / "x")])
     with pytest.raises(ValueError, match="--test"):
-        D.run_learning_curve_cli(args)
+        lc_cli.run(args)
     with pytest.raises(SystemExit):
         parser.parse_args(["learning-curve", str(tr), "--sizes", "4,a"])
 
 
 def test_cli_main_when_wired(tiny_files, tmp_path):
-    from gapkit.cli import app as cli
-
     sub_actions = [a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
-    if not sub_actions or "learning-curve" not in sub_actions[0].choices:
-        pytest.skip("gapkit.cli does not provide 'learning-curve' yet")
+    assert sub_actions and "learning-curve" in sub_actions[0].choices
     tr, te = tiny_files
     out = tmp_path / "lc_main"
     rc = cli.main(["learning-curve", str(tr), "--test", str(te), "--sizes", "3,6", "--repeats", "1",

@@ -1,10 +1,19 @@
-"""Diagnostics: learning and capacity curves, and the bias/variance diagnosis."""
+"""Diagnostics: model evaluation, learning and capacity curves, and the bias/variance diagnosis.
 
-from gapkit.diagnostics.curves import (ERROR_METRICS, METRIC_INFO, METRICS, OTHER_METRICS,
-                                       STD_METRICS, CapacityCurve, Diagnosis, LearningCurve,
-                                       add_learning_curve_parser, capacity_curve, diagnose,
-                                       learning_curve, run_learning_curve_cli)
+Modules: :mod:`~gapkit.diagnostics.metric_names` (names and units of the recorded
+quantities), :mod:`~gapkit.diagnostics.evaluation` (errors, mean stds and calibration
+of one prediction), :mod:`~gapkit.diagnostics.results` (:class:`LearningCurve`,
+:class:`CapacityCurve`), :mod:`~gapkit.diagnostics.curves` (:func:`learning_curve`,
+:func:`capacity_curve`) and :mod:`~gapkit.diagnostics.diagnosis` (:func:`diagnose`).
+The command ``gapkit learning-curve`` lives in :mod:`gapkit.cli.learning_curve`.
+"""
+
+from gapkit.diagnostics.curves import capacity_curve, learning_curve
+from gapkit.diagnostics.diagnosis import Diagnosis, diagnose
+from gapkit.diagnostics.metric_names import (ERROR_METRICS, METRIC_INFO, METRICS, OTHER_METRICS,
+                                             STD_METRICS)
+from gapkit.diagnostics.results import CapacityCurve, LearningCurve
 
 __all__ = ["ERROR_METRICS", "METRIC_INFO", "METRICS", "OTHER_METRICS", "STD_METRICS",
-           "CapacityCurve", "Diagnosis", "LearningCurve", "add_learning_curve_parser",
-           "capacity_curve", "diagnose", "learning_curve", "run_learning_curve_cli"]
+           "CapacityCurve", "Diagnosis", "LearningCurve", "capacity_curve", "diagnose",
+           "learning_curve"]

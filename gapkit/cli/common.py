@@ -1,0 +1,150 @@
+"""What the ``gapkit`` commands share: model and label flags, the default data, error lines.
+
+Like every module of :mod:`gapkit.cli`, this one may print: it is the user interface.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gapkit.data import default_data_dir
+from gapkit.descriptors import ACSF, SOAP, TwoBody
+from gapkit.gp.terms import Term
+from gapkit.model import GAP
+
+
+def _parse_n_sparse(text: str) -> int | dict[str, int]:
+    """``1000`` or ``C:1000,H:2000,O:500``."""
+    text = str(text)
+    if ":" not in text:
+        return int(text)
+    out = {}
+    for part in text.split(","):
+        sym, val = part.split(":")
+        out[sym.strip()] = int(val)
+    return out
+
+
+def add_label_keys(p: argparse.ArgumentParser) -> None:
+    """The ``--energy-key``, ``--forces-key`` and ``--virial-key`` flags.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The (sub-)parser to add them to.
+    """
+    p.add_argument("--energy-key", default=None,
+                   help="info key of the reference energy (default: calculator results, then 'energy')")
+    p.add_argument("--forces-key", default=None,
+                   help="array key of the reference forces (default: calculator results, then 'forces')")
+    p.add_argument("--virial-key", default=None, help="info key of the reference virial (eV)")
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The SOAP, GP and label flags shared by ``fit`` and ``learning-curve``.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The (sub-)parser to add them to; :func:`model_from_args` reads them back.
+    """
+    p.add_argument("--e0", default=None,
+                   help="'lstsq', 'zero', 'isolated' (single-atom frames in TRAIN) or a path to an "
+                        "isolated-atoms extxyz (default: lstsq; data/isolated_atoms.xyz for the default data)")
+    p.add_argument("--descriptor", default="soap", choices=["soap", "acsf"],
+                   help="many-body descriptor: SOAP (default) or Behler-Parrinello ACSF")
+    p.add_argument("--two-body", type=int, default=0, metavar="N",
+                   help="add a 2-body (distance) term with N sparse points per species at "
+                        "zeta=1, i.e. GAP's 2b+SOAP (default 0: none)")
+    p.add_argument("--r-cut", type=float, default=5.0, help="descriptor cutoff, Å (default 5.0)")
+    p.add_argument("--n-max", type=int, default=8, help="SOAP radial functions (default 8)")
+    p.add_argument("--l-max", type=int, default=6, help="SOAP angular channels (default 6)")
+    p.add_argument("--sigma", type=float, default=0.5, help="SOAP Gaussian width, Å (default 0.5)")
+    p.add_argument("--zeta", type=float, default=4.0, help="kernel exponent (default 4)")
+    p.add_argument("--delta", default="auto", help="signal scale in eV, or 'auto' (default)")
+    p.add_argument("--n-sparse", type=_parse_n_sparse, default=1000,
+                   help="sparse points per species: N or C:1000,H:2000 (default 1000)")
+    p.add_argument("--sparse-method", default="cur", choices=["cur", "random", "fps"])
+    p.add_argument("--energy-noise", type=float, default=0.001, help="eV per sqrt(atom) (default 0.001)")
+    p.add_argument("--force-noise", type=float, default=0.02, help="eV/Å (default 0.02)")
+    p.add_argument("--virial-noise", type=float, default=0.1, help="eV per sqrt(atom) (default 0.1)")
+    p.add_argument("--optimize", action="store_true",
+                   help="learn delta and the noises by maximum marginal likelihood")
+    add_label_keys(p)
+
+
+def default_data() -> tuple[list[str], list[str], str]:
+    """The project's default data: training files, test files and the isolated-atoms file."""
+    d = default_data_dir()
+    return [str(d / "train.xyz")], [str(d / "test.xyz")], str(d / "isolated_atoms.xyz")
+
+
+def resolve_training_files(train: list[str] | None, test: list[str] | None,
+                           e0: str | None) -> tuple[list[str], list[str] | None, str]:
+    """Training files, test files and E0 spec, falling back to the default data.
+
+    Parameters
+    ----------
+    train : list of str or None
+        Training extxyz files; empty or None: the default data (announced on stdout).
+    test : list of str or None
+        Test extxyz files; None with the default data: its test file.
+    e0 : str or None
+        The ``--e0`` value; None: the default data's isolated atoms, else ``"lstsq"``.
+
+    Returns
+    -------
+    train : list of str
+    test : list of str or None
+    e0 : str
+    """
+    train = list(train or [])
+    if not train:
+        train, default_test, iso = default_data()
+        test = default_test if test is None else test
+        e0 = e0 or (iso if Path(iso).is_file() else "lstsq")
+        print(f"Using the default data: {train[0]}")
+    return train, test, e0 or "lstsq"
+
+
+def model_from_args(args: argparse.Namespace, e0: str, verbose: bool = False) -> GAP:
+    """A :class:`gapkit.GAP` configured from the flags of :func:`add_model_arguments`.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed flags, with ``seed`` (the model's ``random_state``).
+    e0 : str
+        The E0 spec (see :func:`resolve_training_files`).
+    verbose : bool, default False
+        Log the fit's progress.
+
+    Returns
+    -------
+    GAP
+        Unfitted.
+    """
+    delta = args.delta if args.delta == "auto" else float(args.delta)
+    if getattr(args, "descriptor", "soap") == "acsf":
+        descriptor = ACSF(r_cut=args.r_cut)
+    else:
+        descriptor = SOAP(r_cut=args.r_cut, n_max=args.n_max, l_max=args.l_max, sigma=args.sigma)
+    if getattr(args, "two_body", 0) > 0:
+        descriptor = [Term(TwoBody(r_cut=args.r_cut), zeta=1, n_sparse=args.two_body),
+                      Term(descriptor)]
+    return GAP(descriptor,
+               zeta=args.zeta, delta=delta, n_sparse=args.n_sparse,
+               sparse_method=args.sparse_method, energy_noise=args.energy_noise,
+               force_noise=args.force_noise, virial_noise=args.virial_noise, e0=e0,
+               optimize=args.optimize, energy_key=args.energy_key, forces_key=args.forces_key,
+               virial_key=args.virial_key, random_state=args.seed, verbose=verbose)
+
+
+def format_errors(name: str, m: dict) -> str:
+    """One line of energy (meV, meV/atom) and force (meV/Å) errors of :func:`gapkit.metrics.error_metrics`."""
+    s = (f"{name:>5}: {m['n_structures']} structures | E MAE {1000 * m['energy_mae']:.2f} meV "
+         f"(RMSE {1000 * m['energy_rmse']:.2f}), {1000 * m['energy_mae_per_atom']:.2f} meV/atom")
+    if m.get("n_force_components"):
+        s += f" | F MAE {1000 * m['forces_mae']:.1f} meV/Å (RMSE {1000 * m['forces_rmse']:.1f})"
+    return s

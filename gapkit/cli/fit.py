@@ -1,0 +1,45 @@
+"""``gapkit fit``: fit a GAP on extxyz files (or the default data) and save it."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from gapkit.cli.common import (add_model_arguments, format_errors, model_from_args,
+                               resolve_training_files)
+from gapkit.data import read_frames, split_isolated
+from gapkit.metrics import error_metrics
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``fit`` sub-command to an argparse ``subparsers`` object; returns it."""
+    f = subparsers.add_parser("fit", help="fit a GAP (no arguments: the default data shipped in data/)")
+    f.add_argument("train", nargs="*", help="training extxyz files (default: data/train.xyz)")
+    f.add_argument("-o", "--output", default="gapkit_model.npz", help="model file to write")
+    f.add_argument("--test", nargs="*", default=None,
+                   help="test extxyz files (default with the default data: data/test.xyz)")
+    add_model_arguments(f)
+    f.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    return f
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of ``gapkit fit``: fit, print train (and test) errors, save; returns 0."""
+    train, test, e0 = resolve_training_files(args.train, args.test, args.e0)
+    frames = read_frames(train)
+    model = model_from_args(args, e0, verbose=args.verbose)
+    t0 = time.perf_counter()
+    model.fit(frames)
+    dt = time.perf_counter() - t0
+    M = len(model.alpha_)
+    print(f"Fitted on {len(frames)} structures in {dt:.1f} s: M = {M} sparse points, "
+          f"delta = {model.delta_:.4g} eV, noise = "
+          + ", ".join(f"{k} {v:.3g}" for k, v in model.noise_.items()))
+    train_frames = split_isolated(frames)[0]
+    print(format_errors("train", error_metrics(model.predict(train_frames), train_frames, model.label_keys)))
+    if test:
+        test_frames = split_isolated(read_frames(test))[0]
+        print(format_errors("test", error_metrics(model.predict(test_frames), test_frames, model.label_keys)))
+    path = model.save(args.output)
+    print(f"Model written to {path}")
+    return 0
