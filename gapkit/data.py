@@ -22,6 +22,8 @@ from typing import Iterable, Sequence
 import numpy as np
 from ase import Atoms
 from ase.data import chemical_symbols
+from ase.neighborlist import neighbor_list
+from scipy.spatial import cKDTree
 
 logger = logging.getLogger(__name__)
 
@@ -170,31 +172,65 @@ def check_geometry(atoms: Atoms, index: int = 0, min_distance: float = MIN_DISTA
             raise ValueError(f"frame {index}: the periodic cell is degenerate (volume {vol:.3g} Å^3); "
                              "its cell vectors are (nearly) linearly dependent")
     if n > 1:
-        closest, atom = _closest_pair(atoms, min_distance)
+        closest, atom = closest_distance(atoms, cutoff=min_distance, return_atom=True)
         if closest < min_distance:
             raise ValueError(f"frame {index}: atoms overlap (closest distance {closest:.3g} Å "
                              f"< {min_distance} Å, atom {atom})")
 
 
-def _closest_pair(atoms: Atoms, min_distance: float) -> tuple[float, int]:
-    """Closest interatomic distance (images included) if below ``min_distance``, else inf."""
+def closest_distance(atoms: Atoms, cutoff: float | None = None, return_atom: bool = False):
+    """Closest interatomic distance, periodic images included.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        The structure; periodic along the directions of ``atoms.pbc``.
+    cutoff : float, optional
+        Only look for distances below this, in Å (cheaper); a structure without such
+        a pair gives inf. By default the closest distance is searched at any range
+        (for a periodic cell, within 12 Å).
+    return_atom : bool, default False
+        Also return the index of an atom of the closest pair (-1 when the distance is
+        inf).
+
+    Returns
+    -------
+    float or (float, int)
+        The distance in Å (inf for a single atom in a finite system or when no pair
+        is found), and with ``return_atom`` the atom index.
+    """
+    d, i = _pair_distances(atoms, cutoff)
+    if len(d) == 0:
+        return (np.inf, -1) if return_atom else np.inf
+    k = int(np.argmin(d))
+    return (float(d[k]), int(i[k])) if return_atom else float(d[k])
+
+
+def _pair_distances(atoms: Atoms, cutoff: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pair distances (Å) and an atom of each pair; contains the closest pair
+    (below ``cutoff``, if one is given)."""
+    pos = atoms.get_positions()
     if not atoms.get_pbc().any():
-        from scipy.spatial import cKDTree
-
-        pairs = cKDTree(atoms.get_positions()).query_pairs(min_distance, output_type="ndarray")
+        if len(atoms) < 2:
+            return np.zeros(0), np.zeros(0, dtype=int)
+        tree = cKDTree(pos)
+        if cutoff is None:
+            d, _ = tree.query(pos, k=2)
+            return d[:, 1], np.arange(len(atoms))
+        pairs = tree.query_pairs(cutoff, output_type="ndarray")
         if len(pairs) == 0:
-            return np.inf, -1
-        pos = atoms.get_positions()
-        d = np.linalg.norm(pos[pairs[:, 0]] - pos[pairs[:, 1]], axis=1)
-        return float(d.min()), int(pairs[np.argmin(d), 0])
-    from ase.neighborlist import neighbor_list
-
-    # A cutoff of ~1 Å keeps ASE's cell binning coarse; filter afterwards.
-    i, d = neighbor_list("id", atoms, max(min_distance, 1.0))
-    close = d < min_distance
-    if not np.any(close):
-        return np.inf, -1
-    return float(d[close].min()), int(i[close][np.argmin(d[close])])
+            return np.zeros(0), np.zeros(0, dtype=int)
+        return np.linalg.norm(pos[pairs[:, 0]] - pos[pairs[:, 1]], axis=1), pairs[:, 0]
+    if cutoff is not None:
+        # A cutoff of ~1 Å keeps ASE's cell binning coarse; filter afterwards.
+        i, d = neighbor_list("id", atoms, max(cutoff, 1.0))
+        close = d < cutoff
+        return d[close], i[close]
+    for r in (3.0, 6.0, 12.0):
+        i, d = neighbor_list("id", atoms, r)
+        if len(d):
+            return d, i
+    return np.zeros(0), np.zeros(0, dtype=int)
 
 
 # ----------------------------------------------------------------------------------
@@ -232,6 +268,27 @@ def matrix_to_voigt(m: np.ndarray) -> np.ndarray:
     """Symmetric 3x3 matrix to ASE Voigt order (xx, yy, zz, yz, xz, xy)."""
     m = np.asarray(m)
     return np.array([m[0, 0], m[1, 1], m[2, 2], m[1, 2], m[0, 2], m[0, 1]])
+
+
+def stress_to_virial(stress_voigt: np.ndarray, volume: float) -> np.ndarray:
+    """Virial ``-stress * volume`` (GAP's convention) of a stress.
+
+    Parameters
+    ----------
+    stress_voigt : array_like of shape (6,) or (3, 3)
+        Stress in eV/Å³, ASE's sign (positive under tension), in ASE Voigt order
+        (xx, yy, zz, yz, xz, xy) or as a 3x3 matrix.
+    volume : float
+        Cell volume in Å³.
+
+    Returns
+    -------
+    ndarray of shape (3, 3)
+        The virial in eV.
+    """
+    s = np.asarray(stress_voigt, dtype=np.float64)
+    matrix = voigt_to_matrix(s) if s.shape == (6,) else s.reshape(3, 3)
+    return -matrix * volume
 
 
 def get_labels(atoms: Atoms, keys: LabelKeys | None = None, index: int = 0,
@@ -315,9 +372,9 @@ def get_labels(atoms: Atoms, keys: LabelKeys | None = None, index: int = 0,
         s = atoms.info.get(skey) if skey else _calc_result(atoms, "stress")
         if s is not None and atoms.get_pbc().all():
             s = np.asarray(s, dtype=np.float64)
-            stress = voigt_to_matrix(_as_float_array(s, (6,), "stress", index, skey or "stress")) \
-                if s.size == 6 else _as_float_array(s, (3, 3), "stress", index, skey or "stress")
-            virial = -stress * atoms.get_volume()
+            stress = _as_float_array(s, (6,) if s.size == 6 else (3, 3), "stress", index,
+                                     skey or "stress")
+            virial = stress_to_virial(stress, atoms.get_volume())
     if virial is not None and not atoms.get_pbc().all():
         raise ValueError(f"frame {index}: a virial label needs a fully periodic cell")
 

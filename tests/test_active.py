@@ -74,7 +74,7 @@ def test_adds_exactly_the_flagged_structures():
     oracle = CountingEMT()
     seen = []
     res = learn(tiny_gap(), oracle, start, threshold=threshold, n_iterations=3, budget=20,
-                random_state=1, progress=seen.append, **FAST)
+                random_state=0, progress=seen.append, **FAST)
     assert isinstance(res, ActiveLearningResult)
     log = res.log
     assert log and [e["iteration"] for e in log] == list(range(1, len(log) + 1))
@@ -245,3 +245,31 @@ def test_bad_inputs():
               test=cu_cells(1, labelled=False))
     with pytest.raises(ValueError, match="empty"):
         learn(tiny_gap(), EMT(), [], threshold=FlagThreshold(forces=0.1))
+
+
+def test_scores_of_samples_are_the_threshold_flags():
+    """A sample is flagged exactly when its FlagThreshold score is above 1 (also at the
+    thresholds themselves, where ``>`` decides)."""
+    from types import SimpleNamespace
+
+    from ase import Atoms
+
+    frames = [Atoms("Cu3"), Atoms("Cu2")]
+    t = FlagThreshold(forces=0.1, energy_per_atom=0.01, relative=3.0)
+    noise = {"forces": 0.05, "energy": 0.001}
+    rel_e = 3.0 * 0.001  # the relative local-energy threshold (eV)
+    f = [np.array([[0.1, 0.0, 0.0], [np.nextafter(0.1, 1), 0, 0], [0.05, 0, 0]]),
+         np.array([[0.01, 0, 0], [0.01, 0, 0]])]
+    e = [np.array([0.0, 0.0, 0.0]), np.array([rel_e, np.nextafter(rel_e, 1)])]
+    std = SimpleNamespace(forces_epistemic=f, energies_epistemic=e,
+                          energy_epistemic=np.array([0.03, 0.0]))
+    flags = t.evaluate(std, frames, noise)
+    atom_scores = t.atom_scores(std, frames, noise)
+    assert [a.tolist() for a in flags.atoms] == [[False, True, False], [False, True]]
+    for a, s in zip(flags.atoms, atom_scores):
+        np.testing.assert_array_equal(a, s > 1)
+    scores = t.structure_scores(std, frames, noise)
+    np.testing.assert_array_equal(flags.structures, scores > 1)
+    assert scores[0] == pytest.approx(np.nextafter(0.1, 1) / 0.1)
+    assert FlagThreshold(energy_per_atom=0.01).structure_scores(std, frames, noise)[0] == \
+        pytest.approx(1.0)  # 0.03 eV / 3 atoms: at the threshold, not flagged

@@ -12,8 +12,10 @@ from ase.build import bulk
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.io import read
 
-from gapkit.physics.baselines import (BASELINES, COULOMB_CONSTANT, BornMayerCoulomb, CoulombBaseline,
-                              baseline_from_dict)
+from gapkit.physics.baselines import (BASELINES, COULOMB_CONSTANT, BornMayerCoulomb,
+                                      CoulombBaseline, baseline_from_dict)
+
+from conftest import finite_difference_forces
 
 K = COULOMB_CONSTANT
 NACL = {"Na": 1.0, "Cl": -1.0}
@@ -29,15 +31,7 @@ def energy(calc, atoms: Atoms) -> float:
 
 
 def fd_forces(calc, atoms: Atoms, h: float = 1e-5) -> np.ndarray:
-    f = np.zeros((len(atoms), 3))
-    for i in range(len(atoms)):
-        for a in range(3):
-            p = atoms.copy()
-            p.positions[i, a] += h
-            m = atoms.copy()
-            m.positions[i, a] -= h
-            f[i, a] = -(energy(calc, p) - energy(calc, m)) / (2 * h)
-    return f
+    return finite_difference_forces(lambda a: energy(calc, a), atoms, h=h)
 
 
 def fd_stress(calc, atoms: Atoms, h: float = 1e-5) -> np.ndarray:
@@ -281,10 +275,10 @@ def test_to_dict_roundtrip():
 
 # ---------------------------------------------------------------- synthetic data set
 def test_ionic_data_labels():
-    path = DATA / "ionic_train.xyz"
-    if not path.exists():
-        pytest.skip("data/ionic_train.xyz not generated")
+    path = DATA / "ionic_train.xyz"  # tracked in git (data/make_ionic_data.py): never skip
+    assert path.is_file(), f"{path} is missing: regenerate it with data/make_ionic_data.py"
     frames = read(path, ":3")
+    assert len(frames) == 3
     calc = BornMayerCoulomb(NACL, BM_PARAMS)
     for at in frames:
         r = calc.evaluate(at)

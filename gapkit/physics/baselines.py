@@ -139,6 +139,18 @@ class _BaselineCalculator(Calculator):
             self.results["stress"] = r["stress"]
 
 
+def _pair_sums(i: np.ndarray, d: np.ndarray, D: np.ndarray, phi: np.ndarray,
+               dphi: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-atom energies (eV, half of each pair term), forces (eV/Å) and virial ``dE/dε``
+    (eV, not symmetrised) of pair energies ``phi`` (eV) with derivatives ``dphi`` (eV/Å)
+    over the full neighbour list ``i, d, D`` of ``neighbor_list("ijdD")`` (Å)."""
+    fvec = (dphi / d)[:, None] * D
+    energies = 0.5 * np.bincount(i, weights=phi, minlength=n)
+    forces = np.stack([np.bincount(i, weights=fvec[:, a], minlength=n) for a in range(3)],
+                      axis=1)
+    return energies, forces, 0.5 * fvec.T @ D
+
+
 class CoulombBaseline(_BaselineCalculator):
     """Fixed point-charge Coulomb energy: Ewald sum (periodic) or direct sum (finite).
 
@@ -275,11 +287,10 @@ class CoulombBaseline(_BaselineCalculator):
             phi = qq * erfc_ad / d
             dphi = -qq * (erfc_ad / d ** 2
                           + 2.0 * alpha / _SQRT_PI * np.exp(-(alpha * d) ** 2) / d)
-            energies += 0.5 * np.bincount(i, weights=phi, minlength=n)
-            fvec = (dphi / d)[:, None] * D
-            for a in range(3):
-                forces[:, a] += np.bincount(i, weights=fvec[:, a], minlength=n)
-            virial += 0.5 * fvec.T @ D
+            e_pair, f_pair, virial_pair = _pair_sums(i, d, D, phi, dphi, n)
+            energies += e_pair
+            forces += f_pair
+            virial += virial_pair
 
         # reciprocal space -------------------------------------------------------
         kvec = _half_kvectors(cell, k_cut)
@@ -441,11 +452,9 @@ class BornMayerCoulomb(_BaselineCalculator):
             v = A * np.exp(-d / rho)
             phi = v * fc
             dphi = -v / rho * fc + v * dfc
-            energies += 0.5 * np.bincount(i, weights=phi, minlength=n)
-            fvec = (dphi / d)[:, None] * D
-            for a in range(3):
-                forces[:, a] += np.bincount(i, weights=fvec[:, a], minlength=n)
-            virial = 0.5 * fvec.T @ D
+            e_pair, f_pair, virial = _pair_sums(i, d, D, phi, dphi, n)
+            energies += e_pair
+            forces += f_pair
         out = {"energy": float(np.sum(energies)), "energies": energies, "forces": forces}
         if periodic:
             volume = abs(float(np.linalg.det(atoms.cell.array)))

@@ -7,6 +7,7 @@ the learned noise, per atom and per structure.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -111,31 +112,99 @@ class FlagThreshold:
                                  "'energy=0.005', '3x' or 'forces=0.1,energy=0.005'") from None
         return cls(**kw)
 
-    def evaluate(self, std, frames: Sequence, noise: dict) -> Flags:
-        """Flags for a :class:`gapkit.model.PredictionStd` of ``frames``."""
-        epi = self.use == "epistemic"
-        f_std = std.forces_epistemic if epi else std.forces
-        e_std = std.energies_epistemic if epi else std.energies
-        E_std = std.energy_epistemic if epi else std.energy
+    def _stds(self, std):
+        """The (force, local-energy, energy) stds that this threshold compares."""
+        if self.use == "epistemic":
+            return std.forces_epistemic, std.energies_epistemic, std.energy_epistemic
+        return std.forces, std.energies, std.energy
+
+    def atom_scores(self, std, frames: Sequence, noise: dict) -> list[np.ndarray]:
+        """Per-atom scores: the largest ratio of std to threshold over the criteria set.
+
+        An atom is flagged exactly when its score is above 1. The ratios are an atom's
+        largest force-component std over ``forces`` (eV/Å over eV/Å), its local-energy
+        std over ``energy_per_atom`` (eV over eV/atom), and with ``relative`` the same
+        two stds over ``relative`` times the learned force / energy noise (criteria
+        whose noise is not positive are left out). A score is 0 when no criterion
+        applies; a NaN std never counts.
+
+        Parameters
+        ----------
+        std : gapkit.model.PredictionStd
+            Predictive stds of ``frames`` (eV, eV/Å).
+        frames : sequence of ase.Atoms
+            The structures predicted.
+        noise : dict
+            The model's learned noise (``GAP.noise_``).
+
+        Returns
+        -------
+        list of ndarray
+            One array of shape (n_atoms_k,) per structure, dimensionless.
+        """
+        return self._scores(std, frames, noise)[0]
+
+    def structure_scores(self, std, frames: Sequence, noise: dict) -> np.ndarray:
+        """Per-structure scores: the largest :meth:`atom_scores` of a structure, or its
+        energy std per atom over ``energy_per_atom`` (eV/atom over eV/atom) when larger.
+
+        A structure is flagged by :meth:`evaluate` exactly when its score is above 1.
+
+        Parameters
+        ----------
+        std, frames, noise
+            As for :meth:`atom_scores`.
+
+        Returns
+        -------
+        ndarray of shape (n_frames,)
+            Dimensionless scores (>= 0).
+        """
+        return self._scores(std, frames, noise)[1]
+
+    def _scores(self, std, frames: Sequence, noise: dict) -> tuple[list[np.ndarray], np.ndarray]:
+        """Atom and structure scores (see :meth:`atom_scores`, :meth:`structure_scores`)."""
+        f_std, e_std, E_std = self._stds(std)
         sF = noise_level(noise, "forces")
         sE = noise_level(noise, "energy")
-        atoms_flags, struct = [], []
+        per_atom, struct = [], np.zeros(len(frames))
         for k, atoms in enumerate(frames):
             n = len(atoms)
-            fa = np.zeros(n, dtype=bool)
             s_force = np.max(f_std[k], axis=1) if f_std is not None else np.zeros(n)
+            s_energy = np.asarray(e_std[k], dtype=np.float64)
+            ratios = [np.zeros(n)]
             if self.forces is not None:
-                fa |= s_force > self.forces
+                ratios.append(s_force / self.forces)
             if self.energy_per_atom is not None:
-                fa |= e_std[k] > self.energy_per_atom
+                ratios.append(s_energy / self.energy_per_atom)
             if self.relative is not None:
                 if sF > 0:
-                    fa |= s_force > self.relative * sF
+                    ratios.append(s_force / (self.relative * sF))
                 if sE > 0:
-                    fa |= e_std[k] > self.relative * sE
-            s_flag = bool(fa.any())
+                    ratios.append(s_energy / (self.relative * sE))
+            # fmax: a NaN ratio is ignored, as a NaN comparison is False
+            score = functools.reduce(np.fmax, ratios)
+            per_atom.append(score)
+            struct[k] = float(np.max(score, initial=0.0))
             if self.energy_per_atom is not None:
-                s_flag |= bool(E_std[k] / n > self.energy_per_atom)
-            atoms_flags.append(fa)
-            struct.append(s_flag)
-        return Flags(atoms=atoms_flags, structures=np.array(struct, dtype=bool))
+                struct[k] = np.fmax(struct[k], float(E_std[k]) / n / self.energy_per_atom)
+        return per_atom, struct
+
+    def evaluate(self, std, frames: Sequence, noise: dict) -> Flags:
+        """Flags for the predictive stds of ``frames``: a score above 1.
+
+        Parameters
+        ----------
+        std : gapkit.model.PredictionStd
+        frames : sequence of ase.Atoms
+        noise : dict
+            As for :meth:`atom_scores`.
+
+        Returns
+        -------
+        Flags
+            ``atoms[k]`` is ``atom_scores(...)[k] > 1`` and ``structures`` is
+            ``structure_scores(...) > 1``.
+        """
+        per_atom, struct = self._scores(std, frames, noise)
+        return Flags(atoms=[a > 1.0 for a in per_atom], structures=struct > 1.0)
