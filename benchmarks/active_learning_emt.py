@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from ase import units
+from ase import Atoms, units
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
@@ -37,7 +37,7 @@ from gapkit.metrics import error_metrics
 A_CU = 3.61  # Å, close to EMT's lattice constant
 
 
-def cell() -> "Atoms":
+def cell() -> Atoms:
     return bulk("Cu", "fcc", a=A_CU, cubic=True).repeat((2, 1, 1))  # 8 atoms
 
 

@@ -644,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def summary(model) -> dict:
         return {"delta": float(model.delta_),
-                "noise": {k: float(v) for k, v in model.noise_.items()},
+                "noise": {k: float(v) for k, v in model.noise_.labelled().items()},
                 "n_sparse": {chemical_symbols[z]: int(np.sum(model.sparse_species_ == z))
                              for z in model.species_},
                 "e0": {chemical_symbols[z]: float(v) for z, v in model.e0_.values.items()}}

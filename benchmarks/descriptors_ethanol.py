@@ -13,8 +13,9 @@ method); only the kernel's descriptor changes:
 * ``SOAP``     -- :class:`gapkit.descriptors.SOAP`, ``zeta=4``;
 * ``2b+SOAP``  -- additive kernel, one :class:`gapkit.Term` per descriptor (GAP's "2b+SOAP").
 
-Data: revised MD17 ethanol (``../shared/data/ethanol_rmd17``, PBE) when present, else the
-project's default GFN2-xTB data (``data/``). Training frames are evenly spaced over
+Data: revised MD17 ethanol (PBE; ``--data-dir``, else ``$GAPKIT_SHARED_DATA[/ethanol_rmd17]``,
+else ``<repo>/../shared/data/ethanol_rmd17``) when present, else the project's default
+GFN2-xTB data (``data/``). Training frames are evenly spaced over
 ``train.xyz``; test frames evenly spaced over ``test_MD.xyz`` (``data/test.xyz``).
 Prints a markdown table (energy MAE per structure, force MAE, fit and prediction times)
 and writes JSON with ``--out``.
@@ -40,7 +41,7 @@ from gapkit.data import default_data_dir
 from gapkit.descriptors import ACSF, TwoBody
 from gapkit.metrics import reference_arrays
 
-SHARED = h.SHARED_DATA / "ethanol_rmd17"
+RMD17_FILES = ("train.xyz", "test_MD.xyz")
 
 
 def evenly(frames: list, n: int) -> list:
@@ -75,13 +76,18 @@ def main(argv=None) -> dict:
     p.add_argument("--only", nargs="*", default=None, help="subset of model names")
     p.add_argument("--out", default=None, help="JSON output path")
     p.add_argument("--seed", type=int, default=0)
+    h.add_data_dir_argument(p, files=RMD17_FILES)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    if (SHARED / "train.xyz").is_file():
-        source = "rMD17 ethanol (PBE/def2-SVP), ../shared/data/ethanol_rmd17"
-        train = evenly(read(SHARED / "train.xyz", ":"), args.n_train)
-        test = evenly(read(SHARED / "test_MD.xyz", ":"), args.n_test)
+    shared, how = h.resolve_data_dir(args.data_dir, "ethanol_rmd17", RMD17_FILES)
+    have_rmd17 = all((shared / f).is_file() for f in RMD17_FILES)
+    if args.data_dir is not None and not have_rmd17:
+        p.error(f"--data-dir {shared} lacks {' or '.join(RMD17_FILES)}")
+    if have_rmd17:
+        source = f"rMD17 ethanol (PBE/def2-SVP), {shared} ({how})"
+        train = evenly(read(shared / "train.xyz", ":"), args.n_train)
+        test = evenly(read(shared / "test_MD.xyz", ":"), args.n_test)
     else:
         source = "default data (GFN2-xTB ethanol/methanol), data/"
         train = evenly(read(default_data_dir() / "train.xyz", ":"), args.n_train)
@@ -122,7 +128,7 @@ def main(argv=None) -> dict:
         print(f"| {name} | {'+'.join(map(str, r['features']))} | {r['energy_mae_meV']:.1f} | "
               f"{r['forces_mae_meV_A']:.1f} | {r['forces_rmse_meV_A']:.1f} | {r['fit_s']:.0f} | "
               f"{r['predict_us_per_atom']:.0f} |")
-    out = {"source": source, "args": vars(args), "results": results}
+    out = {"source": source, "args": h.settings(args), "results": results}
     h.save_results(args.out, out, indent=1, say="")
     return out
 

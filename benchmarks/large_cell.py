@@ -2,7 +2,8 @@
 """Energy, forces and stress of a large periodic Si cell: time and peak memory.
 
 Fits a small GAP on the first ``--n-train`` cells of mlearn's Si training set
-(``../shared/data/si_mlearn/train.xyz``) and evaluates a rattled diamond supercell of
+(``train.xyz`` of ``--data``, else ``$GAPKIT_SHARED_DATA[/si_mlearn]``, else
+``<repo>/../shared/data/si_mlearn``) and evaluates a rattled diamond supercell of
 ``8 * repeat**3`` atoms through :class:`gapkit.GAPCalculator`, reporting wall time
 and the process's peak RSS. Exits 0 with a message when the data is absent.
 
@@ -16,13 +17,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 import harness as h
-
-DATA = h.SHARED_DATA / "si_mlearn"
 
 
 def main(argv=None) -> int:
@@ -30,10 +28,10 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=5, help="supercell repeats of the 8-atom cell")
     ap.add_argument("--n-train", type=int, default=20)
     ap.add_argument("--n-sparse", type=int, default=300)
-    ap.add_argument("--data", type=Path, default=DATA)
+    h.add_data_dir_argument(ap, "si_mlearn", ("train.xyz",), flag="--data")
     args = ap.parse_args(argv)
-    if not (args.data / "train.xyz").is_file():
-        print(f"Si data not found in {args.data}; nothing to do")
+    data_dir = h.find_data_dir(args.data, "si_mlearn", ("train.xyz",), "the mlearn Si folder")
+    if data_dir is None:
         return 0
     from ase.build import bulk
     from ase.io import read
@@ -41,7 +39,7 @@ def main(argv=None) -> int:
     from gapkit import GAP, SOAP, GAPCalculator
 
     model = GAP(SOAP(r_cut=5.4, n_max=8, l_max=8, sigma=0.5), n_sparse=args.n_sparse,
-                random_state=0).fit(read(args.data / "train.xyz", f":{args.n_train}"))
+                random_state=0).fit(read(data_dir / "train.xyz", f":{args.n_train}"))
     atoms = bulk("Si", "diamond", 5.43, cubic=True).repeat((args.repeat,) * 3)
     atoms.rattle(0.05, seed=0)
     rss0 = h.maxrss_mib()

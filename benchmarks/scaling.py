@@ -156,7 +156,7 @@ def worker_gapkit_ethanol(p: dict) -> dict:
            "n_sparse": {chemical_symbols[z]: int(np.sum(model.sparse_species_ == z))
                         for z in model.species_},
            "n_features": int(model.descriptor_.n_features),
-           "n_rows": {k: int(v) for k, v in model.n_train_.items()},
+           "n_rows": h.labelled_counts(model.n_train_),
            "threadpools": h.threadpool_info()}
     if p.get("predict"):
         test = read(str(d / "test_MD.xyz"), index=f":{p['n_predict']}")
@@ -252,7 +252,7 @@ def worker_gapkit_si(p: dict) -> dict:
            "fit_peak_rss_mib": maxrss_mib(),
            "peak_rss_before_fit_mib": peak_before,
            "n_sparse": int(len(model.sparse_species_)), "e0": float(model.e0_.values[14]),
-           "delta": float(model.delta_), "noise": dict(model.noise_)}
+           "delta": float(model.delta_), "noise": model.noise_.labelled()}
     cell = si_test_cell(p["repeat"], p["seed"])
     n_atoms = len(cell)
     for label, stress in (("EF", False), ("EFS", True)):

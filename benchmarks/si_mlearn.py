@@ -247,8 +247,8 @@ def worker_gapkit(args, data_dir: Path) -> dict:
         "n_sparse": int(len(model.sparse_species_)),
         "n_features": int(model.descriptor_.n_features),
         "e0": {"Si": float(model.e0_.values[14])},
-        "delta": float(model.delta_), "noise": dict(model.noise_),
-        "n_train_rows": {k: int(v) for k, v in model.n_train_.items()},
+        "delta": float(model.delta_), **h.noise_fields(model),
+        "n_train_rows": h.labelled_counts(model.n_train_),
         "log_marginal_likelihood": float(model.log_marginal_likelihood_),
         "threadpools": h.threadpool_info(),
         "pred": {"energy": np.asarray(pred.energy, float).tolist(),
@@ -428,9 +428,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"noise_={ {k: round(v, 5) for k, v in g['noise'].items()} }; RSS before fit "
                   f"{num(g['rss_before_fit_mib'], '.0f')} MiB", flush=True)
         if do_quip and g.get("ok"):
-            noise = g["noise"]
-            sig = (noise.get("energy", args.energy_noise), noise.get("forces", args.force_noise),
-                   noise.get("virial", args.virial_noise))
+            level = g["noise_level"]  # RMS over the groups of a kind
+            sig = (level.get("energy", args.energy_noise), level.get("forces", args.force_noise),
+                   level.get("virial", args.virial_noise))
             q = h.launch_worker(SCRIPT, "quip", dict(spec, quip={"e0": g["e0"]["Si"],
                                 "delta": g["delta"], "sigmas": sig}), tmp / "quip", env)
             if q.get("ok"):

@@ -176,7 +176,7 @@ def run_nve(model, args) -> dict:
     atoms = make_cell(args)
     n = len(atoms)
     atoms.calc = GAPCalculator(model)
-    e_all, t_all, rec = [], [], []
+    e_all, rec = [], []
 
     def record():
         epot = atoms.get_potential_energy()

@@ -273,7 +273,7 @@ def run_gapkit(args, data_dir: Path, sets: dict, timing: dict) -> tuple[dict, ob
     t0 = time.perf_counter()
     model.fit(sets["train"])
     timing["gapkit fit + type-II ML"] = time.perf_counter() - t0
-    res = {"delta": float(model.delta_), "noise": dict(model.noise_),
+    res = {"delta": float(model.delta_), **h.noise_fields(model),
            "log_marginal_likelihood": float(model.log_marginal_likelihood_),
            "n_sparse": {chemical_symbols[z]: int(np.sum(model.sparse_species_ == z))
                         for z in model.species_},
@@ -326,9 +326,9 @@ def run_gapkit(args, data_dir: Path, sets: dict, timing: dict) -> tuple[dict, ob
     t0 = time.perf_counter()
     model.recalibrate(sets["val"])
     timing["gapkit recalibrate (val)"] = time.perf_counter() - t0
-    res["variance_scale"] = dict(model.variance_scale_)
+    res["variance_scale"] = model.calibration_.as_dict()
     print(f"[{time.strftime('%H:%M:%S')}] recalibrated in {timing['gapkit recalibrate (val)']:.1f} s: "
-          f"{model.variance_scale_}", flush=True)
+          f"{model.calibration_}", flush=True)
     res["recal"] = evaluate("recal")
     return res, model
 
@@ -342,8 +342,8 @@ def run_quip(args, data_dir: Path, sets: dict, g: dict, tmp: Path, timing: dict)
 
     train, test, ood = sets["train"], sets["test_MD"], sets["ood"]
     delta = g["delta"] if args.quip_delta is None else args.quip_delta
-    sE = g["noise"]["energy"] if args.quip_energy_noise is None else args.quip_energy_noise
-    sF = g["noise"]["forces"] if args.quip_force_noise is None else args.quip_force_noise
+    sE = g["noise_level"]["energy"] if args.quip_energy_noise is None else args.quip_energy_noise
+    sF = g["noise_level"]["forces"] if args.quip_force_noise is None else args.quip_force_noise
     soap = dict(r_cut=args.r_cut, cutoff_width=args.cutoff_transition_width, n_max=args.n_max,
                 l_max=args.l_max, sigma=args.sigma, zeta=args.zeta, delta=delta)
     e0 = h.isolated_energies(data_dir / "isolated_atoms.xyz")
@@ -438,6 +438,14 @@ def _f(x, fmt=".3f"):
     return format(x, fmt)
 
 
+def _scales(d: dict) -> str:
+    """"s_Nys, s_post" of a ``VarianceScale.as_dict()``, or per atomic number of a
+    ``{Z: VarianceScale.as_dict()}`` table (``"0"``: every species)."""
+    if "nystrom" in d:
+        return f"{d['nystrom']:.3g}, {d['posterior']:.3g}"
+    return "; ".join(f"Z={z}: {_scales(v)}" for z, v in d.items()) or "1, 1"
+
+
 def _mark(x, target) -> str:
     if x is None:
         return "n/a"
@@ -463,14 +471,12 @@ def print_report(cmdline: str, args, res: dict, timing: dict, notes: list[str]) 
     sec("model")
     sc = g["variance_scale"]
     row("delta [eV]", "", f"{g['delta']:.4g} (learned)", "same", _f(q and q["delta"], ".4g"))
-    row("aleatoric σ_E [meV/√atom]", "", f"{g['noise'].get('energy', float('nan')) * 1e3:.3f} (learned)",
+    row("aleatoric σ_E [meV/√atom]", "", f"{g['noise_level'].get('energy', float('nan')) * 1e3:.3f} (learned)",
         "same", _f(q and q["default_sigma"]["energy"] * 1e3, ".3f") + (" (default_sigma)" if q else ""))
-    row("aleatoric σ_F [meV/Å]", "", f"{g['noise'].get('forces', float('nan')) * 1e3:.2f} (learned)",
+    row("aleatoric σ_F [meV/Å]", "", f"{g['noise_level'].get('forces', float('nan')) * 1e3:.2f} (learned)",
         "same", _f(q and q["default_sigma"]["forces"] * 1e3, ".2f") + (" (default_sigma)" if q else ""))
-    row("variance scales E (s_Nys, s_post)", "", "1, 1",
-        f"{sc['energy_nystrom']:.3g}, {sc['energy_posterior']:.3g}", "-")
-    row("variance scales F (s_Nys, s_post)", "", "1, 1",
-        f"{sc['forces_nystrom']:.3g}, {sc['forces_posterior']:.3g}", "n/a")
+    row("variance scales E (s_Nys, s_post)", "", "1, 1", _scales(sc["energy"]), "-")
+    row("variance scales F (s_Nys, s_post)", "", "1, 1", _scales(sc["forces"]), "n/a")
     ns = ",".join(f"{k}:{v}" for k, v in g["n_sparse"].items())
     row("sparse points", "", f"{ns} ({args.sparse_method})", "same",
         (",".join(f"{k}:{v}" for k, v in q["n_sparse"].items()) + f" ({args.quip_sparse_method})")
