@@ -35,7 +35,8 @@ def small_model(train_frames):
     from gapkit import GAP, SOAP
 
     frames = train_frames[:30] + train_frames[-10:]
-    return GAP(SOAP(**SMALL_SOAP), n_sparse=60, e0="lstsq", random_state=0).fit(frames)
+    return GAP(SOAP(**SMALL_SOAP), n_sparse=60, e0="lstsq", random_state=0,
+               calibrate=False).fit(frames)
 
 
 @pytest.fixture

@@ -113,4 +113,5 @@ def test_version_2_file_still_loads_and_predicts_the_same():
         np.testing.assert_allclose(f, g, rtol=1e-8)
     vs = expected["variance_scale"]
     assert model.calibration_.calibrated
-    assert model.calibration_.forces.posterior == pytest.approx(vs["forces_posterior"])
+    assert model.calibration_.force_scale(6).posterior == pytest.approx(vs["forces_posterior"])
+    assert model.force_std_mode() == "exact"  # version 2 files knew only exact force stds

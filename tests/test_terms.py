@@ -18,7 +18,7 @@ def two_terms(zeta_short=2.0, **kw):
 
 @pytest.fixture(scope="module")
 def sum_model(train_frames):
-    return GAP(two_terms(), random_state=0).fit(train_frames[:30])
+    return GAP(two_terms(), random_state=0, calibrate=False).fit(train_frames[:30])
 
 
 def test_terms_have_their_own_sparse_sets_and_weights(sum_model):

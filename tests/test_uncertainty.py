@@ -7,7 +7,8 @@ from ase import Atoms
 from gapkit import GAP, SOAP, FlagThreshold
 from gapkit.gp.kernels import dot_kernel, species_mask
 from gapkit.model import VarianceScale
-from gapkit.model.variance import fit_variance_scales
+from gapkit.model.calibration import _Block, fit_exponent_and_scales, fit_fast_force_scales
+from gapkit.model.variance import Term3
 from gapkit.uncertainty import calibration_metrics
 
 from conftest import SMALL_SOAP
@@ -92,7 +93,7 @@ def test_z_scores_on_a_synthetic_gp_draw_are_standard_normal(train_frames, rng):
         for a, e in zip(frames, y):
             a.info["energy"] = float(e)
         model = GAP(soap, zeta=zeta, delta=delta, energy_noise=noise, use_forces=False,
-                    n_sparse=10_000, e0="zero").fit(frames[:50])
+                    n_sparse=10_000, e0="zero", calibrate=False).fit(frames[:50])
         pred, std = model.predict(frames[50:], return_std=True, forces=False)
         zs.append((pred.energy - y[50:]) / std.energy)
     z = np.concatenate(zs)
@@ -135,12 +136,30 @@ def test_calibration_metrics_known_cases(rng):
 
 
 def test_variance_scales_are_recovered(rng):
-    n = rng.uniform(0.5, 2.0, size=40000)
-    p = rng.uniform(0.5, 2.0, size=n.size) * rng.choice([0.1, 10.0], size=n.size)
-    a = np.full(n.size, 0.3)
-    e = np.sqrt(0.05 * n + 2.0 * p + a) * rng.normal(size=n.size)
-    sN, sP = fit_variance_scales(e, n, p, a)
-    assert sN == pytest.approx(0.05, rel=0.5) and sP == pytest.approx(2.0, rel=0.1)
+    """Synthetic errors drawn with known (exponent, posterior, aleatoric) scales."""
+    n = 40000
+    prior = np.ones(n)
+    rho = rng.uniform(0.01, 1.0, size=n)
+    nys = 0.5 * rho  # delta = 1: V_N = rho * prior * delta**2 ... scaled by 0.5 prior
+    t = Term3(nystrom=nys, posterior=rng.uniform(0.5, 2.0, size=n) * rng.choice([0.1, 10.0], n),
+              prior=0.5 * prior)
+    a = np.full(n, 0.3)
+    var = nys * rho ** 2.0 + 2.0 * t.posterior + 0.5 * a
+    e = np.sqrt(var) * rng.normal(size=n)
+    beta, sc = fit_exponent_and_scales({"x": _Block(e, t, a, 1.0)})
+    assert beta == pytest.approx(2.0, abs=0.3)
+    assert sc["x"].posterior == pytest.approx(2.0, rel=0.1)
+    assert sc["x"].aleatoric == pytest.approx(0.5, rel=0.25)
+    # noise-free labels: the aleatoric scale goes (close) to zero
+    e0 = np.sqrt(nys * rho ** 2.0 + 2.0 * t.posterior) * rng.normal(size=n)
+    _, sc0 = fit_exponent_and_scales({"x": _Block(e0, t, a, 1.0)})
+    assert sc0["x"].aleatoric < 0.05
+    # fast force scales of one species
+    uN, uP = rng.uniform(0.1, 1.0, 5000), rng.uniform(0.1, 1.0, 5000) * 10
+    v = 3.0 * uN + 0.2 * uP + 0.1 * 0.04
+    f = np.sqrt(v)[:, None] * rng.normal(size=(5000, 3))
+    s = fit_fast_force_scales(f ** 2, uN, uP, 0.04, beta=1.0)
+    assert s.nystrom == pytest.approx(3.0, rel=0.15) and s.posterior == pytest.approx(0.2, rel=0.15)
 
 
 def test_recalibration_is_stored_and_applied(small_model, test_frames, tmp_path):

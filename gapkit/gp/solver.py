@@ -160,6 +160,24 @@ class RowAccumulator:
             g.log_inv_w += og.log_inv_w
 
 
+def merge_groups(a: dict, b: dict) -> dict:
+    """Row groups of the union of two sets of training rows (a QR of the stacked
+    triangles per group); neither input is changed."""
+    out = {}
+    for name in list(a) + [k for k in b if k not in a]:
+        ga, gb = a.get(name), b.get(name)
+        if ga is None or gb is None:
+            g = ga if gb is None else gb
+            out[name] = RowGroup(R=None if g.R is None else g.R.copy(), n_rows=g.n_rows,
+                                 log_inv_w=g.log_inv_w)
+            continue
+        R = gb.R.copy() if ga.R is None else (ga.R.copy() if gb.R is None
+                                               else tri_update(ga.R, gb.R))
+        out[name] = RowGroup(R=R, n_rows=ga.n_rows + gb.n_rows,
+                             log_inv_w=ga.log_inv_w + gb.log_inv_w)
+    return out
+
+
 # ----------------------------------------------------------------------------------
 # the sparse kernel factor
 # ----------------------------------------------------------------------------------

@@ -3,13 +3,16 @@
 * :mod:`gapkit.model.state`: :class:`FittedState` (what a fit produces and a file stores);
 * :mod:`gapkit.model.training`: the fit pipeline;
 * :mod:`gapkit.model.prediction`: energies, forces and stress from a state;
-* :mod:`gapkit.model.variance`: predictive variance by origin and its calibration scales;
+* :mod:`gapkit.model.variance`: predictive variance by origin, calibrated;
+* :mod:`gapkit.model.calibration`: fitting the calibration on validation data;
 * :mod:`gapkit.model.delta`: Delta-learning baseline labels;
 * :mod:`gapkit.model.model_file`: the versioned, pickle-free file format;
-* :mod:`gapkit.model.estimator`: :class:`GAP`, :func:`load`, :func:`save`.
+* :mod:`gapkit.model.estimator`: :class:`GAP` (and :func:`save`);
+* :mod:`gapkit.model.loading`: :func:`load`.
 """
 
-from gapkit.model.estimator import GAP, load, save
+from gapkit.model.estimator import GAP, save
+from gapkit.model.loading import load
 from gapkit.model.prediction import Prediction, StructurePrediction
 from gapkit.model.state import Calibration, FittedState, NoiseGroup, VarianceScale, noise_level
 from gapkit.model.variance import PredictionStd

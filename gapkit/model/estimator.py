@@ -31,19 +31,17 @@ from sklearn.exceptions import NotFittedError
 from gapkit.data import LabelKeys, as_frame_list, check_geometry, get_labels
 from gapkit.gp import solver as gp
 from gapkit.gp import sparsify, terms
-from gapkit.metrics import reference_arrays
 from gapkit.model import model_file
 from gapkit.model.prediction import (PREDICT_BATCH_ATOMS, Prediction, StructurePrediction,
                                      batches, predict_batch)
 from gapkit.model.state import FittedState
-from gapkit.model.training import fit_state
-from gapkit.model.variance import (PredictionStd, collect_std, fit_calibration,
-                                   local_energy_covariance, variance_parts)
-from gapkit.physics.baselines import baseline_from_dict
+from gapkit.model.training import calibrate_on, fit_calibrated_state
+from gapkit.model.variance import (PredictionStd, collect_std, local_energy_covariance,
+                                   variance_parts)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GAP", "load", "save", "Prediction", "PredictionStd", "StructurePrediction"]
+__all__ = ["GAP", "save", "Prediction", "PredictionStd", "StructurePrediction"]
 
 
 class GAP(BaseEstimator):
@@ -107,6 +105,20 @@ class GAP(BaseEstimator):
         to :func:`gapkit.load`.
     random_state : int, RandomState or None
         Seed for sparse-point selection and optimiser restarts.
+    calibrate : bool, default True
+        Calibrate the predictive std on held-out data during :meth:`fit`: a random
+        ``valid_fraction`` of the training frames (fitted, used to fit the variance
+        scales of :mod:`gapkit.model.calibration`, then added back to the training
+        rows, so no data is lost), or the ``valid`` frames given to :meth:`fit`
+        (never trained on). Too small a data set (fewer than 3 frames on either side
+        of the split) leaves the raw DTC std, with a warning.
+    valid_fraction : float, default 0.1
+        Held-out fraction for the calibration.
+    force_std : {"fast", "exact"}, default "fast"
+        Force stds of a calibrated model: ``"fast"`` (per atom, from the local-energy
+        variances of its neighbourhood; costs about as much as energies and forces)
+        or ``"exact"`` (every component from the kernel Hessian; roughly a training
+        row per atom). Uncalibrated models always use the exact form.
     verbose : bool, default False
         Show progress bars.
 
@@ -139,7 +151,8 @@ class GAP(BaseEstimator):
                  energy_key: str | None = None, forces_key: str | None = None,
                  virial_key: str | None = None, use_forces: bool = True, chunk_size: int = 32,
                  n_jobs: int | None = None,
-                 baseline=None, random_state=None, verbose: bool = False):
+                 baseline=None, random_state=None, calibrate: bool = True,
+                 valid_fraction: float = 0.1, force_std: str = "fast", verbose: bool = False):
         self.descriptor = descriptor
         self.zeta = zeta
         self.delta = delta
@@ -161,6 +174,9 @@ class GAP(BaseEstimator):
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.baseline = baseline
+        self.calibrate = calibrate
+        self.valid_fraction = valid_fraction
+        self.force_std = force_std
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fitted state
@@ -240,7 +256,7 @@ class GAP(BaseEstimator):
                                  f"got {spec.sparse_method!r}")
 
     def fit(self, X: Iterable[Atoms], y=None, optimize: bool | None = None,
-            client=None) -> "GAP":
+            client=None, valid=None) -> "GAP":
         """Fit on labelled structures.
 
         Parameters
@@ -255,7 +271,10 @@ class GAP(BaseEstimator):
             Override the ``optimize`` parameter for this call.
         client : dask.distributed.Client, optional
             Compute descriptors and the per-chunk QR factors on a Dask cluster and
-            reduce the factors here (see :mod:`gapkit.streaming`).
+            reduce the factors here (see :mod:`gapkit.gp.streaming`).
+        valid : list of ase.Atoms or path, optional
+            Labelled validation frames for the calibration (with ``calibrate``);
+            default: a held-out ``valid_fraction`` of ``X``.
 
         Returns
         -------
@@ -263,7 +282,9 @@ class GAP(BaseEstimator):
         """
         self._check_params()
         do_opt = self.optimize if optimize is None else optimize
-        self.state_, self._groups = fit_state(self, as_frame_list(X), do_opt, client)
+        valid = None if valid is None else as_frame_list(valid)
+        self.state_, self._groups = fit_calibrated_state(self, as_frame_list(X), do_opt, client,
+                                                         valid)
         return self
 
     def log_marginal_likelihood(self, theta: np.ndarray | None = None,
@@ -331,17 +352,27 @@ class GAP(BaseEstimator):
         return predict_batch(self._state(), [atoms], forces, stress, keep_gradients,
                              baseline=self.baseline, offset=index)[0]
 
+    def force_std_mode(self, force_std: str | None = None) -> str:
+        """``"fast"`` or ``"exact"``: how force stds are computed (see ``force_std``)."""
+        mode = self.force_std if force_std is None else force_std
+        if mode not in ("fast", "exact"):
+            raise ValueError(f"force_std must be 'fast' or 'exact', got {mode!r}")
+        return mode if self._state().calibration.has_fast_forces else "exact"
+
     def std_structure(self, atoms: Atoms, prediction: StructurePrediction,
-                      forces: bool = True) -> PredictionStd:
+                      forces: bool = True, force_std: str | None = None) -> PredictionStd:
         """Calibrated stds of one structure from its :meth:`predict_structure` result.
 
         Parameters
         ----------
         atoms : ase.Atoms
         prediction : StructurePrediction
-            Made with ``keep_gradients=True`` when ``forces``.
+            Made with ``keep_gradients=True`` when exact force stds are wanted
+            (``force_std_mode() == "exact"``).
         forces : bool
-            Also the force stds (the expensive part); otherwise energies only.
+            Also the force stds; otherwise energies only (the cheapest).
+        force_std : {"fast", "exact"}, optional
+            Overrides the ``force_std`` parameter.
 
         Returns
         -------
@@ -349,11 +380,12 @@ class GAP(BaseEstimator):
             With one entry per property; ``forces*`` are ``None`` unless ``forces``.
         """
         state = self._state()
-        parts = variance_parts(state, prediction.descriptors, forces=forces)
+        mode = self.force_std_mode(force_std) if forces else None
+        parts = variance_parts(state, prediction.descriptors, forces=mode, atoms=atoms)
         return collect_std(state, [parts], [atoms], forces)
 
     def predict(self, X, return_std: bool = False, forces: bool = True,
-                stress: bool | None = None):
+                stress: bool | None = None, force_std: str | None = None):
         """Predict energies, per-atom energies, forces (and stress) of structures.
 
         Parameters
@@ -365,6 +397,8 @@ class GAP(BaseEstimator):
         forces : bool, default True
         stress : bool, optional
             Default: for fully periodic cells.
+        force_std : {"fast", "exact"}, optional
+            Overrides the ``force_std`` parameter.
 
         Returns
         -------
@@ -372,8 +406,9 @@ class GAP(BaseEstimator):
         """
         frames = self._prepare(X)
         state = self._state()
-        keep = return_std and forces
-        # with force uncertainties the derivative arrays are kept: one structure at a time
+        mode = self.force_std_mode(force_std) if (return_std and forces) else None
+        keep = mode == "exact"
+        # with exact force stds the derivative arrays are kept: one structure at a time
         results = []
         for batch in batches(frames, 1 if keep else PREDICT_BATCH_ATOMS):
             results += predict_batch(state, [frames[i] for i in batch], forces, stress, keep,
@@ -386,33 +421,23 @@ class GAP(BaseEstimator):
                           stress=np.array(S) if any_stress else None)
         if not return_std:
             return pred
-        parts = [variance_parts(state, r.descriptors, forces=forces) for r in results]
+        parts = [variance_parts(state, r.descriptors, forces=mode, atoms=a)
+                 for r, a in zip(results, frames)]
         return pred, collect_std(state, parts, frames, forces)
 
     # ------------------------------------------------------------------ uncertainty
     def recalibrate(self, X, keep_nystrom: bool = False) -> "GAP":
-        """Fit the epistemic variance scales on a labelled validation set (stored in the model).
-
-        The DTC variance has two terms: the Nyström residual
-        ``delta**2 (k** - k K_MM^-1 k)``, i.e. the prior variance of what the sparse set
-        cannot represent, and the posterior variance of the weights. With ``delta``
-        learned on the projected model, the residual term is usually far too large in
-        distribution. For energies and for forces separately, this method multiplies
-        the two terms by scales ``(s_N, s_P)`` that maximise the Gaussian likelihood of
-        the validation errors, with the learned noise as the aleatoric part (see
-        :func:`gapkit.uncertainty.fit_variance_scales`). The ranking of structures by
-        sigma and the growth of the residual term away from the data are kept.
+        """Calibrate the predictive std on labelled validation structures (stored in the
+        model); see :mod:`gapkit.model.calibration`.
 
         Parameters
         ----------
         X : list of ase.Atoms
             Labelled validation structures, not used in training.
         keep_nystrom : bool, default False
-            Keep the Nyström term unscaled and fit only the posterior scale. In
-            distribution the fitted Nyström scale is often ~0, which calibrates sigma
-            there but makes sigma far from the data several times smaller than the
-            errors (it still ranks them first); keeping it gives conservative sigma
-            out of distribution at the cost of over-wide sigma in distribution.
+            Keep the raw Nyström terms (no shrinking where the model knows the region)
+            and fit only the posterior and aleatoric scales: conservative far from the
+            data, usually too wide in distribution.
 
         Returns
         -------
@@ -420,11 +445,9 @@ class GAP(BaseEstimator):
         """
         state = self._state()
         frames = self._prepare(X)
-        preds = [self.predict_structure(a, forces=True, stress=False, index=k, keep_gradients=True)
-                 for k, a in enumerate(frames)]
-        cal = fit_calibration(state, frames, preds, reference_arrays(frames, self.label_keys),
-                              keep_nystrom=keep_nystrom,
-                              source=f"recalibrate: {len(frames)} validation frames")
+        cal = calibrate_on(state, frames, self.label_keys, self.baseline,
+                           source=f"recalibrate: {len(frames)} validation frames",
+                           keep_nystrom=keep_nystrom)
         self.state_ = state.replace(calibration=cal)
         return self
 
@@ -463,44 +486,6 @@ class GAP(BaseEstimator):
         if errs:
             return -float(np.sqrt(np.mean(np.concatenate(errs) ** 2)))
         return -float(np.sqrt(np.mean(np.square(e_errs))))
-
-
-def load(path, baseline=None) -> GAP:
-    """Load a model written by :meth:`GAP.save`.
-
-    Parameters
-    ----------
-    path : str or path
-    baseline : ase Calculator, optional
-        The Delta-learning baseline, required when the model was trained with a user
-        calculator (only its class name is stored). A gapkit baseline is rebuilt from
-        the file; passing one overrides it.
-
-    Returns
-    -------
-    GAP
-        Fitted; ``log_marginal_likelihood()`` with new hyperparameters needs a refit.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    ValueError
-        If the file is not a gapkit model, is truncated or corrupt, has an
-        unsupported format version, or needs a baseline that was not given.
-    """
-    content = model_file.read(path)
-    bmeta = content.baseline
-    if baseline is None and bmeta is not None:
-        if bmeta["kind"] == "gapkit":
-            baseline = baseline_from_dict(bmeta["spec"])
-        else:
-            raise ValueError(f"'{path}' was trained with the baseline calculator "
-                             f"{bmeta['class']}; pass it again: gapkit.load(path, baseline=...)")
-    model = GAP(descriptor=content.descriptor, baseline=baseline, **content.params)
-    model.state_ = content.state
-    model._groups = None
-    return model
 
 
 def save(model: GAP, path) -> Path:

@@ -199,10 +199,11 @@ def _upgrade(meta: dict, arrays: dict) -> None:
     if meta["version"] < 3:
         vs = meta.get("variance_scale_") or {}
         scales = {p: {"nystrom": float(vs.get(f"{p}_nystrom", 1.0)),
-                      "posterior": float(vs.get(f"{p}_posterior", 1.0)), "aleatoric": 1.0}
+                      "posterior": float(vs.get(f"{p}_posterior", 1.0))}
                   for p in ("energy", "forces")}
         raw = all(v == 1.0 for s in scales.values() for v in s.values())
-        meta["calibration"] = {**scales, "source": None if raw else "recalibrate (version 2 file)"}
+        meta["calibration"] = {"energy": scales["energy"], "forces": {"0": scales["forces"]},
+                               "source": None if raw else "recalibrate (version 2 file)"}
 
 
 def read(path: str | os.PathLike) -> ModelFileContent:

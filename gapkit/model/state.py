@@ -26,7 +26,7 @@ from gapkit.data import ReferenceEnergies
 from gapkit.gp.streaming import NoiseGroup
 
 __all__ = ["NoiseGroup", "GroupValues", "VarianceScale", "Calibration", "FittedState",
-           "noise_level"]
+           "ALL_SPECIES", "noise_level"]
 
 
 class GroupValues(Mapping):
@@ -83,21 +83,34 @@ def noise_level(noise: Mapping, kind: str, default: float = 0.0) -> float:
 
 @dataclass(frozen=True)
 class VarianceScale:
-    """Multipliers of the three variance terms of one property.
+    """How the three variance terms of one property are scaled.
 
-    ``var = nystrom * V_N + posterior * V_P + aleatoric * sigma_noise**2`` where
-    ``V_N`` is the Nyström residual ``delta**2 (k~** - k~^T K~_MM^-1 k~)``, ``V_P`` the
-    weight-posterior term ``delta**4 k~^T Sigma k~`` and ``sigma_noise`` the learned
-    noise. All 1 means the raw DTC variance.
+    ``var = nystrom * V_N * rho**exponent + posterior * V_P + aleatoric * sigma_noise**2``
+    where ``V_N`` is the Nyström residual ``delta**2 (k~** - k~^T K~_MM^-1 k~)``,
+    ``rho = V_N / (delta**2 k~**)`` in [0, 1] the fraction of the prior variance the
+    sparse set does not explain, ``V_P`` the weight-posterior term
+    ``delta**4 k~^T Sigma k~`` and ``sigma_noise`` the learned noise. With
+    ``exponent > 0`` the Nyström term shrinks where the model knows the region
+    (``rho`` small) and is unchanged far from the data (``rho -> 1``). The defaults
+    (1, 1, 1, 0) are the raw DTC variance.
     """
 
     nystrom: float = 1.0
     posterior: float = 1.0
     aleatoric: float = 1.0
+    exponent: float = 0.0
 
     def as_dict(self) -> dict:
         return {"nystrom": self.nystrom, "posterior": self.posterior,
-                "aleatoric": self.aleatoric}
+                "aleatoric": self.aleatoric, "exponent": self.exponent}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "VarianceScale":
+        return cls(**{k: float(v) for k, v in d.items()})
+
+
+#: Key of the scale that applies to every species (``Calibration.forces``).
+ALL_SPECIES = 0
 
 
 @dataclass(frozen=True)
@@ -106,34 +119,58 @@ class Calibration:
 
     Attributes
     ----------
-    energy, forces : VarianceScale
-        Scales of the energy (total and local) and force-component variances.
+    energy : VarianceScale
+        Scales of total and local energy variances.
+    forces : dict of int to VarianceScale
+        Scales of the exact force-component variances (kernel Hessian), by atomic
+        number; key ``0`` applies to species without their own entry.
+    forces_fast : dict of int to VarianceScale
+        Scales of the fast per-atom force variance (a smooth neighbourhood sum of the
+        local-energy variances, see :mod:`gapkit.model.variance`); empty when the
+        model was not calibrated, in which case force stds are exact.
+    reference : dict
+        Typical (root-mean-square) calibrated epistemic stds on the calibration set:
+        ``"energy_per_atom"`` (eV/atom, local energies) and ``"forces"`` (eV/Å, per
+        atom, largest component). Relative flag thresholds (``3x``) are multiples of
+        these.
     source : str or None
         What the scales were fitted on (e.g. ``"validation split: 20 of 200 frames"``);
         ``None`` means the raw DTC variance (not calibrated).
     """
 
     energy: VarianceScale = field(default_factory=VarianceScale)
-    forces: VarianceScale = field(default_factory=VarianceScale)
+    forces: dict = field(default_factory=dict)
+    forces_fast: dict = field(default_factory=dict)
+    reference: dict = field(default_factory=dict)
     source: str | None = None
 
     @property
     def calibrated(self) -> bool:
         return self.source is not None
 
-    def scale(self, prop: str) -> VarianceScale:
-        """The :class:`VarianceScale` of ``"energy"`` or ``"forces"``."""
-        if prop not in ("energy", "forces"):
-            raise ValueError(f"calibrated properties are 'energy' and 'forces', got {prop!r}")
-        return getattr(self, prop)
+    @property
+    def has_fast_forces(self) -> bool:
+        return bool(self.forces_fast)
+
+    def force_scale(self, z: int, fast: bool = False) -> VarianceScale:
+        """The force :class:`VarianceScale` of species ``z`` (exact or fast mode)."""
+        table = self.forces_fast if fast else self.forces
+        return table.get(int(z), table.get(ALL_SPECIES, VarianceScale()))
 
     def as_dict(self) -> dict:
-        return {"energy": self.energy.as_dict(), "forces": self.forces.as_dict(),
-                "source": self.source}
+        return {"energy": self.energy.as_dict(),
+                "forces": {str(z): s.as_dict() for z, s in self.forces.items()},
+                "forces_fast": {str(z): s.as_dict() for z, s in self.forces_fast.items()},
+                "reference": dict(self.reference), "source": self.source}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Calibration":
-        return cls(energy=VarianceScale(**d["energy"]), forces=VarianceScale(**d["forces"]),
+        def table(x):
+            return {int(z): VarianceScale.from_dict(s) for z, s in (x or {}).items()}
+
+        return cls(energy=VarianceScale.from_dict(d["energy"]), forces=table(d.get("forces")),
+                   forces_fast=table(d.get("forces_fast")),
+                   reference={k: float(v) for k, v in (d.get("reference") or {}).items()},
                    source=d.get("source"))
 
 

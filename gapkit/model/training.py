@@ -10,6 +10,8 @@ a projected process by a streaming QR (:mod:`gapkit.gp.solver`).
 from __future__ import annotations
 
 import logging
+import math
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -23,9 +25,15 @@ from gapkit.data import (LabelKeys, Labels, check_geometry, fit_reference_energi
 from gapkit.descriptors import SOAP
 from gapkit.gp import solver as gp
 from gapkit.gp import sparsify, streaming, terms
+from gapkit.metrics import reference_arrays
+from gapkit.model.calibration import fit_calibration, validation_parts
 from gapkit.model.delta import baseline_e0, subtract_baseline
-from gapkit.model.state import FittedState, GroupValues
+from gapkit.model.prediction import predict_batch
+from gapkit.model.state import Calibration, FittedState, GroupValues
 from gapkit.utils import check_random_state
+
+#: Fewest frames on either side of a calibration split.
+MIN_SPLIT_FRAMES = 3
 
 logger = logging.getLogger(__name__)
 
@@ -178,3 +186,105 @@ def fit_state(est, frames_all: Sequence[Atoms], optimize: bool, client=None
         n_train=GroupValues({g: int(r.n_rows) for g, r in groups.items()}),
         log_marginal_likelihood=sol.log_likelihood)
     return state, groups
+
+
+def split_validation(frames_all: Sequence[Atoms], fraction: float, random_state
+                     ) -> tuple[list, list] | None:
+    """Random (train, validation) split of the non-isolated frames; isolated atoms stay
+    in train. ``None`` when either side would have fewer than
+    :data:`MIN_SPLIT_FRAMES` frames."""
+    frames, iso = split_isolated(frames_all)
+    n_val = math.ceil(float(fraction) * len(frames))
+    if n_val < MIN_SPLIT_FRAMES or len(frames) - n_val < MIN_SPLIT_FRAMES:
+        return None
+    val_idx = set(check_random_state(random_state).permutation(len(frames))[:n_val].tolist())
+    train = [a for k, a in enumerate(frames) if k not in val_idx]
+    return iso + train, [frames[k] for k in sorted(val_idx)]
+
+
+def calibrate_on(state: FittedState, frames: Sequence[Atoms], keys: LabelKeys, baseline,
+                 source: str, keep_nystrom: bool = False) -> Calibration:
+    """Calibration of ``state`` on labelled validation structures, one at a time (the
+    descriptor derivatives of a frame are dropped before the next)."""
+    ref = reference_arrays(frames, keys)
+    parts, e_err, f_err = [], [], []
+    for k, atoms in enumerate(frames):
+        check_geometry(atoms, k)
+        state.descriptor.check_species(atoms, k)
+        f_ref = ref["forces"][k]
+        pred = predict_batch(state, [atoms], f_ref is not None, False, f_ref is not None,
+                             baseline=baseline, offset=k)[0]
+        parts.append(validation_parts(state, atoms, pred, f_ref))
+        e_err.append(pred.energy - ref["energy"][k])
+        f_err.append(None if f_ref is None else pred.forces - f_ref)
+    return fit_calibration(state, frames, parts, np.array(e_err), f_err, source,
+                           keep_nystrom=keep_nystrom)
+
+
+def add_rows(est, state: FittedState, groups: dict, frames: Sequence[Atoms]
+             ) -> tuple[FittedState, dict]:
+    """Refit ``state`` with the rows of more frames added, same sparse set, E0 and
+    hyperparameters."""
+    data = training_data(frames, est.label_keys, est.use_forces, est.baseline)
+    resid = np.array([lab.energy - state.e0.energy(a.numbers)
+                      for a, lab in zip(data.frames, data.labels)])
+    spec = streaming.RowSpec(list(state.terms), est.noise_by_config_type)
+    extra = streaming.accumulate(spec, data.frames, data.labels, resid,
+                                 chunk_size=int(est.chunk_size), n_jobs=est.n_jobs,
+                                 progress=est.verbose)
+    merged = gp.merge_groups(groups, extra)
+    sigmas = {g: state.noise[g] if g in state.noise else initial_noise(est, g.kind)
+              for g in merged}
+    sol = gp.solve(merged, state.kmm_cholesky, state.delta, sigmas)
+    return state.replace(alpha=sol.alpha, posterior_factor=sol.R,
+                         noise=GroupValues(sigmas),
+                         n_train=GroupValues({g: int(r.n_rows) for g, r in merged.items()}),
+                         log_marginal_likelihood=sol.log_likelihood), merged
+
+
+def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, client=None,
+                         valid: Sequence[Atoms] | None = None) -> tuple[FittedState, dict]:
+    """:func:`fit_state`, then (with ``est.calibrate``) the calibration of the std.
+
+    With ``valid`` the model is calibrated on it and never trained on it; otherwise a
+    random ``est.valid_fraction`` of the frames is held out, the model fitted on the
+    rest is calibrated on it, and its rows are then added to the fit (the calibration
+    of the model without them is kept: slightly conservative).
+    """
+    if not est.calibrate:
+        return fit_state(est, frames_all, optimize, client)
+    if valid is not None:
+        state, groups = fit_state(est, frames_all, optimize, client)
+        cal = calibrate_on(state, valid, est.label_keys, est.baseline,
+                           source=f"validation file: {len(valid)} frames")
+        return state.replace(calibration=cal), groups
+    split = split_validation(frames_all, est.valid_fraction, est.random_state)
+    if split is None:
+        warnings.warn(f"too few frames ({len(frames_all)}) to hold out a calibration set: "
+                      "the predictive std is the raw (uncalibrated) DTC std. Give more data, "
+                      "valid=... frames, or calibrate=False to silence this.", UserWarning,
+                      stacklevel=3)
+        return fit_state(est, frames_all, optimize, client)
+    train, val = split
+    state, groups = fit_state(est, train, optimize, client)
+    n_all = len(train) + len(val) - len(split_isolated(train)[1])
+    cal = calibrate_on(state, val, est.label_keys, est.baseline,
+                       source=f"validation split: {len(val)} of {n_all} frames")
+    if _takes_every_environment(est, state):
+        # the sparse set is every training environment (the exact local GP): refit with
+        # the held-out environments in it too, rather than only adding their rows
+        state, groups = fit_state(est, frames_all, optimize, client)
+    else:
+        state, groups = add_rows(est, state, groups, val)
+    return state.replace(calibration=cal), groups
+
+
+def _takes_every_environment(est, state: FittedState) -> bool:
+    """Whether some term asked for at least as many sparse points of a species as the
+    training environments it had (so the sparse set is all of them)."""
+    for spec, t in zip(terms.as_terms(est.descriptor), state.terms):
+        n_sparse = est.n_sparse if spec.n_sparse is None else spec.n_sparse
+        for z in state.species:
+            if n_sparse_for(n_sparse, z) > int(np.sum(t.sparse_species == z)):
+                return True
+    return False

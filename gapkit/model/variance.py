@@ -1,4 +1,4 @@
-"""Predictive variance of a fitted GAP, split by origin, and its calibration.
+"""Predictive variance of a fitted GAP, split by origin, with its calibration applied.
 
 For a linear functional ``f`` of the local energies (a total energy, a local energy, a
 force component) with unit-scale kernel row ``k~`` and prior variance ``k~**``, the
@@ -9,17 +9,26 @@ projected-process (DTC) variance has two epistemic terms,
     V_P = delta**4 k~^T Sigma k~                 (posterior of the weights)
 
 and the aleatoric term is the learned noise ``sigma_g**2`` (times ``N_atoms`` for a
-total energy). The reported variance is
-``s_N V_N + s_P V_P`` (epistemic) and ``s_A sigma_g**2`` (aleatoric) with the scales
-of the model's :class:`~gapkit.model.state.Calibration` (all 1 when uncalibrated).
+total energy). The model's :class:`~gapkit.model.state.Calibration` scales them
+(:class:`~gapkit.model.state.VarianceScale`); uncalibrated, they are the raw DTC
+variance.
 
-Energy variances need only the descriptors; force variances need the descriptor
-derivative arrays (``keep_gradients=True`` at prediction) and the kernel Hessian.
+Force stds come in two kinds:
+
+* **exact**: every force component from the kernel Hessian; needs the descriptor
+  derivative arrays (``keep_gradients=True``), about the cost of a training row per
+  atom;
+* **fast** (calibrated models): atom ``j``'s force variance is a smooth neighbourhood
+  sum of the local-energy variances, ``U_j = sum_i w(r_ij) V_i`` with
+  ``w = (1 + cos(pi r / r_cut)) / 2`` (``w = 1`` for ``i = j``), scaled per species
+  by the calibration. The force on ``j`` is ``-sum_i d eps_i / d r_j`` over the same
+  neighbourhood, so where the local energies are uncertain the force is too. It
+  needs only the descriptors, no derivative arrays: two triangular solves with all
+  local-energy rows at once.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -27,9 +36,12 @@ import numpy as np
 import scipy.linalg as sla
 from ase import Atoms
 
+import scipy.sparse as sp
+
+from gapkit.descriptors.neighbours import neighbour_pairs
 from gapkit.gp import solver as gp
 from gapkit.gp import terms
-from gapkit.model.state import Calibration, FittedState, VarianceScale
+from gapkit.model.state import FittedState, VarianceScale
 
 
 @dataclass
@@ -60,27 +72,70 @@ class PredictionStd:
 
 
 @dataclass
+class Term3:
+    """Raw variance terms of some predictions: ``V_N``, ``V_P`` and the unit-scale prior
+    variance ``k~**`` (same shapes), eV² or (eV/Å)²."""
+
+    nystrom: np.ndarray
+    posterior: np.ndarray
+    prior: np.ndarray
+
+    def rho(self, delta: float) -> np.ndarray:
+        """``V_N / (delta**2 k~**)`` in [0, 1]: the unexplained fraction of the prior."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.where(self.prior > 0, self.nystrom / (delta ** 2 * self.prior), 1.0)
+        return np.clip(r, 0.0, 1.0)
+
+
+@dataclass
 class VarianceParts:
-    """Raw (uncalibrated) variance terms of one structure, eV² or (eV/Å)².
+    """Raw (uncalibrated) variance terms of one structure.
 
     Attributes
     ----------
-    energy : (float, float)
-        ``(V_N, V_P)`` of the total energy.
-    energies : (ndarray (n,), ndarray (n,))
-        ``(V_N, V_P)`` of the local energies.
-    forces : (ndarray (n, 3), ndarray (n, 3)) or None
-        ``(V_N, V_P)`` of every force component.
+    numbers : ndarray of shape (n,)
+    energy : Term3
+        Of the total energy (shape ()).
+    energies : Term3
+        Of the local energies, (n,).
+    forces : Term3 or None
+        Of every force component, (n, 3) (exact force stds only).
+    neighbours : scipy.sparse matrix of shape (n, n) or None
+        The weights ``w(r_ij)`` of the fast force stds.
     """
 
-    energy: tuple
-    energies: tuple
-    forces: tuple | None = None
+    numbers: np.ndarray
+    energy: Term3
+    energies: Term3
+    forces: Term3 | None = None
+    neighbours: sp.csr_matrix | None = None
 
 
-def variance_parts(state: FittedState, dsets: Sequence, forces: bool) -> VarianceParts:
-    """The raw variance terms of one structure from its descriptor sets (one per term;
-    with derivative arrays when ``forces``)."""
+def neighbour_weights(atoms: Atoms, r_cut: float) -> sp.csr_matrix:
+    """``W[j, i] = (1 + cos(pi r_ij / r_cut)) / 2`` over neighbour pairs (images summed),
+    plus 1 on the diagonal; shape (n, n)."""
+    n = len(atoms)
+    i, j, d, _ = neighbour_pairs(atoms, r_cut)
+    w = 0.5 * (1.0 + np.cos(np.pi * np.asarray(d) / r_cut))
+    rows = np.concatenate([j, np.arange(n)])
+    cols = np.concatenate([i, np.arange(n)])
+    return sp.csr_matrix((np.concatenate([w, np.ones(n)]), (rows, cols)), shape=(n, n))
+
+
+def variance_parts(state: FittedState, dsets: Sequence, forces: str | None = None,
+                   atoms: Atoms | None = None) -> VarianceParts:
+    """The raw variance terms of one structure.
+
+    Parameters
+    ----------
+    state : FittedState
+    dsets : list of DescriptorSet
+        One per kernel term; with derivative arrays when ``forces == "exact"``.
+    forces : {None, "exact", "fast"}
+        Which force terms to compute.
+    atoms : ase.Atoms
+        The structure (needed for ``forces="fast"``: its neighbour list).
+    """
     d = state.delta
     local = terms.local_rows(state.terms, dsets)  # (n, M)
     kqq = terms.local_prior(state.terms, dsets)
@@ -88,39 +143,83 @@ def variance_parts(state: FittedState, dsets: Sequence, forces: bool) -> Varianc
     prior = np.concatenate([[kqq.sum()], np.diag(kqq)])
     nys, post = gp.predictive_variance(rows, prior, state.kmm_cholesky,
                                        state.posterior_factor, d, parts=True)
-    out = VarianceParts(energy=(nys[0], post[0]), energies=(nys[1:], post[1:]))
-    if forces:
+    out = VarianceParts(numbers=dsets[0].numbers, energy=Term3(nys[0], post[0], prior[0]),
+                        energies=Term3(nys[1:], post[1:], prior[1:]))
+    if forces == "exact":
         frows = terms.design_rows(state.terms, dsets, energy=False, forces=True)["forces"]
         fprior = terms.force_prior(state.terms, dsets)
         fn, fp = gp.predictive_variance(frows, fprior, state.kmm_cholesky,
                                         state.posterior_factor, d, parts=True)
-        out.forces = (fn.reshape(-1, 3), fp.reshape(-1, 3))
+        out.forces = Term3(fn.reshape(-1, 3), fp.reshape(-1, 3), fprior.reshape(-1, 3))
+    elif forces == "fast":
+        out.neighbours = neighbour_weights(atoms, state.descriptor.interaction_range)
+    elif forces is not None:
+        raise ValueError(f"forces must be None, 'exact' or 'fast', got {forces!r}")
     return out
 
 
-def _epistemic(parts: tuple, scale: VarianceScale) -> np.ndarray:
-    return scale.nystrom * np.asarray(parts[0]) + scale.posterior * np.asarray(parts[1])
+def epistemic_variance(t: Term3, scale: VarianceScale, delta: float) -> np.ndarray:
+    """``s_N V_N rho**beta + s_P V_P`` for one property."""
+    nys = t.nystrom if scale.exponent == 0 else t.nystrom * t.rho(delta) ** scale.exponent
+    return scale.nystrom * nys + scale.posterior * np.asarray(t.posterior)
+
+
+def fast_force_terms(parts: VarianceParts, energy_scale: VarianceScale, delta: float
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Neighbourhood sums ``(U_N, U_P)`` of one structure, (n,) each: the local-energy
+    Nyström terms (with the energy calibration's exponent) and posterior terms."""
+    e = parts.energies
+    nys = e.nystrom * e.rho(delta) ** energy_scale.exponent
+    W = parts.neighbours
+    return W @ nys, W @ np.asarray(e.posterior)
+
+
+def _per_species(numbers: np.ndarray, fn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-atom arrays of the scales ``fn(z)`` (nystrom, posterior, aleatoric)."""
+    sc = {int(z): fn(z) for z in np.unique(numbers)}
+    return tuple(np.array([getattr(sc[int(z)], k) for z in numbers])
+                 for k in ("nystrom", "posterior", "aleatoric"))
+
+
+def force_variances(state: FittedState, parts: VarianceParts) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated ``(epistemic, aleatoric)`` force-component variances, (n, 3) each."""
+    cal, d = state.calibration, state.delta
+    sF2 = state.noise_level("forces") ** 2
+    z = parts.numbers
+    if parts.forces is not None:
+        epi = np.zeros(parts.forces.nystrom.shape)
+        ale = np.zeros_like(epi)
+        for s in np.unique(z):
+            m = z == s
+            sc = cal.force_scale(s)
+            t = Term3(parts.forces.nystrom[m], parts.forces.posterior[m], parts.forces.prior[m])
+            epi[m] = epistemic_variance(t, sc, d)
+            ale[m] = sc.aleatoric * sF2
+        return epi, ale
+    uN, uP = fast_force_terms(parts, cal.energy, d)
+    cN, cP, cA = _per_species(z, lambda s: cal.force_scale(s, fast=True))
+    epi = np.repeat((cN * uN + cP * uP)[:, None], 3, axis=1)
+    return epi, np.repeat((cA * sF2)[:, None], 3, axis=1)
 
 
 def collect_std(state: FittedState, parts: Sequence[VarianceParts], frames: Sequence[Atoms],
                 forces: bool) -> PredictionStd:
     """Calibrated stds of several structures from their :class:`VarianceParts`."""
-    cal = state.calibration
+    cal, d = state.calibration, state.delta
     sE = state.noise_level("energy") * np.sqrt(cal.energy.aleatoric)
-    sF = state.noise_level("forces") * np.sqrt(cal.forces.aleatoric)
-    e_epi = np.sqrt([_epistemic(p.energy, cal.energy) for p in parts])
+    e_epi = np.sqrt([epistemic_variance(p.energy, cal.energy, d) for p in parts])
     e_ale = np.array([sE * np.sqrt(len(a)) for a in frames])
-    es_epi = [np.sqrt(_epistemic(p.energies, cal.energy)) for p in parts]
+    es_epi = [np.sqrt(epistemic_variance(p.energies, cal.energy, d)) for p in parts]
     es_ale = [np.full(len(a), sE) for a in frames]
     out = PredictionStd(
         energy_epistemic=e_epi, energy_aleatoric=e_ale, energy=np.hypot(e_epi, e_ale),
         energies_epistemic=es_epi, energies_aleatoric=es_ale,
         energies=[np.hypot(a, b) for a, b in zip(es_epi, es_ale)])
     if forces:
-        f_epi = [np.sqrt(_epistemic(p.forces, cal.forces)) for p in parts]
-        f_ale = [np.full((len(a), 3), sF) for a in frames]
-        out.forces_epistemic, out.forces_aleatoric = f_epi, f_ale
-        out.forces = [np.hypot(a, b) for a, b in zip(f_epi, f_ale)]
+        fv = [force_variances(state, p) for p in parts]
+        out.forces_epistemic = [np.sqrt(e) for e, _ in fv]
+        out.forces_aleatoric = [np.sqrt(a) for _, a in fv]
+        out.forces = [np.sqrt(e + a) for e, a in fv]
     return out
 
 
@@ -136,108 +235,3 @@ def local_energy_covariance(state: FittedState, dsets: Sequence) -> np.ndarray:
     B = sla.solve_triangular(state.posterior_factor, k, trans="T", lower=False)
     d = state.delta
     return d ** 2 * (kqq - A.T @ A) + d ** 4 * (B.T @ B)
-
-
-# ----------------------------------------------------------------------------------
-# calibration
-# ----------------------------------------------------------------------------------
-def fit_calibration(state: FittedState, frames: Sequence[Atoms], preds: Sequence,
-                    ref: dict, keep_nystrom: bool = False, source: str = "validation"
-                    ) -> Calibration:
-    """Variance scales of energies and forces fitted on labelled validation structures.
-
-    Parameters
-    ----------
-    state : FittedState
-    frames : list of ase.Atoms
-        Validation structures (not used in training).
-    preds : list of StructurePrediction
-        Their predictions, made with ``keep_gradients=True``.
-    ref : dict
-        Reference labels, :func:`gapkit.metrics.reference_arrays` of ``frames``.
-    keep_nystrom : bool
-        Keep the Nyström scales at 1 and fit only the posterior scales.
-    source : str
-        Recorded in the returned :class:`Calibration`.
-    """
-    parts = [variance_parts(state, r.descriptors, forces=True) for r in preds]
-    fix = 1.0 if keep_nystrom else None
-    e_err = np.array([r.energy for r in preds]) - ref["energy"]
-    e_ale = np.array([state.noise_level("energy") ** 2 * len(a) for a in frames])
-    energy = VarianceScale(*fit_variance_scales(e_err, [p.energy[0] for p in parts],
-                                                [p.energy[1] for p in parts], e_ale,
-                                                fix_nystrom=fix))
-    has_f = [k for k, f in enumerate(ref["forces"]) if f is not None]
-    forces = VarianceScale()
-    if has_f:
-        f_err = np.concatenate([(preds[k].forces - ref["forces"][k]).ravel() for k in has_f])
-        f_nys = np.concatenate([parts[k].forces[0].ravel() for k in has_f])
-        f_post = np.concatenate([parts[k].forces[1].ravel() for k in has_f])
-        f_ale = np.full(f_err.shape, state.noise_level("forces") ** 2)
-        forces = VarianceScale(*fit_variance_scales(f_err, f_nys, f_post, f_ale,
-                                                    fix_nystrom=fix))
-    return Calibration(energy=energy, forces=forces, source=source)
-
-
-def fit_variance_scales(errors: np.ndarray, nystrom: np.ndarray, posterior: np.ndarray,
-                        aleatoric: np.ndarray, bounds: tuple[float, float] = (1e-8, 1e4),
-                        fix_nystrom: float | None = None) -> tuple[float, float]:
-    """Scales ``(s_N, s_P)`` of the two epistemic variance terms by maximum likelihood.
-
-    Maximises ``sum_k log N(e_k; 0, s_N n_k + s_P p_k + a_k)`` over ``log s_N`` and
-    ``log s_P`` within ``bounds`` (L-BFGS-B, analytic gradient). A scale that ends on
-    a bound is reported with a ``RuntimeWarning``: the validation errors do not
-    support that term (typically the Nyström term in distribution, which then no
-    longer inflates sigma far from the data; see ``fix_nystrom``).
-
-    Parameters
-    ----------
-    errors : ndarray of shape (n,)
-        Validation errors (prediction minus reference).
-    nystrom, posterior : ndarray of shape (n,)
-        The Nyström-residual and weight-posterior variances of the same predictions.
-    aleatoric : ndarray of shape (n,)
-        Aleatoric variances (kept fixed).
-    bounds : (float, float)
-        Bounds of both scales.
-    fix_nystrom : float, optional
-        Keep ``s_N`` at this value and fit ``s_P`` only.
-
-    Returns
-    -------
-    (float, float)
-    """
-    from scipy.optimize import minimize
-
-    e2 = np.asarray(errors, dtype=np.float64).ravel() ** 2
-    n = np.asarray(nystrom, dtype=np.float64).ravel()
-    p = np.asarray(posterior, dtype=np.float64).ravel()
-    a = np.asarray(aleatoric, dtype=np.float64).ravel()
-    if e2.size == 0:
-        raise ValueError("need at least one validation error to fit variance scales")
-
-    def nll(theta):
-        sN, sP = np.exp(theta)
-        v = np.maximum(sN * n + sP * p + a, 1e-300)
-        f = 0.5 * np.sum(np.log(v) + e2 / v)
-        dv = 0.5 * (1.0 / v - e2 / v ** 2)
-        return f, np.array([np.sum(dv * n) * sN, np.sum(dv * p) * sP])
-
-    lo, hi = np.log(bounds[0]), np.log(bounds[1])
-    box = [(lo, hi), (lo, hi)]
-    starts = ([0.0, 0.0], [np.log(1e-2), 0.0], [np.log(1e-4), np.log(10.0)])
-    if fix_nystrom is not None:
-        box[0] = (np.log(fix_nystrom),) * 2
-        starts = ([np.log(fix_nystrom), 0.0],)
-    best = None
-    for start in starts:
-        res = minimize(nll, np.array(start), jac=True, method="L-BFGS-B", bounds=box)
-        if best is None or res.fun < best.fun:
-            best = res
-    sN, sP = np.exp(best.x)
-    for name, val, fixed in (("Nyström", sN, fix_nystrom is not None), ("posterior", sP, False)):
-        if not fixed and (np.isclose(np.log(val), lo) or np.isclose(np.log(val), hi)):
-            warnings.warn(f"the {name} variance scale ended on its bound ({val:.3g}): the "
-                          "validation errors do not support that term", RuntimeWarning,
-                          stacklevel=2)
-    return float(sN), float(sP)

@@ -5,9 +5,8 @@
 """
 
 from gapkit.model.state import noise_level
-from gapkit.model.variance import fit_variance_scales
 from gapkit.uncertainty.calibration import calibration_metrics, observed_coverage
 from gapkit.uncertainty.flags import FlagThreshold, Flags, UncertaintyExceeded
 
 __all__ = ["FlagThreshold", "Flags", "UncertaintyExceeded", "calibration_metrics",
-           "fit_variance_scales", "noise_level", "observed_coverage"]
+           "noise_level", "observed_coverage"]

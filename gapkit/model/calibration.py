@@ -1,0 +1,224 @@
+"""Calibration of the predictive std on labelled validation structures.
+
+The scales of :class:`~gapkit.model.state.VarianceScale` are fitted by maximum
+likelihood of the validation errors, ``sum_k log N(e_k; 0, var_k)``:
+
+1. **Energies and exact force components, jointly**: one exponent ``beta`` of the
+   Nyström map ``V_N -> V_N rho**beta`` shared by all (``rho`` is the fraction of the
+   prior variance the sparse set does not explain: small where the model knows the
+   region, 1 far from the data, where the raw term is kept), and a posterior scale and
+   an aleatoric scale for energies and for the forces of each species. The Nyström
+   multiplier stays 1, so the std keeps growing away from the training data while it
+   is calibrated inside it; the aleatoric scale may shrink to ~0 where the labels are
+   noise-free and the learned "noise" was model error.
+2. **Fast force stds**, per species: multipliers of the neighbourhood sums of the
+   local-energy Nyström and posterior terms (``beta`` from step 1) and the aleatoric
+   scale.
+
+The calibrated model also records the typical (RMS) epistemic stds of the validation
+set, the unit of relative flag thresholds.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+from ase import Atoms
+from scipy.optimize import minimize
+
+from gapkit.model.state import ALL_SPECIES, Calibration, FittedState, VarianceScale
+from gapkit.model.variance import (Term3, VarianceParts, collect_std, fast_force_terms,
+                                   neighbour_weights, variance_parts)
+
+logger = logging.getLogger(__name__)
+
+#: Bounds of the fitted quantities: log-scales and the Nyström exponent.
+LOG_SCALE_BOUNDS = (np.log(1e-8), np.log(1e6))
+EXPONENT_BOUNDS = (0.0, 8.0)
+
+
+def _nll(e2: np.ndarray, var: np.ndarray) -> float:
+    var = np.maximum(var, 1e-300)
+    return 0.5 * float(np.sum(np.log(var) + e2 / var))
+
+
+class _Block:
+    """Validation errors of one property with their raw variance terms."""
+
+    def __init__(self, err: np.ndarray, t: Term3, ale: np.ndarray, delta: float):
+        self.e2 = np.asarray(err, dtype=np.float64).ravel() ** 2
+        self.nys = np.asarray(t.nystrom, dtype=np.float64).ravel()
+        self.post = np.asarray(t.posterior, dtype=np.float64).ravel()
+        self.log_rho = np.log(np.maximum(t.rho(delta), 1e-300)).ravel()
+        self.ale = np.broadcast_to(np.asarray(ale, dtype=np.float64), self.e2.shape)
+
+    def nll(self, beta: float, log_post: float, log_ale: float) -> float:
+        var = (self.nys * np.exp(beta * self.log_rho) + np.exp(log_post) * self.post
+               + np.exp(log_ale) * self.ale)
+        return _nll(self.e2, var)
+
+
+def fit_exponent_and_scales(blocks: dict, fix_exponent: float | None = None
+                            ) -> tuple[float, dict]:
+    """Joint maximum-likelihood fit of the exponent and per-block (posterior, aleatoric).
+
+    Parameters
+    ----------
+    blocks : dict of name to _Block
+    fix_exponent : float, optional
+        Keep the exponent at this value (0: the raw Nyström term).
+
+    Returns
+    -------
+    beta : float
+    scales : dict of name to VarianceScale
+    """
+    names = list(blocks)
+    n_free = 0 if fix_exponent is not None else 1
+
+    def unpack(theta):
+        beta = fix_exponent if fix_exponent is not None else theta[0]
+        rest = theta[n_free:].reshape(-1, 2)
+        return beta, {n: r for n, r in zip(names, rest)}
+
+    def objective(theta):
+        beta, per = unpack(theta)
+        return sum(blocks[n].nll(beta, *per[n]) for n in names)
+
+    bounds = ([EXPONENT_BOUNDS] if n_free else []) + [LOG_SCALE_BOUNDS] * (2 * len(names))
+    best = None
+    for b0 in ((1.0,), (3.0,)) if n_free else ((),):
+        theta0 = np.array(list(b0) + [0.0, 0.0] * len(names))
+        res = minimize(objective, theta0, method="L-BFGS-B", bounds=bounds)
+        if best is None or res.fun < best.fun:
+            best = res
+    beta, per = unpack(best.x)
+    return float(beta), {n: VarianceScale(1.0, float(np.exp(lp)), float(np.exp(la)), float(beta))
+                         for n, (lp, la) in per.items()}
+
+
+def fit_fast_force_scales(err2: np.ndarray, uN: np.ndarray, uP: np.ndarray, ale: float,
+                          beta: float) -> VarianceScale:
+    """Scales of the fast force variance of one species.
+
+    Parameters
+    ----------
+    err2 : ndarray of shape (n_atoms, 3)
+        Squared force-component errors of the validation atoms of that species.
+    uN, uP : ndarray of shape (n_atoms,)
+        Neighbourhood sums of the local-energy Nyström (mapped) and posterior terms.
+    ale : float
+        Learned force noise variance, (eV/Å)².
+    beta : float
+        The Nyström exponent (recorded in the result).
+    """
+    e2 = np.asarray(err2, dtype=np.float64).reshape(len(uN), -1)
+
+    def objective(theta):
+        cN, cP, cA = np.exp(theta)
+        var = (cN * uN + cP * uP + cA * ale)[:, None]
+        return _nll(e2, np.broadcast_to(var, e2.shape))
+
+    best = None
+    for start in ([0.0, 0.0, 0.0], [np.log(1e-2), np.log(1e2), 0.0], [5.0, 5.0, -5.0]):
+        res = minimize(objective, np.array(start), method="L-BFGS-B",
+                       bounds=[LOG_SCALE_BOUNDS] * 3)
+        if best is None or res.fun < best.fun:
+            best = res
+    cN, cP, cA = np.exp(best.x)
+    return VarianceScale(float(cN), float(cP), float(cA), float(beta))
+
+
+def validation_parts(state: FittedState, atoms: Atoms, pred, ref_forces) -> VarianceParts:
+    """Raw variance terms of one validation structure for :func:`fit_calibration`: the
+    exact force terms (when it has force labels) and the fast-force neighbourhood."""
+    parts = variance_parts(state, pred.descriptors,
+                           forces="exact" if ref_forces is not None else None, atoms=atoms)
+    if ref_forces is not None:
+        parts.neighbours = neighbour_weights(atoms, state.descriptor.interaction_range)
+    return parts
+
+
+def fit_calibration(state: FittedState, frames: Sequence[Atoms], parts: Sequence[VarianceParts],
+                    energy_errors: np.ndarray, force_errors: Sequence, source: str,
+                    keep_nystrom: bool = False) -> Calibration:
+    """Calibration fitted on labelled validation structures.
+
+    Parameters
+    ----------
+    state : FittedState
+        The model (its current calibration is ignored).
+    frames : list of ase.Atoms
+        Validation structures, not used to fit ``state``.
+    parts : list of VarianceParts
+        Their raw variance terms (:func:`validation_parts`).
+    energy_errors : ndarray of shape (n_frames,)
+        Predicted minus reference energies, eV.
+    force_errors : list of ndarray (n_atoms_k, 3) or None
+        Predicted minus reference forces, eV/Å (``None`` for frames without forces).
+    source : str
+        What the validation data are (recorded).
+    keep_nystrom : bool
+        Keep the raw Nyström terms (exponent 0) and fit the other scales only.
+
+    Returns
+    -------
+    Calibration
+    """
+    if not frames:
+        raise ValueError("calibration needs at least one validation structure")
+    d = state.delta
+    has_f = [k for k, f in enumerate(force_errors) if f is not None]
+    sE2, sF2 = state.noise_level("energy") ** 2, state.noise_level("forces") ** 2
+    blocks = {"energy": _Block(energy_errors, _stack([p.energy for p in parts]),
+                               sE2 * np.array([len(a) for a in frames], dtype=float), d)}
+    if has_f:
+        z = np.concatenate([frames[k].numbers for k in has_f])
+        f_err = np.concatenate([force_errors[k] for k in has_f])
+        ft = _stack([parts[k].forces for k in has_f])
+        for s in np.unique(z):
+            m = z == s
+            blocks[int(s)] = _Block(f_err[m], Term3(ft.nystrom[m], ft.posterior[m],
+                                                    ft.prior[m]), sF2, d)
+    beta, scales = fit_exponent_and_scales(blocks, fix_exponent=0.0 if keep_nystrom else None)
+    energy = scales.pop("energy")
+    fast = {}
+    if has_f:
+        u = [fast_force_terms(parts[k], energy, d) for k in has_f]
+        uN, uP = np.concatenate([a for a, _ in u]), np.concatenate([b for _, b in u])
+        for s in np.unique(z):
+            m = z == s
+            fast[int(s)] = fit_fast_force_scales(f_err[m] ** 2, uN[m], uP[m], sF2, beta)
+    cal = Calibration(energy=energy, forces=scales, forces_fast=fast, source=source)
+    cal = Calibration(energy=energy, forces=scales, forces_fast=fast, source=source,
+                      reference=_reference_stds(state.replace(calibration=cal), parts, frames,
+                                                bool(has_f)))
+    logger.info("calibration on %s: exponent %.3g, energy %s, forces %s", source, beta,
+                energy, scales)
+    return cal
+
+
+def _stack(ts: Sequence[Term3]) -> Term3:
+    return Term3(*(np.concatenate([np.atleast_1d(getattr(t, k)) for t in ts])
+                   for k in ("nystrom", "posterior", "prior")))
+
+
+def _reference_stds(state: FittedState, parts: Sequence[VarianceParts],
+                    frames: Sequence[Atoms], forces: bool) -> dict:
+    """RMS calibrated epistemic stds of the validation set (the unit of ``3x``)."""
+    if state.calibration.has_fast_forces:
+        parts = [VarianceParts(p.numbers, p.energy, p.energies, None, p.neighbours)
+                 for p in parts]
+    std = collect_std(state, parts, frames, forces=forces and all(
+        p.forces is not None or p.neighbours is not None for p in parts))
+    out = {"energy_per_atom": float(np.sqrt(np.mean(np.concatenate(std.energies_epistemic) ** 2)))}
+    if std.forces_epistemic is not None:
+        per_atom = np.concatenate([f.max(axis=1) for f in std.forces_epistemic])
+        out["forces"] = float(np.sqrt(np.mean(per_atom ** 2)))
+    return out
+
+
+__all__ = ["fit_calibration", "validation_parts", "fit_exponent_and_scales", "fit_fast_force_scales",
+           "ALL_SPECIES"]
