@@ -24,6 +24,31 @@ logger = logging.getLogger(__name__)
 
 STD_PROPERTIES = ("energy_std", "forces_std", "energies_std")
 
+#: Every key a calculation may put in ``results`` beyond ASE's own, with its shape
+#: (``"natoms"`` per atom), registered with ASE so that ``atoms.get_properties`` (and
+#: drivers built on it, such as i-PI's) accept them (ASE knows only float and int
+#: types: the flags are 0 or 1 there).
+EXTRA_RESULTS = {
+    "energy_std": (float, ()), "energy_std_epistemic": (float, ()),
+    "energy_std_aleatoric": (float, ()), "energies_std": (float, ("natoms",)),
+    "energies_std_epistemic": (float, ("natoms",)), "forces_std": (float, ("natoms", 3)),
+    "forces_std_epistemic": (float, ("natoms", 3)),
+    "forces_std_aleatoric": (float, ("natoms", 3)), "flagged": (int, ()),
+    "flagged_atoms": (int, ("natoms",)),
+}
+
+
+def _register_results() -> None:
+    """Declare :data:`EXTRA_RESULTS` to ASE's output registry (once)."""
+    from ase import outputs
+
+    for name, (dtype, shape) in EXTRA_RESULTS.items():
+        if name not in outputs.all_outputs:
+            outputs._defineprop(name, dtype, shape)
+
+
+_register_results()
+
 
 class GAPCalculator(Calculator):
     """ASE calculator wrapping a fitted :class:`gapkit.GAP`.
@@ -33,13 +58,16 @@ class GAPCalculator(Calculator):
     model : GAP
         A fitted model (``gapkit.load(path)`` or ``GAP(...).fit(frames)``).
     compute_std : bool, default False
-        Always compute the uncertainties (they are also computed whenever one of
-        ``energy_std``, ``forces_std``, ``energies_std`` is requested, or a flag
-        threshold is set). They cost roughly as much as a training row per atom.
+        Compute every uncertainty at every call. Otherwise only what is asked for:
+        ``energy_std`` or ``energies_std`` alone cost one triangular solve with the
+        local-energy kernel rows; ``forces_std`` (and a flag threshold on forces) add
+        the force stds (the model's ``force_std`` mode: ``"fast"`` by default for a
+        calibrated model, about the cost of energies and forces).
     flag_threshold : FlagThreshold, optional
         When set, every calculation records whether the epistemic uncertainty passes
         the threshold (``results["flagged"]``, ``results["flagged_atoms"]``) and
-        appends an entry to :attr:`flag_log`.
+        appends an entry to :attr:`flag_log`. Relative thresholds (``3x``) are
+        multiples of ``model.flag_reference()``.
     on_flag : {"record", "warn", "raise"}, default "record"
         What to do when a flag fires: only record it, also log a warning, or raise
         :class:`gapkit.uncertainty.UncertaintyExceeded` (which stops an ASE dynamics
@@ -48,13 +76,15 @@ class GAPCalculator(Calculator):
     Notes
     -----
     ``results`` keys: ``energy``, ``free_energy`` (eV), ``energies`` (n,) eV,
-    ``forces`` (n, 3) eV/Å, ``stress`` (6,) eV/Å³ (fully periodic cells), and with
-    uncertainties ``energy_std`` (eV), ``energies_std`` (n,) eV, ``forces_std``
-    (n, 3) eV/Å (total = epistemic and aleatoric in quadrature), plus
-    ``energy_std_epistemic``, ``forces_std_epistemic``, ``energy_std_aleatoric`` and
-    ``forces_std_aleatoric``.
+    ``forces`` (n, 3) eV/Å, ``stress`` (6,) eV/Å³ (fully periodic cells), and, when
+    computed, ``energy_std`` (eV), ``energies_std`` (n,) eV, ``forces_std`` (n, 3)
+    eV/Å (total = epistemic and aleatoric in quadrature), ``energy_std_epistemic``,
+    ``energy_std_aleatoric``, ``energies_std_epistemic``, ``forces_std_epistemic``,
+    ``forces_std_aleatoric``, ``flagged`` and ``flagged_atoms``. All are accepted by
+    ``atoms.get_properties([...])``. Every structure is checked as
+    :meth:`gapkit.GAP.predict` checks it (finite positions, no overlapping atoms, a
+    sound cell, known species): a ``ValueError`` stops a run that blew up.
     """
-
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress",
                               *STD_PROPERTIES]
     default_parameters: dict = {}
@@ -73,6 +103,17 @@ class GAPCalculator(Calculator):
         self.flag_log: list[dict] = []
         self.n_calls = 0
 
+    def _wanted(self, properties) -> tuple[bool, bool]:
+        """(energy stds, force stds) needed for ``properties``."""
+        if self.compute_std:
+            return True, True
+        thr = self.flag_threshold
+        flag_e = thr is not None and (thr.energy_per_atom is not None or thr.relative is not None)
+        flag_f = thr is not None and (thr.forces is not None or thr.relative is not None)
+        want_f = "forces_std" in properties or flag_f
+        want_e = want_f or flag_e or any(p in properties for p in ("energy_std", "energies_std"))
+        return want_e, want_f
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
@@ -83,42 +124,45 @@ class GAPCalculator(Calculator):
         want_stress = periodic and "stress" in properties
         model = self.model
         model.check_structure(atoms)
-        want_std = (self.compute_std or self.flag_threshold is not None
-                    or any(p in STD_PROPERTIES for p in properties))
-        r = model.predict_structure(atoms, forces=True, stress=want_stress, keep_gradients=want_std)
+        want_e, want_f = self._wanted(properties)
+        exact = want_f and model.force_std_mode() == "exact"
+        r = model.predict_structure(atoms, forces=True, stress=want_stress, keep_gradients=exact)
         self.results = {"energy": r.energy, "free_energy": r.energy,
                         "energies": r.energies, "forces": r.forces}
         if want_stress:
             self.results["stress"] = r.stress
-        if want_std:
-            std = model.std_structure(atoms, r, forces=True)
+        if want_e:
+            std = model.std_structure(atoms, r, forces=want_f)
             self.results.update(
                 energy_std=float(std.energy[0]), energies_std=std.energies[0],
-                forces_std=std.forces[0],
                 energy_std_epistemic=float(std.energy_epistemic[0]),
                 energy_std_aleatoric=float(std.energy_aleatoric[0]),
-                energies_std_epistemic=std.energies_epistemic[0],
-                forces_std_epistemic=std.forces_epistemic[0],
-                forces_std_aleatoric=std.forces_aleatoric[0])
+                energies_std_epistemic=std.energies_epistemic[0])
+            if want_f:
+                self.results.update(forces_std=std.forces[0],
+                                    forces_std_epistemic=std.forces_epistemic[0],
+                                    forces_std_aleatoric=std.forces_aleatoric[0])
             if self.flag_threshold is not None:
                 self._flag(std, atoms)
         self.n_calls += 1
 
     def _flag(self, std, atoms) -> None:
-        fl = self.flag_threshold.evaluate(std, [atoms], self.model.noise_)
+        fl = self.flag_threshold.evaluate(std, [atoms], self.model.flag_reference())
         flagged = bool(fl.structures[0])
         self.results["flagged"] = flagged
         self.results["flagged_atoms"] = fl.atoms[0]
         entry = {"call": self.n_calls, "flagged": flagged,
                  "energy_std_epistemic": float(std.energy_epistemic[0]),
-                 "max_forces_std_epistemic": float(np.max(std.forces_epistemic[0])),
+                 "max_forces_std_epistemic": (float(np.max(std.forces_epistemic[0]))
+                                              if std.forces_epistemic is not None else None),
                  "n_flagged_atoms": int(np.sum(fl.atoms[0]))}
         self.flag_log.append(entry)
         if flagged:
+            f_max = entry["max_forces_std_epistemic"]
             msg = (f"uncertainty threshold passed at call {self.n_calls}: "
-                   f"{entry['n_flagged_atoms']} atom(s) flagged, max epistemic force std "
-                   f"{entry['max_forces_std_epistemic']:.3g} eV/Å, energy std "
-                   f"{entry['energy_std_epistemic']:.3g} eV")
+                   f"{entry['n_flagged_atoms']} atom(s) flagged, "
+                   + (f"max epistemic force std {f_max:.3g} eV/Å, " if f_max is not None else "")
+                   + f"energy std {entry['energy_std_epistemic']:.3g} eV")
             if self.on_flag == "raise":
                 raise UncertaintyExceeded(msg, atoms=atoms.copy(), entry=entry)
             if self.on_flag == "warn":

@@ -39,6 +39,15 @@ def small_model(train_frames):
                calibrate=False).fit(frames)
 
 
+@pytest.fixture(scope="session")
+def calibrated_model(train_frames):
+    """A GAP calibrated by default (held-out 10 %) on 60 default-data frames (read-only)."""
+    from gapkit import GAP, SOAP
+
+    frames = train_frames[:45] + train_frames[-15:]
+    return GAP(SOAP(**SMALL_SOAP), n_sparse=60, e0="lstsq", random_state=0).fit(frames)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)

@@ -27,8 +27,47 @@ def test_results_contract(small_model, test_frames):
     with pytest.raises(PropertyNotImplementedError, match="periodic"):
         atoms.get_stress()
     assert calc.get_property("energy_std", atoms) > 0
-    assert calc.results["forces_std"].shape == (len(atoms), 3)
+    assert "forces_std" not in calc.results  # only what is asked for: no force stds
+    assert calc.get_property("forces_std", atoms).shape == (len(atoms), 3)
     assert np.all(calc.results["forces_std"] >= calc.results["forces_std_epistemic"])
+
+
+def test_get_properties_accepts_every_result_key(small_model, test_frames, calibrated_model):
+    """ASE's get_properties (used by i-PI's ASE driver) rejects keys it does not know."""
+    from gapkit.calculator import EXTRA_RESULTS
+
+    for model in (small_model, calibrated_model):
+        atoms = test_frames[0].copy()
+        atoms.calc = GAPCalculator(model, flag_threshold=FlagThreshold(relative=3.0))
+        props = atoms.get_properties(["energy", "forces", *EXTRA_RESULTS])
+        for name in EXTRA_RESULTS:
+            assert np.all(np.isfinite(props[name])), name
+        assert props["energies_std"].shape == (len(atoms),)
+        assert props["forces_std"].shape == (len(atoms), 3)
+
+
+def test_energy_std_alone_skips_force_stds_and_matches_predict(calibrated_model, test_frames):
+    atoms = test_frames[3].copy()
+    atoms.calc = GAPCalculator(calibrated_model)
+    s_e = atoms.calc.get_property("energy_std", atoms)
+    assert "forces_std" not in atoms.calc.results
+    _, std = calibrated_model.predict([atoms], return_std=True)
+    assert s_e == pytest.approx(std.energy[0], rel=1e-10)
+    np.testing.assert_allclose(atoms.calc.get_property("forces_std", atoms), std.forces[0],
+                               rtol=1e-10)
+
+
+def test_calculator_checks_geometry_as_predict_does(small_model, test_frames):
+    atoms = test_frames[0].copy()
+    atoms.positions[1] = atoms.positions[0]
+    atoms.calc = GAPCalculator(small_model)
+    with pytest.raises(ValueError, match="frame 0"):
+        atoms.get_potential_energy()
+    bad = test_frames[0].copy()
+    bad.positions[2, 1] = np.nan
+    bad.calc = GAPCalculator(small_model)
+    with pytest.raises(ValueError, match="frame 0"):
+        bad.get_forces()
 
 
 def test_nve_md_conserves_energy(small_model, test_frames):

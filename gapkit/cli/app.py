@@ -1,7 +1,8 @@
-"""Command-line interface: ``gapkit fit | evaluate | predict | learning-curve``.
+"""Command-line interface: ``gapkit fit | evaluate | predict | recalibrate | learning-curve``.
 
 One module per command (:mod:`gapkit.cli.fit`, :mod:`~gapkit.cli.evaluate`,
-:mod:`~gapkit.cli.predict`, :mod:`~gapkit.cli.learning_curve`), each with an
+:mod:`~gapkit.cli.predict`, :mod:`~gapkit.cli.recalibrate`,
+:mod:`~gapkit.cli.learning_curve`), each with an
 ``add_parser(subparsers)`` and a ``run(args)`` handler; the shared flags are in
 :mod:`gapkit.cli.common`. The modules of :mod:`gapkit.cli` are the only ones that print.
 """
@@ -13,10 +14,11 @@ import logging
 import sys
 from typing import Sequence
 
-from gapkit.cli import evaluate, fit, learning_curve, predict
+from gapkit.cli import evaluate, fit, learning_curve, predict, recalibrate
 
 #: The sub-command modules, in the order of ``gapkit --help``.
-COMMANDS = {"fit": fit, "evaluate": evaluate, "predict": predict, "learning-curve": learning_curve}
+COMMANDS = {"fit": fit, "evaluate": evaluate, "predict": predict, "recalibrate": recalibrate,
+            "learning-curve": learning_curve}
 
 
 def build_parser() -> argparse.ArgumentParser:

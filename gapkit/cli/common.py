@@ -6,7 +6,9 @@ Like every module of :mod:`gapkit.cli`, this one may print: it is the user inter
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+from typing import Sequence
 
 from gapkit.data import default_data_dir
 from gapkit.descriptors import ACSF, SOAP, TwoBody
@@ -71,6 +73,14 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--virial-noise", type=float, default=0.1, help="eV per sqrt(atom) (default 0.1)")
     p.add_argument("--optimize", action="store_true",
                    help="learn delta and the noises by maximum marginal likelihood")
+    p.add_argument("--valid-fraction", type=float, default=0.1,
+                   help="fraction of the training frames held out to calibrate the std "
+                        "(added back to the fit afterwards; default 0.1)")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="keep the raw (uncalibrated) DTC std")
+    p.add_argument("--force-std", default="fast", choices=["fast", "exact"],
+                   help="force stds of the calibrated model: per atom from the local-energy "
+                        "variances (fast, default) or every component (exact)")
     add_label_keys(p)
 
 
@@ -138,7 +148,10 @@ def model_from_args(args: argparse.Namespace, e0: str, verbose: bool = False) ->
                sparse_method=args.sparse_method, energy_noise=args.energy_noise,
                force_noise=args.force_noise, virial_noise=args.virial_noise, e0=e0,
                optimize=args.optimize, energy_key=args.energy_key, forces_key=args.forces_key,
-               virial_key=args.virial_key, random_state=args.seed, verbose=verbose)
+               virial_key=args.virial_key, random_state=args.seed,
+               calibrate=not getattr(args, "no_calibrate", False),
+               valid_fraction=getattr(args, "valid_fraction", 0.1),
+               force_std=getattr(args, "force_std", "fast"), verbose=verbose)
 
 
 def format_errors(name: str, m: dict) -> str:
@@ -148,3 +161,18 @@ def format_errors(name: str, m: dict) -> str:
     if m.get("n_force_components"):
         s += f" | F MAE {1000 * m['forces_mae']:.1f} meV/Å (RMSE {1000 * m['forces_rmse']:.1f})"
     return s
+
+
+def check_output_path(output: str, inputs: Sequence[str] = ()) -> None:
+    """Raise ``ValueError`` before any work if ``output`` is one of the ``inputs``, is a
+    folder, or its folder cannot be written."""
+    out = Path(output)
+    for item in inputs:
+        if Path(item).exists() and out.exists() and out.resolve() == Path(item).resolve():
+            raise ValueError(f"output '{output}' is also an input: choose another -o path "
+                             "(no command overwrites its own input)")
+    if out.is_dir():
+        raise ValueError(f"output '{output}' is a directory: give a file name")
+    parent = out.parent if str(out.parent) else Path(".")
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise ValueError(f"cannot write to '{parent}' (permission denied): choose another -o path")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from gapkit.cli.common import (add_model_arguments, format_errors, model_from_args,
-                               resolve_training_files)
+from gapkit.cli.common import (add_model_arguments, check_output_path, format_errors,
+                               model_from_args, resolve_training_files)
 from gapkit.data import read_frames, split_isolated
 from gapkit.metrics import error_metrics
 
@@ -18,6 +18,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     f.add_argument("-o", "--output", default="gapkit_model.npz", help="model file to write")
     f.add_argument("--test", nargs="*", default=None,
                    help="test extxyz files (default with the default data: data/test.xyz)")
+    f.add_argument("--valid", nargs="*", default=None, metavar="VAL.xyz",
+                   help="calibrate the std on these frames (never trained on) instead of a "
+                        "held-out --valid-fraction of the training frames")
     add_model_arguments(f)
     f.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     return f
@@ -26,15 +29,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Handler of ``gapkit fit``: fit, print train (and test) errors, save; returns 0."""
     train, test, e0 = resolve_training_files(args.train, args.test, args.e0)
+    check_output_path(args.output, inputs=[*train, *(test or []), *(args.valid or [])])
     frames = read_frames(train)
     model = model_from_args(args, e0, verbose=args.verbose)
     t0 = time.perf_counter()
-    model.fit(frames)
+    model.fit(frames, valid=read_frames(args.valid) if args.valid else None)
     dt = time.perf_counter() - t0
     M = len(model.alpha_)
     print(f"Fitted on {len(frames)} structures in {dt:.1f} s: M = {M} sparse points, "
           f"delta = {model.delta_:.4g} eV, noise = "
-          + ", ".join(f"{k} {v:.3g}" for k, v in model.noise_.items()))
+          + ", ".join(f"{k.label} {v:.3g}" for k, v in model.noise_.items()))
+    cal = model.calibration_
+    print(f"std calibrated on {cal.source}" if cal.calibrated else
+          "std not calibrated (raw DTC): use --valid FILE, more data, or gapkit recalibrate")
     train_frames = split_isolated(frames)[0]
     print(format_errors("train", error_metrics(model.predict(train_frames), train_frames, model.label_keys)))
     if test:

@@ -8,6 +8,7 @@ import io
 import numpy as np
 from ase.io import write
 
+from gapkit.cli.common import check_output_path
 from gapkit.data import read_frames
 from gapkit.diagnostics.evaluation import predict_with_std
 from gapkit.model import load
@@ -36,7 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--std", action="store_true", help="also write uncertainties")
     p.add_argument("--flag-threshold", default=None,
                    help="flag uncertain frames: 'forces=0.1' (eV/Å), 'energy=0.005' (eV/atom), "
-                        "'3x' (3 x learned noise), or a comma-separated mix")
+                        "'3x' (3 x the model's typical epistemic std on its calibration set; "
+                        "the learned noise for uncalibrated models), or a comma-separated mix")
     return p
 
 
@@ -46,11 +48,12 @@ def run(args: argparse.Namespace) -> int:
     Energies are written in eV, forces in eV/Å, stress in eV/Å³, under the
     ``gapkit_*`` keys of this module (the reference labels are kept).
     """
+    check_output_path(args.output, inputs=[args.model, args.input])
     model = load(args.model)
     frames = read_frames(args.input)
     threshold = FlagThreshold.parse(args.flag_threshold) if args.flag_threshold else None
     pred, std = predict_with_std(model, frames, with_std=args.std or threshold is not None)
-    flags = threshold.evaluate(std, frames, model.noise_) if threshold else None
+    flags = threshold.evaluate(std, frames, model.flag_reference()) if threshold else None
     for k, atoms in enumerate(frames):
         atoms.info[PRED_ENERGY] = float(pred.energy[k])
         atoms.arrays[PRED_FORCES] = pred.forces[k]

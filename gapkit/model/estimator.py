@@ -359,6 +359,17 @@ class GAP(BaseEstimator):
             raise ValueError(f"force_std must be 'fast' or 'exact', got {mode!r}")
         return mode if self._state().calibration.has_fast_forces else "exact"
 
+    def flag_reference(self) -> dict:
+        """Reference stds of relative flag thresholds (``FlagThreshold(relative=3)``):
+        ``{"forces": eV/Å, "energy_per_atom": eV}``. Calibrated models: the RMS
+        epistemic stds (largest force component per atom, local energies) on the
+        calibration set; otherwise the learned noises sigma_F and sigma_E."""
+        state = self._state()
+        if state.calibration.reference:
+            return dict(state.calibration.reference)
+        return {"forces": state.noise_level("forces"),
+                "energy_per_atom": state.noise_level("energy")}
+
     def std_structure(self, atoms: Atoms, prediction: StructurePrediction,
                       forces: bool = True, force_std: str | None = None) -> PredictionStd:
         """Calibrated stds of one structure from its :meth:`predict_structure` result.

@@ -42,7 +42,10 @@ class GroupValues(Mapping):
 
     def __getitem__(self, key):
         if not isinstance(key, NoiseGroup):
-            key = NoiseGroup.from_label(key)
+            try:
+                key = NoiseGroup.from_label(key)
+            except ValueError:
+                raise KeyError(key) from None
         return self._d[key]
 
     def __iter__(self) -> Iterator[NoiseGroup]:

@@ -131,7 +131,7 @@ def assess(model, frames: list[Atoms], threshold: FlagThreshold, walker: int) ->
         One per frame, in order; flagged exactly as ``threshold.evaluate`` flags.
     """
     _, std = model.predict(frames, return_std=True, forces=True, stress=False)
-    scores = threshold.structure_scores(std, frames, model.noise_)
+    scores = threshold.structure_scores(std, frames, model.flag_reference())
     return [Sample(atoms=atoms,
                    sigma_forces=float(np.max(std.forces_epistemic[k])),
                    sigma_energy=float(std.energy_epistemic[k]) / len(atoms),

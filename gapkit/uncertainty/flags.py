@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from gapkit.uncertainty.calibration import noise_level
+from gapkit.model.state import noise_level
 
 
 class UncertaintyExceeded(RuntimeError):
@@ -59,9 +59,12 @@ class FlagThreshold:
         Absolute threshold in eV/atom on a local-energy std (per atom) and on the
         structure's energy std divided by its atom count.
     relative : float, optional
-        Threshold as a multiple of the learned noise: an atom is flagged when its
-        force std exceeds ``relative * sigma_F`` or its local-energy std exceeds
-        ``relative * sigma_E``.
+        Threshold as a multiple of the model's reference stds (``GAP.flag_reference()``):
+        for a calibrated model the typical (root-mean-square) epistemic stds on its
+        calibration set, i.e. ``3x`` flags an atom whose largest force-component std,
+        or local-energy std, is more than three times what it typically is on data
+        like the training data; for an uncalibrated model the learned noises
+        ``sigma_F``, ``sigma_E``.
     use : {"epistemic", "total"}, default "epistemic"
         Which std is compared. Epistemic is what grows under extrapolation.
 
@@ -134,8 +137,10 @@ class FlagThreshold:
             Predictive stds of ``frames`` (eV, eV/Å).
         frames : sequence of ase.Atoms
             The structures predicted.
-        noise : dict
-            The model's learned noise (``GAP.noise_``).
+        noise : mapping
+            The reference of ``relative``: ``GAP.flag_reference()`` (keys ``"forces"``
+            in eV/Å and ``"energy_per_atom"`` in eV), or a learned-noise mapping
+            (``GAP.noise_``) to compare with the noises.
 
         Returns
         -------
@@ -165,8 +170,7 @@ class FlagThreshold:
     def _scores(self, std, frames: Sequence, noise: dict) -> tuple[list[np.ndarray], np.ndarray]:
         """Atom and structure scores (see :meth:`atom_scores`, :meth:`structure_scores`)."""
         f_std, e_std, E_std = self._stds(std)
-        sF = noise_level(noise, "forces")
-        sE = noise_level(noise, "energy")
+        sF, sE = reference_levels(noise)
         per_atom, struct = [], np.zeros(len(frames))
         for k, atoms in enumerate(frames):
             n = len(atoms)
@@ -208,3 +212,11 @@ class FlagThreshold:
         """
         per_atom, struct = self._scores(std, frames, noise)
         return Flags(atoms=[a > 1.0 for a in per_atom], structures=struct > 1.0)
+
+
+def reference_levels(reference: Mapping) -> tuple[float, float]:
+    """``(forces, energy per atom)`` reference stds of relative thresholds, from
+    ``GAP.flag_reference()`` or from a learned-noise mapping (``GAP.noise_``)."""
+    if "energy_per_atom" in reference:
+        return float(reference.get("forces", 0.0)), float(reference["energy_per_atom"])
+    return noise_level(reference, "forces"), noise_level(reference, "energy")
