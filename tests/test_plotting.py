@@ -141,3 +141,30 @@ def test_sigma_trajectory(ax):
     plt.close(fig)
     with pytest.raises(ValueError, match="time"):
         plotting.sigma_trajectory(values, time=np.arange(3), ax=ax)
+
+
+def test_reliability_draws_the_calibrated_band(ax, rng):
+    std = np.exp(rng.uniform(np.log(0.02), np.log(1.0), 3000))
+    err = rng.normal(size=std.size) * std
+    out = plotting.reliability(err, std, n_bins=8, ax=ax, unit="eV/Å")
+    assert_labelled(ax, out)
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    assert "eV/Å" in ax.get_xlabel() and "eV/Å" in ax.get_ylabel()
+    bands = [c for c in ax.collections if c.get_label().startswith("calibrated σ")]
+    assert len(bands) == 1
+    # the band surrounds the diagonal: at every bin low < RMS σ < high
+    (x, y), = [ln.get_xydata().T for ln in ax.lines if "ENCE" in ln.get_label()]
+    assert len(x) == 8 and np.all(np.diff(x) > 0)
+    verts = bands[0].get_paths()[0].vertices
+    for xi in x:
+        at = verts[np.isclose(verts[:, 0], xi), 1]
+        assert at.min() < xi < at.max()
+    with pytest.raises(ValueError, match="finite and positive"):
+        plotting.reliability(err, np.zeros_like(std), ax=ax)
+
+
+def test_reliability_on_model_output(ax, prediction):
+    frames, pred, std = prediction
+    ref = reference_arrays(frames)
+    err = [p - r for p, r in zip(pred.forces, ref["forces"])]
+    assert_labelled(ax, plotting.reliability(err, std.forces, ax=ax, n_draws=20))

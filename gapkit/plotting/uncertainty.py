@@ -1,4 +1,4 @@
-"""Uncertainty plots: calibration curves, |error| against σ, σ along an MD run.
+"""Uncertainty plots: calibration curves, reliability diagrams, |error| against σ, σ along an MD run.
 
 Units: those of the values (eV/Å for forces by default), time in fs.
 """
@@ -12,6 +12,8 @@ import numpy as np
 from gapkit.model import noise_level
 from gapkit.plotting.style import diagonal, flat, new_axes, nice_log
 from gapkit.uncertainty.calibration import observed_coverage
+from gapkit.uncertainty.metrics import binned_rmse_rmv, checked, ence, equal_count_bins
+from gapkit.utils import check_random_state
 from gapkit.uncertainty.flags import FlagThreshold
 
 if TYPE_CHECKING:  # matplotlib itself is imported lazily
@@ -39,11 +41,7 @@ def calibration(errors: np.ndarray | Sequence[np.ndarray], std: np.ndarray | Seq
     -------
     matplotlib Axes
     """
-    e, s = flat(errors), flat(std)
-    if e.shape != s.shape:
-        raise ValueError(f"errors and std differ in size: {e.shape} vs {s.shape}")
-    if np.any(~np.isfinite(s)) or np.any(s <= 0):
-        raise ValueError("std must be finite and positive")
+    e, s = checked(flat(errors), flat(std), flatten=True)
     ax = new_axes(ax, (4.4, 4.2))
     levels = np.linspace(0.0, 1.0, 101)
     obs = observed_coverage(e / s, levels)
@@ -113,26 +111,85 @@ def error_vs_sigma(errors: np.ndarray | Sequence[np.ndarray], std: np.ndarray | 
         idx = np.linspace(0, len(e) - 1, max_points).astype(int)
     ax.scatter(s[idx], ep[idx], s=5 if len(idx) > 2000 else 10, alpha=0.35, lw=0, color="#1f77b4",
                label=label or f"values (n = {len(e)})", rasterized=len(idx) > 3000)
-    order = np.argsort(s)
-    bins = [b for b in np.array_split(order, max(1, min(n_bins, len(e) // 5 or 1))) if len(b)]
-    bs = np.array([np.sqrt(np.mean(s[b] ** 2)) for b in bins])
-    be = np.array([np.sqrt(np.mean(e[b] ** 2)) for b in bins])
+    be, bs = binned_rmse_rmv(e, s, equal_count_bins(s, max(1, min(n_bins, len(e) // 5 or 1))))
     ax.plot(bs, be, "o-", color="#d62728", lw=1.6, ms=5, label="binned RMSE vs RMS σ")
     lo = min(s.min(), np.percentile(ep, 1)) / 1.5
     hi = max(s.max(), ep.max()) * 1.5
     ax.plot([lo, hi], [lo, hi], color="0.3", lw=1.0, label="|error| = σ")
     ax.plot([lo, hi], [1.96 * lo, 1.96 * hi], color="0.3", lw=1.0, ls="--", label="|error| = 1.96σ")
+    return _log_log(ax, (s.min() / 1.3, s.max() * 1.3), (max(lo, np.percentile(ep, 0.5) / 1.5), hi),
+                    f"predicted σ ({unit})", f"|error| ({unit})", "Error vs predicted uncertainty")
+
+
+def reliability(errors: np.ndarray | Sequence[np.ndarray], std: np.ndarray | Sequence[np.ndarray],
+                n_bins: int = 10, ax: Axes | None = None, unit: str = "eV/Å",
+                label: str | None = None, color: str | None = None, n_draws: int = 200,
+                random_state=0) -> Axes:
+    """Reliability diagram: RMSE against RMS σ in equal-count σ bins (log–log).
+
+    The values are sorted by σ and cut into ``n_bins`` equally populated bins
+    (:func:`gapkit.uncertainty.metrics.equal_count_bins`); every bin gives a point
+    ``(RMV, RMSE)`` with ``RMV = sqrt(mean σ²)``. A calibrated σ puts the points on the
+    diagonal, up to the scatter of a finite bin: the grey band is the 5–95 % range of
+    the bin RMSE when the errors are drawn from ``N(0, σ²)`` with the same σ and bins
+    (``n_draws`` draws). Points above the band: σ too small there; below: too large.
+
+    Parameters
+    ----------
+    errors, std : array or list of arrays
+        Prediction minus reference and predicted total σ (flattened, same size, σ > 0).
+    n_bins : int, default 10
+    ax : matplotlib Axes, optional
+    unit : str, default "eV/Å"
+        Unit of the values, for the axis labels.
+    label : str, optional
+        Legend entry of the binned points (the ENCE is appended).
+    color : str, optional
+        Colour of the binned points.
+    n_draws : int, default 200
+        Draws of errors from a calibrated σ for the band.
+    random_state : int, RandomState or None, default 0
+        Seed of those draws.
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    e, s = checked(flat(errors), flat(std), flatten=True)
+    bins = equal_count_bins(s, n_bins)
+    rmse, rmv = binned_rmse_rmv(e, s, bins)
+    rng = check_random_state(random_state)
+    sims = np.array([binned_rmse_rmv(rng.standard_normal(s.size) * s, s, bins)[0]
+                     for _ in range(int(n_draws))])
+    low, high = np.percentile(sims, [5.0, 95.0], axis=0)
+    ax = new_axes(ax, (4.6, 4.2))
+    ax.fill_between(rmv, low, high, color="0.6", alpha=0.3, lw=0,
+                    label="calibrated σ: 5–95 % of bin RMSE")
+    name = label or "binned RMSE"
+    ax.plot(rmv, np.maximum(rmse, np.finfo(float).tiny), "o-", color=color or "#d62728", lw=1.6,
+            ms=5, label=f"{name} (ENCE {ence(e, s, n_bins):.3f})")
+    pos = rmse[rmse > 0]
+    lo = min(rmv.min(), low.min(), pos.min() if pos.size else rmv.min()) / 1.3
+    hi = max(rmv.max(), high.max(), rmse.max()) * 1.3
+    diagonal(ax, lo, hi, label="RMSE = RMS σ")
+    return _log_log(ax, (lo, hi), (lo, hi), f"RMS predicted σ per bin ({unit})",
+                    f"RMSE per bin ({unit})", "Reliability")
+
+
+def _log_log(ax: Axes, xlim: tuple[float, float], ylim: tuple[float, float], xlabel: str,
+             ylabel: str, title: str) -> Axes:
+    """Finish a log–log panel: limits, labels, grid, legend (upper left) and title."""
     ax.set_xscale("log")
     ax.set_yscale("log")
     nice_log(ax.xaxis)
     nice_log(ax.yaxis)
-    ax.set_xlim(s.min() / 1.3, s.max() * 1.3)
-    ax.set_ylim(max(lo, np.percentile(ep, 0.5) / 1.5), hi)
-    ax.set_xlabel(f"predicted σ ({unit})")
-    ax.set_ylabel(f"|error| ({unit})")
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
-    ax.set_title("Error vs predicted uncertainty", fontsize=11)
+    ax.set_title(title, fontsize=11)
     return ax
 
 

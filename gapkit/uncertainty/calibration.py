@@ -10,7 +10,8 @@ Calibration of a set of errors ``e`` with predicted total stds ``s`` uses
 ``z = e / s``: its mean and std (ideal 0 and 1), the Gaussian negative
 log-likelihood, the coverage of the central 68 % and 95 % intervals, the
 miscalibration area (mean |observed - expected| coverage over levels in (0, 1)),
-and Spearman's rank correlation of ``|e|`` with ``s``.
+and Spearman's rank correlation of ``|e|`` with ``s``. The statistics themselves, with
+the reference a calibrated σ reaches, live in :mod:`gapkit.uncertainty.metrics`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from scipy import stats
 
 from gapkit.model.state import noise_level  # noqa: F401  (re-exported)
+from gapkit.uncertainty.metrics import ONE_SIGMA, checked, coverage, gaussian_nll, spearman
 
 
 # ----------------------------------------------------------------------------------
@@ -40,30 +42,18 @@ def calibration_metrics(errors: np.ndarray, std: np.ndarray) -> dict:
     per value), ``coverage_68``, ``coverage_95``, ``miscalibration_area`` and
     ``spearman`` (of |error| against std; NaN for constant std).
     """
-    e = np.asarray(errors, dtype=np.float64).ravel()
-    s = np.asarray(std, dtype=np.float64).ravel()
-    if e.shape != s.shape:
-        raise ValueError(f"errors and std differ in shape: {e.shape} vs {s.shape}")
-    if e.size == 0:
-        raise ValueError("calibration needs at least one value")
-    if np.any(~np.isfinite(s)) or np.any(s <= 0):
-        raise ValueError("predicted std must be finite and positive")
+    e, s = checked(errors, std, flatten=True)
     z = e / s
-    nll = float(np.mean(0.5 * z ** 2 + np.log(s) + 0.5 * np.log(2 * np.pi)))
     levels = np.linspace(0.01, 0.99, 99)
     observed = observed_coverage(z, levels)
-    if np.ptp(s) > 0 and np.ptp(np.abs(e)) > 0:
-        rho = float(stats.spearmanr(np.abs(e), s).statistic)
-    else:
-        rho = float("nan")
     return {
         "z_mean": float(z.mean()),
         "z_std": float(z.std()),
-        "nll": nll,
-        "coverage_68": float(np.mean(np.abs(z) <= stats.norm.ppf(0.5 + 0.6827 / 2))),
-        "coverage_95": float(np.mean(np.abs(z) <= stats.norm.ppf(0.975))),
+        "nll": gaussian_nll(e, s),
+        "coverage_68": coverage(e, s, ONE_SIGMA),
+        "coverage_95": coverage(e, s, 0.95),
         "miscalibration_area": float(np.mean(np.abs(observed - levels))),
-        "spearman": rho,
+        "spearman": spearman(e, s),
     }
 
 
