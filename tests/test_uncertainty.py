@@ -154,12 +154,18 @@ def test_variance_scales_are_recovered(rng):
     e0 = np.sqrt(nys * rho ** 2.0 + 2.0 * t.posterior) * rng.normal(size=n)
     _, sc0 = fit_exponent_and_scales({"x": _Block(e0, t, a, 1.0)})
     assert sc0["x"].aleatoric < 0.05
-    # fast force scales of one species
-    uN, uP = rng.uniform(0.1, 1.0, 5000), rng.uniform(0.1, 1.0, 5000) * 10
-    v = 3.0 * uN + 0.2 * uP + 0.1 * 0.04
-    f = np.sqrt(v)[:, None] * rng.normal(size=(5000, 3))
-    s = fit_fast_force_scales(f ** 2, uN, uP, 0.04, beta=1.0)
-    assert s.nystrom == pytest.approx(3.0, rel=0.15) and s.posterior == pytest.approx(0.2, rel=0.15)
+    # the fast force map follows the exact force variance: synthetic exact terms built
+    # from neighbourhood sums with a known prior ratio 0.7 and exponent 1.5
+    k_nb = rng.uniform(1.0, 2.0, 3000)
+    rho = rng.uniform(1e-4, 0.2, 3000)
+    fast = Term3(nystrom=k_nb * rho, posterior=rng.uniform(0.1, 1.0, 3000), prior=k_nb)
+    exact = Term3(nystrom=0.7 * k_nb * rho ** 2.5 / (0.7 * k_nb * rho) ** 0 * 1.0,
+                  posterior=4.0 * fast.posterior, prior=0.7 * k_nb)
+    # exact mapped Nystrom = exact.nystrom * rho_F**beta with beta = 0: 0.7 K rho**2.5
+    s, ratio = fit_fast_force_scales(exact, fast, VarianceScale(1.0, 2.0, 0.5, 0.0), 1.0)
+    assert s.nystrom == pytest.approx(0.7, rel=1e-6) and s.exponent == pytest.approx(1.5, rel=1e-6)
+    assert s.posterior == pytest.approx(8.0, rel=1e-6) and s.aleatoric == 0.5
+    assert ratio[0] == pytest.approx(1.0, rel=1e-6) and ratio[2] == pytest.approx(1.0, rel=1e-6)
 
 
 def test_recalibration_is_stored_and_applied(small_model, test_frames, tmp_path):

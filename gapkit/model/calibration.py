@@ -11,9 +11,10 @@ likelihood of the validation errors, ``sum_k log N(e_k; 0, var_k)``:
    multiplier stays 1, so the std keeps growing away from the training data while it
    is calibrated inside it; the aleatoric scale may shrink to ~0 where the labels are
    noise-free and the learned "noise" was model error.
-2. **Fast force stds**, per species: multipliers of the neighbourhood sums of the
-   local-energy Nyström and posterior terms (``beta`` from step 1) and the aleatoric
-   scale.
+2. **Fast force stds**, per species: multipliers that map the neighbourhood sums of
+   the local-energy Nyström and posterior terms onto the calibrated exact force
+   variance of step 1 on the validation atoms (no labels enter), with the exact
+   aleatoric scale; the spread of fast over exact std on those atoms is recorded.
 
 The calibrated model also records the typical (RMS) epistemic stds of the validation
 set, the unit of relative flag thresholds.
@@ -29,11 +30,15 @@ from ase import Atoms
 from scipy.optimize import minimize
 
 from gapkit.model.state import ALL_SPECIES, Calibration, FittedState, VarianceScale
-from gapkit.model.variance import (Term3, VarianceParts, collect_std, fast_force_terms,
-                                   neighbour_weights, variance_parts)
+from gapkit.model.variance import (Term3, VarianceParts, collect_std, epistemic_variance,
+                                   fast_force_terms, neighbour_weights, variance_parts)
 
 logger = logging.getLogger(__name__)
 
+#: Standard deviation of the weak Gaussian prior on each log-scale (centred on the raw
+#: DTC value, scale 1): a scale the validation errors do not determine stays near 1
+#: instead of drifting to a bound, where it would decide the std far from the data.
+LOG_SCALE_PRIOR_STD = 3.0
 #: Bounds of the fitted quantities: log-scales and the Nyström exponent.
 LOG_SCALE_BOUNDS = (np.log(1e-8), np.log(1e6))
 EXPONENT_BOUNDS = (0.0, 8.0)
@@ -85,7 +90,8 @@ def fit_exponent_and_scales(blocks: dict, fix_exponent: float | None = None
 
     def objective(theta):
         beta, per = unpack(theta)
-        return sum(blocks[n].nll(beta, *per[n]) for n in names)
+        prior = 0.5 * float(np.sum((theta[n_free:] / LOG_SCALE_PRIOR_STD) ** 2))
+        return sum(blocks[n].nll(beta, *per[n]) for n in names) + prior
 
     bounds = ([EXPONENT_BOUNDS] if n_free else []) + [LOG_SCALE_BOUNDS] * (2 * len(names))
     best = None
@@ -99,36 +105,69 @@ def fit_exponent_and_scales(blocks: dict, fix_exponent: float | None = None
                          for n, (lp, la) in per.items()}
 
 
-def fit_fast_force_scales(err2: np.ndarray, uN: np.ndarray, uP: np.ndarray, ale: float,
-                          beta: float) -> VarianceScale:
-    """Scales of the fast force variance of one species.
+def fit_fast_force_scales(exact: Term3, fast: Term3, scale: VarianceScale, delta: float
+                          ) -> tuple[VarianceScale, list]:
+    """Map the fast force terms of one species onto its calibrated exact force variance.
+
+    For the Nyström part the multiplier is the ratio of the prior variances,
+    ``c_N = median(k~**_F,j / K_j)`` (so both forms agree far from the data, where
+    ``rho -> 1``), and the exponent ``e`` of ``c_N U_N rho_j**e`` is the least-squares
+    slope of ``log(n_j / (c_N U_N,j))`` against ``log rho_j`` over the validation atoms
+    (``n_j``: the atom's exact mapped Nyström force variance). The posterior multiplier
+    is ``c_P = s_P exp(mean log(p_j / U_P,j))``. No labels enter: the fast std follows
+    the exact one, with the exact aleatoric scale.
 
     Parameters
     ----------
-    err2 : ndarray of shape (n_atoms, 3)
-        Squared force-component errors of the validation atoms of that species.
-    uN, uP : ndarray of shape (n_atoms,)
-        Neighbourhood sums of the local-energy Nyström (mapped) and posterior terms.
-    ale : float
-        Learned force noise variance, (eV/Å)².
-    beta : float
-        The Nyström exponent (recorded in the result).
+    exact : Term3
+        Per atom of the species (mean over the 3 components): exact force Nyström,
+        posterior and prior variances.
+    fast : Term3
+        The neighbourhood sums of the same atoms (:func:`fast_force_terms`).
+    scale : VarianceScale
+        The species' exact force scales.
+    delta : float
+
+    Returns
+    -------
+    scale : VarianceScale
+    ratio : list of float
+        5th, 50th and 95th percentiles of fast over exact epistemic std on these atoms.
     """
-    e2 = np.asarray(err2, dtype=np.float64).reshape(len(uN), -1)
+    n_ex = epistemic_variance(Term3(exact.nystrom, 0 * exact.posterior, exact.prior),
+                              VarianceScale(1.0, 0.0, 0.0, scale.exponent), delta)
+    ok = (fast.prior > 0) & (exact.prior > 0)
+    cN = float(np.median(exact.prior[ok] / fast.prior[ok])) if np.any(ok) else 1.0
+    x = np.log(np.maximum(fast.rho(delta), 1e-300))
+    good = ok & (n_ex > 0) & (fast.nystrom > 0) & (x < 0)
+    y = np.log(n_ex[good] / (cN * fast.nystrom[good])) if np.any(good) else np.zeros(0)
+    expo = float(np.clip(np.sum(x[good] * y) / np.sum(x[good] ** 2), *EXPONENT_BOUNDS)
+                 ) if np.any(good) else scale.exponent
+    okp = (exact.posterior > 0) & (fast.posterior > 0)
+    cP = scale.posterior * (float(np.exp(np.mean(np.log(exact.posterior[okp] / fast.posterior[okp]))))
+                            if np.any(okp) else 1.0)
+    out = VarianceScale(cN, cP, scale.aleatoric, expo)
+    f = epistemic_variance(fast, out, delta)
+    e = epistemic_variance(exact, scale, delta)
+    pos = (e > 0) & (f >= 0)
+    r = np.sqrt(f[pos] / e[pos]) if np.any(pos) else np.ones(1)
+    return out, [float(v) for v in np.percentile(r, [5, 50, 95])]
+
+
+def _rescaled(scale: VarianceScale, err2: np.ndarray, epi: np.ndarray, ale: float
+              ) -> VarianceScale:
+    """``scale`` with its epistemic multipliers times the maximum-likelihood factor ``m``
+    of ``var = m epi + s_A sigma**2`` on the validation force errors (so that the fast
+    std is calibrated on the errors themselves, with the shape of the exact one)."""
+    e2 = np.asarray(err2, dtype=np.float64).reshape(len(epi), -1)
 
     def objective(theta):
-        cN, cP, cA = np.exp(theta)
-        var = (cN * uN + cP * uP + cA * ale)[:, None]
-        return _nll(e2, np.broadcast_to(var, e2.shape))
+        var = np.broadcast_to((np.exp(theta[0]) * epi + scale.aleatoric * ale)[:, None], e2.shape)
+        return _nll(e2, var) + 0.5 * (theta[0] / LOG_SCALE_PRIOR_STD) ** 2
 
-    best = None
-    for start in ([0.0, 0.0, 0.0], [np.log(1e-2), np.log(1e2), 0.0], [5.0, 5.0, -5.0]):
-        res = minimize(objective, np.array(start), method="L-BFGS-B",
-                       bounds=[LOG_SCALE_BOUNDS] * 3)
-        if best is None or res.fun < best.fun:
-            best = res
-    cN, cP, cA = np.exp(best.x)
-    return VarianceScale(float(cN), float(cP), float(cA), float(beta))
+    res = minimize(objective, np.zeros(1), method="L-BFGS-B", bounds=[LOG_SCALE_BOUNDS])
+    m = float(np.exp(res.x[0]))
+    return VarianceScale(scale.nystrom * m, scale.posterior * m, scale.aleatoric, scale.exponent)
 
 
 def validation_parts(state: FittedState, atoms: Atoms, pred, ref_forces) -> VarianceParts:
@@ -184,17 +223,23 @@ def fit_calibration(state: FittedState, frames: Sequence[Atoms], parts: Sequence
                                                     ft.prior[m]), sF2, d)
     beta, scales = fit_exponent_and_scales(blocks, fix_exponent=0.0 if keep_nystrom else None)
     energy = scales.pop("energy")
-    fast = {}
+    fast, ratios = {}, {}
     if has_f:
-        u = [fast_force_terms(parts[k], energy, d) for k in has_f]
-        uN, uP = np.concatenate([a for a, _ in u]), np.concatenate([b for _, b in u])
+        u = _stack([fast_force_terms(parts[k]) for k in has_f])
+        ex = Term3(*(np.mean(getattr(ft, k), axis=1) for k in ("nystrom", "posterior", "prior")))
         for s in np.unique(z):
             m = z == s
-            fast[int(s)] = fit_fast_force_scales(f_err[m] ** 2, uN[m], uP[m], sF2, beta)
+            fu = Term3(u.nystrom[m], u.posterior[m], u.prior[m])
+            sc, ratios[int(s)] = fit_fast_force_scales(
+                Term3(ex.nystrom[m], ex.posterior[m], ex.prior[m]), fu, scales[int(s)], d)
+            fast[int(s)] = _rescaled(sc, f_err[m] ** 2, epistemic_variance(fu, sc, d), sF2)
+            gain = np.sqrt(fast[int(s)].nystrom / sc.nystrom)
+            ratios[int(s)] = [float(r * gain) for r in ratios[int(s)]]
     cal = Calibration(energy=energy, forces=scales, forces_fast=fast, source=source)
     cal = Calibration(energy=energy, forces=scales, forces_fast=fast, source=source,
                       reference=_reference_stds(state.replace(calibration=cal), parts, frames,
-                                                bool(has_f)))
+                                                bool(has_f)),
+                      fast_force_ratio=ratios)
     logger.info("calibration on %s: exponent %.3g, energy %s, forces %s", source, beta,
                 energy, scales)
     return cal

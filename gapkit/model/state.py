@@ -139,6 +139,9 @@ class Calibration:
     source : str or None
         What the scales were fitted on (e.g. ``"validation split: 20 of 200 frames"``);
         ``None`` means the raw DTC variance (not calibrated).
+    fast_force_ratio : dict of int to list
+        Per species, the 5th, 50th and 95th percentiles of fast over exact epistemic
+        force std on the calibration atoms (the approximation error of the fast std).
     """
 
     energy: VarianceScale = field(default_factory=VarianceScale)
@@ -146,6 +149,7 @@ class Calibration:
     forces_fast: dict = field(default_factory=dict)
     reference: dict = field(default_factory=dict)
     source: str | None = None
+    fast_force_ratio: dict = field(default_factory=dict)
 
     @property
     def calibrated(self) -> bool:
@@ -164,7 +168,8 @@ class Calibration:
         return {"energy": self.energy.as_dict(),
                 "forces": {str(z): s.as_dict() for z, s in self.forces.items()},
                 "forces_fast": {str(z): s.as_dict() for z, s in self.forces_fast.items()},
-                "reference": dict(self.reference), "source": self.source}
+                "reference": dict(self.reference), "source": self.source,
+                "fast_force_ratio": {str(z): list(r) for z, r in self.fast_force_ratio.items()}}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Calibration":
@@ -174,7 +179,9 @@ class Calibration:
         return cls(energy=VarianceScale.from_dict(d["energy"]), forces=table(d.get("forces")),
                    forces_fast=table(d.get("forces_fast")),
                    reference={k: float(v) for k, v in (d.get("reference") or {}).items()},
-                   source=d.get("source"))
+                   source=d.get("source"),
+                   fast_force_ratio={int(z): [float(x) for x in r]
+                                     for z, r in (d.get("fast_force_ratio") or {}).items()})
 
 
 @dataclass(frozen=True)

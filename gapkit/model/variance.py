@@ -18,13 +18,14 @@ Force stds come in two kinds:
 * **exact**: every force component from the kernel Hessian; needs the descriptor
   derivative arrays (``keep_gradients=True``), about the cost of a training row per
   atom;
-* **fast** (calibrated models): atom ``j``'s force variance is a smooth neighbourhood
-  sum of the local-energy variances, ``U_j = sum_i w(r_ij) V_i`` with
-  ``w = (1 + cos(pi r / r_cut)) / 2`` (``w = 1`` for ``i = j``), scaled per species
-  by the calibration. The force on ``j`` is ``-sum_i d eps_i / d r_j`` over the same
-  neighbourhood, so where the local energies are uncertain the force is too. It
-  needs only the descriptors, no derivative arrays: two triangular solves with all
-  local-energy rows at once.
+* **fast** (calibrated models): atom ``j``'s force variance comes from smooth
+  neighbourhood sums of the local-energy terms, ``U_j = sum_i w(r_ij) V_i`` with
+  ``w = (1 + cos(pi r / r_cut)) / 2`` (``w = 1`` for ``i = j``), through the same
+  map as any other property (a :class:`~gapkit.model.state.VarianceScale` per
+  species, fitted to follow the exact force variance). The force on ``j`` is
+  ``-sum_i d eps_i / d r_j`` over the same neighbourhood, so where the local
+  energies are uncertain the force is too. It needs only the descriptors, no
+  derivative arrays: two triangular solves with all local-energy rows at once.
 """
 
 from __future__ import annotations
@@ -164,21 +165,20 @@ def epistemic_variance(t: Term3, scale: VarianceScale, delta: float) -> np.ndarr
     return scale.nystrom * nys + scale.posterior * np.asarray(t.posterior)
 
 
-def fast_force_terms(parts: VarianceParts, energy_scale: VarianceScale, delta: float
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Neighbourhood sums ``(U_N, U_P)`` of one structure, (n,) each: the local-energy
-    Nyström terms (with the energy calibration's exponent) and posterior terms."""
+def fast_force_terms(parts: VarianceParts) -> tuple[Term3, np.ndarray]:
+    """Neighbourhood sums of the local-energy terms of one structure.
+
+    Returns
+    -------
+    nystrom : Term3
+        ``U_N = sum_i W_ji V_N,i``, ``U_P = sum_i W_ji V_P,i`` and the neighbourhood
+        prior ``K_j = sum_i W_ji k~**_i``, (n,) each (so ``rho`` is the neighbourhood's
+        unexplained fraction).
+    """
     e = parts.energies
-    nys = e.nystrom * e.rho(delta) ** energy_scale.exponent
     W = parts.neighbours
-    return W @ nys, W @ np.asarray(e.posterior)
-
-
-def _per_species(numbers: np.ndarray, fn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-atom arrays of the scales ``fn(z)`` (nystrom, posterior, aleatoric)."""
-    sc = {int(z): fn(z) for z in np.unique(numbers)}
-    return tuple(np.array([getattr(sc[int(z)], k) for z in numbers])
-                 for k in ("nystrom", "posterior", "aleatoric"))
+    return Term3(W @ np.asarray(e.nystrom), W @ np.asarray(e.posterior),
+                 W @ np.asarray(e.prior))
 
 
 def force_variances(state: FittedState, parts: VarianceParts) -> tuple[np.ndarray, np.ndarray]:
@@ -196,10 +196,14 @@ def force_variances(state: FittedState, parts: VarianceParts) -> tuple[np.ndarra
             epi[m] = epistemic_variance(t, sc, d)
             ale[m] = sc.aleatoric * sF2
         return epi, ale
-    uN, uP = fast_force_terms(parts, cal.energy, d)
-    cN, cP, cA = _per_species(z, lambda s: cal.force_scale(s, fast=True))
-    epi = np.repeat((cN * uN + cP * uP)[:, None], 3, axis=1)
-    return epi, np.repeat((cA * sF2)[:, None], 3, axis=1)
+    u = fast_force_terms(parts)
+    epi, ale = np.zeros(len(z)), np.zeros(len(z))
+    for s in np.unique(z):
+        m = z == s
+        sc = cal.force_scale(s, fast=True)
+        epi[m] = epistemic_variance(Term3(u.nystrom[m], u.posterior[m], u.prior[m]), sc, d)
+        ale[m] = sc.aleatoric * sF2
+    return np.repeat(epi[:, None], 3, axis=1), np.repeat(ale[:, None], 3, axis=1)
 
 
 def collect_std(state: FittedState, parts: Sequence[VarianceParts], frames: Sequence[Atoms],
