@@ -1,21 +1,21 @@
 """gapkit: Gaussian Approximation Potentials on SOAP (and ACSF, 2-body) descriptors.
 
-Where things live:
+Where things live (data flows down this list; see ARCHITECTURE.md):
 
-* descriptors: :mod:`gapkit.descriptors` (:class:`SOAP`, :class:`ACSF`, :class:`TwoBody`)
-* kernel: :mod:`gapkit.kernels`; additive kernels over several descriptors ("2b+SOAP"): :mod:`gapkit.terms`
-* sparse points: :mod:`gapkit.sparsify`
-* GP solver (streaming QR, evidence, variance): :mod:`gapkit.gp`
-* estimator: :mod:`gapkit.model` (:class:`GAP`)
-* model files: :mod:`gapkit.io` (:func:`save`, :func:`load`)
-* ASE calculator: :mod:`gapkit.calculator` (:class:`GAPCalculator`)
-* uncertainty flags and calibration: :mod:`gapkit.uncertainty`
-* learning curves and bias/variance diagnosis: :mod:`gapkit.diagnostics`
-* plots (matplotlib): :mod:`gapkit.plotting`
-* baselines for Delta-learning (Coulomb/Ewald): :mod:`gapkit.baselines`
-* active learning (sample, flag, label, refit): :mod:`gapkit.active`
-* streaming, multi-process and Dask fits: :mod:`gapkit.streaming`
-* data and labels: :mod:`gapkit.data`; error metrics: :mod:`gapkit.metrics`
+* helpers: :mod:`gapkit.utils`; data, labels, E0, geometry checks: :mod:`gapkit.data`;
+  error metrics: :mod:`gapkit.metrics`
+* descriptors: :mod:`gapkit.descriptors` (:class:`SOAP`, :class:`ACSF`, :class:`TwoBody`
+  on the abstract :class:`~gapkit.descriptors.base.Descriptor`)
+* the GP layer: :mod:`gapkit.gp` (kernels, additive terms :class:`Term`, sparse points,
+  the streamed QR solver)
+* the model: :mod:`gapkit.model` (:class:`GAP`, its :class:`~gapkit.model.state.FittedState`,
+  calibration of the std, model files, :func:`load`, :func:`save`)
+* uses: :mod:`gapkit.calculator` (:class:`GAPCalculator`), :mod:`gapkit.uncertainty`
+  (flags, calibration metrics with references), :mod:`gapkit.diagnostics` (evaluation,
+  learning curves, bias/variance diagnosis), :mod:`gapkit.plotting`,
+  :mod:`gapkit.physics` (Delta-learning baselines, active learning)
+* the command line: :mod:`gapkit.cli` (``gapkit fit | evaluate | predict | recalibrate |
+  learning-curve``)
 """
 
 from gapkit._version import __version__
