@@ -4,13 +4,16 @@ The scales of :class:`~gapkit.model.state.VarianceScale` are fitted by maximum
 likelihood of the validation errors, ``sum_k log N(e_k; 0, var_k)``:
 
 1. **Energies and exact force components, jointly**: one exponent ``beta`` of the
-   Nyström map ``V_N -> V_N rho**beta`` shared by all (``rho`` is the fraction of the
-   prior variance the sparse set does not explain: small where the model knows the
-   region, 1 far from the data, where the raw term is kept), and a posterior scale and
-   an aleatoric scale for energies and for the forces of each species. The Nyström
-   multiplier stays 1, so the std keeps growing away from the training data while it
-   is calibrated inside it; the aleatoric scale may shrink to ~0 where the labels are
-   noise-free and the learned "noise" was model error.
+   Nyström map ``V_N -> V_N min(1, rho / knee)**beta`` shared by all, and a posterior
+   scale and an aleatoric scale for energies and for the forces of each species.
+   ``rho`` is the fraction of the prior variance the sparse set does not explain:
+   small where the model knows the region, growing away from it. The validation data
+   say how the error relates to ``rho`` only up to the largest ``rho`` they contain;
+   the knee is :data:`KNEE_FACTOR` times that largest value, and beyond it the raw
+   Nyström term is kept (the GP's own statement, with no calibration evidence against
+   it). The Nyström multiplier stays 1, so the std keeps growing away from the
+   training data while it is calibrated inside it; the aleatoric scale may shrink to
+   ~0 where the labels are noise-free and the learned "noise" was model error.
 2. **Fast force stds**, per species: multipliers that map the neighbourhood sums of
    the local-energy Nyström and posterior terms onto the calibrated exact force
    variance of step 1 on the validation atoms (no labels enter), with the exact
@@ -39,6 +42,9 @@ logger = logging.getLogger(__name__)
 #: DTC value, scale 1): a scale the validation errors do not determine stays near 1
 #: instead of drifting to a bound, where it would decide the std far from the data.
 LOG_SCALE_PRIOR_STD = 3.0
+#: The knee of the Nyström map is this many times the largest ``rho`` of the
+#: validation data: one decade beyond the calibrated range the raw term returns.
+KNEE_FACTOR = 10.0
 #: Bounds of the fitted quantities: log-scales and the Nyström exponent.
 LOG_SCALE_BOUNDS = (np.log(1e-8), np.log(1e6))
 EXPONENT_BOUNDS = (0.0, 8.0)
@@ -56,7 +62,9 @@ class _Block:
         self.e2 = np.asarray(err, dtype=np.float64).ravel() ** 2
         self.nys = np.asarray(t.nystrom, dtype=np.float64).ravel()
         self.post = np.asarray(t.posterior, dtype=np.float64).ravel()
-        self.log_rho = np.log(np.maximum(t.rho(delta), 1e-300)).ravel()
+        rho = np.asarray(t.rho(delta), dtype=np.float64).ravel()
+        self.knee = float(min(1.0, KNEE_FACTOR * rho.max())) if rho.size and rho.max() > 0 else 1.0
+        self.log_rho = np.minimum(0.0, np.log(np.maximum(rho, 1e-300) / self.knee))
         self.ale = np.broadcast_to(np.asarray(ale, dtype=np.float64), self.e2.shape)
 
     def nll(self, beta: float, log_post: float, log_ale: float) -> float:
@@ -101,7 +109,8 @@ def fit_exponent_and_scales(blocks: dict, fix_exponent: float | None = None
         if best is None or res.fun < best.fun:
             best = res
     beta, per = unpack(best.x)
-    return float(beta), {n: VarianceScale(1.0, float(np.exp(lp)), float(np.exp(la)), float(beta))
+    return float(beta), {n: VarianceScale(1.0, float(np.exp(lp)), float(np.exp(la)), float(beta),
+                                          blocks[n].knee)
                          for n, (lp, la) in per.items()}
 
 
@@ -110,10 +119,12 @@ def fit_fast_force_scales(exact: Term3, fast: Term3, scale: VarianceScale, delta
     """Map the fast force terms of one species onto its calibrated exact force variance.
 
     For the Nyström part the multiplier is the ratio of the prior variances,
-    ``c_N = median(k~**_F,j / K_j)`` (so both forms agree far from the data, where
-    ``rho -> 1``), and the exponent ``e`` of ``c_N U_N rho_j**e`` is the least-squares
-    slope of ``log(n_j / (c_N U_N,j))`` against ``log rho_j`` over the validation atoms
-    (``n_j``: the atom's exact mapped Nyström force variance). The posterior multiplier
+    ``c_N = median(k~**_F,j / K_j)`` (so both forms agree where both keep the raw
+    term), and the exponent ``e`` of ``c_N U_N min(1, rho_j / knee)**e`` (``knee``:
+    :data:`KNEE_FACTOR` times the largest neighbourhood ``rho`` of these atoms) is the
+    least-squares slope of ``log(n_j / (c_N U_N,j))`` against ``log(rho_j / knee)``
+    over the validation atoms (``n_j``: the atom's exact mapped Nyström force
+    variance). The posterior multiplier
     is ``c_P = s_P exp(mean log(p_j / U_P,j))``. No labels enter: the fast std follows
     the exact one, with the exact aleatoric scale.
 
@@ -135,10 +146,12 @@ def fit_fast_force_scales(exact: Term3, fast: Term3, scale: VarianceScale, delta
         5th, 50th and 95th percentiles of fast over exact epistemic std on these atoms.
     """
     n_ex = epistemic_variance(Term3(exact.nystrom, 0 * exact.posterior, exact.prior),
-                              VarianceScale(1.0, 0.0, 0.0, scale.exponent), delta)
+                              VarianceScale(1.0, 0.0, 0.0, scale.exponent, scale.knee), delta)
     ok = (fast.prior > 0) & (exact.prior > 0)
     cN = float(np.median(exact.prior[ok] / fast.prior[ok])) if np.any(ok) else 1.0
-    x = np.log(np.maximum(fast.rho(delta), 1e-300))
+    rho = fast.rho(delta)
+    knee = float(min(1.0, KNEE_FACTOR * rho.max())) if rho.size and rho.max() > 0 else 1.0
+    x = np.minimum(0.0, np.log(np.maximum(rho, 1e-300) / knee))
     good = ok & (n_ex > 0) & (fast.nystrom > 0) & (x < 0)
     y = np.log(n_ex[good] / (cN * fast.nystrom[good])) if np.any(good) else np.zeros(0)
     expo = float(np.clip(np.sum(x[good] * y) / np.sum(x[good] ** 2), *EXPONENT_BOUNDS)
@@ -146,7 +159,7 @@ def fit_fast_force_scales(exact: Term3, fast: Term3, scale: VarianceScale, delta
     okp = (exact.posterior > 0) & (fast.posterior > 0)
     cP = scale.posterior * (float(np.exp(np.mean(np.log(exact.posterior[okp] / fast.posterior[okp]))))
                             if np.any(okp) else 1.0)
-    out = VarianceScale(cN, cP, scale.aleatoric, expo)
+    out = VarianceScale(cN, cP, scale.aleatoric, expo, knee)
     f = epistemic_variance(fast, out, delta)
     e = epistemic_variance(exact, scale, delta)
     pos = (e > 0) & (f >= 0)
@@ -167,7 +180,8 @@ def _rescaled(scale: VarianceScale, err2: np.ndarray, epi: np.ndarray, ale: floa
 
     res = minimize(objective, np.zeros(1), method="L-BFGS-B", bounds=[LOG_SCALE_BOUNDS])
     m = float(np.exp(res.x[0]))
-    return VarianceScale(scale.nystrom * m, scale.posterior * m, scale.aleatoric, scale.exponent)
+    return VarianceScale(scale.nystrom * m, scale.posterior * m, scale.aleatoric, scale.exponent,
+                         scale.knee)
 
 
 def validation_parts(state: FittedState, atoms: Atoms, pred, ref_forces) -> VarianceParts:

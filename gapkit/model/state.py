@@ -88,24 +88,25 @@ def noise_level(noise: Mapping, kind: str, default: float = 0.0) -> float:
 class VarianceScale:
     """How the three variance terms of one property are scaled.
 
-    ``var = nystrom * V_N * rho**exponent + posterior * V_P + aleatoric * sigma_noise**2``
-    where ``V_N`` is the Nyström residual ``delta**2 (k~** - k~^T K~_MM^-1 k~)``,
-    ``rho = V_N / (delta**2 k~**)`` in [0, 1] the fraction of the prior variance the
-    sparse set does not explain, ``V_P`` the weight-posterior term
-    ``delta**4 k~^T Sigma k~`` and ``sigma_noise`` the learned noise. With
-    ``exponent > 0`` the Nyström term shrinks where the model knows the region
-    (``rho`` small) and is unchanged far from the data (``rho -> 1``). The defaults
-    (1, 1, 1, 0) are the raw DTC variance.
+    ``var = nystrom * V_N * min(1, rho / knee)**exponent + posterior * V_P
+    + aleatoric * sigma_noise**2`` where ``V_N`` is the Nyström residual
+    ``delta**2 (k~** - k~^T K~_MM^-1 k~)``, ``rho = V_N / (delta**2 k~**)`` in [0, 1]
+    the fraction of the prior variance the sparse set does not explain, ``V_P`` the
+    weight-posterior term ``delta**4 k~^T Sigma k~`` and ``sigma_noise`` the learned
+    noise. With ``exponent > 0`` the Nyström term shrinks where the model knows the
+    region (``rho`` well below ``knee``) and is the raw term beyond ``knee``, i.e.
+    away from the data. The defaults (1, 1, 1, 0, 1) are the raw DTC variance.
     """
 
     nystrom: float = 1.0
     posterior: float = 1.0
     aleatoric: float = 1.0
     exponent: float = 0.0
+    knee: float = 1.0
 
     def as_dict(self) -> dict:
         return {"nystrom": self.nystrom, "posterior": self.posterior,
-                "aleatoric": self.aleatoric, "exponent": self.exponent}
+                "aleatoric": self.aleatoric, "exponent": self.exponent, "knee": self.knee}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "VarianceScale":

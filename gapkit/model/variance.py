@@ -159,9 +159,16 @@ def variance_parts(state: FittedState, dsets: Sequence, forces: str | None = Non
     return out
 
 
+def nystrom_map(rho: np.ndarray, scale: VarianceScale) -> np.ndarray:
+    """``min(1, rho / knee)**exponent``: the factor of the Nyström term."""
+    if scale.exponent == 0:
+        return np.ones_like(np.asarray(rho, dtype=np.float64))
+    return np.minimum(1.0, np.asarray(rho) / scale.knee) ** scale.exponent
+
+
 def epistemic_variance(t: Term3, scale: VarianceScale, delta: float) -> np.ndarray:
-    """``s_N V_N rho**beta + s_P V_P`` for one property."""
-    nys = t.nystrom if scale.exponent == 0 else t.nystrom * t.rho(delta) ** scale.exponent
+    """``s_N V_N min(1, rho / knee)**beta + s_P V_P`` for one property."""
+    nys = t.nystrom if scale.exponent == 0 else t.nystrom * nystrom_map(t.rho(delta), scale)
     return scale.nystrom * nys + scale.posterior * np.asarray(t.posterior)
 
 
