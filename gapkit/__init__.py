@@ -24,9 +24,9 @@ from gapkit.calculator import GAPCalculator
 from gapkit.data import LabelKeys, read_frames
 from gapkit.descriptors import ACSF, SOAP, TwoBody
 from gapkit.gp.terms import Term
-from gapkit.model import GAP, Prediction, PredictionStd, load, save
+from gapkit.model import GAP, ModelFileError, Prediction, PredictionStd, load, save
 from gapkit.uncertainty import FlagThreshold, UncertaintyExceeded
 
 __all__ = ["GAP", "SOAP", "ACSF", "TwoBody", "Term", "GAPCalculator", "FlagThreshold", "UncertaintyExceeded",
-           "LabelKeys", "Prediction", "PredictionStd", "load", "save", "read_frames",
+           "LabelKeys", "ModelFileError", "Prediction", "PredictionStd", "load", "save", "read_frames",
            "__version__"]

@@ -5,8 +5,10 @@ Nothing here imports any other gapkit module.
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -53,16 +55,84 @@ def to_jsonable(x, fallback=repr):
     return fallback(x)
 
 
+def _umask() -> int:
+    """The process umask (read from /proc on Linux, so no thread ever sees it changed)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Temporary files of a save to ``path`` are ``.<name>.<pid>.<random>.tmp`` beside it.
+_STALE_AGE_S = 3600.0
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove ``.<name>.*.tmp`` files left beside ``path`` by a killed save: those of a
+    process that no longer runs, and any older than an hour."""
+    now = time.time()
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        parts = tmp.name[len(path.name) + 2:].split(".")
+        pid = int(parts[0]) if parts and parts[0].isdigit() else None
+        try:
+            stale = now - tmp.stat().st_mtime > _STALE_AGE_S or (pid is not None and not _alive(pid))
+            if stale:
+                tmp.unlink()
+        except OSError:
+            pass  # gone already, or not ours to remove
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid < 2 ** 22  # another user's process, or no such pid
+    return True
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename).
+
+    The file gets the mode of the file it replaces, or else ``0666`` less the umask
+    (``0644`` usually), not the ``0600`` of a temporary file. Any failure (a full
+    disk, an interrupted write, a failing rename) leaves an existing ``path``
+    unchanged and removes the temporary file; temporaries of an earlier save that was
+    killed are removed first.
+
+    Raises
+    ------
+    IsADirectoryError
+        If ``path`` is a directory.
+    OSError
+        If the folder cannot be written.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"'{path}' is a directory: give a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_stale_temporaries(path)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except OSError:
+        mode = 0o666 & ~_umask()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                               dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

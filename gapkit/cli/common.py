@@ -14,18 +14,47 @@ from gapkit.data import default_data_dir
 from gapkit.descriptors import ACSF, SOAP, TwoBody
 from gapkit.gp.terms import Term
 from gapkit.model import GAP
+from gapkit.model.params import check_n_sparse
 
 
-def _parse_n_sparse(text: str) -> int | dict[str, int]:
-    """``1000`` or ``C:1000,H:2000,O:500``."""
-    text = str(text)
-    if ":" not in text:
-        return int(text)
-    out = {}
-    for part in text.split(","):
-        sym, val = part.split(":")
-        out[sym.strip()] = int(val)
+def parse_n_sparse(text: str) -> int | dict[str, int]:
+    """``1000`` or ``C:1000,H:2000,O:500``; ``ValueError`` with the expected form
+    otherwise (counts must be positive integers, symbols known)."""
+    text = str(text).strip()
+    form = "N or SYMBOL:N,SYMBOL:N (e.g. 1000 or C:1000,H:2000), N a positive integer"
+    try:
+        if ":" not in text:
+            out: int | dict[str, int] = int(text)
+        else:
+            out = {}
+            for part in text.split(","):
+                sym, val = part.split(":")
+                out[sym.strip()] = int(val)
+        check_n_sparse(out, "--n-sparse")
+    except ValueError as exc:
+        detail = str(exc) if str(exc).startswith("--n-sparse") else f"got {text!r}"
+        raise ValueError(f"{detail}; expected {form}") from None
     return out
+
+
+def _n_sparse_type(text: str):
+    """:func:`parse_n_sparse` for argparse (a usage error, no internal names)."""
+    try:
+        return parse_n_sparse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+
+def _delta_type(text: str):
+    """``auto`` or a positive number of eV."""
+    if text == "auto":
+        return text
+    try:
+        val = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of eV, got {text!r}") from None
+    return val
 
 
 def add_label_keys(p: argparse.ArgumentParser) -> None:
@@ -40,7 +69,28 @@ def add_label_keys(p: argparse.ArgumentParser) -> None:
                    help="info key of the reference energy (default: calculator results, then 'energy')")
     p.add_argument("--forces-key", default=None,
                    help="array key of the reference forces (default: calculator results, then 'forces')")
-    p.add_argument("--virial-key", default=None, help="info key of the reference virial (eV)")
+    p.add_argument("--virial-key", default=None,
+                   help="info key of the reference virial (eV, 3x3 or 6 Voigt values); only "
+                        "this key is read (default: 'virial', else the stress of the file)")
+    p.add_argument("--stress-key", default=None,
+                   help="info key of a reference stress in eV/Å³ (e.g. MACE's REF_stress), "
+                        "turned into the virial -stress x volume")
+    p.add_argument("--no-virials", action="store_true",
+                   help="ignore virial and stress labels")
+
+
+def apply_label_keys(model: GAP, args: argparse.Namespace) -> None:
+    """Set the label keys of the :func:`add_label_keys` flags that were given on a
+    (loaded) model."""
+    for name in ("energy_key", "forces_key", "virial_key", "stress_key"):
+        if getattr(args, name, None):
+            setattr(model, name, getattr(args, name))
+    if getattr(args, "virial_key", None):
+        model.stress_key = None
+    elif getattr(args, "stress_key", None):
+        model.virial_key = None
+    if getattr(args, "no_virials", False):
+        model.use_virials = False
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,8 +114,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--l-max", type=int, default=6, help="SOAP angular channels (default 6)")
     p.add_argument("--sigma", type=float, default=0.5, help="SOAP Gaussian width, Å (default 0.5)")
     p.add_argument("--zeta", type=float, default=4.0, help="kernel exponent (default 4)")
-    p.add_argument("--delta", default="auto", help="signal scale in eV, or 'auto' (default)")
-    p.add_argument("--n-sparse", type=_parse_n_sparse, default=1000,
+    p.add_argument("--delta", type=_delta_type, default="auto",
+                   help="signal scale in eV, or 'auto' (default)")
+    p.add_argument("--n-sparse", type=_n_sparse_type, default=1000,
                    help="sparse points per species: N or C:1000,H:2000 (default 1000)")
     p.add_argument("--sparse-method", default="cur", choices=["cur", "random", "fps"])
     p.add_argument("--energy-noise", type=float, default=0.001, help="eV per sqrt(atom) (default 0.001)")
@@ -135,7 +186,7 @@ def model_from_args(args: argparse.Namespace, e0: str, verbose: bool = False) ->
     GAP
         Unfitted.
     """
-    delta = args.delta if args.delta == "auto" else float(args.delta)
+    delta = args.delta
     if getattr(args, "descriptor", "soap") == "acsf":
         descriptor = ACSF(r_cut=args.r_cut)
     else:
@@ -148,7 +199,8 @@ def model_from_args(args: argparse.Namespace, e0: str, verbose: bool = False) ->
                sparse_method=args.sparse_method, energy_noise=args.energy_noise,
                force_noise=args.force_noise, virial_noise=args.virial_noise, e0=e0,
                optimize=args.optimize, energy_key=args.energy_key, forces_key=args.forces_key,
-               virial_key=args.virial_key, random_state=args.seed,
+               virial_key=args.virial_key, stress_key=args.stress_key,
+               use_virials=not args.no_virials, random_state=args.seed,
                calibrate=not getattr(args, "no_calibrate", False),
                valid_fraction=getattr(args, "valid_fraction", 0.1),
                force_std=getattr(args, "force_std", "fast"), verbose=verbose)

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from gapkit.cli.common import add_label_keys, format_errors
+from gapkit.cli.common import add_label_keys, apply_label_keys, format_errors
 from gapkit.data import read_frames, split_isolated
 from gapkit.diagnostics.evaluation import calibration_warnings, evaluate
 from gapkit.model import GAP, load
@@ -104,9 +104,7 @@ def run(args: argparse.Namespace) -> int:
     lies outside :data:`~gapkit.diagnostics.evaluation.Z_STD_RANGE`.
     """
     model = load(args.model)
-    for name in ("energy_key", "forces_key", "virial_key"):
-        if getattr(args, name):
-            setattr(model, name, getattr(args, name))
+    apply_label_keys(model, args)
     frames = split_isolated(read_frames(args.test))[0]
     out = report(model, frames, with_std=not args.no_std)
     for msg in calibration_warnings(out):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gapkit.cli.common import add_label_keys, check_output_path
+from gapkit.cli.common import add_label_keys, apply_label_keys, check_output_path
 from gapkit.data import read_frames, split_isolated
 from gapkit.model import load
 
@@ -26,9 +26,7 @@ def run(args: argparse.Namespace) -> int:
     """Handler of ``gapkit recalibrate``: recalibrate and save to ``-o``; returns 0."""
     check_output_path(args.output, inputs=[args.model, *args.valid])
     model = load(args.model)
-    for name in ("energy_key", "forces_key", "virial_key"):
-        if getattr(args, name):
-            setattr(model, name, getattr(args, name))
+    apply_label_keys(model, args)
     frames = split_isolated(read_frames(args.valid))[0]
     model.recalibrate(frames, keep_nystrom=args.keep_nystrom)
     cal = model.calibration_

@@ -12,8 +12,9 @@ distance. A stress written in bar, kbar or GPa but read as eV/Å³ is 1.6e6, 1.6
 
 * an absolute bound, ``|stress| < 1 eV/Å³`` (160 GPa) in the median frame, and
 * a data scale, the largest of the spread of energies per atom (after a
-  per-species least-squares fit) and the RMS force component times the
-  interatomic distance ``(V/N)**(1/3)``,
+  per-species least-squares fit) divided by the spread of linear strains
+  (``(V/N)**(1/3)``, relative; at least 0.01: ``dE ~ W d eta``) and the RMS force
+  component times the interatomic distance ``(V/N)**(1/3)``,
 
 and raises if the virials are more than :data:`VIRIAL_SCALE_RATIO` times the data
 scale or beyond the absolute bound, naming the unit whose conversion brings them in
@@ -35,6 +36,8 @@ __all__ = ["VIRIAL_SCALE_RATIO", "MAX_STRESS", "check_virial_scale", "virial_sca
 
 #: Largest plausible median ratio of |W|/N to the energy scale of the data.
 VIRIAL_SCALE_RATIO = 50.0
+#: Typical ratio in correct data (EMT, DFT sets: 0.1 to 3), to name the likely unit.
+TYPICAL_RATIO = 0.3
 #: Largest plausible median |stress| (eV/Å³), 160 GPa.
 MAX_STRESS = 1.0
 #: Factors by which a stress in these units is too large when read as eV/Å³.
@@ -48,7 +51,7 @@ def virial_scale_report(frames: Sequence[Atoms], labels: Sequence) -> dict | Non
     -------
     dict or None
         ``n_virials``, ``virial_per_atom`` (median ``|W|/N``, eV), ``stress`` (median
-        ``|W|/V``, eV/Å³), ``energy_spread`` (eV/atom), ``force_scale`` (RMS force
+        ``|W|/V``, eV/Å³), ``energy_spread`` (eV/atom), ``strain_spread``, ``force_scale`` (RMS force
         component times the interatomic distance, eV) and ``ratio``.
     """
     idx = [k for k, lab in enumerate(labels) if lab.virial is not None]
@@ -59,10 +62,12 @@ def virial_scale_report(frames: Sequence[Atoms], labels: Sequence) -> dict | Non
     spread = _energy_spread(frames, labels)
     f = [lab.forces.ravel() for lab in labels if lab.forces is not None]
     f_rms = float(np.sqrt(np.mean(np.concatenate(f) ** 2))) if f else 0.0
-    d = float(np.median([(frames[k].get_volume() / len(frames[k])) ** (1 / 3) for k in idx]))
-    scale = max(spread, f_rms * d, 1e-3)
+    lengths = np.array([(frames[k].get_volume() / len(frames[k])) ** (1 / 3) for k in idx])
+    d = float(np.median(lengths))
+    strain = min(max(float(lengths.max() / lengths.min() - 1), 0.01), 1.0)
+    scale = max(spread / strain, f_rms * d, 1e-3)
     return {"n_virials": len(idx), "virial_per_atom": float(np.median(w_atom)),
-            "stress": float(np.median(stress)), "energy_spread": spread,
+            "stress": float(np.median(stress)), "energy_spread": spread, "strain_spread": strain,
             "force_scale": f_rms * d, "ratio": float(np.median(w_atom)) / scale}
 
 
@@ -104,14 +109,16 @@ def check_virial_scale(frames: Sequence[Atoms], labels: Sequence) -> dict | None
         return rep
     # the unit whose conversion brings the virials closest to the data scale
     target = rep["virial_per_atom"] / rep["ratio"]
-    unit = min(_UNITS, key=lambda u: abs(np.log(rep["virial_per_atom"] / _UNITS[u] / target)))
+    unit = min(_UNITS, key=lambda u: abs(np.log(rep["ratio"] / _UNITS[u] / TYPICAL_RATIO)))
+    factors = ", ".join(f"{u} x{f:.4g}" for u, f in _UNITS.items())
     raise ValueError(
         f"the virial labels look like stresses in other units: in {rep['n_virials']} frames the "
         f"median |virial| is {rep['virial_per_atom']:.3g} eV per atom (|stress| "
         f"{rep['stress']:.3g} eV/Å³ = {rep['stress'] / GPa:.3g} GPa), {rep['ratio']:.3g} times "
-        f"the energy scale of the data ({max(rep['energy_spread'], rep['force_scale']):.3g} "
-        f"eV: energy spread {rep['energy_spread']:.3g} eV/atom, RMS force x interatomic "
+        f"the energy scale of the data ({target:.3g} eV: energy spread "
+        f"{rep['energy_spread']:.3g} eV/atom over a strain spread {rep['strain_spread']:.3g}, "
+        "RMS force x interatomic "
         f"distance {rep['force_scale']:.3g} eV). Stresses must be in eV/Å³ (virials in eV); "
-        f"these look like {unit} (x{_UNITS[unit]:.4g} too large). Convert them (stress in "
-        f"eV/Å³ = value / {_UNITS[unit]:.4g}), or leave the virials out (use_virials=False, "
+        f"these look most like {unit} (too large by {factors}). Convert them "
+        f"(stress in eV/Å³ = value / {_UNITS[unit]:.4g} for {unit}), or leave the virials out (use_virials=False, "
         "--no-virials).")

@@ -416,20 +416,34 @@ def predictive_variance(rows: np.ndarray, prior: np.ndarray, Lchol: np.ndarray,
     """
     A = sla.solve_triangular(Lchol, rows.T, lower=True, check_finite=False)
     B = sla.solve_triangular(R, rows.T, trans="T", lower=False, check_finite=False)
-    nystrom = clip_variance(delta ** 2 * (prior - np.sum(A * A, axis=0)), "Nyström variance")
+    nystrom = clip_variance(delta ** 2 * (prior - np.sum(A * A, axis=0)), "Nyström variance",
+                            scale=delta ** 2 * np.abs(prior))
     posterior = delta ** 4 * np.sum(B * B, axis=0)
     if parts:
         return nystrom, posterior
     return nystrom + posterior
 
 
-def clip_variance(var: np.ndarray, what: str = "predictive variance") -> np.ndarray:
-    """Clip negative variances (round-off) to zero, with a ``RuntimeWarning``."""
+#: Negative variances within this fraction of the prior variance are round-off.
+CLIP_RTOL = 1e-12
+
+
+def clip_variance(var: np.ndarray, what: str = "predictive variance",
+                  scale: np.ndarray | float | None = None) -> np.ndarray:
+    """Clip negative variances to zero.
+
+    Values above ``-CLIP_RTOL * scale`` (``scale``: the prior variance of the same
+    quantities, elementwise or one number; default the largest ``|var|``) are
+    round-off and are clipped silently. Larger negative values are clipped with one
+    ``RuntimeWarning`` whose text does not change between calls, so Python's warning
+    filter shows it once, not once per structure.
+    """
     var = np.asarray(var, dtype=np.float64)
     neg = var < 0
-    if np.any(neg):
-        warnings.warn(f"{int(neg.sum())} negative {what} value(s) (min {float(var.min()):.3g}) "
-                      "clipped to zero; they come from round-off (a larger jitter reduces it)",
-                      RuntimeWarning, stacklevel=3)
-        var = np.where(neg, 0.0, var)
-    return var
+    if not np.any(neg):
+        return var
+    ref = np.max(np.abs(var)) if scale is None else np.abs(np.asarray(scale, dtype=np.float64))
+    if np.any(var <= -CLIP_RTOL * ref):
+        warnings.warn(f"negative {what} values beyond round-off clipped to zero (a larger "
+                      "jitter reduces them)", RuntimeWarning, stacklevel=3)
+    return np.where(neg, 0.0, var)

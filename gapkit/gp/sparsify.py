@@ -9,6 +9,13 @@
 
 Randomness comes only from ``random_state``.
 
+A sparse set never holds the same environment twice: :func:`select` picks among the
+distinct rows only; :func:`select_from_frames` leaves out the environments of frames
+that repeat an earlier frame (:func:`gapkit.data.duplicate_frames`) before choosing,
+and drops any chosen environment equal (to 1e-10 in every component) to another of
+the same species afterwards (the equivalent atoms of a symmetric cell), so a species
+may get fewer points than asked for.
+
 :func:`select_from_frames` does the same per species while streaming over the
 structures, so that the descriptors of all environments are never held at once:
 ``"random"`` draws indices from the atomic numbers alone, ``"cur"`` accumulates the
@@ -27,9 +34,22 @@ import scipy.linalg as sla
 from scipy.linalg.blas import dsyrk
 from sklearn.utils import check_random_state
 
+from gapkit.data import duplicate_frames
+
 METHODS = ("cur", "random", "fps")
 #: Rows per streamed Gram update (one BLAS syrk) and per leverage-score batch.
 FOLD_ROWS = 512
+#: Environments whose descriptors agree to this many decimals are the same.
+_DECIMALS = 10
+
+
+def distinct_rows(Q: np.ndarray) -> np.ndarray:
+    """Sorted indices of the first occurrence of every distinct row of ``Q`` (rows equal
+    to 1e-10 in every component count as one)."""
+    if len(Q) == 0:
+        return np.zeros(0, dtype=int)
+    _, first = np.unique(np.round(Q, _DECIMALS) + 0.0, axis=0, return_index=True)
+    return np.sort(first)
 
 
 def select(Q: np.ndarray, n: int, method: str = "cur", random_state=None) -> np.ndarray:
@@ -46,13 +66,22 @@ def select(Q: np.ndarray, n: int, method: str = "cur", random_state=None) -> np.
 
     Returns
     -------
-    ndarray of int, shape (min(n, n_env),), sorted.
+    ndarray of int, shape (min(n, n_distinct),), sorted.
+        Indices of distinct rows only (the first of equal rows).
     """
     if method not in METHODS:
         raise ValueError(f"sparse method must be one of {METHODS}, got '{method}'")
-    n_env = Q.shape[0]
     if n <= 0:
         raise ValueError(f"the number of sparse points must be positive, got {n}")
+    if Q.shape[1]:
+        keep = distinct_rows(Q)
+        if len(keep) < len(Q):
+            return keep[_select(Q[keep], n, method, random_state)]
+    return _select(Q, n, method, random_state)
+
+
+def _select(Q: np.ndarray, n: int, method: str, random_state) -> np.ndarray:
+    n_env = Q.shape[0]
     if n >= n_env:
         return np.arange(n_env)
     rng = check_random_state(random_state)
@@ -145,6 +174,9 @@ def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", ra
     if method not in METHODS:
         raise ValueError(f"sparse method must be one of {METHODS}, got '{method}'")
     rng = check_random_state(random_state)
+    repeated = {later for _, later in duplicate_frames(frames)}
+    if repeated:  # choose among the environments of distinct frames only
+        frames = [a for k, a in enumerate(frames) if k not in repeated]
     species = sorted(counts)
     owner = np.concatenate([np.full(len(a), k) for k, a in enumerate(frames)])
     atom = np.concatenate([np.arange(len(a)) for a in frames])
@@ -249,7 +281,8 @@ def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", ra
             rows[int(i)] = q[atom[i]]
     Q = np.vstack([rows[int(i)] for i in wanted])
     Z = numbers[wanted].astype(np.int64)
-    return Q, Z
+    keep = np.concatenate([np.flatnonzero(Z == z)[distinct_rows(Q[Z == z])] for z in species])
+    return Q[np.sort(keep)], Z[np.sort(keep)]
 
 
 def _fps(Q: np.ndarray, n: int, rng: np.random.RandomState) -> np.ndarray:

@@ -13,9 +13,10 @@
 
 from gapkit.model.estimator import GAP, save
 from gapkit.model.loading import load
+from gapkit.model.model_file import ModelFileError
 from gapkit.model.prediction import Prediction, StructurePrediction
 from gapkit.model.state import Calibration, FittedState, NoiseGroup, VarianceScale, noise_level
 from gapkit.model.variance import PredictionStd
 
-__all__ = ["GAP", "load", "save", "Prediction", "StructurePrediction", "PredictionStd",
+__all__ = ["GAP", "load", "save", "ModelFileError", "Prediction", "StructurePrediction", "PredictionStd",
            "Calibration", "FittedState", "NoiseGroup", "VarianceScale", "noise_level"]

@@ -30,11 +30,12 @@ from sklearn.exceptions import NotFittedError
 
 from gapkit.data import LabelKeys, as_frame_list, check_geometry, get_labels
 from gapkit.gp import solver as gp
-from gapkit.gp import sparsify, terms
+from gapkit.gp import terms
 from gapkit.model import model_file
 from gapkit.model.prediction import (PREDICT_BATCH_ATOMS, Prediction, StructurePrediction,
                                      batches, predict_batch)
 from gapkit.model.state import FittedState
+from gapkit.model.params import check_params
 from gapkit.model.training import calibrate_on, fit_calibrated_state
 from gapkit.model.variance import (PredictionStd, collect_std, local_energy_covariance,
                                    variance_parts)
@@ -89,6 +90,13 @@ class GAP(BaseEstimator):
         Extra random starts for the hyperparameter optimisation.
     energy_key, forces_key, virial_key : str, optional
         Label keys (``None``: the calculator results, then ``energy``/``forces``/``virial``).
+        A ``virial_key`` given is the only place virials are read from (eV); frames
+        without it have none (no fall-back to the calculator's stress).
+    stress_key : str, optional
+        Read virials from a stress in eV/Å³ under this info key instead (MACE's
+        ``REF_stress`` style), as ``-stress * volume``; excludes ``virial_key``.
+    use_virials : bool, default True
+        Train on virial/stress labels where frames have them; ``False`` ignores them.
     use_forces : bool, default True
         Train on forces; every training frame must then have them. ``False`` fits
         energies (and virials) only.
@@ -149,7 +157,8 @@ class GAP(BaseEstimator):
                  e0: str | dict = "lstsq", jitter: float = 1e-8, optimize: bool = False,
                  noise_by_config_type: bool = False, n_restarts: int = 0,
                  energy_key: str | None = None, forces_key: str | None = None,
-                 virial_key: str | None = None, use_forces: bool = True, chunk_size: int = 32,
+                 virial_key: str | None = None, stress_key: str | None = None,
+                 use_virials: bool = True, use_forces: bool = True, chunk_size: int = 32,
                  n_jobs: int | None = None,
                  baseline=None, random_state=None, calibrate: bool = True,
                  valid_fraction: float = 0.1, force_std: str = "fast", verbose: bool = False):
@@ -169,6 +178,8 @@ class GAP(BaseEstimator):
         self.energy_key = energy_key
         self.forces_key = forces_key
         self.virial_key = virial_key
+        self.stress_key = stress_key
+        self.use_virials = use_virials
         self.use_forces = use_forces
         self.chunk_size = chunk_size
         self.n_jobs = n_jobs
@@ -231,29 +242,14 @@ class GAP(BaseEstimator):
 
     @property
     def label_keys(self) -> LabelKeys:
-        return LabelKeys(energy=self.energy_key, forces=self.forces_key, virial=self.virial_key)
+        return LabelKeys(energy=self.energy_key, forces=self.forces_key, virial=self.virial_key,
+                         stress=getattr(self, "stress_key", None),
+                         use_virials=bool(getattr(self, "use_virials", True)))
 
     def _check_params(self) -> None:
-        for name in ("energy_noise", "force_noise", "virial_noise", "jitter", "zeta"):
-            val = getattr(self, name)
-            if not (isinstance(val, (int, float)) and np.isfinite(val) and val > 0):
-                raise ValueError(f"{name} must be a positive number, got {val!r}")
-        if not (self.delta == "auto" or (isinstance(self.delta, (int, float)) and self.delta > 0)):
-            raise ValueError(f"delta must be 'auto' or a positive number (eV), got {self.delta!r}")
-        if self.sparse_method not in sparsify.METHODS:
-            raise ValueError(f"sparse_method must be one of {sparsify.METHODS}, got {self.sparse_method!r}")
-        if int(self.chunk_size) < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
-        for t, spec in enumerate(terms.as_terms(self.descriptor)):
-            if spec.zeta is not None and not (isinstance(spec.zeta, (int, float)) and spec.zeta > 0):
-                raise ValueError(f"term {t}: zeta must be a positive number, got {spec.zeta!r}")
-            if not (spec.weight == "auto" or (isinstance(spec.weight, (int, float))
-                                              and np.isfinite(spec.weight) and spec.weight > 0)):
-                raise ValueError(f"term {t}: weight must be 'auto' or a positive number, "
-                                 f"got {spec.weight!r}")
-            if spec.sparse_method is not None and spec.sparse_method not in sparsify.METHODS:
-                raise ValueError(f"term {t}: sparse_method must be one of {sparsify.METHODS}, "
-                                 f"got {spec.sparse_method!r}")
+        """Raise ``ValueError`` (naming the parameter) for a setting that cannot fit;
+        see :func:`gapkit.model.params.check_params`."""
+        check_params(self)
 
     def fit(self, X: Iterable[Atoms], y=None, optimize: bool | None = None,
             client=None, valid=None) -> "GAP":

@@ -35,7 +35,14 @@ Versions 1 (one SOAP descriptor; arrays ``sparse_q`` and ``sparse_species``) and
 instead of ``calibration``) are still read.
 
 Writes are atomic: the archive goes to a temporary file in the target folder, is
-flushed to disk, then renamed over the target.
+flushed to disk, then renamed over the target (see
+:func:`gapkit.utils.atomic_write_bytes`: the old file survives a failed write).
+
+Reading checks everything: every failure (a truncated or changed file, zip CRC
+errors, a text or foreign file, a directory, metadata with missing or mistyped
+entries, arrays of the wrong shape, NaN or infinite numbers) raises one
+:class:`ModelFileError` (a ``ValueError``) whose message names the file and what is
+wrong.
 """
 
 from __future__ import annotations
@@ -43,7 +50,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +67,14 @@ FORMAT = "gapkit-model"
 VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 _ARRAYS = ("alpha", "kmm_cholesky", "posterior")
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be read: truncated, corrupt, foreign or inconsistent.
+
+    The message names the file and what is wrong; the original exception, if any, is
+    the ``__cause__``.
+    """
 
 
 @dataclass
@@ -154,7 +168,7 @@ def _descriptor_from_meta(dmeta: dict, path: Path):
     """Rebuild a descriptor from its class name (gapkit descriptors only) and parameters."""
     names = [n for n in descriptors.__all__ if n != "DescriptorSet"]
     if dmeta.get("class") not in names:
-        raise ValueError(f"Unknown descriptor class {dmeta.get('class')!r} in '{path}' "
+        raise ModelFileError(f"Unknown descriptor class {dmeta.get('class')!r} in '{path}' "
                          f"(this gapkit knows {names})")
     return getattr(descriptors, dmeta["class"])(**dmeta["params"])
 
@@ -164,13 +178,15 @@ def _read_archive(path: Path) -> tuple[dict, dict]:
         with np.load(path, allow_pickle=False) as npz:
             files = set(npz.files)
             if "__meta__" not in files:
-                raise ValueError(f"'{path}' is not a gapkit model file (no __meta__ entry)")
+                raise ModelFileError(f"'{path}' is not a gapkit model file (no __meta__ entry)")
             meta = json.loads(npz["__meta__"].tobytes().decode("utf-8"))
+            if not isinstance(meta, dict):
+                raise ModelFileError(f"'{path}': the metadata is not a JSON object")
             if meta.get("format") != FORMAT:
-                raise ValueError(f"'{path}' has format {meta.get('format')!r}, expected {FORMAT!r}")
+                raise ModelFileError(f"'{path}' has format {meta.get('format')!r}, expected {FORMAT!r}")
             version = meta.get("version")
             if version not in READABLE_VERSIONS:
-                raise ValueError(f"'{path}' is gapkit-model version {version}; this gapkit reads "
+                raise ModelFileError(f"'{path}' is gapkit-model version {version}; this gapkit reads "
                                  f"versions {READABLE_VERSIONS}. Refit, or use the gapkit version "
                                  f"that wrote it ({meta.get('gapkit_version')}).")
             if version == 1:
@@ -182,11 +198,13 @@ def _read_archive(path: Path) -> tuple[dict, dict]:
             names += list(_ARRAYS)
             missing = [k for k in names if k not in files]
             if missing:
-                raise ValueError(f"'{path}' is missing arrays {missing}")
+                raise ModelFileError(f"'{path}' is missing arrays {missing}")
             arrays = {k: np.asarray(npz[k]) for k in names}
-    except (zipfile.BadZipFile, OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"'{path}' is not a readable gapkit model file (corrupt or "
-                         f"truncated?): {exc}") from exc
+    except ModelFileError:
+        raise
+    except Exception as exc:  # numpy, zipfile, json and tokenize raise many types
+        raise ModelFileError(f"'{path}' is not a readable gapkit model file (corrupt or "
+                             f"truncated?): {type(exc).__name__}: {exc}") from exc
     return meta, arrays
 
 
@@ -207,55 +225,95 @@ def _upgrade(meta: dict, arrays: dict) -> None:
 
 
 def read(path: str | os.PathLike) -> ModelFileContent:
-    """Read a model file written by :func:`save` (versions 1 to 3).
+    """Read a model file written by :func:`save` (versions 1 to 3), checked.
 
     Raises
     ------
     FileNotFoundError
         If ``path`` does not exist.
-    ValueError
-        If the file is not a gapkit model, is truncated or corrupt, or has an
-        unsupported format version.
+    ModelFileError
+        (a ``ValueError``) if ``path`` is a directory or not a gapkit model, is
+        truncated or corrupt, has inconsistent or non-finite contents, or has an
+        unsupported format version; the message names the file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"'{path}' is a directory, not a model file")
     if not path.is_file():
         raise FileNotFoundError(f"No such model file: '{path}'")
     meta, arrays = _read_archive(path)
+    try:
+        return _content(path, meta, arrays)
+    except ModelFileError:
+        raise
+    except Exception as exc:  # missing or mistyped metadata entries, bad shapes
+        raise ModelFileError(f"'{path}' has invalid contents (corrupt or foreign file?): "
+                             f"{type(exc).__name__}: {exc}") from exc
+
+
+def _content(path: Path, meta: dict, arrays: dict) -> ModelFileContent:
+    """The checked :class:`ModelFileContent` of a file's metadata and arrays."""
     _upgrade(meta, arrays)
+    for name, arr in arrays.items():
+        if arr.dtype.kind not in "fiu":
+            raise ModelFileError(f"'{path}': array {name} has dtype {arr.dtype}, expected numbers")
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            raise ModelFileError(f"'{path}': array {name} contains NaN or infinite values "
+                                 "(the fit that wrote it failed, or the file is corrupt)")
     fitted, start = [], 0
     for k, tm in enumerate(meta["terms"]):
         Q = arrays[f"sparse_q_{k}"].astype(np.float64)
         Z = arrays[f"sparse_species_{k}"].astype(np.int64)
         desc = _descriptor_from_meta(tm["descriptor"], path)
         if Q.ndim != 2 or Z.shape != (len(Q),) or Q.shape[1] != desc.n_features:
-            raise ValueError(f"'{path}' has inconsistent array shapes in term {k} (corrupt file?)")
-        fitted.append(FittedTerm(desc, float(tm["zeta"]), float(tm["weight"]), Q, Z, start))
+            raise ModelFileError(f"'{path}' has inconsistent array shapes in term {k} "
+                                 f"(sparse_q {Q.shape}, sparse_species {Z.shape}, "
+                                 f"{desc.n_features} features; corrupt file?)")
+        fitted.append(FittedTerm(desc, _finite(tm["zeta"], "zeta", path),
+                                 _finite(tm["weight"], "weight", path), Q, Z, start))
         start += len(Z)
     if not fitted:
-        raise ValueError(f"'{path}' has no kernel terms (corrupt file?)")
+        raise ModelFileError(f"'{path}' has no kernel terms (corrupt file?)")
+    M = start
+    for name, shape in (("alpha", (M,)), ("kmm_cholesky", (M, M)), ("posterior", (M, M))):
+        if arrays[name].shape != shape:
+            raise ModelFileError(f"'{path}': array {name} has shape {arrays[name].shape}, "
+                                 f"expected {shape} for {M} sparse points (corrupt file?)")
     if all(tm["spec"] is None for tm in meta["terms"]) and len(fitted) == 1:
         descriptor = clone(fitted[0].descriptor)
     else:
         descriptor = [Term(clone(t.descriptor), **(tm["spec"] or {}))
                       for t, tm in zip(fitted, meta["terms"])]
-    try:
-        state = FittedState(
-            terms=tuple(fitted), species=tuple(int(z) for z in meta["species_"]),
-            e0=ReferenceEnergies({int(k): float(v) for k, v in meta["e0_"]["values"].items()},
-                                 meta["e0_"]["method"]),
-            alpha=arrays["alpha"].astype(np.float64),
-            kmm_cholesky=arrays["kmm_cholesky"].astype(np.float64),
-            posterior_factor=arrays["posterior"].astype(np.float64),
-            delta=float(meta["delta_"]),
-            noise=GroupValues({k: float(v) for k, v in meta["noise_"].items()}),
-            n_train=GroupValues(meta["n_train_"]),
-            calibration=Calibration.from_dict(meta["calibration"]),
-            log_marginal_likelihood=meta["log_marginal_likelihood_"],
-            extra=meta.get("extra", {}))
-    except ValueError as exc:
-        raise ValueError(f"'{path}' has inconsistent array shapes (corrupt file?): {exc}") from exc
+    noise = {k: _finite(v, f"noise_[{k}]", path) for k, v in meta["noise_"].items()}
+    e0 = {int(k): _finite(v, f"e0_[{k}]", path) for k, v in meta["e0_"]["values"].items()}
+    state = FittedState(
+        terms=tuple(fitted), species=tuple(int(z) for z in meta["species_"]),
+        e0=ReferenceEnergies(e0, meta["e0_"]["method"]),
+        alpha=arrays["alpha"].astype(np.float64),
+        kmm_cholesky=arrays["kmm_cholesky"].astype(np.float64),
+        posterior_factor=arrays["posterior"].astype(np.float64),
+        delta=_finite(meta["delta_"], "delta_", path),
+        noise=GroupValues(noise),
+        n_train=GroupValues(meta["n_train_"]),
+        calibration=Calibration.from_dict(meta["calibration"]),
+        log_marginal_likelihood=meta["log_marginal_likelihood_"],
+        extra=meta.get("extra", {}))
+    if not isinstance(meta["params"], dict):
+        raise ModelFileError(f"'{path}': the estimator parameters are not a JSON object")
     return ModelFileContent(state=state, params=meta["params"], descriptor=descriptor,
                             baseline=meta.get("baseline"))
 
 
-__all__ = ["FORMAT", "VERSION", "READABLE_VERSIONS", "ModelFileContent", "save", "read"]
+def _finite(value, name: str, path: Path) -> float:
+    """``float(value)``, or :class:`ModelFileError` if it is not a finite number."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        out = np.nan
+    if isinstance(value, bool) or not np.isfinite(out):
+        raise ModelFileError(f"'{path}': {name} is {value!r}, expected a finite number")
+    return out
+
+
+__all__ = ["FORMAT", "VERSION", "READABLE_VERSIONS", "ModelFileContent", "ModelFileError",
+           "save", "read"]

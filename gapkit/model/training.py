@@ -20,7 +20,8 @@ from ase import Atoms
 from ase.data import chemical_symbols
 from sklearn.base import clone
 
-from gapkit.data import (LabelKeys, Labels, check_geometry, fit_reference_energies, get_labels,
+from gapkit.data import (LabelKeys, Labels, check_geometry, check_virial_scale,
+                         duplicate_frames, fit_reference_energies, get_labels,
                          isolated_atom_energies, split_isolated)
 from gapkit.descriptors import SOAP
 from gapkit.gp import solver as gp
@@ -28,6 +29,7 @@ from gapkit.gp import sparsify, streaming, terms
 from gapkit.metrics import reference_arrays
 from gapkit.model.calibration import fit_calibration, validation_parts
 from gapkit.model.delta import baseline_e0, subtract_baseline
+from gapkit.model.params import check_n_sparse
 from gapkit.model.prediction import predict_batch
 from gapkit.model.state import Calibration, FittedState, GroupValues
 from gapkit.utils import check_random_state
@@ -49,12 +51,38 @@ class TrainingData:
 
 def n_sparse_for(n_sparse, z: int) -> int:
     """Sparse count of species ``z`` from an int or a dict keyed by symbol or number."""
+    check_n_sparse(n_sparse)
     if isinstance(n_sparse, dict):
         for key in (chemical_symbols[z], z, str(z)):
             if key in n_sparse:
                 return int(n_sparse[key])
         raise ValueError(f"n_sparse dict {n_sparse} has no entry for {chemical_symbols[z]}")
     return int(n_sparse)
+
+
+def check_training_set(est, frames_all: Sequence[Atoms]) -> TrainingData:
+    """The checks of the whole training set before a fit (indices are those of
+    ``frames_all``): geometry and labels (:func:`training_data`), the scale of the
+    virials against the energies (:func:`gapkit.data.check_virial_scale`), a virial or
+    stress key that no frame has (``ValueError``), and duplicate frames (a
+    ``UserWarning`` naming them: they count twice in the fit, while the sparse set
+    takes each environment once)."""
+    keys = est.label_keys
+    data = training_data(frames_all, keys, est.use_forces)
+    key = keys.virial or keys.stress
+    if key and keys.use_virials and all(lab.virial is None for lab in data.labels):
+        raise ValueError(f"{'virial' if keys.virial else 'stress'}_key '{key}' is in no training "
+                         f"frame (info keys of frame 0: {sorted(data.frames[0].info)}): check "
+                         "the name, or leave it out")
+    check_virial_scale(data.frames, data.labels)
+    dups = duplicate_frames(frames_all)
+    if dups:
+        shown = ", ".join(f"{a} and {b}" for a, b in dups[:10])
+        warnings.warn(f"{len(dups)} training frame(s) repeat an earlier one (same species, "
+                      f"positions and cell): frames {shown}{' ...' if len(dups) > 10 else ''}. "
+                      "They count twice in the fit; remove them unless that is intended.",
+                      UserWarning, stacklevel=4)
+    return data
 
 
 def training_data(frames_all: Sequence[Atoms], keys: LabelKeys, use_forces: bool,
@@ -251,6 +279,7 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
     rest is calibrated on it, and its rows are then added to the fit (the calibration
     of the model without them is kept: slightly conservative).
     """
+    check_training_set(est, frames_all)
     if not est.calibrate:
         return fit_state(est, frames_all, optimize, client)
     if valid is not None:
