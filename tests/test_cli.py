@@ -77,3 +77,81 @@ def test_default_fit_runs_from_any_directory(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Using the default data" in proc.stdout and "test:" in proc.stdout
     assert (tmp_path / "m.npz").is_file()
+
+
+# ---------------------------------------------------------------- user errors (#13)
+def _gapkit(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "gapkit", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path, tiny):
+    tr, te = tiny
+    text = tmp_path / "m.npz"
+    text.write_text("not a model")
+    proc = _gapkit("evaluate", str(text), str(te))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"gapkit evaluate: error: '{text}' is not a readable gapkit model file (corrupt or "
+        f"truncated?): " + proc.stderr.split("truncated?): ", 1)[1].strip()]
+    # -v after the sub-command: the traceback, same exit code
+    proc = _gapkit("evaluate", str(text), str(te), "-v")
+    assert proc.returncode == 2 and "Traceback" in proc.stderr and "ModelFileError" in proc.stderr
+
+
+def test_directory_and_unknown_inputs(tmp_path, tiny, capsys):
+    tr, te = tiny
+    assert main(["fit", str(tmp_path), "-o", str(tmp_path / "m.npz"), *SMALL]) == 2
+    assert "is a directory, not a structure file" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path), str(te)]) == 2
+    assert "is a directory, not a model file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["C:abc", "0", "C:0", "-3", "X:5", "C=4"])
+def test_bad_n_sparse_is_a_usage_error_without_internal_names(value, tiny, capsys, tmp_path):
+    tr, _ = tiny
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", str(tr), "-o", str(tmp_path / "m.npz"), "--n-sparse", value])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "argument --n-sparse" in err and "_parse" not in err
+    assert "N a positive integer" in err
+
+
+def test_version_and_verbosity_after_the_sub_command(capsys):
+    from gapkit import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"gapkit {__version__}"
+    for flags in (["-q"], ["-v"], ["--quiet"]):
+        assert main(["evaluate", "none.npz", "x.xyz", *flags]) == 2
+        assert "No such model file" in capsys.readouterr().err
+    assert main(["-q", "evaluate", "none.npz", "x.xyz"]) == 2
+
+
+def test_stress_key_and_no_virials(tmp_path, rng, capsys):
+    from conftest import emt_cu_frames
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from gapkit import load
+
+    frames = []
+    for a in emt_cu_frames(8, rng):
+        e, f, s = a.get_potential_energy(), a.get_forces(), a.get_stress()
+        a.calc = SinglePointCalculator(a, energy=e, forces=f)
+        a.info["REF_stress"] = s
+        frames.append(a)
+    tr = tmp_path / "cu.xyz"
+    write(tr, frames)
+    small = ["--n-max", "4", "--l-max", "3", "--r-cut", "3.5", "--n-sparse", "20",
+             "--no-calibrate", "--e0", "lstsq"]
+    assert main(["fit", str(tr), "-o", str(tmp_path / "s.npz"), "--stress-key", "REF_stress",
+                 *small]) == 0
+    assert any(k.startswith("virial") for k in load(tmp_path / "s.npz").n_train_.labelled())
+    assert load(tmp_path / "s.npz").stress_key == "REF_stress"
+    assert main(["fit", str(tr), "-o", str(tmp_path / "n.npz"), "--stress-key", "REF_stress",
+                 "--no-virials", *small]) == 0
+    assert not any(k.startswith("virial") for k in load(tmp_path / "n.npz").n_train_.labelled())
+    # a plain fit reads no virials here: REF_stress is not a conventional key
+    assert main(["fit", str(tr), "-o", str(tmp_path / "p.npz"), *small]) == 0
+    assert not any(k.startswith("virial") for k in load(tmp_path / "p.npz").n_train_.labelled())

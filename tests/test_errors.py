@@ -106,3 +106,110 @@ def test_collinear_compositions_warn_about_lstsq_e0(train_frames):
     ethanol = [a for a in train_frames if len(a) == 9][:6]
     with pytest.warns(UserWarning, match="rank deficient.*e0='isolated'"):
         GAP(SOAP(**SMALL_SOAP), n_sparse=10, e0="lstsq").fit(ethanol)
+
+
+# ---------------------------------------------------------------- nonsense settings (#13)
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(n_sparse=0), r"n_sparse must be a positive integer \(sparse points per species\)"),
+    (dict(n_sparse=-5), "n_sparse must be a positive integer"),
+    (dict(n_sparse=2.5), "n_sparse must be a positive integer"),
+    (dict(n_sparse={"C": 0, "H": 10, "O": 10}), r"n_sparse\['C'\] must be a positive integer"),
+    (dict(n_sparse={"C": -1}), r"n_sparse\['C'\] must be a positive integer"),
+    (dict(n_sparse={"Cx": 3}), "n_sparse dict: unknown chemical symbol"),
+    (dict(n_sparse={}), "n_sparse dict is empty"),
+    (dict(delta=np.inf), "delta must be 'auto' or a positive number"),
+    (dict(delta=np.nan), "delta must be 'auto' or a positive number"),
+    (dict(delta=1e300), r"delta must be .* no larger than 1e\+06, got 1e\+300"),
+    (dict(delta=-1.0), "delta must be"),
+    (dict(e0={"H": np.nan, "C": 0.0, "O": 0.0}), "e0 dict: E0 of H is nan"),
+    (dict(e0={"Oxx": 1.0}), "e0 dict: unknown chemical symbol or atomic number 'Oxx'"),
+    (dict(e0={"H": "a lot"}), "e0 dict: E0 of H is 'a lot'"),
+    (dict(valid_fraction=0.0), r"valid_fraction must be a number between 0 and 1"),
+    (dict(valid_fraction=1.0), "valid_fraction must be"),
+    (dict(valid_fraction=-0.2), "valid_fraction must be"),
+    (dict(force_std="slow"), "force_std must be 'fast' or 'exact', got 'slow'"),
+    (dict(force_noise=np.float32(np.nan)), "force_noise must be a positive number"),
+    (dict(zeta=True), "zeta must be a positive number, got True"),
+    (dict(chunk_size=0), "chunk_size must be an integer >= 1"),
+    (dict(virial_key="V", stress_key="S"), "give virial_key or stress_key, not both"),
+])
+def test_nonsense_settings_are_refused_before_fitting(kwargs, match):
+    frames = [labelled(molecule("H2O"))]
+    with pytest.raises(ValueError, match=match):
+        GAP(SOAP(**SMALL_SOAP), **kwargs).fit(frames)
+
+
+def test_term_n_sparse_is_checked():
+    from gapkit import Term, TwoBody
+
+    with pytest.raises(ValueError, match=r"term 0: n_sparse must be a positive integer"):
+        GAP([Term(TwoBody(r_cut=4.0), n_sparse=0), Term(SOAP(**SMALL_SOAP))]).fit(
+            [labelled(molecule("H2O"))])
+
+
+def test_numpy_scalar_hyperparameters_are_accepted(train_frames):
+    frames = train_frames[:6]
+    model = GAP(SOAP(**SMALL_SOAP), n_sparse={"C": np.int32(10), "H": 10, "O": 10},
+                zeta=np.float32(4), delta=np.float32(1.0), energy_noise=np.float32(0.001),
+                force_noise=np.float64(0.02), virial_noise=np.float16(0.1),
+                jitter=np.float32(1e-8), calibrate=False,
+                e0={"H": np.float32(-13.6), "C": np.float64(-1000.0), "O": -2000}).fit(frames)
+    assert np.all(np.isfinite(model.alpha_)) and model.delta_ == 1.0
+
+
+def test_duplicate_frames_are_reported_and_never_duplicate_sparse_points(train_frames):
+    from gapkit.gp.sparsify import select_from_frames
+
+    base = train_frames[:8]
+    frames = base + [labelled(a, a.get_potential_energy(), a.get_forces()) for a in base[:4]]
+    with pytest.warns(UserWarning, match=r"4 training frame\(s\) repeat an earlier one.*"
+                                         r"frames 0 and 8, 1 and 9, 2 and 10, 3 and 11"):
+        GAP(SOAP(**SMALL_SOAP), n_sparse=15, calibrate=False, random_state=0).fit(frames)
+    desc = SOAP(**SMALL_SOAP, species=["C", "H", "O"])
+    for method in ("cur", "random", "fps"):
+        Q, Z = select_from_frames(desc, frames, {1: 40, 6: 12, 8: 6}, method, random_state=1)
+        assert len(np.unique(np.round(Q, 10), axis=0)) == len(Q), method
+        assert [int(np.sum(Z == z)) for z in (1, 6, 8)] == [40, 12, 6], method
+    # symmetric environments in one frame: all are kept only once
+    Q, Z = select_from_frames(SOAP(**SMALL_SOAP, species=["Cu"]),
+                              [bulk("Cu", "fcc", 3.6, cubic=True)], {29: 4})
+    assert len(Q) == 1
+
+
+def test_stress_in_other_units_is_caught_before_fitting(rng):
+    from ase.units import GPa
+
+    from conftest import SOAP_CU, emt_cu_frames
+
+    for unit, factor in (("GPa", 1 / GPa), ("kbar", 10 / GPa), ("bar", 1e4 / GPa)):
+        frames = emt_cu_frames(8, np.random.default_rng(3))
+        for a in frames:
+            a.calc.results["stress"] = a.calc.results["stress"] * factor
+        with pytest.raises(ValueError, match=rf"look like stresses in other units.*median "
+                                             rf"\|virial\|.*these look most like {unit}"):
+            GAP(SOAP(**SOAP_CU), n_sparse=10, calibrate=False).fit(frames)
+        GAP(SOAP(**SOAP_CU), n_sparse=10, calibrate=False, use_virials=False).fit(frames)
+
+
+def test_virial_key_in_no_frame_is_an_error(rng):
+    from conftest import SOAP_CU, emt_cu_frames
+
+    frames = emt_cu_frames(4, rng)
+    with pytest.raises(ValueError, match="virial_key 'REF_virial' is in no training frame"):
+        GAP(SOAP(**SOAP_CU), n_sparse=5, calibrate=False, virial_key="REF_virial").fit(frames)
+
+
+def test_round_off_negative_variances_are_clipped_silently():
+    import warnings
+
+    from gapkit.gp import solver
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = solver.clip_variance(np.array([1.0, -1e-16, -3e-13]), scale=np.ones(3))
+    assert out.tolist() == [1.0, 0.0, 0.0]
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("default")
+        for _ in range(5):  # five structures of one call
+            solver.clip_variance(np.array([1.0, -1e-3]), "Nyström variance", scale=1.0)
+    assert len(got) == 1 and "negative Nyström variance values beyond round-off" in str(got[0].message)
