@@ -68,8 +68,8 @@ def test_force_std_matches_finite_difference_of_covariance(small_model, test_fra
     assert std.forces_epistemic[0][j, a] ** 2 == pytest.approx(fd, rel=2e-3, abs=1e-10)
 
 
-def test_z_scores_on_a_synthetic_gp_draw_are_standard_normal(train_frames, rng):
-    """Energies drawn from the model's own prior: z-scores of held-out energies ~ N(0, 1).
+def _gp_draw_z_scores(train_frames, rng, calibrate: bool, n_draws: int = 12) -> np.ndarray:
+    """z-scores of held-out energies drawn from the model's own prior (draws pooled).
 
     MD frames are strongly correlated, so the z-scores of one draw are too; pooling
     independent draws makes the check sharp.
@@ -87,19 +87,33 @@ def test_z_scores_on_a_synthetic_gp_draw_are_standard_normal(train_frames, rng):
     Lk = np.linalg.cholesky(K + 1e-8 * np.eye(len(K)))
     n_atoms = np.array([len(a) for a in frames])
     zs = []
-    for _ in range(12):
+    for _ in range(n_draws):
         eps = Lk @ rng.normal(size=len(K))
         y = np.bincount(owner, weights=eps) + noise * np.sqrt(n_atoms) * rng.normal(size=len(frames))
         for a, e in zip(frames, y):
             a.info["energy"] = float(e)
         model = GAP(soap, zeta=zeta, delta=delta, energy_noise=noise, use_forces=False,
-                    n_sparse=10_000, e0="zero", calibrate=False).fit(frames[:50])
+                    n_sparse=10_000, e0="zero", calibrate=calibrate,
+                    valid_fraction=0.2).fit(frames[:50])
         pred, std = model.predict(frames[50:], return_std=True, forces=False)
         zs.append((pred.energy - y[50:]) / std.energy)
-    z = np.concatenate(zs)
+    return np.concatenate(zs)
+
+
+def test_z_scores_on_a_synthetic_gp_draw_are_standard_normal(train_frames, rng):
+    """The raw DTC std is exact for data drawn from the model's own prior."""
+    z = _gp_draw_z_scores(train_frames, rng, calibrate=False)
     assert abs(z.mean()) < 0.2
     assert 0.85 < z.std() < 1.15
     assert 0.9 < np.mean(np.abs(z) < 1.96) < 0.99
+
+
+def test_calibrated_std_on_a_synthetic_gp_draw_has_zms_one(train_frames, rng):
+    """The default calibration (held-out split) keeps an exact std calibrated: ZMS ~ 1 and
+    nominal coverage on held-out draws."""
+    z = _gp_draw_z_scores(train_frames, rng, calibrate=True, n_draws=8)
+    assert 0.75 < np.mean(z ** 2) < 1.33
+    assert 0.9 < np.mean(np.abs(z) < 1.96) < 0.985
 
 
 def test_flags_absolute_and_relative(small_model, test_frames):
