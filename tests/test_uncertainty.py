@@ -207,3 +207,38 @@ def test_recalibration_is_stored_and_applied(small_model, test_frames, tmp_path)
     _, std2 = load(path).predict(test, return_std=True)
     np.testing.assert_allclose(std2.energy, std_new.energy, rtol=1e-10)
     np.testing.assert_allclose(std2.forces[0], std_new.forces[0], rtol=1e-10)
+
+
+def test_fast_force_std_follows_the_exact_one_within_its_stated_band(calibrated_model,
+                                                                      test_frames):
+    """The fast per-atom force std tracks the exact (kernel Hessian) std: on new frames
+    most atoms fall inside the 5-95 % band of fast/exact recorded at calibration."""
+    model = calibrated_model
+    frames = test_frames[:12]
+    _, fast = model.predict(frames, return_std=True, force_std="fast")
+    _, exact = model.predict(frames, return_std=True, force_std="exact")
+    assert model.force_std_mode() == "fast"
+    z = np.concatenate([a.numbers for a in frames])
+    ratio = (np.concatenate([f[:, 0] for f in fast.forces_epistemic])
+             / np.sqrt(np.mean(np.concatenate(exact.forces_epistemic) ** 2, axis=1)))
+    for s, (lo, mid, hi) in model.calibration_.fast_force_ratio.items():
+        r = ratio[z == s]
+        inside = np.mean((r > lo / 1.25) & (r < hi * 1.25))
+        assert inside > 0.8, (s, inside, (lo, mid, hi))
+        assert 0.5 < np.median(r) / mid < 2.0
+    # energies do not depend on the force mode
+    np.testing.assert_allclose(fast.energy, exact.energy, rtol=1e-12)
+
+
+def test_default_calibration_survives_save_and_load(calibrated_model, test_frames, tmp_path):
+    from gapkit import load
+
+    path = calibrated_model.save(tmp_path / "cal.npz")
+    back = load(path)
+    assert back.calibration_ == calibrated_model.calibration_
+    _, s0 = calibrated_model.predict(test_frames[:3], return_std=True)
+    _, s1 = back.predict(test_frames[:3], return_std=True)
+    np.testing.assert_allclose(s1.energy, s0.energy, rtol=1e-12)
+    for a, b in zip(s0.forces, s1.forces):
+        np.testing.assert_allclose(b, a, rtol=1e-12)
+    assert back.flag_reference() == calibrated_model.flag_reference()
