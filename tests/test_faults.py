@@ -155,6 +155,15 @@ def test_an_all_nan_fit_is_refused_before_it_is_written():
         gapkit.GAP(delta=np.inf).fit(frames)
 
 
+def test_a_nan_state_is_never_written(small_model, tmp_path):
+    from gapkit.model import model_file
+
+    state = small_model.state_.replace(alpha=np.full_like(small_model.alpha_, np.nan))
+    with pytest.raises(ValueError, match="NaN or infinite values.*not saved"):
+        model_file.save(tmp_path / "nan.npz", state, {"e0": "lstsq"})
+    assert not list(tmp_path.iterdir())
+
+
 # ---------------------------------------------------------------- writes
 def test_files_are_written_with_the_umask(small_model, tmp_path):
     old = os.umask(0o022)

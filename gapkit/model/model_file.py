@@ -116,7 +116,18 @@ def save(path: str | os.PathLike, state: FittedState, params: dict, descriptor=N
     Returns
     -------
     pathlib.Path
+
+    Raises
+    ------
+    ValueError
+        If the state holds NaN or infinite numbers (nothing is written).
     """
+    bad = [name for name, arr in (("alpha", state.alpha), ("kmm_cholesky", state.kmm_cholesky),
+                                  ("posterior", state.posterior_factor))
+           if not np.all(np.isfinite(arr))]
+    if bad or not np.isfinite(state.delta):
+        raise ValueError(f"the fitted model has NaN or infinite values ({bad or 'delta'}): not "
+                         f"saved to '{path}'; refit with other hyperparameters")
     params = dict(params)
     if not isinstance(params.get("e0"), (str, dict)):
         params["e0"] = str(params["e0"])
