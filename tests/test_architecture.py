@@ -24,7 +24,7 @@ LAYERS = [
     ("gapkit.gp",),
     ("gapkit.model",),
     ("gapkit.uncertainty", "gapkit.calculator", "gapkit.diagnostics", "gapkit.plotting",
-     "gapkit.physics"),
+     "gapkit.physics", "gapkit.ipi", "gapkit.lammps"),
     ("gapkit.cli", "gapkit.__main__"),
 ]
 MAX_LINES = 520

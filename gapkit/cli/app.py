@@ -1,4 +1,4 @@
-"""Command-line interface: ``gapkit fit | evaluate | predict | recalibrate | learning-curve``.
+"""Command-line interface: ``gapkit fit | evaluate | predict | recalibrate | learning-curve | ipi``.
 
 One module per command (:mod:`gapkit.cli.fit`, :mod:`~gapkit.cli.evaluate`,
 :mod:`~gapkit.cli.predict`, :mod:`~gapkit.cli.recalibrate`,
@@ -23,11 +23,11 @@ import warnings
 from typing import Sequence
 
 from gapkit._version import __version__
-from gapkit.cli import evaluate, fit, learning_curve, predict, recalibrate
+from gapkit.cli import evaluate, fit, ipi, learning_curve, predict, recalibrate
 
 #: The sub-command modules, in the order of ``gapkit --help``.
 COMMANDS = {"fit": fit, "evaluate": evaluate, "predict": predict, "recalibrate": recalibrate,
-            "learning-curve": learning_curve}
+            "learning-curve": learning_curve, "ipi": ipi}
 #: Exceptions that are the user's to fix (ModelFileError is a ValueError; OSError
 #: covers missing, unreadable and unwritable files and directories).
 USER_ERRORS = (ValueError, TypeError, OSError)
