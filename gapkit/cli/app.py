@@ -23,11 +23,12 @@ import warnings
 from typing import Sequence
 
 from gapkit._version import __version__
-from gapkit.cli import evaluate, fit, ipi, learning_curve, predict, recalibrate
+from gapkit.cli import check_data, evaluate, fit, ipi, learning_curve, predict, recalibrate
 
 #: The sub-command modules, in the order of ``gapkit --help``.
 COMMANDS = {"fit": fit, "evaluate": evaluate, "predict": predict, "recalibrate": recalibrate,
-            "learning-curve": learning_curve, "ipi": ipi}
+            "learning-curve": learning_curve, "ipi": ipi,
+            "check-data": check_data}
 #: Exceptions that are the user's to fix (ModelFileError is a ValueError; OSError
 #: covers missing, unreadable and unwritable files and directories).
 USER_ERRORS = (ValueError, TypeError, OSError)
