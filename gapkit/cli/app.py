@@ -1,4 +1,4 @@
-"""Command-line interface: ``gapkit fit | evaluate | predict | recalibrate | learning-curve | ipi``.
+"""Command-line interface: ``gapkit fit | evaluate | predict | recalibrate | ...`` (see :data:`COMMANDS`).
 
 One module per command (:mod:`gapkit.cli.fit`, :mod:`~gapkit.cli.evaluate`,
 :mod:`~gapkit.cli.predict`, :mod:`~gapkit.cli.recalibrate`,
@@ -23,11 +23,11 @@ import warnings
 from typing import Sequence
 
 from gapkit._version import __version__
-from gapkit.cli import check_data, evaluate, fit, ipi, learning_curve, predict, recalibrate
+from gapkit.cli import check_data, evaluate, fit, info, ipi, learning_curve, predict, recalibrate
 
 #: The sub-command modules, in the order of ``gapkit --help``.
 COMMANDS = {"fit": fit, "evaluate": evaluate, "predict": predict, "recalibrate": recalibrate,
-            "learning-curve": learning_curve, "ipi": ipi,
+            "learning-curve": learning_curve, "info": info, "ipi": ipi,
             "check-data": check_data}
 #: Exceptions that are the user's to fix (ModelFileError is a ValueError; OSError
 #: covers missing, unreadable and unwritable files and directories).

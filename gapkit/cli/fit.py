@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import sys
 import time
+from pathlib import Path
 
+from gapkit._version import __version__
 from gapkit.cli.common import (add_model_arguments, check_output_path, format_errors,
                                model_from_args, resolve_training_files)
 from gapkit.data import read_frames, split_isolated
@@ -30,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     """Handler of ``gapkit fit``: fit, print train (and test) errors, save; returns 0."""
     train, test, e0 = resolve_training_files(args.train, args.test, args.e0)
     check_output_path(args.output, inputs=[*train, *(test or []), *(args.valid or [])])
-    frames = read_frames(train)
+    per_file = [read_frames([path]) for path in train]
+    frames = [atoms for file_frames in per_file for atoms in file_frames]
     model = model_from_args(args, e0, verbose=args.verbose)
     t0 = time.perf_counter()
     model.fit(frames, valid=read_frames(args.valid) if args.valid else None)
@@ -47,6 +52,44 @@ def run(args: argparse.Namespace) -> int:
     if test:
         test_frames = split_isolated(read_frames(test))[0]
         print(format_errors("test", error_metrics(model.predict(test_frames), test_frames, model.label_keys)))
+    model.extra_ = {**model.extra_, "provenance": provenance(args, train, per_file)}
     path = model.save(args.output)
     print(f"Model written to {path}")
     return 0
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 hex digest of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def provenance(args: argparse.Namespace, train: list[str], per_file: list[list]) -> dict:
+    """What made a model: the command line, the resolved flags, the gapkit version and
+    each training (and validation) file with its SHA-256 and number of frames.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed ``gapkit fit`` flags.
+    train : list of str
+        The training files, as resolved (the default data included).
+    per_file : list of list of ase.Atoms
+        The frames read from each training file.
+
+    Returns
+    -------
+    dict
+        JSON-able; stored as ``model.extra_["provenance"]``.
+    """
+    def record(path, n):
+        return {"path": str(Path(path).resolve()), "sha256": file_sha256(path), "n_frames": n}
+
+    config = {k: v for k, v in vars(args).items() if not callable(v)}
+    return {"command": list(sys.argv), "gapkit_version": __version__,
+            "config": config,
+            "training_files": [record(p, len(f)) for p, f in zip(train, per_file)],
+            "validation_files": [record(p, None) for p in (args.valid or [])]}
