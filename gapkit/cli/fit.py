@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -11,8 +12,10 @@ from pathlib import Path
 from gapkit._version import __version__
 from gapkit.cli.common import (add_model_arguments, check_output_path, format_errors,
                                model_from_args, resolve_training_files)
+from gapkit.cli.config import DEFAULTS_ATTR, add_config_arguments, config_of, resolve
 from gapkit.data import read_frames, split_isolated
 from gapkit.metrics import error_metrics
+from gapkit.utils import to_jsonable
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -27,11 +30,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "held-out --valid-fraction of the training frames")
     add_model_arguments(f)
     f.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_config_arguments(f)
     return f
 
 
 def run(args: argparse.Namespace) -> int:
-    """Handler of ``gapkit fit``: fit, print train (and test) errors, save; returns 0."""
+    """Handler of ``gapkit fit``: fit, print train (and test) errors, save; returns 0.
+
+    With ``--config FILE`` the flags not given on the command line come from the file;
+    ``--dump-config`` prints the resolved config (JSON) and returns without fitting.
+    """
+    if hasattr(args, DEFAULTS_ATTR):
+        args = resolve(args)
+    if getattr(args, "dump_config", False):
+        print(json.dumps(to_jsonable(config_of(args)), indent=2))
+        return 0
     train, test, e0 = resolve_training_files(args.train, args.test, args.e0)
     check_output_path(args.output, inputs=[*train, *(test or []), *(args.valid or [])])
     per_file = [read_frames([path]) for path in train]
@@ -88,7 +101,7 @@ def provenance(args: argparse.Namespace, train: list[str], per_file: list[list])
     def record(path, n):
         return {"path": str(Path(path).resolve()), "sha256": file_sha256(path), "n_frames": n}
 
-    config = {k: v for k, v in vars(args).items() if not callable(v)}
+    config = config_of(args)
     return {"command": list(sys.argv), "gapkit_version": __version__,
             "config": config,
             "training_files": [record(p, len(f)) for p, f in zip(train, per_file)],
