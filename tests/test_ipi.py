@@ -135,3 +135,48 @@ def test_ipi_nvt_run_over_unix_socket(small_model, train_frames, tmp_path):
         assert xtr["energy_std"] == pytest.approx(calc.results["energy_std"], rel=1e-5)
         assert xtr["energy_std"] > 0 and np.all(np.array(xtr["forces_std"]) > 0)
         assert xtr["flagged"] == 1 and len(xtr["flagged_atoms"]) == len(atoms)
+
+
+def test_serve_sends_the_virial_of_a_periodic_cell(tmp_path):
+    """ASE's i-PI server (SocketIOCalculator) receives the GAP's energy, forces and stress."""
+    import threading
+
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.calculators.socketio import SocketIOCalculator
+
+    from gapkit import GAP, SOAP
+    from gapkit.ipi import serve
+
+    frames = []
+    for k in range(4):
+        a = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 1, 1))
+        a.set_cell(a.cell.array * (1 + 0.01 * k), scale_atoms=True)
+        a.rattle(0.05, seed=k)
+        a.calc = EMT()
+        a.get_potential_energy(), a.get_forces(), a.get_stress()
+        frames.append(a)
+    model = GAP(SOAP(r_cut=3.5, n_max=3, l_max=2), n_sparse=10, e0="zero", calibrate=False,
+                random_state=0).fit(frames)
+    atoms = frames[0].copy()
+    atoms.cell[1, 0] += 0.2  # triclinic
+    name = f"gapkit_test_{os.getpid()}"
+    result = {}
+    with SocketIOCalculator(unixsocket=name, timeout=60) as server:
+        thread = threading.Thread(target=lambda: result.update(
+            n=serve(model, atoms, unix=name, compute_std=False, connect_timeout=30)))
+        thread.start()
+        atoms.calc = server
+        energy, forces, stress = (atoms.get_potential_energy(), atoms.get_forces(),
+                                  atoms.get_stress())
+        atoms.positions[0, 0] += 0.01
+        energy2 = atoms.get_potential_energy()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and result["n"] == 2
+    ref = atoms.copy()
+    ref.positions[0, 0] -= 0.01
+    ref.calc = GAPCalculator(model)
+    assert energy == pytest.approx(ref.get_potential_energy(), abs=1e-9)
+    np.testing.assert_allclose(forces, ref.get_forces(), atol=1e-9)
+    np.testing.assert_allclose(stress, ref.get_stress(), atol=1e-10)
+    assert energy2 != pytest.approx(energy, abs=1e-6)
