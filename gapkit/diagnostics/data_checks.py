@@ -46,7 +46,7 @@ CONSISTENCY_FACTOR = 6.0
 #: Smallest allowed residual, eV (floor for noise-free data).
 CONSISTENCY_ATOL = 1e-4
 #: Near-duplicate tolerance: largest |Δr| of any atom, Å.
-DUPLICATE_TOL = 0.01
+DUPLICATE_TOL = 1e-3
 #: Exact-duplicate tolerance, Å.
 EXACT_TOL = 1e-8
 
