@@ -61,13 +61,17 @@ class GAPCalculator(Calculator):
         Compute every uncertainty at every call. Otherwise only what is asked for:
         ``energy_std`` or ``energies_std`` alone cost one triangular solve with the
         local-energy kernel rows; ``forces_std`` (and a flag threshold on forces) add
-        the force stds (the model's ``force_std`` mode: ``"fast"`` by default for a
-        calibrated model, about the cost of energies and forces).
+        the force stds (see ``force_std``).
     flag_threshold : FlagThreshold, optional
         When set, every calculation records whether the epistemic uncertainty passes
         the threshold (``results["flagged"]``, ``results["flagged_atoms"]``) and
         appends an entry to :attr:`flag_log`. Relative thresholds (``3x``) are
         multiples of ``model.flag_reference()``.
+    force_std : {"fast", "exact"}, default "fast"
+        Force stds of a calibrated model: ``"fast"`` (per atom, about the cost of
+        energies and forces: cheap enough for every MD step) or ``"exact"`` (every
+        component, ~25x the cost; the more adaptive one). Uncalibrated models are
+        always exact.
     on_flag : {"record", "warn", "raise"}, default "record"
         What to do when a flag fires: only record it, also log a warning, or raise
         :class:`gapkit.uncertainty.UncertaintyExceeded` (which stops an ASE dynamics
@@ -91,7 +95,8 @@ class GAPCalculator(Calculator):
     nolabel = True
 
     def __init__(self, model, *, compute_std: bool = False,
-                 flag_threshold: FlagThreshold | None = None, on_flag: str = "record", **kwargs):
+                 flag_threshold: FlagThreshold | None = None, on_flag: str = "record",
+                 force_std: str = "fast", **kwargs):
         super().__init__(**kwargs)
         check_is_fitted(model, "state_")
         if on_flag not in ("record", "warn", "raise"):
@@ -100,6 +105,9 @@ class GAPCalculator(Calculator):
         self.compute_std = compute_std
         self.flag_threshold = flag_threshold
         self.on_flag = on_flag
+        if force_std not in ("fast", "exact"):
+            raise ValueError(f"force_std must be 'fast' or 'exact', got {force_std!r}")
+        self.force_std = force_std
         self.flag_log: list[dict] = []
         self.n_calls = 0
 
@@ -125,14 +133,14 @@ class GAPCalculator(Calculator):
         model = self.model
         model.check_structure(atoms)
         want_e, want_f = self._wanted(properties)
-        exact = want_f and model.force_std_mode() == "exact"
+        exact = want_f and model.force_std_mode(self.force_std) == "exact"
         r = model.predict_structure(atoms, forces=True, stress=want_stress, keep_gradients=exact)
         self.results = {"energy": r.energy, "free_energy": r.energy,
                         "energies": r.energies, "forces": r.forces}
         if want_stress:
             self.results["stress"] = r.stress
         if want_e:
-            std = model.std_structure(atoms, r, forces=want_f)
+            std = model.std_structure(atoms, r, forces=want_f, force_std=self.force_std)
             self.results.update(
                 energy_std=float(std.energy[0]), energies_std=std.energies[0],
                 energy_std_epistemic=float(std.energy_epistemic[0]),

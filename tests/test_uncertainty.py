@@ -217,7 +217,7 @@ def test_fast_force_std_follows_the_exact_one_within_its_stated_band(calibrated_
     frames = test_frames[:12]
     _, fast = model.predict(frames, return_std=True, force_std="fast")
     _, exact = model.predict(frames, return_std=True, force_std="exact")
-    assert model.force_std_mode() == "fast"
+    assert model.force_std_mode("fast") == "fast" and model.force_std_mode() == "exact"
     z = np.concatenate([a.numbers for a in frames])
     ratio = (np.concatenate([f[:, 0] for f in fast.forces_epistemic])
              / np.sqrt(np.mean(np.concatenate(exact.forces_epistemic) ** 2, axis=1)))

@@ -129,9 +129,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                         "(added back to the fit afterwards; default 0.1)")
     p.add_argument("--no-calibrate", action="store_true",
                    help="keep the raw (uncalibrated) DTC std")
-    p.add_argument("--force-std", default="fast", choices=["fast", "exact"],
-                   help="force stds of the calibrated model: per atom from the local-energy "
-                        "variances (fast, default) or every component (exact)")
+    p.add_argument("--force-std", default="exact", choices=["fast", "exact"],
+                   help="force stds of predict/evaluate: every component (exact, default) or "
+                        "per atom from the local-energy variances (fast, calibrated models)")
     add_label_keys(p)
 
 
@@ -203,7 +203,7 @@ def model_from_args(args: argparse.Namespace, e0: str, verbose: bool = False) ->
                use_virials=not args.no_virials, random_state=args.seed,
                calibrate=not getattr(args, "no_calibrate", False),
                valid_fraction=getattr(args, "valid_fraction", 0.1),
-               force_std=getattr(args, "force_std", "fast"), verbose=verbose)
+               force_std=getattr(args, "force_std", "exact"), verbose=verbose)
 
 
 def format_errors(name: str, m: dict) -> str:

@@ -16,8 +16,9 @@ likelihood of the validation errors, ``sum_k log N(e_k; 0, var_k)``:
    ~0 where the labels are noise-free and the learned "noise" was model error.
 2. **Fast force stds**, per species: multipliers that map the neighbourhood sums of
    the local-energy Nyström and posterior terms onto the calibrated exact force
-   variance of step 1 on the validation atoms (no labels enter), with the exact
-   aleatoric scale; the spread of fast over exact std on those atoms is recorded.
+   variance of step 1 on the validation atoms (no labels enter; atoms whose force is
+   fixed by symmetry are left out), with the exact aleatoric scale; the spread of fast
+   over exact std on those atoms is recorded.
 
 The calibrated model also records the typical (RMS) epistemic stds of the validation
 set, the unit of relative flag thresholds.
@@ -42,6 +43,9 @@ logger = logging.getLogger(__name__)
 #: DTC value, scale 1): a scale the validation errors do not determine stays near 1
 #: instead of drifting to a bound, where it would decide the std far from the data.
 LOG_SCALE_PRIOR_STD = 3.0
+#: Atoms whose exact epistemic force variance is below this fraction of the median
+#: are taken as fixed by symmetry and left out of the fast-force map.
+SYMMETRY_FLOOR = 0.01
 #: The knee of the Nyström map is this many times the largest ``rho`` of the
 #: validation data: one decade beyond the calibrated range the raw term returns.
 KNEE_FACTOR = 10.0
@@ -143,45 +147,34 @@ def fit_fast_force_scales(exact: Term3, fast: Term3, scale: VarianceScale, delta
     -------
     scale : VarianceScale
     ratio : list of float
-        5th, 50th and 95th percentiles of fast over exact epistemic std on these atoms.
+        5th, 50th and 95th percentiles of fast over exact epistemic std on these atoms
+        (those whose force is not fixed by symmetry).
     """
     n_ex = epistemic_variance(Term3(exact.nystrom, 0 * exact.posterior, exact.prior),
                               VarianceScale(1.0, 0.0, 0.0, scale.exponent, scale.knee), delta)
+    e_all = epistemic_variance(exact, scale, delta)
+    # atoms whose force is fixed by symmetry (exact variance ~0, e.g. a perfect crystal
+    # under strain) say nothing about the map: the fast form cannot see symmetry, so
+    # it is conservative there; the map is fitted on the others
+    live = e_all > SYMMETRY_FLOOR * np.median(e_all[e_all > 0]) if np.any(e_all > 0) else e_all >= 0
     ok = (fast.prior > 0) & (exact.prior > 0)
     cN = float(np.median(exact.prior[ok] / fast.prior[ok])) if np.any(ok) else 1.0
     rho = fast.rho(delta)
     knee = float(min(1.0, KNEE_FACTOR * rho.max())) if rho.size and rho.max() > 0 else 1.0
     x = np.minimum(0.0, np.log(np.maximum(rho, 1e-300) / knee))
-    good = ok & (n_ex > 0) & (fast.nystrom > 0) & (x < 0)
+    good = ok & live & (n_ex > 0) & (fast.nystrom > 0) & (x < 0)
     y = np.log(n_ex[good] / (cN * fast.nystrom[good])) if np.any(good) else np.zeros(0)
     expo = float(np.clip(np.sum(x[good] * y) / np.sum(x[good] ** 2), *EXPONENT_BOUNDS)
                  ) if np.any(good) else scale.exponent
-    okp = (exact.posterior > 0) & (fast.posterior > 0)
+    okp = live & (exact.posterior > 0) & (fast.posterior > 0)
     cP = scale.posterior * (float(np.exp(np.mean(np.log(exact.posterior[okp] / fast.posterior[okp]))))
                             if np.any(okp) else 1.0)
     out = VarianceScale(cN, cP, scale.aleatoric, expo, knee)
     f = epistemic_variance(fast, out, delta)
     e = epistemic_variance(exact, scale, delta)
-    pos = (e > 0) & (f >= 0)
+    pos = live & (e > 0) & (f >= 0)
     r = np.sqrt(f[pos] / e[pos]) if np.any(pos) else np.ones(1)
     return out, [float(v) for v in np.percentile(r, [5, 50, 95])]
-
-
-def _rescaled(scale: VarianceScale, err2: np.ndarray, epi: np.ndarray, ale: float
-              ) -> VarianceScale:
-    """``scale`` with its epistemic multipliers times the maximum-likelihood factor ``m``
-    of ``var = m epi + s_A sigma**2`` on the validation force errors (so that the fast
-    std is calibrated on the errors themselves, with the shape of the exact one)."""
-    e2 = np.asarray(err2, dtype=np.float64).reshape(len(epi), -1)
-
-    def objective(theta):
-        var = np.broadcast_to((np.exp(theta[0]) * epi + scale.aleatoric * ale)[:, None], e2.shape)
-        return _nll(e2, var) + 0.5 * (theta[0] / LOG_SCALE_PRIOR_STD) ** 2
-
-    res = minimize(objective, np.zeros(1), method="L-BFGS-B", bounds=[LOG_SCALE_BOUNDS])
-    m = float(np.exp(res.x[0]))
-    return VarianceScale(scale.nystrom * m, scale.posterior * m, scale.aleatoric, scale.exponent,
-                         scale.knee)
 
 
 def validation_parts(state: FittedState, atoms: Atoms, pred, ref_forces) -> VarianceParts:
@@ -244,11 +237,8 @@ def fit_calibration(state: FittedState, frames: Sequence[Atoms], parts: Sequence
         for s in np.unique(z):
             m = z == s
             fu = Term3(u.nystrom[m], u.posterior[m], u.prior[m])
-            sc, ratios[int(s)] = fit_fast_force_scales(
+            fast[int(s)], ratios[int(s)] = fit_fast_force_scales(
                 Term3(ex.nystrom[m], ex.posterior[m], ex.prior[m]), fu, scales[int(s)], d)
-            fast[int(s)] = _rescaled(sc, f_err[m] ** 2, epistemic_variance(fu, sc, d), sF2)
-            gain = np.sqrt(fast[int(s)].nystrom / sc.nystrom)
-            ratios[int(s)] = [float(r * gain) for r in ratios[int(s)]]
     cal = Calibration(energy=energy, forces=scales, forces_fast=fast, source=source)
     cal = Calibration(energy=energy, forces=scales, forces_fast=fast, source=source,
                       reference=_reference_stds(state.replace(calibration=cal), parts, frames,
@@ -266,16 +256,18 @@ def _stack(ts: Sequence[Term3]) -> Term3:
 
 def _reference_stds(state: FittedState, parts: Sequence[VarianceParts],
                     frames: Sequence[Atoms], forces: bool) -> dict:
-    """RMS calibrated epistemic stds of the validation set (the unit of ``3x``)."""
+    """Typical calibrated epistemic stds of the most uncertain atom of a validation frame
+    (root-mean-square over the frames of each frame's largest local-energy std and
+    largest force-component std): the unit of relative flags (``3x``)."""
     if state.calibration.has_fast_forces:
         parts = [VarianceParts(p.numbers, p.energy, p.energies, None, p.neighbours)
                  for p in parts]
     std = collect_std(state, parts, frames, forces=forces and all(
         p.forces is not None or p.neighbours is not None for p in parts))
-    out = {"energy_per_atom": float(np.sqrt(np.mean(np.concatenate(std.energies_epistemic) ** 2)))}
+    out = {"energy_per_atom": float(np.sqrt(np.mean([np.max(e) ** 2
+                                                     for e in std.energies_epistemic])))}
     if std.forces_epistemic is not None:
-        per_atom = np.concatenate([f.max(axis=1) for f in std.forces_epistemic])
-        out["forces"] = float(np.sqrt(np.mean(per_atom ** 2)))
+        out["forces"] = float(np.sqrt(np.mean([np.max(f) ** 2 for f in std.forces_epistemic])))
     return out
 
 

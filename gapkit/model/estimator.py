@@ -122,11 +122,14 @@ class GAP(BaseEstimator):
         of the split) leaves the raw DTC std, with a warning.
     valid_fraction : float, default 0.1
         Held-out fraction for the calibration.
-    force_std : {"fast", "exact"}, default "fast"
-        Force stds of a calibrated model: ``"fast"`` (per atom, from the local-energy
-        variances of its neighbourhood; costs about as much as energies and forces)
-        or ``"exact"`` (every component from the kernel Hessian; roughly a training
-        row per atom). Uncalibrated models always use the exact form.
+    force_std : {"exact", "fast"}, default "exact"
+        Force stds of :meth:`predict`: ``"exact"`` (every component from the kernel
+        Hessian; roughly a training row per atom; the best calibrated and most
+        adaptive) or ``"fast"`` (calibrated models only: per atom, from the
+        local-energy variances of its neighbourhood, mapped onto the exact std; costs
+        about as much as energies and forces, less adaptive). The ASE calculator uses
+        ``"fast"`` by default (every MD step). Uncalibrated models always use the
+        exact form.
     verbose : bool, default False
         Show progress bars.
 
@@ -161,7 +164,7 @@ class GAP(BaseEstimator):
                  use_virials: bool = True, use_forces: bool = True, chunk_size: int = 32,
                  n_jobs: int | None = None,
                  baseline=None, random_state=None, calibrate: bool = True,
-                 valid_fraction: float = 0.1, force_std: str = "fast", verbose: bool = False):
+                 valid_fraction: float = 0.1, force_std: str = "exact", verbose: bool = False):
         self.descriptor = descriptor
         self.zeta = zeta
         self.delta = delta
@@ -357,9 +360,10 @@ class GAP(BaseEstimator):
 
     def flag_reference(self) -> dict:
         """Reference stds of relative flag thresholds (``FlagThreshold(relative=3)``):
-        ``{"forces": eV/Å, "energy_per_atom": eV}``. Calibrated models: the RMS
-        epistemic stds (largest force component per atom, local energies) on the
-        calibration set; otherwise the learned noises sigma_F and sigma_E."""
+        ``{"forces": eV/Å, "energy_per_atom": eV}``. Calibrated models: the typical
+        epistemic stds of the most uncertain atom of a calibration frame (largest
+        force component, largest local energy; RMS over the frames); otherwise the
+        learned noises sigma_F and sigma_E."""
         state = self._state()
         if state.calibration.reference:
             return dict(state.calibration.reference)

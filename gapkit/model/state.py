@@ -133,10 +133,10 @@ class Calibration:
         local-energy variances, see :mod:`gapkit.model.variance`); empty when the
         model was not calibrated, in which case force stds are exact.
     reference : dict
-        Typical (root-mean-square) calibrated epistemic stds on the calibration set:
-        ``"energy_per_atom"`` (eV/atom, local energies) and ``"forces"`` (eV/Å, per
-        atom, largest component). Relative flag thresholds (``3x``) are multiples of
-        these.
+        Typical calibrated epistemic stds of the most uncertain atom of a calibration
+        frame (root-mean-square over the frames of the frame's largest value):
+        ``"energy_per_atom"`` (eV, local energies) and ``"forces"`` (eV/Å, largest
+        component). Relative flag thresholds (``3x``) are multiples of these.
     source : str or None
         What the scales were fitted on (e.g. ``"validation split: 20 of 200 frames"``);
         ``None`` means the raw DTC variance (not calibrated).

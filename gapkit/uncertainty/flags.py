@@ -60,11 +60,11 @@ class FlagThreshold:
         structure's energy std divided by its atom count.
     relative : float, optional
         Threshold as a multiple of the model's reference stds (``GAP.flag_reference()``):
-        for a calibrated model the typical (root-mean-square) epistemic stds on its
-        calibration set, i.e. ``3x`` flags an atom whose largest force-component std,
-        or local-energy std, is more than three times what it typically is on data
-        like the training data; for an uncalibrated model the learned noises
-        ``sigma_F``, ``sigma_E``.
+        for a calibrated model the typical epistemic stds of the most uncertain atom of
+        a calibration frame, i.e. ``3x`` flags an atom whose largest force-component
+        std, or local-energy std, is more than three times what the most uncertain
+        atom of a typical frame like the training data has; for an uncalibrated model
+        the learned noises ``sigma_F``, ``sigma_E``.
     use : {"epistemic", "total"}, default "epistemic"
         Which std is compared. Epistemic is what grows under extrapolation.
 
