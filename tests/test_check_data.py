@@ -178,3 +178,12 @@ def test_cli_human_output_has_the_worst_frames_table(tmp_path, capsys):
     assert main(["check-data", str(path), "--folds", "2", "--max-train", "6", "--n-sparse", "8"]) == 0
     out = capsys.readouterr().out
     assert "index" in out and "config_type" in out and "energy-force consistency: trajectory" in out
+
+
+def test_forces_in_kcal_per_mol_raise_a_unit_warning():
+    frames = read(default_data_dir() / "train.xyz", ":40")
+    for a in frames:
+        _relabel(a, a.get_potential_energy(), a.get_forces() * 23.06)
+    units_ = check_data(frames, scores=False)["units"]
+    assert units_["force_energy_ratio"] > 2000
+    assert any("eV/Å" in w for w in units_["warnings"])

@@ -4,7 +4,7 @@ Outlier scores from K-fold residuals
 ------------------------------------
 The frames (isolated atoms excepted) are split at random into ``n_folds`` folds over
 structures. For each fold a small, fast GAP (SOAP ``n_max=4, l_max=3, r_cut=4 Å``,
-``n_sparse=80`` per species, calibrated std; at most ``max_train`` frames drawn from
+``n_sparse=60`` per species, calibrated std; at most ``max_train`` frames drawn from
 the other folds) is fitted and predicts the held-out frames with their predictive
 std (:class:`gapkit.PredictionStd`, total = epistemic + aleatoric). Per frame:
 
@@ -56,12 +56,14 @@ __all__ = ["THRESHOLD", "FOLD_SOAP", "check_data", "fold_model", "worst_frames"]
 THRESHOLD = 4.0
 #: The largest per-atom force z counts as a frame score after division by this.
 MAX_ATOM_RATIO = 2.0
+#: Smallest number of frames of one composition whose scores are rescaled.
+MIN_GROUP = 10
 #: SOAP of the fold models: small and fast (eV, Å).
 FOLD_SOAP = dict(r_cut=4.0, n_max=4, l_max=3, sigma=0.5)
 
 
-def fold_model(n_sparse: int = 80, e0: str | dict = "lstsq", keys: LabelKeys | None = None,
-               random_state=None) -> GAP:
+def fold_model(n_sparse: int = 60, e0: str | dict = "lstsq", keys: LabelKeys | None = None,
+               random_state=None, force_std: str = "fast") -> GAP:
     """The unfitted small GAP fitted once per fold.
 
     Parameters
@@ -73,6 +75,9 @@ def fold_model(n_sparse: int = 80, e0: str | dict = "lstsq", keys: LabelKeys | N
     keys : LabelKeys, optional
         Where the labels live.
     random_state : int, RandomState or None
+    force_std : {"fast", "exact"}, default "fast"
+        Calibrated force stds per atom from local-energy variances (fast), or every
+        component exactly (several times slower on 1000 frames).
 
     Returns
     -------
@@ -81,7 +86,8 @@ def fold_model(n_sparse: int = 80, e0: str | dict = "lstsq", keys: LabelKeys | N
     keys = keys or LabelKeys()
     return GAP(SOAP(**FOLD_SOAP), n_sparse=n_sparse, e0=e0, energy_key=keys.energy,
                forces_key=keys.forces, virial_key=keys.virial, stress_key=keys.stress,
-               use_virials=keys.use_virials, calibrate=True, random_state=random_state)
+               use_virials=keys.use_virials, calibrate=True, random_state=random_state,
+               force_std=force_std)
 
 
 def _is_isolated(atoms: Atoms) -> bool:
@@ -116,12 +122,41 @@ def _fold_scores(frames: list, labels: list, idx: np.ndarray, template: GAP, n_f
     return out
 
 
+def _rescale(frames: list, fold: dict) -> dict:
+    """Divide the scores of each composition by their robust scale (in place).
+
+    The energy scores of clean frames are |z| of a unit Gaussian when σ is right, with
+    median 0.6745; the force scores are RMS z of many components, with median about 1.
+    A σ that is off by a constant factor for one composition (a small fold model, a
+    composition with few frames) moves that median; dividing by ``median / reference``
+    undoes it, and a few wrong frames cannot move a median. Compositions with fewer
+    than :data:`MIN_GROUP` frames keep the raw scores. Returns
+    ``{formula: {"energy": factor, "forces": factor, "n_frames": n}}``.
+    """
+    groups: dict[str, list[int]] = {}
+    for k in fold:
+        groups.setdefault(frames[k].get_chemical_formula(), []).append(k)
+    scales = {}
+    for formula, idx in sorted(groups.items()):
+        if len(idx) < MIN_GROUP:
+            continue
+        e = np.median([fold[k][0] for k in idx]) / 0.6745
+        f = np.median([fold[k][1] for k in idx])
+        e, f = (float(x) if x > 0 else 1.0 for x in (e, f))
+        for k in idx:
+            es, fs, de, se = fold[k]
+            fold[k] = (es / e, fs / f, de, se)
+        scales[formula] = {"energy": e, "forces": f, "n_frames": len(idx)}
+    return scales
+
+
 def check_data(frames: Sequence[Atoms] | Atoms, *, e0: str | dict = "lstsq",
-               keys: LabelKeys | None = None, n_folds: int = 5, max_train: int = 400,
-               n_sparse: int = 80, model: GAP | None = None, threshold: float = THRESHOLD,
+               keys: LabelKeys | None = None, n_folds: int = 5, max_train: int = 300,
+               n_sparse: int = 60, model: GAP | None = None, threshold: float = THRESHOLD,
                order_key: str | None = None, duplicate_tol: float = DUPLICATE_TOL,
                max_step: float = MAX_STEP, consistency_factor: float = CONSISTENCY_FACTOR,
                consistency_atol: float = CONSISTENCY_ATOL, scores: bool = True,
+               robust_scale: bool = True,
                random_state=0) -> dict:
     """Score every frame of a labelled data set for wrong labels (module docstring).
 
@@ -137,11 +172,12 @@ def check_data(frames: Sequence[Atoms] | Atoms, *, e0: str | dict = "lstsq",
         ``energy``/``forces``).
     n_folds : int, default 5
         Folds over structures (at least 2).
-    max_train : int, default 400
+    max_train : int, default 300
         Largest number of frames each fold model is fitted on (drawn at random from the
-        other folds; it sets the cost: 5 folds on 1000 rMD17 ethanol frames took 43 s
-        on two shared cores).
-    n_sparse : int, default 80
+        other folds; it sets the cost: 5 folds on 1000 rMD17 ethanol frames took 35 s
+        on two shared cores, idle; about twice that under load; 400 frames x 80 sparse
+        points: 43 s idle, 119 s loaded, more sensitive).
+    n_sparse : int, default 60
         Sparse points per species of the fold models.
     model : GAP, optional
         An unfitted GAP to clone for the folds instead of :func:`fold_model`.
@@ -157,6 +193,10 @@ def check_data(frames: Sequence[Atoms] | Atoms, *, e0: str | dict = "lstsq",
         Å, robust standard deviations, eV.
     scores : bool, default True
         Fit the fold models (False: only the model-free checks; every score is 0).
+    robust_scale : bool, default True
+        Divide the scores of each composition (with at least :data:`MIN_GROUP`
+        frames) by their median over the reference median, so that a σ of the small
+        fold models that is off by a constant factor does not flag or hide frames.
     random_state : int, RandomState or None, default 0
         Folds, training subsets and the fold models' seeds.
 
@@ -191,13 +231,14 @@ def check_data(frames: Sequence[Atoms] | Atoms, *, e0: str | dict = "lstsq",
     if isinstance(e0, str) and e0 == "isolated":
         e0 = isolated_atom_energies(frames, keys)
     idx = np.array([k for k, a in enumerate(frames) if not _is_isolated(a)], dtype=int)
-    fold = {}
+    fold, scales = {}, {}
     if scores:
         if len(idx) < 2 * n_folds:
             raise ValueError(f"check_data needs at least {2 * n_folds} frames with more than one atom "
                              f"for {n_folds} folds, got {len(idx)}")
         template = model if model is not None else fold_model(n_sparse, e0, keys)
         fold = _fold_scores(frames, labels, idx, template, int(n_folds), int(max_train), rng)
+        scales = _rescale(frames, fold) if robust_scale else {}
 
     if order_key is None:
         order = list(range(len(frames)))
@@ -243,7 +284,8 @@ def check_data(frames: Sequence[Atoms] | Atoms, *, e0: str | dict = "lstsq",
             "threshold": float(threshold),
             "fold_model": {"n_folds": int(n_folds), "max_train": int(max_train),
                            "n_sparse": int(n_sparse), "soap": dict(FOLD_SOAP),
-                           "custom_model": model is not None, "scored": bool(scores)},
+                           "custom_model": model is not None, "scored": bool(scores),
+                           "score_scales": scales},
             "consistency": consistency, "duplicates": exact, "near_duplicates": near, "duplicate_tol": float(duplicate_tol),
             "statistics": label_statistics(frames, labels), "units": unit_sanity(frames, labels),
             "wall_time": time.perf_counter() - t_start}

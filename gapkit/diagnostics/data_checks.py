@@ -240,11 +240,12 @@ def label_statistics(frames: Sequence[Atoms], labels: Sequence) -> dict:
 def unit_sanity(frames: Sequence[Atoms], labels: Sequence) -> dict:
     """Force scale against energy scale, and stress × volume against energy.
 
-    The per-atom energy spread (std of E/N after a per-species fit) and the RMS force
-    component times a bond length (1.5 Å) are both a few tenths of an eV for sampled
-    thermal data in eV and eV/Å (ratio ``force_energy_ratio`` between about 0.3 and 30);
-    forces in eV/Bohr, Hartree/Bohr or kcal/mol/Å, or energies in Hartree or kcal/mol,
-    move it by factors of 2 to 50. Reported with a warning outside [0.05, 200].
+    ``force_energy_ratio`` is the RMS force component times a bond length (1.5 Å)
+    over the per-atom energy spread (std of E/N after a per-species fit). In eV and
+    eV/Å it was 52 on the default xTB ethanol/methanol data and 86 on rMD17 ethanol
+    (thermal molecular data: tens); forces in kcal/mol/Å or Hartree/Bohr read as
+    eV/Å raise it 23 or 51 times, energies in kcal/mol or Hartree lower it as much.
+    A warning is given outside [2, 2000]: a coarse heuristic, not a proof.
 
     Returns
     -------
@@ -263,7 +264,7 @@ def unit_sanity(frames: Sequence[Atoms], labels: Sequence) -> dict:
     if out["energy_spread"] and out["force_rms"]:
         ratio = out["force_rms"] * 1.5 / out["energy_spread"]
         out["force_energy_ratio"] = ratio
-        if not 0.05 <= ratio <= 200:
+        if not 2 <= ratio <= 2000:
             warnings_.append(f"force scale x 1.5 Å is {ratio:.3g} times the per-atom energy "
                              "spread: are the forces in eV/Å and the energies in eV?")
     if any(getattr(lab, "virial", None) is not None for lab in labels) and out["energy_spread"] is not None:
