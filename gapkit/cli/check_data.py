@@ -23,8 +23,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--order-key", default=None,
                    help="info key giving the trajectory order (default: the input order)")
     p.add_argument("--folds", type=int, default=5, help="K-fold splits over structures (default 5)")
-    p.add_argument("--max-train", type=int, default=300,
-                   help="largest number of training frames per fold model (default 300)")
+    p.add_argument("--max-train", type=int, default=200,
+                   help="largest number of training frames per fold model (default 200)")
     p.add_argument("--n-sparse", type=int, default=60,
                    help="sparse points per species of the fold models (default 60)")
     p.add_argument("--threshold", type=float, default=THRESHOLD,

@@ -151,7 +151,7 @@ def _rescale(frames: list, fold: dict) -> dict:
 
 
 def check_data(frames: Sequence[Atoms] | Atoms, *, e0: str | dict = "lstsq",
-               keys: LabelKeys | None = None, n_folds: int = 5, max_train: int = 300,
+               keys: LabelKeys | None = None, n_folds: int = 5, max_train: int = 200,
                n_sparse: int = 60, model: GAP | None = None, threshold: float = THRESHOLD,
                order_key: str | None = None, duplicate_tol: float = DUPLICATE_TOL,
                max_step: float = MAX_STEP, consistency_factor: float = CONSISTENCY_FACTOR,
@@ -172,7 +172,7 @@ def check_data(frames: Sequence[Atoms] | Atoms, *, e0: str | dict = "lstsq",
         ``energy``/``forces``).
     n_folds : int, default 5
         Folds over structures (at least 2).
-    max_train : int, default 300
+    max_train : int, default 200
         Largest number of frames each fold model is fitted on (drawn at random from the
         other folds; it sets the cost: 5 folds on 1000 rMD17 ethanol frames took 35 s
         on two shared cores, idle; about twice that under load; 400 frames x 80 sparse
