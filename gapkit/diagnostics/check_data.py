@@ -63,7 +63,7 @@ FOLD_SOAP = dict(r_cut=4.0, n_max=4, l_max=3, sigma=0.5)
 
 
 def fold_model(n_sparse: int = 60, e0: str | dict = "lstsq", keys: LabelKeys | None = None,
-               random_state=None, force_std: str = "fast") -> GAP:
+               random_state=None, force_std: str = "fast", valid_fraction: float = 0.1) -> GAP:
     """The unfitted small GAP fitted once per fold.
 
     Parameters
@@ -78,6 +78,9 @@ def fold_model(n_sparse: int = 60, e0: str | dict = "lstsq", keys: LabelKeys | N
     force_std : {"fast", "exact"}, default "fast"
         Calibrated force stds per atom from local-energy variances (fast), or every
         component exactly (several times slower on 1000 frames).
+    valid_fraction : float, default 0.1
+        Fraction of each fold's training frames held out to calibrate the std (fixed
+        here, not the GAP default, so the scores do not move with it).
 
     Returns
     -------
@@ -87,7 +90,7 @@ def fold_model(n_sparse: int = 60, e0: str | dict = "lstsq", keys: LabelKeys | N
     return GAP(SOAP(**FOLD_SOAP), n_sparse=n_sparse, e0=e0, energy_key=keys.energy,
                forces_key=keys.forces, virial_key=keys.virial, stress_key=keys.stress,
                use_virials=keys.use_virials, calibrate=True, random_state=random_state,
-               force_std=force_std)
+               force_std=force_std, valid_fraction=valid_fraction)
 
 
 def _is_isolated(atoms: Atoms) -> bool:
