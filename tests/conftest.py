@@ -41,7 +41,7 @@ def small_model(train_frames):
 
 @pytest.fixture(scope="session")
 def calibrated_model(train_frames):
-    """A GAP calibrated by default (held-out 10 %) on 60 default-data frames (read-only)."""
+    """A GAP calibrated by default (held-out 20 %) on 60 default-data frames (read-only)."""
     from gapkit import GAP, SOAP
 
     frames = train_frames[:45] + train_frames[-15:]

@@ -124,9 +124,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--virial-noise", type=float, default=0.1, help="eV per sqrt(atom) (default 0.1)")
     p.add_argument("--optimize", action="store_true",
                    help="learn delta and the noises by maximum marginal likelihood")
-    p.add_argument("--valid-fraction", type=float, default=0.1,
+    p.add_argument("--valid-fraction", type=float, default=0.2,
                    help="fraction of the training frames held out to calibrate the std "
-                        "(added back to the fit afterwards; default 0.1)")
+                        "(added back to the fit afterwards; default 0.2)")
     p.add_argument("--no-calibrate", action="store_true",
                    help="keep the raw (uncalibrated) DTC std")
     p.add_argument("--force-std", default="exact", choices=["fast", "exact"],
@@ -202,7 +202,7 @@ def model_from_args(args: argparse.Namespace, e0: str, verbose: bool = False) ->
                virial_key=args.virial_key, stress_key=args.stress_key,
                use_virials=not args.no_virials, random_state=args.seed,
                calibrate=not getattr(args, "no_calibrate", False),
-               valid_fraction=getattr(args, "valid_fraction", 0.1),
+               valid_fraction=getattr(args, "valid_fraction", 0.2),
                force_std=getattr(args, "force_std", "exact"), verbose=verbose)
 
 

@@ -48,7 +48,7 @@ LOG_SCALE_PRIOR_STD = 3.0
 SYMMETRY_FLOOR = 0.01
 #: The knee of the Nyström map is this many times the largest ``rho`` of the
 #: validation data: one decade beyond the calibrated range the raw term returns.
-KNEE_FACTOR = 10.0
+KNEE_FACTOR = 1.0
 #: Bounds of the fitted quantities: log-scales and the Nyström exponent.
 LOG_SCALE_BOUNDS = (np.log(1e-8), np.log(1e6))
 EXPONENT_BOUNDS = (0.0, 8.0)

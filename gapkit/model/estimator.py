@@ -120,7 +120,7 @@ class GAP(BaseEstimator):
         rows, so no data is lost), or the ``valid`` frames given to :meth:`fit`
         (never trained on). Too small a data set (fewer than 3 frames on either side
         of the split) leaves the raw DTC std, with a warning.
-    valid_fraction : float, default 0.1
+    valid_fraction : float, default 0.2
         Held-out fraction for the calibration.
     force_std : {"exact", "fast"}, default "exact"
         Force stds of :meth:`predict`: ``"exact"`` (every component from the kernel
@@ -164,7 +164,7 @@ class GAP(BaseEstimator):
                  use_virials: bool = True, use_forces: bool = True, chunk_size: int = 32,
                  n_jobs: int | None = None,
                  baseline=None, random_state=None, calibrate: bool = True,
-                 valid_fraction: float = 0.1, force_std: str = "exact", verbose: bool = False):
+                 valid_fraction: float = 0.2, force_std: str = "exact", verbose: bool = False):
         self.descriptor = descriptor
         self.zeta = zeta
         self.delta = delta
