@@ -43,6 +43,10 @@ logger = logging.getLogger(__name__)
 #: DTC value, scale 1): a scale the validation errors do not determine stays near 1
 #: instead of drifting to a bound, where it would decide the std far from the data.
 LOG_SCALE_PRIOR_STD = 3.0
+#: Standard deviation of the weak Gaussian prior on the Nyström exponent, centred on 0
+#: (the raw term): with few validation labels the map stays close to the raw DTC
+#: variance; thousands of force components overrule it.
+EXPONENT_PRIOR_STD = 2.0
 #: Atoms whose exact epistemic force variance is below this fraction of the median
 #: are taken as fixed by symmetry and left out of the fast-force map.
 SYMMETRY_FLOOR = 0.01
@@ -103,6 +107,8 @@ def fit_exponent_and_scales(blocks: dict, fix_exponent: float | None = None
     def objective(theta):
         beta, per = unpack(theta)
         prior = 0.5 * float(np.sum((theta[n_free:] / LOG_SCALE_PRIOR_STD) ** 2))
+        if n_free:
+            prior += 0.5 * (theta[0] / EXPONENT_PRIOR_STD) ** 2
         return sum(blocks[n].nll(beta, *per[n]) for n in names) + prior
 
     bounds = ([EXPONENT_BOUNDS] if n_free else []) + [LOG_SCALE_BOUNDS] * (2 * len(names))
