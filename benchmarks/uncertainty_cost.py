@@ -69,19 +69,14 @@ def time_calls(calc, atoms: Atoms, props: list[str]) -> float:
 def measure(model, atoms: Atoms, rounds: int) -> dict:
     calc_a = gapkit.GAPCalculator(model)
     calc_b = gapkit.GAPCalculator(model)
-    calc_e = gapkit.GAPCalculator(model)
+    calc_e = gapkit.GAPCalculator(model, force_std="exact")
     for c, p in ((calc_a, PROPS_A), (calc_b, PROPS_B)):  # warm-up
         time_calls(c, atoms, p)
     ta, tb = [], []
     for _ in range(max(5, rounds)):
         ta.append(time_calls(calc_a, atoms, PROPS_A))
         tb.append(time_calls(calc_b, atoms, PROPS_B))
-    mode = model.force_std
-    model.force_std = "exact"
-    try:
-        te = [time_calls(calc_e, atoms, PROPS_B) for _ in range(2)]
-    finally:
-        model.force_std = mode
+    te = [time_calls(calc_e, atoms, PROPS_B) for _ in range(2)]
     out = {}
     for key, t in (("ef", ta), ("ef_std_fast", tb), ("ef_std_exact", te)):
         out[key] = {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t)}
