@@ -155,7 +155,7 @@ class GAPCalculator(Calculator):
         self.n_calls += 1
 
     def _flag(self, std, atoms) -> None:
-        fl = self.flag_threshold.evaluate(std, [atoms], self.model.flag_reference())
+        fl = self.flag_threshold.evaluate(std, [atoms], self.model.flag_reference(self.force_std))
         flagged = bool(fl.structures[0])
         self.results["flagged"] = flagged
         self.results["flagged_atoms"] = fl.atoms[0]

@@ -264,16 +264,17 @@ def _reference_stds(state: FittedState, parts: Sequence[VarianceParts],
                     frames: Sequence[Atoms], forces: bool) -> dict:
     """Typical calibrated epistemic stds of the most uncertain atom of a validation frame
     (root-mean-square over the frames of each frame's largest local-energy std and
-    largest force-component std): the unit of relative flags (``3x``)."""
-    if state.calibration.has_fast_forces:
-        parts = [VarianceParts(p.numbers, p.energy, p.energies, None, p.neighbours)
-                 for p in parts]
-    std = collect_std(state, parts, frames, forces=forces and all(
-        p.forces is not None or p.neighbours is not None for p in parts))
-    out = {"energy_per_atom": float(np.sqrt(np.mean([np.max(e) ** 2
-                                                     for e in std.energies_epistemic])))}
-    if std.forces_epistemic is not None:
-        out["forces"] = float(np.sqrt(np.mean([np.max(f) ** 2 for f in std.forces_epistemic])))
+    largest force-component std, exact and fast): the unit of relative flags (``3x``)."""
+    def rms_of_max(values):
+        return float(np.sqrt(np.mean([np.max(v) ** 2 for v in values])))
+
+    std = collect_std(state, parts, frames, forces=False)
+    out = {"energy_per_atom": rms_of_max(std.energies_epistemic)}
+    if forces and all(p.forces is not None for p in parts):
+        out["forces"] = rms_of_max(collect_std(state, parts, frames, True).forces_epistemic)
+    if forces and state.calibration.has_fast_forces:
+        fast = [VarianceParts(p.numbers, p.energy, p.energies, None, p.neighbours) for p in parts]
+        out["forces_fast"] = rms_of_max(collect_std(state, fast, frames, True).forces_epistemic)
     return out
 
 

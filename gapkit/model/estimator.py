@@ -358,17 +358,23 @@ class GAP(BaseEstimator):
             raise ValueError(f"force_std must be 'fast' or 'exact', got {mode!r}")
         return mode if self._state().calibration.has_fast_forces else "exact"
 
-    def flag_reference(self) -> dict:
+    def flag_reference(self, force_std: str | None = None) -> dict:
         """Reference stds of relative flag thresholds (``FlagThreshold(relative=3)``):
         ``{"forces": eV/Å, "energy_per_atom": eV}``. Calibrated models: the typical
         epistemic stds of the most uncertain atom of a calibration frame (largest
-        force component, largest local energy; RMS over the frames); otherwise the
+        force component, largest local energy; RMS over the frames), for the force
+        std mode ``force_std`` (default: the ``force_std`` parameter); otherwise the
         learned noises sigma_F and sigma_E."""
         state = self._state()
-        if state.calibration.reference:
-            return dict(state.calibration.reference)
-        return {"forces": state.noise_level("forces"),
-                "energy_per_atom": state.noise_level("energy")}
+        ref = state.calibration.reference
+        if not ref:
+            return {"forces": state.noise_level("forces"),
+                    "energy_per_atom": state.noise_level("energy")}
+        out = {"energy_per_atom": ref["energy_per_atom"]}
+        key = "forces_fast" if self.force_std_mode(force_std) == "fast" else "forces"
+        if key in ref or "forces" in ref:
+            out["forces"] = ref.get(key, ref.get("forces"))
+        return out
 
     def std_structure(self, atoms: Atoms, prediction: StructurePrediction,
                       forces: bool = True, force_std: str | None = None) -> PredictionStd:

@@ -135,8 +135,9 @@ class Calibration:
     reference : dict
         Typical calibrated epistemic stds of the most uncertain atom of a calibration
         frame (root-mean-square over the frames of the frame's largest value):
-        ``"energy_per_atom"`` (eV, local energies) and ``"forces"`` (eV/Å, largest
-        component). Relative flag thresholds (``3x``) are multiples of these.
+        ``"energy_per_atom"`` (eV, local energies), ``"forces"`` (eV/Å, largest
+        exact component) and ``"forces_fast"`` (the same with fast force stds).
+        Relative flag thresholds (``3x``) are multiples of these.
     source : str or None
         What the scales were fitted on (e.g. ``"validation split: 20 of 200 frames"``);
         ``None`` means the raw DTC variance (not calibrated).
