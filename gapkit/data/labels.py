@@ -70,16 +70,6 @@ class LabelKeys:
     config_type: str = "config_type"
     use_virials: bool = True
 
-    def describe(self) -> str:
-        """The keys in words, e.g. for error messages."""
-        if not self.use_virials:
-            v = "virials not used"
-        elif self.stress:
-            v = f"stress={self.stress}"
-        else:
-            v = f"virial={self.virial or 'virial'}"
-        return f"energy={self.energy or 'energy'}, forces={self.forces or 'forces'}, {v}"
-
 
 def _calc_result(atoms: Atoms, name: str):
     calc = atoms.calc

@@ -7,7 +7,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import PropertyNotImplementedError
 
-from gapkit.data import Labels, voigt_to_matrix
+from gapkit.data import Labels, stress_to_virial
 
 
 def baseline_labels(calc, atoms: Atoms, forces: bool = True, virial: bool = False,
@@ -34,7 +34,7 @@ def baseline_labels(calc, atoms: Atoms, forces: bool = True, virial: bool = Fals
     if forces:
         out["forces"] = np.asarray(a.get_forces(), dtype=np.float64)
     if virial:
-        out["virial"] = -voigt_to_matrix(a.get_stress(voigt=True)) * a.get_volume()
+        out["virial"] = stress_to_virial(a.get_stress(voigt=True), a.get_volume())
     if energies:
         try:
             out["energies"] = np.asarray(a.get_potential_energies(), dtype=np.float64)
