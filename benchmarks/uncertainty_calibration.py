@@ -394,67 +394,60 @@ def part_ethanol(args, out):
 # ----------------------------------------------------------------------------------
 # part 3: mild shift, data made here
 # ----------------------------------------------------------------------------------
-def xtb_md(temperature, n_frames, seed, every=20, n_equil=500, dt_fs=0.5):
+def sample_md(atoms, temperature, n_frames, seed, label, every, n_equil, dt_fs, friction,
+              zero_rotation=False):
+    """Langevin MD snapshots of ``atoms`` (with its calculator), every ``every`` steps
+    after ``n_equil``, labelled with the raw forces (no constraint adjustment: with
+    ASE 3.29's FixCom attached, get_forces() differs from the raw forces by up to
+    ~1 eV/Å although the raw forces sum to zero) and ``config_type = label``."""
     from ase import units
-    from ase.build import molecule
-    from ase.constraints import FixCom
+    from ase.calculators.singlepoint import SinglePointCalculator
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
-    from ase.calculators.singlepoint import SinglePointCalculator
-    from tblite.ase import TBLite
 
-    atoms = molecule("CH3CH2OH")
-    atoms.set_constraint(FixCom())
-    atoms.calc = TBLite(method="GFN2-xTB", verbosity=0)
     rng = np.random.RandomState(seed)
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
     Stationary(atoms)
-    ZeroRotation(atoms)
-    dyn = Langevin(atoms, dt_fs * units.fs, temperature_K=temperature, friction=0.02 / units.fs,
-                   rng=rng)
+    if zero_rotation:
+        ZeroRotation(atoms)
+    dyn = Langevin(atoms, dt_fs * units.fs, temperature_K=temperature,
+                   friction=friction / units.fs, rng=rng)
     dyn.run(n_equil)
     frames = []
     while len(frames) < n_frames:
         dyn.run(every)
         a = atoms.copy()
         a.set_constraint()
-        # the raw xTB forces: with the FixCom constraint attached, get_forces() returns
-        # constraint-adjusted forces (in ASE 3.29 they differ from the raw ones by up to
-        # ~1 eV/Å although the raw forces sum to zero), which are not the labels
-        e, f = atoms.get_potential_energy(), atoms.get_forces(apply_constraint=False)
-        a.calc = SinglePointCalculator(a, energy=e, forces=f)
-        a.info["config_type"] = f"ethanol_{temperature:.0f}K"
+        a.calc = SinglePointCalculator(a, energy=atoms.get_potential_energy(),
+                                       forces=atoms.get_forces(apply_constraint=False))
+        a.info["config_type"] = label
         frames.append(a)
     return frames
 
 
+def xtb_md(temperature, n_frames, seed, every=20, n_equil=500, dt_fs=0.5):
+    from ase.build import molecule
+    from ase.constraints import FixCom
+    from tblite.ase import TBLite
+
+    atoms = molecule("CH3CH2OH")
+    atoms.set_constraint(FixCom())
+    atoms.calc = TBLite(method="GFN2-xTB", verbosity=0)
+    return sample_md(atoms, temperature, n_frames, seed, f"ethanol_{temperature:.0f}K",
+                     every, n_equil, dt_fs, friction=0.02, zero_rotation=True)
+
+
 def emt_md(temperature, n_frames, seed, vacancy=False, every=20, n_equil=500, dt_fs=2.0):
-    from ase import units
     from ase.build import bulk
     from ase.calculators.emt import EMT
-    from ase.calculators.singlepoint import SinglePointCalculator
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((3, 3, 3))
     if vacancy:
         del atoms[0]
     atoms.calc = EMT()
-    rng = np.random.RandomState(seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
-    Stationary(atoms)
-    dyn = Langevin(atoms, dt_fs * units.fs, temperature_K=temperature, friction=0.01 / units.fs,
-                   rng=rng)
-    dyn.run(n_equil)
-    frames = []
-    while len(frames) < n_frames:
-        dyn.run(every)
-        a = atoms.copy()
-        a.calc = SinglePointCalculator(a, energy=atoms.get_potential_energy(),
-                                       forces=atoms.get_forces())
-        a.info["config_type"] = f"Cu{'_vac' if vacancy else ''}_{temperature:.0f}K"
-        frames.append(a)
-    return frames
+    return sample_md(atoms, temperature, n_frames, seed,
+                     f"Cu{'_vac' if vacancy else ''}_{temperature:.0f}K", every, n_equil,
+                     dt_fs, friction=0.01)
 
 
 def cached_frames(cache, name, make):
