@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from ase import outputs
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from sklearn.utils.validation import check_is_fitted
 
@@ -40,8 +41,6 @@ EXTRA_RESULTS = {
 
 def _register_results() -> None:
     """Declare :data:`EXTRA_RESULTS` to ASE's output registry (once)."""
-    from ase import outputs
-
     for name, (dtype, shape) in EXTRA_RESULTS.items():
         if name not in outputs.all_outputs:
             outputs._defineprop(name, dtype, shape)

@@ -27,6 +27,7 @@ set, the unit of relative flag thresholds.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -51,11 +52,21 @@ EXPONENT_PRIOR_STD = 2.0
 #: are taken as fixed by symmetry and left out of the fast-force map.
 SYMMETRY_FLOOR = 0.01
 #: The knee of the Nyström map is this many times the largest ``rho`` of the
-#: validation data: one decade beyond the calibrated range the raw term returns.
+#: validation data: beyond the calibrated range the raw term returns.
 KNEE_FACTOR = 1.0
 #: Bounds of the fitted quantities: log-scales and the Nyström exponent.
 LOG_SCALE_BOUNDS = (np.log(1e-8), np.log(1e6))
 EXPONENT_BOUNDS = (0.0, 8.0)
+
+
+def _knee(rho: np.ndarray) -> float:
+    """The knee of the Nyström map for validation items with these ``rho``."""
+    return float(min(1.0, KNEE_FACTOR * rho.max())) if rho.size and rho.max() > 0 else 1.0
+
+
+def _log_mapped_rho(rho: np.ndarray, knee: float) -> np.ndarray:
+    """``log min(1, rho / knee)``: the Nyström map is ``exp(beta * this)``."""
+    return np.minimum(0.0, np.log(np.maximum(rho, 1e-300) / knee))
 
 
 def _nll(e2: np.ndarray, var: np.ndarray) -> float:
@@ -71,8 +82,8 @@ class _Block:
         self.nys = np.asarray(t.nystrom, dtype=np.float64).ravel()
         self.post = np.asarray(t.posterior, dtype=np.float64).ravel()
         rho = np.asarray(t.rho(delta), dtype=np.float64).ravel()
-        self.knee = float(min(1.0, KNEE_FACTOR * rho.max())) if rho.size and rho.max() > 0 else 1.0
-        self.log_rho = np.minimum(0.0, np.log(np.maximum(rho, 1e-300) / self.knee))
+        self.knee = _knee(rho)
+        self.log_rho = _log_mapped_rho(rho, self.knee)
         self.ale = np.broadcast_to(np.asarray(ale, dtype=np.float64), self.e2.shape)
 
     def nll(self, beta: float, log_post: float, log_ale: float) -> float:
@@ -166,8 +177,8 @@ def fit_fast_force_scales(exact: Term3, fast: Term3, scale: VarianceScale, delta
     ok = (fast.prior > 0) & (exact.prior > 0)
     cN = float(np.median(exact.prior[ok] / fast.prior[ok])) if np.any(ok) else 1.0
     rho = fast.rho(delta)
-    knee = float(min(1.0, KNEE_FACTOR * rho.max())) if rho.size and rho.max() > 0 else 1.0
-    x = np.minimum(0.0, np.log(np.maximum(rho, 1e-300) / knee))
+    knee = _knee(rho)
+    x = _log_mapped_rho(rho, knee)
     good = ok & live & (n_ex > 0) & (fast.nystrom > 0) & (x < 0)
     y = np.log(n_ex[good] / (cN * fast.nystrom[good])) if np.any(good) else np.zeros(0)
     expo = float(np.clip(np.sum(x[good] * y) / np.sum(x[good] ** 2), *EXPONENT_BOUNDS)
@@ -245,11 +256,11 @@ def fit_calibration(state: FittedState, frames: Sequence[Atoms], parts: Sequence
             fu = Term3(u.nystrom[m], u.posterior[m], u.prior[m])
             fast[int(s)], ratios[int(s)] = fit_fast_force_scales(
                 Term3(ex.nystrom[m], ex.posterior[m], ex.prior[m]), fu, scales[int(s)], d)
-    cal = Calibration(energy=energy, forces=scales, forces_fast=fast, source=source)
     cal = Calibration(energy=energy, forces=scales, forces_fast=fast, source=source,
-                      reference=_reference_stds(state.replace(calibration=cal), parts, frames,
-                                                bool(has_f)),
                       fast_force_ratio=ratios)
+    # the reference stds of relative flags are those of the calibrated model itself
+    cal = replace(cal, reference=_reference_stds(state.replace(calibration=cal), parts,
+                                                 frames, bool(has_f)))
     logger.info("calibration on %s: exponent %.3g, energy %s, forces %s", source, beta,
                 energy, scales)
     return cal

@@ -461,7 +461,7 @@ class GAP(BaseEstimator):
         self
         """
         state = self._state()
-        frames = self._prepare(X)
+        frames = as_frame_list(X)  # calibrate_on checks each structure
         cal = calibrate_on(state, frames, self.label_keys, self.baseline,
                            source=f"recalibrate: {len(frames)} validation frames",
                            keep_nystrom=keep_nystrom)

@@ -241,10 +241,6 @@ class FittedState:
                                  f"expected {(M, M)}")
 
     @property
-    def n_sparse(self) -> int:
-        return len(self.alpha)
-
-    @property
     def descriptor(self):
         """Fitted descriptor of the first term (all terms share its species)."""
         return self.terms[0].descriptor

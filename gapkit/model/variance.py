@@ -172,7 +172,7 @@ def epistemic_variance(t: Term3, scale: VarianceScale, delta: float) -> np.ndarr
     return scale.nystrom * nys + scale.posterior * np.asarray(t.posterior)
 
 
-def fast_force_terms(parts: VarianceParts) -> tuple[Term3, np.ndarray]:
+def fast_force_terms(parts: VarianceParts) -> Term3:
     """Neighbourhood sums of the local-energy terms of one structure.
 
     Returns

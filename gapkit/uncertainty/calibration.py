@@ -19,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from gapkit.model.state import noise_level  # noqa: F401  (re-exported)
 from gapkit.uncertainty.metrics import ONE_SIGMA, checked, coverage, gaussian_nll, spearman
 
 
