@@ -653,7 +653,42 @@ def part_flags(args, out):
         res[f"max_score_{name}_p50_95_max"] = np.percentile(sc, [50, 95, 100]).tolist()
     row("flags", "default data test.xyz flagged by 3x", "< 0.05", res["flagged_fraction"],
         res["flagged_fraction"] < 0.05, f"{int(flagged.sum())}/{len(fr)}")
+    # The default test trajectory spends half its ethanol frames in the trans conformer,
+    # which the training data barely visits: split the flag rate by conformer.
+    train_conf = [ethanol_conformer(a) for a in read(Path(default_data_dir()) / "train.xyz")]
+    test_conf = np.array([ethanol_conformer(a) for a in frames], dtype=object)
+    res["train_conformers"] = {c: int(sum(x == c for x in train_conf)) for c in ("gauche", "trans")}
+    f_err = np.array([np.mean(np.abs(a.arrays["gapkit_forces"] - b.get_forces()))
+                      for a, b in zip(fr, frames)])
+    by = {}
+    for name, mask in (("trans ethanol", test_conf == "trans"),
+                       ("gauche ethanol + methanol", test_conf != "trans")):
+        by[name] = {"n": int(mask.sum()), "flagged_fraction": float(flagged[mask].mean()),
+                    "force_mae": float(f_err[mask].mean())}
+    res["by_conformer"] = by
+    g = by["gauche ethanol + methanol"]
+    row("flags", "  in distribution (gauche ethanol, methanol)", "< 0.05", g["flagged_fraction"],
+        g["flagged_fraction"] < 0.05, f"n={g['n']}, F MAE {1e3 * g['force_mae']:.0f} meV/A")
+    t = by["trans ethanol"]
+    row("flags", f"  trans ethanol ({res['train_conformers']['trans']} trans in training)",
+        "most", t["flagged_fraction"], t["flagged_fraction"] > 0.5,
+        f"n={t['n']}, F MAE {1e3 * t['force_mae']:.0f} meV/A")
     out["flags"] = res
+
+
+def ethanol_conformer(atoms) -> str:
+    """'trans' or 'gauche' from the H-O-C-C dihedral of an ethanol frame; 'other' if not ethanol."""
+    s = atoms.get_chemical_symbols()
+    if s.count("C") != 2 or s.count("O") != 1:
+        return "other"
+    o = s.index("O")
+    c = [i for i, x in enumerate(s) if x == "C"]
+    h = [i for i, x in enumerate(s) if x == "H"]
+    dc = atoms.get_distances(o, c)
+    c1, c2 = c[int(np.argmin(dc))], c[int(np.argmax(dc))]
+    ho = h[int(np.argmin(atoms.get_distances(o, h)))]
+    d = atoms.get_dihedral(ho, o, c1, c2) % 360.0
+    return "trans" if 120.0 < d < 240.0 else "gauche"
 
 
 # ----------------------------------------------------------------------------------
