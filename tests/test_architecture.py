@@ -18,14 +18,14 @@ ROOT = Path(gapkit.__file__).parent
 #: ``physics.baselines`` are physical inputs of the model (Delta-learning), like the
 #: descriptors; everything else in ``physics`` uses fitted models.
 LAYERS = [
-    ("gapkit._version", "gapkit.utils"),
+    ("gapkit._version", "gapkit.utils", "gapkit.progress"),
     ("gapkit.data", "gapkit.metrics"),
     ("gapkit.descriptors", "gapkit.physics.baselines"),
     ("gapkit.gp",),
     ("gapkit.model",),
     ("gapkit.uncertainty", "gapkit.calculator", "gapkit.diagnostics", "gapkit.plotting",
      "gapkit.physics", "gapkit.ipi", "gapkit.lammps"),
-    ("gapkit.cli", "gapkit.__main__"),
+    ("gapkit.cli", "gapkit.__main__", "gapkit.ipi.__main__"),
 ]
 MAX_LINES = 520
 

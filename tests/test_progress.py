@@ -1,0 +1,121 @@
+"""gapkit.progress: bars shown in a terminal, Jupyter or when asked; hidden otherwise."""
+
+import io
+import logging
+import sys
+import warnings
+
+import pytest
+
+from gapkit import progress as P
+
+
+class _TTY(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.fixture(autouse=True)
+def _no_env(monkeypatch):
+    monkeypatch.delenv(P.ENV, raising=False)
+
+
+def _run_bar(**kw):
+    bar = P.progress_bar(range(5), desc="work", mininterval=0, **kw)
+    assert list(bar) == [0, 1, 2, 3, 4]  # iterates whether shown or not
+    bar.close()
+    return bar
+
+
+def test_bar_is_off_when_stderr_is_not_a_tty(monkeypatch):
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    assert not P.progress_enabled()
+    bar = _run_bar()
+    assert bar.disable and err.getvalue() == ""
+
+
+def test_bar_is_on_in_a_terminal(monkeypatch):
+    err = _TTY()
+    monkeypatch.setattr(sys, "stderr", err)
+    assert P.progress_enabled()
+    _run_bar()
+    assert "work" in err.getvalue() and "5/5" in err.getvalue()
+
+
+@pytest.mark.parametrize("how", ["argument", "env"])
+def test_bar_is_on_when_forced(monkeypatch, how):
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    if how == "env":
+        monkeypatch.setenv(P.ENV, "1")
+        _run_bar()
+    else:
+        _run_bar(progress=True)
+    assert "work" in err.getvalue() and "5/5" in err.getvalue()
+
+
+def test_false_wins_over_a_terminal_and_the_env(monkeypatch):
+    err = _TTY()
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setenv(P.ENV, "1")
+    _run_bar(progress=False)
+    assert err.getvalue() == ""
+    monkeypatch.setenv(P.ENV, "off")
+    assert not P.progress_enabled()
+
+
+def test_bad_env_value_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv(P.ENV, "maybe")
+    with pytest.raises(ValueError, match="GAPKIT_PROGRESS='maybe': expected one of 1, true"):
+        P.progress_enabled()
+
+
+def test_jupyter_without_ipywidgets_uses_the_text_bar_without_a_warning(monkeypatch):
+    """In a kernel the bar is on by default; without ipywidgets it is the text bar and
+    nothing warns (tqdm.auto would emit a TqdmWarning there)."""
+    pytest.importorskip("tqdm.notebook")
+    import tqdm.notebook as nb
+
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(P, "in_jupyter", lambda: True)
+    monkeypatch.setattr(nb, "IProgress", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bar = _run_bar()
+    assert type(bar) is P.text_tqdm and "5/5" in err.getvalue()
+
+
+def test_in_jupyter_is_false_in_a_plain_process():
+    assert P.in_jupyter() is ("ipykernel.zmqshell" in sys.modules)
+
+
+def test_logging_redirect_keeps_bar_lines_whole(monkeypatch):
+    """A record logged while a bar is drawn starts on its own line, and the console
+    handler keeps its level (INFO hidden at WARNING)."""
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    log = logging.getLogger("gapkit.test_progress")
+    log.propagate = False
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("LOG %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    try:
+        with P.logging_redirect(log):
+            assert handler not in log.handlers
+            bar = P.progress_bar(total=3, desc="bar", progress=True, mininterval=0)
+            bar.update(1)
+            log.warning("half way")
+            log.info("hidden")
+            bar.update(2)
+            bar.close()
+        assert log.handlers == [handler]
+    finally:
+        log.removeHandler(handler)
+        log.propagate = True
+    lines = err.getvalue().replace("\r", "\n").splitlines()
+    assert "LOG half way" in lines  # a whole line, not glued to a bar
+    assert "hidden" not in err.getvalue()
