@@ -34,7 +34,7 @@ def test_file_is_documented_npz_without_pickle(small_model, tmp_path):
     path = small_model.save(tmp_path / "m.npz")
     with np.load(path, allow_pickle=False) as npz:
         meta = json.loads(npz["__meta__"].tobytes())
-        assert meta["format"] == FORMAT and meta["version"] == VERSION == 3
+        assert meta["format"] == FORMAT and meta["version"] == VERSION == 4
         assert npz["alpha"].dtype == np.float64
 
 
@@ -64,6 +64,9 @@ def test_version_1_files_still_load(small_model, tmp_path, test_frames):
     meta["descriptor"] = term["descriptor"]
     arrays["sparse_q"] = arrays.pop("sparse_q_0")
     arrays["sparse_species"] = arrays.pop("sparse_species_0")
+    del arrays["posterior_upper"]  # version 1 stored both factors in full
+    arrays["kmm_cholesky"] = small_model.kmm_cholesky_
+    arrays["posterior"] = small_model.posterior_factor_
     arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     np.savez(tmp_path / "v1.npz", **arrays)
     old = load(tmp_path / "v1.npz")
@@ -91,7 +94,7 @@ def test_failed_write_keeps_the_old_file(small_model, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(np, "savez", boom)
+    monkeypatch.setattr(np, "savez_compressed", boom)
     with pytest.raises(OSError, match="disk full"):
         small_model.save(path)
     assert path.read_bytes() == before
