@@ -119,3 +119,31 @@ def test_logging_redirect_keeps_bar_lines_whole(monkeypatch):
     lines = err.getvalue().replace("\r", "\n").splitlines()
     assert "LOG half way" in lines  # a whole line, not glued to a bar
     assert "hidden" not in err.getvalue()
+
+
+def _tiny_gap(**kw):
+    from gapkit import GAP, SOAP
+
+    return GAP(SOAP(r_cut=3.5, n_max=3, l_max=2, sigma=0.5), n_sparse=20, e0="zero",
+               random_state=0, chunk_size=4, **kw)
+
+
+def test_fit_and_predict_with_progress_forced_write_bars_to_stderr(train_frames, capfd):
+    """verbose=True: every stage of the fit (sparse points, descriptors and rows,
+    factorisation, evidence optimisation, solve, calibration) and predict over several
+    batches draw a bar on stderr; stdout stays clean."""
+    frames = train_frames[:16]
+    model = _tiny_gap(verbose=True, optimize=True).fit(frames)
+    model.predict(frames, return_std=True)
+    out, err = capfd.readouterr()
+    assert out == ""
+    for desc in ("sparse points", "descriptors and rows", "factorise K_MM",
+                 "optimise evidence", "solve", "calibrate", "predict", "std"):
+        assert f"{desc}:" in err, desc
+    assert "16/16" in err  # the prediction bar went through every frame
+
+
+def test_fit_without_a_terminal_draws_no_bar(train_frames, capfd):
+    """verbose=None (the default) off a terminal: nothing on stderr from the bars."""
+    _tiny_gap(calibrate=False).fit(train_frames[:8]).predict(train_frames[:8])
+    assert "sparse points" not in capfd.readouterr().err

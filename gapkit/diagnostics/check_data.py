@@ -46,6 +46,7 @@ from gapkit.diagnostics.data_checks import (CONSISTENCY_ATOL, CONSISTENCY_FACTOR
                                             MAX_STEP, energy_force_consistency, find_duplicates,
                                             label_statistics, unit_sanity)
 from gapkit.model import GAP
+from gapkit.progress import progress_bar
 from gapkit.utils import check_random_state, seeded_clone
 
 logger = logging.getLogger(__name__)
@@ -98,12 +99,13 @@ def _is_isolated(atoms: Atoms) -> bool:
 
 
 def _fold_scores(frames: list, labels: list, idx: np.ndarray, template: GAP, n_folds: int,
-                 max_train: int, rng) -> dict[int, tuple]:
+                 max_train: int, rng, progress: bool | None = False) -> dict[int, tuple]:
     """``{frame: (energy score, force score, ΔE eV, σ_E eV)}`` from K-fold residuals."""
     perm = rng.permutation(idx)
     folds = np.array_split(perm, n_folds)
     out = {}
-    for f, held in enumerate(folds):
+    for f, held in enumerate(progress_bar(folds, desc="check-data folds", unit="fold",
+                                          progress=progress)):
         train = np.setdiff1d(perm, held)
         if len(train) > max_train:
             train = np.sort(rng.choice(train, max_train, replace=False))
@@ -160,7 +162,7 @@ def check_data(frames: Sequence[Atoms] | Atoms, *, e0: str | dict = "lstsq",
                max_step: float = MAX_STEP, consistency_factor: float = CONSISTENCY_FACTOR,
                consistency_atol: float = CONSISTENCY_ATOL, scores: bool = True,
                robust_scale: bool = True,
-               random_state=0) -> dict:
+               random_state=0, progress: bool | None = None) -> dict:
     """Score every frame of a labelled data set for wrong labels (module docstring).
 
     Parameters
@@ -202,6 +204,9 @@ def check_data(frames: Sequence[Atoms] | Atoms, *, e0: str | dict = "lstsq",
         fold models that is off by a constant factor does not flag or hide frames.
     random_state : int, RandomState or None, default 0
         Folds, training subsets and the fold models' seeds.
+    progress : bool, optional
+        A bar over the fold models (None: in a terminal or Jupyter; see
+        :func:`gapkit.progress.progress_bar`).
 
     Returns
     -------
@@ -240,7 +245,8 @@ def check_data(frames: Sequence[Atoms] | Atoms, *, e0: str | dict = "lstsq",
             raise ValueError(f"check_data needs at least {2 * n_folds} frames with more than one atom "
                              f"for {n_folds} folds, got {len(idx)}")
         template = model if model is not None else fold_model(n_sparse, e0, keys)
-        fold = _fold_scores(frames, labels, idx, template, int(n_folds), int(max_train), rng)
+        fold = _fold_scores(frames, labels, idx, template, int(n_folds), int(max_train), rng,
+                            progress)
         scales = _rescale(frames, fold) if robust_scale else {}
 
     if order_key is None:

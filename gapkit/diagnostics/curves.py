@@ -24,13 +24,13 @@ from typing import Sequence, Union
 import numpy as np
 from ase import Atoms
 from sklearn.base import clone
-from tqdm.auto import tqdm
 
 from gapkit.data import as_frame_list, split_isolated
 from gapkit.diagnostics.evaluation import evaluate
 from gapkit.diagnostics.metric_names import ERROR_METRICS, METRICS, STD_METRICS
 from gapkit.diagnostics.results import CapacityCurve, LearningCurve
 from gapkit.model import GAP, noise_level
+from gapkit.progress import progress_bar
 from gapkit.utils import check_random_state, seeded_clone, to_jsonable
 
 #: What ``train`` and ``test`` may be: structures, one structure, or extxyz path(s).
@@ -82,9 +82,10 @@ def _test_meta(test: list[Atoms]) -> dict:
             "test_inv_n_atoms_mean": float(np.mean(1.0 / nat))}
 
 
-def _progress(total: int, desc: str, progress: bool | None) -> tqdm:
-    """A progress bar over ``total`` refits; ``progress=None`` shows it on a terminal only."""
-    return tqdm(total=total, desc=desc, disable=None if progress is None else not progress)
+def _progress(total: int, desc: str, progress: bool | None):
+    """A progress bar over ``total`` refits (:func:`gapkit.progress.progress_bar`:
+    ``progress=None`` shows it in a terminal or Jupyter)."""
+    return progress_bar(total=total, desc=desc, unit="fit", progress=progress)
 
 
 # ----------------------------------------------------------------------------------

@@ -40,6 +40,8 @@ import numpy as np
 import scipy.linalg as sla
 from scipy.linalg import lapack
 
+from gapkit.progress import progress_bar
+
 logger = logging.getLogger(__name__)
 
 
@@ -326,7 +328,8 @@ def log_marginal_likelihood(groups: dict[str, RowGroup], Lchol: np.ndarray, delt
 
 def optimize_hyperparameters(groups: dict[str, RowGroup], Lchol: np.ndarray, delta: float,
                              sigmas: dict[str, float], bounds: dict[str, tuple] | None = None,
-                             n_restarts: int = 0, random_state=None, optimize_delta: bool = True
+                             n_restarts: int = 0, random_state=None, optimize_delta: bool = True,
+                             progress: bool | None = False
                              ) -> tuple[float, dict[str, float], float]:
     """Type-II maximum likelihood over ``log delta`` and ``log sigma_g`` (L-BFGS-B).
 
@@ -337,6 +340,9 @@ def optimize_hyperparameters(groups: dict[str, RowGroup], Lchol: np.ndarray, del
         wide (``delta`` in [1e-3, 1e3] eV, noises in [1e-6, 10]).
     n_restarts : int
         Extra starts drawn log-uniformly inside the bounds from ``random_state``.
+    progress : bool, optional
+        Count the evidence evaluations on a bar (None: in a terminal or Jupyter; see
+        :func:`gapkit.progress.progress_bar`).
 
     Returns
     -------
@@ -356,7 +362,10 @@ def optimize_hyperparameters(groups: dict[str, RowGroup], Lchol: np.ndarray, del
     def unpack(theta):
         return float(np.exp(theta[0])), {n: float(np.exp(t)) for n, t in zip(names, theta[1:])}
 
+    bar = progress_bar(desc="optimise evidence", unit="eval", progress=progress)
+
     def objective(theta):
+        bar.update(1)
         d, s = unpack(theta)
         try:
             ll, g = log_marginal_likelihood(groups, Lchol, d, s, eval_gradient=True)
@@ -373,11 +382,13 @@ def optimize_hyperparameters(groups: dict[str, RowGroup], Lchol: np.ndarray, del
     starts = [theta0] + [np.array([rng.uniform(lo, hi) for lo, hi in log_bounds])
                          for _ in range(int(n_restarts))]
     best = None
-    for k, t0 in enumerate(starts):
-        res = minimize(objective, t0, jac=True, method="L-BFGS-B", bounds=log_bounds)
-        logger.info("hyperparameter start %d: log p = %.6g (%s)", k, -res.fun, res.message)
-        if best is None or res.fun < best.fun:
-            best = res
+    with bar:
+        for k, t0 in enumerate(starts):
+            res = minimize(objective, t0, jac=True, method="L-BFGS-B", bounds=log_bounds)
+            logger.info("hyperparameter start %d: log p = %.6g (%s)", k, -res.fun, res.message)
+            if best is None or res.fun < best.fun:
+                best = res
+            bar.set_postfix(start=k, log_p=f"{-best.fun:.6g}")
     if best is None or not np.isfinite(best.fun) or best.fun >= 1e25:
         raise FactorisationError("Hyperparameter optimisation failed at every start; try "
                                  "tighter bounds or larger initial noise")

@@ -35,6 +35,7 @@ from scipy.linalg.blas import dsyrk
 from sklearn.utils import check_random_state
 
 from gapkit.data import duplicate_frames
+from gapkit.progress import progress_bar
 
 METHODS = ("cur", "random", "fps")
 #: Rows per streamed Gram update (one BLAS syrk) and per leverage-score batch.
@@ -143,7 +144,7 @@ def _sample_by_leverage(lev: np.ndarray, n: int, rng: np.random.RandomState) -> 
 
 
 def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", random_state=None,
-                       progress: bool = False, memory_budget: int | None = None
+                       progress: bool | None = False, memory_budget: int | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Sparse environments per species, streaming over ``frames``.
 
@@ -157,6 +158,9 @@ def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", ra
         environments of that species).
     method : {"cur", "random", "fps"}
     random_state : int, RandomState or None
+    progress : bool, optional
+        Show a bar over the frames whose descriptors are computed (None: in a terminal
+        or Jupyter; see :func:`gapkit.progress.progress_bar`).
     memory_budget : int, optional
         Bytes of descriptors per species kept in memory for CUR; larger species are
         streamed through their (F, F) Gram matrix. The default, ``8 F**2`` (the size of
@@ -169,8 +173,6 @@ def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", ra
         atomic number.
     Z : ndarray of shape (M,)
     """
-    from tqdm.auto import tqdm
-
     if method not in METHODS:
         raise ValueError(f"sparse method must be one of {METHODS}, got '{method}'")
     rng = check_random_state(random_state)
@@ -183,7 +185,7 @@ def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", ra
     numbers = np.concatenate([a.numbers for a in frames])
 
     def descriptors(desc_frames):
-        for k in tqdm(desc_frames, desc="sparse points", disable=not progress):
+        for k in progress_bar(desc_frames, desc="sparse points", unit="frame", progress=progress):
             yield k, descriptor.compute(frames[k], gradients=False, index=int(k)).q
 
     chosen: dict[int, np.ndarray] = {}

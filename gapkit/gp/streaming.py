@@ -23,11 +23,11 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 from ase import Atoms
-from tqdm.auto import tqdm
 
 from gapkit.gp import solver as gp
 from gapkit.gp import terms
 from gapkit.data import Labels
+from gapkit.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def _limited_blas(fn, *args):
 
 def accumulate(spec: RowSpec, frames: Sequence[Atoms], labels: Sequence[Labels],
                resid: np.ndarray, chunk_size: int = 32, n_jobs: int | None = None,
-               client=None, progress: bool = False) -> dict[str, gp.RowGroup]:
+               client=None, progress: bool | None = False) -> dict[str, gp.RowGroup]:
     """Per-group triangular factors of all training rows.
 
     Parameters
@@ -157,8 +157,9 @@ def accumulate(spec: RowSpec, frames: Sequence[Atoms], labels: Sequence[Labels],
     client : dask.distributed.Client, optional
         Map the chunks over a Dask cluster instead; the factors are reduced on the
         client.
-    progress : bool
-        Show a tqdm progress bar over the chunks.
+    progress : bool, optional
+        Show a progress bar over the chunks (None: in a terminal or Jupyter; see
+        :func:`gapkit.progress.progress_bar`).
 
     Returns
     -------
@@ -173,7 +174,8 @@ def accumulate(spec: RowSpec, frames: Sequence[Atoms], labels: Sequence[Labels],
     if client is None and (n_jobs is None or n_jobs == 1):
         # serial: stream chunk after chunk into one accumulator
         bounds = _chunk_bounds(n, int(chunk_size))
-        for lo, hi in tqdm(bounds, desc="fit chunks", disable=not progress):
+        for lo, hi in progress_bar(bounds, desc="descriptors and rows", unit="chunk",
+                                   progress=progress):
             accumulate_chunk(*args(lo, hi), acc=total)
         return total.finalize()
 
@@ -187,7 +189,8 @@ def accumulate(spec: RowSpec, frames: Sequence[Atoms], labels: Sequence[Labels],
         n_workers = cpu_count() if n_jobs < 0 else int(n_jobs)
     task = max(int(chunk_size), -(-n // (2 * n_workers)))
     bounds = _chunk_bounds(n, task)
-    bar = tqdm(total=len(bounds), desc="fit tasks", disable=not progress)
+    bar = progress_bar(total=len(bounds), desc="descriptors and rows", unit="task",
+                       progress=progress)
     if client is not None:
         spec_f = client.scatter(spec, broadcast=True)
         futures = [client.submit(accumulate_chunk, spec_f, *args(lo, hi)[1:], pure=False)

@@ -39,6 +39,7 @@ from gapkit.model.params import check_params
 from gapkit.model.training import calibrate_on, fit_calibrated_state
 from gapkit.model.variance import (PredictionStd, collect_std, local_energy_covariance,
                                    variance_parts)
+from gapkit.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +131,9 @@ class GAP(BaseEstimator):
         about as much as energies and forces, less adaptive). The ASE calculator uses
         ``"fast"`` by default (every MD step). Uncalibrated models always use the
         exact form.
-    verbose : bool, default False
-        Show progress bars.
+    verbose : bool, optional
+        Progress bars of :meth:`fit` and of :meth:`predict` (several batches); ``None``
+        (default): in a terminal or Jupyter (see :func:`gapkit.progress.progress_bar`).
 
     Attributes
     ----------
@@ -164,7 +166,8 @@ class GAP(BaseEstimator):
                  use_virials: bool = True, use_forces: bool = True, chunk_size: int = 32,
                  n_jobs: int | None = None,
                  baseline=None, random_state=None, calibrate: bool = True,
-                 valid_fraction: float = 0.2, force_std: str = "exact", verbose: bool = False):
+                 valid_fraction: float = 0.2, force_std: str = "exact",
+                 verbose: bool | None = None):
         self.descriptor = descriptor
         self.zeta = zeta
         self.delta = delta
@@ -429,9 +432,13 @@ class GAP(BaseEstimator):
         keep = mode == "exact"
         # with exact force stds the derivative arrays are kept: one structure at a time
         results = []
-        for batch in batches(frames, 1 if keep else PREDICT_BATCH_ATOMS):
-            results += predict_batch(state, [frames[i] for i in batch], forces, stress, keep,
-                                     baseline=self.baseline, offset=batch[0])
+        groups = batches(frames, 1 if keep else PREDICT_BATCH_ATOMS)
+        show = self.verbose if len(groups) > 1 else False  # no bar for one batch (MD)
+        with progress_bar(total=len(frames), desc="predict", unit="frame", progress=show) as bar:
+            for batch in groups:
+                results += predict_batch(state, [frames[i] for i in batch], forces, stress,
+                                         keep, baseline=self.baseline, offset=batch[0])
+                bar.update(len(batch))
         S = [r.stress if r.stress is not None else np.full(6, np.nan) for r in results]
         any_stress = any(r.stress is not None for r in results)
         pred = Prediction(energy=np.array([r.energy for r in results]),
@@ -441,7 +448,8 @@ class GAP(BaseEstimator):
         if not return_std:
             return pred
         parts = [variance_parts(state, r.descriptors, forces=mode, atoms=a)
-                 for r, a in zip(results, frames)]
+                 for r, a in progress_bar(zip(results, frames), total=len(frames), desc="std",
+                                          unit="frame", progress=show)]
         return pred, collect_std(state, parts, frames, forces)
 
     # ------------------------------------------------------------------ uncertainty
@@ -466,7 +474,7 @@ class GAP(BaseEstimator):
         frames = as_frame_list(X)  # calibrate_on checks each structure
         cal = calibrate_on(state, frames, self.label_keys, self.baseline,
                            source=f"recalibrate: {len(frames)} validation frames",
-                           keep_nystrom=keep_nystrom)
+                           keep_nystrom=keep_nystrom, progress=self.verbose)
         self.state_ = state.replace(calibration=cal)
         return self
 

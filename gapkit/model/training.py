@@ -32,6 +32,7 @@ from gapkit.model.delta import baseline_e0, subtract_baseline
 from gapkit.model.params import check_n_sparse
 from gapkit.model.prediction import predict_batch
 from gapkit.model.state import Calibration, FittedState, GroupValues
+from gapkit.progress import progress_bar
 from gapkit.utils import check_random_state
 
 #: Fewest frames on either side of a calibration split.
@@ -190,7 +191,9 @@ def fit_state(est, frames_all: Sequence[Atoms], optimize: bool, client=None
 
     rng = check_random_state(est.random_state)
     fitted = select_sparse(est, specs, descs, frames, species, rng)
-    Lchol = gp.cholesky_kmm(terms.kernel_mm(fitted), est.jitter)
+    with progress_bar(total=1, desc="factorise K_MM", progress=est.verbose) as bar:
+        Lchol = gp.cholesky_kmm(terms.kernel_mm(fitted), est.jitter)
+        bar.update(1)
 
     spec = streaming.RowSpec(fitted, est.noise_by_config_type)
     groups = streaming.accumulate(spec, frames, data.labels, resid,
@@ -204,9 +207,11 @@ def fit_state(est, frames_all: Sequence[Atoms], optimize: bool, client=None
     if optimize:
         delta, sigmas, _ = gp.optimize_hyperparameters(groups, Lchol, delta, sigmas,
                                                        n_restarts=est.n_restarts,
-                                                       random_state=rng)
+                                                       random_state=rng, progress=est.verbose)
         logger.info("optimised: delta=%.4g eV, noise=%s", delta, sigmas)
-    sol = gp.solve(groups, Lchol, delta, sigmas)
+    with progress_bar(total=1, desc="solve", progress=est.verbose) as bar:
+        sol = gp.solve(groups, Lchol, delta, sigmas)
+        bar.update(1)
     state = FittedState(
         terms=tuple(fitted), species=tuple(int(z) for z in species), e0=e0, alpha=sol.alpha,
         kmm_cholesky=Lchol, posterior_factor=sol.R, delta=float(delta),
@@ -231,12 +236,15 @@ def split_validation(frames_all: Sequence[Atoms], fraction: float, random_state
 
 
 def calibrate_on(state: FittedState, frames: Sequence[Atoms], keys: LabelKeys, baseline,
-                 source: str, keep_nystrom: bool = False) -> Calibration:
+                 source: str, keep_nystrom: bool = False, progress: bool | None = False
+                 ) -> Calibration:
     """Calibration of ``state`` on labelled validation structures, one at a time (the
-    descriptor derivatives of a frame are dropped before the next)."""
+    descriptor derivatives of a frame are dropped before the next); ``progress``: a bar
+    over them (see :func:`gapkit.progress.progress_bar`)."""
     ref = reference_arrays(frames, keys)
     parts, e_err, f_err = [], [], []
-    for k, atoms in enumerate(frames):
+    for k, atoms in enumerate(progress_bar(frames, desc="calibrate", unit="frame",
+                                           progress=progress)):
         check_geometry(atoms, k)
         state.descriptor.check_species(atoms, k)
         f_ref = ref["forces"][k]
@@ -285,7 +293,7 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
     if valid is not None:
         state, groups = fit_state(est, frames_all, optimize, client)
         cal = calibrate_on(state, valid, est.label_keys, est.baseline,
-                           source=f"validation file: {len(valid)} frames")
+                           source=f"validation file: {len(valid)} frames", progress=est.verbose)
         return state.replace(calibration=cal), groups
     split = split_validation(frames_all, est.valid_fraction, est.random_state)
     if split is None:
@@ -298,7 +306,8 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
     state, groups = fit_state(est, train, optimize, client)
     n_all = len(train) + len(val) - len(split_isolated(train)[1])
     cal = calibrate_on(state, val, est.label_keys, est.baseline,
-                       source=f"validation split: {len(val)} of {n_all} frames")
+                       source=f"validation split: {len(val)} of {n_all} frames",
+                       progress=est.verbose)
     if _takes_every_environment(est, state):
         # the sparse set is every training environment (the exact local GP): refit with
         # the held-out environments in it too, rather than only adding their rows

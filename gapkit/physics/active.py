@@ -76,7 +76,6 @@ from typing import Callable
 
 import numpy as np
 from ase import Atoms
-from tqdm.auto import tqdm
 
 from gapkit.metrics import error_metrics
 from gapkit.physics.active_state import (FORMAT, VERSION, check_seed_argument,
@@ -86,6 +85,7 @@ from gapkit.physics.labelling import (as_frames, copy_labelled, is_labelled,
                                       label_with_oracle, labelled_copies)
 from gapkit.physics.sampling import (DYNAMICS, SAMPLERS, Sample, SamplingSettings,
                                      sample_and_select)
+from gapkit.progress import progress_bar
 from gapkit.uncertainty.flags import FlagThreshold
 from gapkit.utils import seeded_clone, to_jsonable
 
@@ -273,7 +273,7 @@ def learn(model, oracle, start, *, threshold: FlagThreshold, test=None,
         RandomState (or None: numpy's global one) draws it. The seed is stored in
         ``log.json`` so that a resumed run continues the same random stream.
     progress : bool or callable, optional
-        ``True`` shows a progress bar over iterations (``None``: only in a terminal);
+        ``True`` shows a progress bar over iterations (``None``: in a terminal or Jupyter);
         a callable is called with every log entry (``initial`` first) after it is
         complete.
 
@@ -475,8 +475,8 @@ class _Loop:
         """Iterate up to ``n_iterations`` (in total) or until a stop criterion."""
         stopped = "iterations"
         done = len(self.log)
-        bar = tqdm(total=max(n_iterations - done, 0), desc="active learning",
-                   disable=None if show_bar is None else not show_bar)
+        bar = progress_bar(total=max(n_iterations - done, 0), desc="active learning",
+                           unit="iteration", progress=show_bar)
         try:
             for it in range(done + 1, n_iterations + 1):
                 if self.n_calls >= self.budget:
