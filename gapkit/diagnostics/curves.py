@@ -4,6 +4,8 @@ A learning curve refits clones of a model on random training subsets of increasi
 size and records, for every refit, the train and test errors, the mean predicted
 uncertainties on the test set, the learned noise and the fit time
 (:func:`learning_curve` → :class:`~gapkit.diagnostics.results.LearningCurve`);
+:func:`label_curves` does so for models trained on energies only, forces only and
+both, on the same subsets (:mod:`gapkit.diagnostics.label_sets`);
 ``curve.diagnose()`` (:mod:`gapkit.diagnostics.diagnosis`) says what limits the model.
 :func:`capacity_curve` is a validation curve over one model parameter (or a tuple
 of parameters varied together), e.g. ``n_sparse`` or
@@ -26,6 +28,7 @@ from ase import Atoms
 from sklearn.base import clone
 
 from gapkit.data import as_frame_list, split_isolated
+from gapkit.diagnostics import label_sets
 from gapkit.diagnostics.evaluation import evaluate
 from gapkit.diagnostics.metric_names import ERROR_METRICS, METRICS, STD_METRICS
 from gapkit.diagnostics.results import CapacityCurve, LearningCurve
@@ -37,6 +40,8 @@ from gapkit.utils import check_random_state, seeded_clone, to_jsonable
 Frames = Union[Sequence[Atoms], Atoms, str, PathLike]
 #: A seed, a legacy numpy ``RandomState`` or None (see :func:`gapkit.utils.check_random_state`).
 RandomStateLike = Union[int, np.random.RandomState, None]
+#: Recorded besides :data:`METRICS`: the number of labels a refit was trained on.
+EXTRA_METRICS = ("n_labels",)
 
 
 def _split_frames(frames) -> tuple[list[Atoms], list[Atoms]]:
@@ -45,10 +50,16 @@ def _split_frames(frames) -> tuple[list[Atoms], list[Atoms]]:
 
 
 def _fit_and_score(model, train: list[Atoms], test: list[Atoms], with_std: bool,
-                   eval_train: list[Atoms] | None = None) -> dict:
-    """Fit ``model`` on ``train``; one value of every name in :data:`METRICS`."""
+                   eval_train: list[Atoms] | None = None, labels: str = "energy+forces") -> dict:
+    """Fit ``model`` on ``train``; one value of every name in :data:`METRICS`.
+
+    ``labels`` is the label set the model was configured for (:func:`label_sets.model_for`):
+    a forces-only model gets its energy offsets refitted and no energy σ.
+    """
     t0 = time.perf_counter()
     model.fit(train)
+    if labels == "forces":
+        label_sets.refit_offsets(model, train)
     dt = time.perf_counter() - t0
     fitted = [a for a in train if a.info.get("config_type") != "isolated_atom"]
     on_train = evaluate(model, eval_train if eval_train is not None else fitted, with_std=False)
@@ -57,11 +68,14 @@ def _fit_and_score(model, train: list[Atoms], test: list[Atoms], with_std: bool,
     out = {f"train_{k}": on_train.errors[k] for k in ERROR_METRICS}
     out.update({f"test_{k}": on_test.errors[k] for k in ERROR_METRICS})
     out.update({f"test_{k}": stds[k] for k in STD_METRICS})
+    if labels == "forces":  # the energy σ of a model without energy rows means nothing
+        out.update({f"test_{k}": float("nan") for k in STD_METRICS if k.startswith("energy")})
     out["noise_energy"] = noise_level(model.noise_, "energy", float("nan"))
     out["noise_forces"] = noise_level(model.noise_, "forces", float("nan"))
     out["delta"] = float(model.delta_)
     out["n_sparse_points"] = float(len(model.alpha_))
     out["fit_time"] = float(dt)
+    out["n_labels"] = float(label_sets.count_labels(fitted, labels, model))
     return out
 
 
@@ -91,10 +105,30 @@ def _progress(total: int, desc: str, progress: bool | None):
 # ----------------------------------------------------------------------------------
 # learning curve
 # ----------------------------------------------------------------------------------
+def _check_sizes(sizes, n: int, n_iso: int) -> np.ndarray:
+    """The sorted distinct sizes, checked against the pool size ``n``."""
+    if sizes is None:
+        sizes = np.unique(np.geomspace(min(10, n), n, 5).round().astype(int))
+    sizes = np.asarray(list(sizes))
+    if sizes.size == 0:
+        raise ValueError("learning_curve: sizes is empty")
+    if not np.all(np.equal(np.mod(sizes, 1), 0)):
+        raise ValueError(f"learning_curve: sizes must be whole numbers of structures, got {sizes.tolist()}")
+    sizes = np.unique(sizes.astype(int))
+    if sizes[0] < 1:
+        raise ValueError(f"learning_curve: sizes must be >= 1, got {sizes.tolist()}")
+    too_big = sizes[sizes > n]
+    if too_big.size:
+        raise ValueError(f"learning_curve: size(s) {too_big.tolist()} larger than the training set "
+                         f"({n} structures{', isolated atoms not counted' if n_iso else ''}); "
+                         f"use sizes <= {n}")
+    return sizes
+
+
 def learning_curve(model: GAP, train: Frames, test: Frames, sizes: Sequence[int] | None = None, repeats: int = 3,
                    random_state: RandomStateLike = None, return_std: bool = True,
                    n_train_eval: int | None = None,
-                   progress: bool | None = None) -> LearningCurve:
+                   progress: bool | None = None, labels: str = "energy+forces") -> LearningCurve:
     """Refit clones of ``model`` on random training subsets of increasing size.
 
     Parameters
@@ -123,44 +157,75 @@ def learning_curve(model: GAP, train: Frames, test: Frames, sizes: Sequence[int]
         (default all).
     progress : bool, optional
         Progress bar over refits; ``None`` (default) shows it on a terminal only.
+    labels : {"energy+forces", "energy", "forces"}, default "energy+forces"
+        The labels every refit trains on (see :mod:`gapkit.diagnostics.label_sets`:
+        ``"energy+forces"`` is the model as given; a forces-only model reports the
+        energy error after refitted per-species offsets). :func:`label_curves`
+        computes several label sets on the same subsets.
 
     Returns
     -------
     LearningCurve
+        With ``meta["labels"]`` and the metric ``n_labels`` (labels used per refit:
+        1 per energy, 3N per forces, 6 per virial).
 
     Raises
     ------
     ValueError
-        If a size is larger than the training pool or not positive, or ``repeats < 1``.
+        If a size is larger than the training pool or not positive, ``repeats < 1``,
+        or ``labels`` is not one label set.
     """
+    names = label_sets.parse_labels(labels)
+    if len(names) != 1:
+        raise ValueError(f"learning_curve: labels must be one label set, got {names}; "
+                         "use label_curves() for several")
+    return label_curves(model, train, test, sizes=sizes, repeats=repeats, random_state=random_state,
+                        return_std=return_std, n_train_eval=n_train_eval, progress=progress,
+                        labels=names)[names[0]]
+
+
+def label_curves(model: GAP, train: Frames, test: Frames, sizes: Sequence[int] | None = None,
+                 repeats: int = 3, random_state: RandomStateLike = None, return_std: bool = True,
+                 n_train_eval: int | None = None, progress: bool | None = None,
+                 labels: str | Sequence[str] = label_sets.LABEL_SETS) -> dict[str, LearningCurve]:
+    """Learning curves of models trained on energies, forces, or both, on the same subsets.
+
+    Every (size, repeat) draws one random subset and one model seed, and each label set
+    is fitted on that same subset with that same seed, so the curves differ only in the
+    labels used. Parameters as in :func:`learning_curve`; ``labels`` is a
+    comma-separated string or a sequence of names of
+    :data:`~gapkit.diagnostics.label_sets.LABEL_SETS` (default all three).
+
+    Returns
+    -------
+    dict of str -> LearningCurve
+        One curve per label set, in the order given. ``curve.mean("n_labels")`` is the
+        x axis of a curve against labels.
+
+    Raises
+    ------
+    ValueError
+        As :func:`learning_curve`, and for an unknown label set or one the model
+        cannot train on (``"forces"`` with ``optimize=True``).
+    """
+    names = label_sets.parse_labels(labels)
     pool, iso = _split_frames(train)
     test_frames, _ = _split_frames(test)
     if not pool:
         raise ValueError("learning_curve: the training set has no structures (besides isolated atoms)")
     n = len(pool)
-    if sizes is None:
-        sizes = np.unique(np.geomspace(min(10, n), n, 5).round().astype(int))
-    sizes = np.asarray(list(sizes))
-    if sizes.size == 0:
-        raise ValueError("learning_curve: sizes is empty")
-    if not np.all(np.equal(np.mod(sizes, 1), 0)):
-        raise ValueError(f"learning_curve: sizes must be whole numbers of structures, got {sizes.tolist()}")
-    sizes = np.unique(sizes.astype(int))
-    if sizes[0] < 1:
-        raise ValueError(f"learning_curve: sizes must be >= 1, got {sizes.tolist()}")
-    too_big = sizes[sizes > n]
-    if too_big.size:
-        raise ValueError(f"learning_curve: size(s) {too_big.tolist()} larger than the training set "
-                         f"({n} structures{', isolated atoms not counted' if iso else ''}); "
-                         f"use sizes <= {n}")
+    sizes = _check_sizes(sizes, n, len(iso))
     repeats = int(repeats)
     if repeats < 1:
         raise ValueError(f"learning_curve: repeats must be >= 1, got {repeats}")
+    for name in names:  # configuration errors before any fit
+        label_sets.model_for(model, name)
 
     rs = check_random_state(random_state)
-    values = {k: np.full((len(sizes), repeats), np.nan) for k in METRICS}
-    last = None
-    bar = _progress(len(sizes) * repeats, "learning curve", progress)
+    keys = METRICS + EXTRA_METRICS
+    values = {name: {k: np.full((len(sizes), repeats), np.nan) for k in keys} for name in names}
+    last = {}
+    bar = _progress(len(sizes) * repeats * len(names), "learning curve", progress)
     try:
         for i, size in enumerate(sizes):
             for j in range(repeats):
@@ -169,20 +234,29 @@ def learning_curve(model: GAP, train: Frames, test: Frames, sizes: Sequence[int]
                 ev = None
                 if n_train_eval is not None and size > n_train_eval:
                     ev = [subset[k] for k in np.sort(rs.choice(size, n_train_eval, replace=False))]
-                m = seeded_clone(model, rs)
-                res = _fit_and_score(m, subset + iso, test_frames, return_std, ev)
-                for k, v in res.items():
-                    values[k][i, j] = v
-                last = m
-                bar.set_postfix(N=int(size), test_F_rmse=f"{res['test_forces_rmse']:.3g}")
-                bar.update(1)
+                seeded = seeded_clone(model, rs)
+                for name in names:
+                    m = label_sets.model_for(seeded, name)
+                    res = _fit_and_score(m, subset + iso, test_frames, return_std, ev, labels=name)
+                    for k, v in res.items():
+                        values[name][k][i, j] = v
+                    last[name] = m
+                    bar.set_postfix(N=int(size), labels=name,
+                                    test_F_rmse=f"{res['test_forces_rmse']:.3g}")
+                    bar.update(1)
     finally:
         bar.close()
     meta = {"n_pool": n, "n_isolated": len(iso), "repeats": repeats,
             "random_state": to_jsonable(random_state),  # a RandomState as its repr
             "return_std": bool(return_std), "model": type(model).__name__,
             "params": _model_meta(model), **_test_meta(test_frames)}
-    return LearningCurve(sizes=sizes, metrics=values, meta=meta, model=last)
+    out = {}
+    for name in names:
+        meta_l = dict(meta, labels=name)
+        if name != "energy+forces":
+            meta_l["params"] = _model_meta(label_sets.model_for(model, name))
+        out[name] = LearningCurve(sizes=sizes, metrics=values[name], meta=meta_l, model=last[name])
+    return out
 
 
 # ----------------------------------------------------------------------------------
@@ -238,7 +312,7 @@ def capacity_curve(model: GAP, train: Frames, test: Frames, param_name: str | tu
     if repeats < 1:
         raise ValueError(f"capacity_curve: repeats must be >= 1, got {repeats}")
     rs = check_random_state(random_state)
-    out = {k: np.full((len(values), repeats), np.nan) for k in METRICS}
+    out = {k: np.full((len(values), repeats), np.nan) for k in METRICS + EXTRA_METRICS}
     bar = _progress(len(values) * repeats, "capacity curve", progress)
     try:
         for i, v in enumerate(values):

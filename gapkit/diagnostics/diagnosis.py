@@ -16,17 +16,23 @@ what limits the model:
 ``"unclear"``
     the signs disagree; the message says which way they lean.
 
+Every diagnosis also extrapolates the curve (:mod:`gapkit.diagnostics.extrapolation`):
+the law ``err(N) = a N**-b + c`` fitted to the test errors, its floor ``c`` with a
+bootstrap interval and, for target errors, the training structures needed or the
+verdict that the target is below the floor.
+
 Units: errors and noise floors in the unit of the metric read (eV/Å for forces,
 eV/atom for per-atom energies); slopes and ratios are dimensionless.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
+from gapkit.diagnostics.extrapolation import N_BOOT, Extrapolation, extrapolate_errors
 from gapkit.diagnostics.metric_names import METRIC_INFO, error_metric
 from gapkit.utils import to_jsonable
 
@@ -44,6 +50,7 @@ class CurveLike(Protocol):
 
     sizes: np.ndarray
     meta: dict
+    metrics: dict
 
     def mean(self, metric: str) -> np.ndarray:
         """Mean over repeats of ``metric``, shape (n_sizes,)."""
@@ -79,6 +86,9 @@ class Diagnosis:
         For ``kind="unclear"``: the kind the signs lean to (``"variance"``: more data
         or regularisation would help most; ``"bias"``: more capacity), else ``None``.
         Equal to ``kind`` otherwise.
+    extrapolations : dict of str -> Extrapolation
+        The power-law extrapolation of the test error of ``metric`` and of every metric
+        given a target, keyed by metric (empty with fewer than 3 sizes).
     """
 
     kind: str
@@ -93,6 +103,7 @@ class Diagnosis:
     reasons: list
     message: str
     leaning: str | None = None
+    extrapolations: dict = field(default_factory=dict)
 
     def __str__(self) -> str:
         return self.message
@@ -105,11 +116,30 @@ class Diagnosis:
         return "unclear" + (f", leaning to {self.leaning}" if self.leaning else "")
 
     def to_dict(self) -> dict:
-        """The attributes as plain JSON-able values (NaN -> None)."""
-        return to_jsonable(self.__dict__)
+        """The attributes as plain JSON-able values (NaN and inf -> None)."""
+        d = {k: v for k, v in self.__dict__.items() if k != "extrapolations"}
+        d["extrapolations"] = {k: e.to_dict() for k, e in self.extrapolations.items()}
+        return to_jsonable(d)
 
 
-def diagnose(curve: CurveLike, metric: str | None = None, n_last: int = N_LAST) -> Diagnosis:
+def _extrapolations(curve: CurveLike, metric: str, targets: dict, n_boot: int,
+                    random_state) -> dict[str, Extrapolation]:
+    """Extrapolations of ``metric`` and of every metric of ``targets`` (none under 3 sizes)."""
+    usable = np.isfinite(curve.mean(f"test_{metric}")) & (curve.mean(f"test_{metric}") > 0)
+    if np.count_nonzero(usable) < 3:
+        return {}
+    out = {}
+    for m in dict.fromkeys([metric, *targets]):
+        if not (np.isfinite(curve.mean(f"test_{m}")) & (curve.mean(f"test_{m}") > 0)).sum() >= 3:
+            continue
+        out[m] = extrapolate_errors(curve.sizes, curve.metrics[f"test_{m}"], m, target=targets.get(m),
+                                    n_boot=n_boot, random_state=random_state)
+    return out
+
+
+def diagnose(curve: CurveLike, metric: str | None = None, n_last: int = N_LAST,
+             targets: dict | None = None, n_boot: int = N_BOOT,
+             random_state=0) -> Diagnosis:
     """Say whether a model is bias-, variance- or noise-limited.
 
     The test error ``T``, train error ``t`` and noise floor ``f`` (see
@@ -145,15 +175,35 @@ def diagnose(curve: CurveLike, metric: str | None = None, n_last: int = N_LAST) 
         ``"forces_rmse"`` (default when the test set has forces) or another error
         metric such as ``"energy_rmse_per_atom"`` (the fallback).
     n_last : int, default 3
+    targets : dict of str -> float, optional
+        Target test errors by metric, e.g. ``{"forces_rmse": 0.012,
+        "energy_rmse_per_atom": 0.001}`` (eV/Å, eV/atom): each is extrapolated
+        (:func:`~gapkit.diagnostics.extrapolation.extrapolate_errors`) and the training
+        structures needed, or "below the floor", are in ``extrapolations`` and the message.
+    n_boot : int, default 200
+        Bootstrap replicates of the extrapolation.
+    random_state : int, numpy RandomState or None, default 0
+        Seed of the bootstrap (the diagnosis is deterministic by default).
 
     Returns
     -------
     Diagnosis
+
+    Raises
+    ------
+    ValueError
+        For an unknown metric (also in ``targets``), a target that is not a positive
+        number, or a curve without a finite test error.
     """
     if metric is None:
         has_forces = np.isfinite(curve.mean("test_forces_rmse")).any()
         metric = "forces_rmse" if has_forces else "energy_rmse_per_atom"
     metric = error_metric(metric, "diagnose: metric")
+    targets = {error_metric(k, "diagnose: targets key"): v for k, v in (targets or {}).items()}
+    for k, v in targets.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                or not (np.isfinite(v) and v > 0):
+            raise ValueError(f"diagnose: the target of {k} must be a positive error, got {v!r}")
     test = curve.mean(f"test_{metric}")
     train = curve.mean(f"train_{metric}")
     floor = curve.noise_floor(metric)
@@ -230,7 +280,11 @@ def diagnose(curve: CurveLike, metric: str | None = None, n_last: int = N_LAST) 
                     f"{SLOPE_FLAT}): both more data and more capacity may help; extend the curve.")
         advice = "Unclear: " + lean
     message = advice + "\n  - " + "\n  - ".join(reasons)
+    extrap = _extrapolations(curve, metric, targets, n_boot, random_state)
+    if extrap:
+        message += "\nExtrapolation (err = a N^-b + c, bootstrap intervals):\n  - " + "\n  - ".join(
+            e.message.replace("\n", "\n    ") for e in extrap.values())
     return Diagnosis(kind=kind, metric=metric, slope=slope, gap_ratio=float(gap), floor_ratio=fr,
                      test_error=T, train_error=t, noise_floor=f,
                      sizes_used=[int(s) for s in sizes_ok[-k:]], reasons=reasons, message=message,
-                     leaning=kind if kind != "unclear" else leaning)
+                     leaning=kind if kind != "unclear" else leaning, extrapolations=extrap)

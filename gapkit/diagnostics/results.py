@@ -3,7 +3,10 @@
 Both hold ``metrics``, a dict that maps a name of :data:`~gapkit.diagnostics.metric_names.METRICS`
 to an array of shape (n_points, repeats), give means and spreads over repeats, and
 read and write tidy CSV and JSON (one row per point and repeat). A learning curve also
-knows its noise floor and its :func:`~gapkit.diagnostics.diagnosis.diagnose`.
+knows its noise floor, its :func:`~gapkit.diagnostics.diagnosis.diagnose` and its
+power-law extrapolation (:mod:`~gapkit.diagnostics.extrapolation`). A learning curve of
+one label set (:func:`~gapkit.diagnostics.curves.label_curves`) has ``meta["labels"]``
+and the metric ``n_labels``.
 
 Units: energies in eV per structure (``energy_*``) or eV/atom (``*_per_atom``),
 forces in eV/Å, times in s.
@@ -21,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from gapkit.diagnostics.diagnosis import N_LAST, Diagnosis, diagnose
-from gapkit.diagnostics.metric_names import ERROR_METRICS
+from gapkit.diagnostics.extrapolation import N_BOOT, Extrapolation, extrapolate_errors
+from gapkit.diagnostics.metric_names import ERROR_METRICS, error_metric
 from gapkit.utils import to_jsonable
 
 
@@ -182,17 +186,38 @@ class LearningCurve(_Curve):
             sigma = sigma * np.sqrt(2 / np.pi)
         return sigma
 
-    def diagnose(self, metric: str | None = None, n_last: int = N_LAST) -> Diagnosis:
-        """Bias / variance / noise diagnosis; see :func:`gapkit.diagnostics.diagnosis.diagnose`."""
-        return diagnose(self, metric=metric, n_last=n_last)
+    def diagnose(self, metric: str | None = None, n_last: int = N_LAST,
+                 targets: dict | None = None, n_boot: int = N_BOOT, random_state=0) -> Diagnosis:
+        """Bias / variance / noise diagnosis with the power-law extrapolation (and targets);
+        see :func:`gapkit.diagnostics.diagnosis.diagnose`."""
+        return diagnose(self, metric=metric, n_last=n_last, targets=targets, n_boot=n_boot,
+                        random_state=random_state)
 
-    def _json_payload(self) -> dict:
+    def extrapolate(self, metric: str = "forces_rmse", target: float | None = None,
+                    n_boot: int = N_BOOT, level: float = 0.95, random_state=0) -> Extrapolation:
+        """Fit ``a N**-b + c`` to the test errors; see
+        :func:`gapkit.diagnostics.extrapolation.extrapolate_errors`."""
+        metric = error_metric(metric, "extrapolate: metric")
+        return extrapolate_errors(self.sizes, self.metrics[f"test_{metric}"], metric, target=target,
+                                  n_boot=n_boot, level=level, random_state=random_state)
+
+    def _json_payload(self, diagnosis: Diagnosis | None = None) -> dict:
         out = {"data": self.to_dict(), "meta": self.meta}
         try:
-            out["diagnosis"] = self.diagnose().to_dict()
+            out["diagnosis"] = (diagnosis or self.diagnose()).to_dict()
         except ValueError as exc:  # e.g. no finite test error
             out["diagnosis"] = {"kind": "unclear", "message": str(exc)}
         return out
+
+    def to_json(self, path: str | PathLike, diagnosis: Diagnosis | None = None) -> Path:
+        """Write ``{"data": to_dict(), "meta": ..., "diagnosis": ...}`` as strict JSON.
+
+        ``diagnosis`` (e.g. one with targets) is written instead of ``diagnose()``'s.
+        """
+        path = Path(path)
+        path.write_text(json.dumps(to_jsonable(self._json_payload(diagnosis)), indent=1,
+                                   allow_nan=False))
+        return path
 
     @classmethod
     def from_dict(cls, d: dict, meta: dict | None = None) -> "LearningCurve":
