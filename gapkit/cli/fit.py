@@ -10,11 +10,12 @@ import time
 from pathlib import Path
 
 from gapkit._version import __version__
-from gapkit.cli.common import (add_model_arguments, check_output_path, format_errors,
-                               model_from_args, resolve_training_files)
+from gapkit.cli.common import (add_model_arguments, check_output_path, model_from_args,
+                               resolve_training_files)
 from gapkit.cli.config import DEFAULTS_ATTR, add_config_arguments, config_of, resolve
+from gapkit.cli.evaluate import breakdown_report, format_report, read_test_files
 from gapkit.data import read_frames, split_isolated
-from gapkit.metrics import error_metrics
+from gapkit.diagnostics.evaluation import evaluate
 from gapkit.utils import to_jsonable
 
 
@@ -24,7 +25,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     f.add_argument("train", nargs="*", help="training extxyz files (default: data/train.xyz)")
     f.add_argument("-o", "--output", default="gapkit_model.npz", help="model file to write")
     f.add_argument("--test", nargs="*", default=None,
-                   help="test extxyz files (default with the default data: data/test.xyz)")
+                   help="test extxyz files (default with the default data: data/test.xyz); "
+                        "errors per file and per config_type, with stresses")
+    f.add_argument("--errors-json", default=None, metavar="FILE",
+                   help="also write the train and test errors (the error keys of gapkit "
+                        "evaluate --json: by_file, by_config_type, stress_mae, ...) to FILE")
     f.add_argument("--valid", nargs="*", default=None, metavar="VAL.xyz",
                    help="calibrate the std on these frames (never trained on) instead of a "
                         "held-out --valid-fraction of the training frames")
@@ -61,10 +66,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"std calibrated on {cal.source}" if cal.calibrated else
           "std not calibrated (raw DTC): use --valid FILE, more data, or gapkit recalibrate")
     train_frames = split_isolated(frames)[0]
-    print(format_errors("train", error_metrics(model.predict(train_frames), train_frames, model.label_keys)))
+    errors = {"train": breakdown_report(evaluate(model, train_frames, with_std=False))}
+    print(format_report("train", errors["train"]).split("\n")[0])
     if test:
-        test_frames = split_isolated(read_frames(test))[0]
-        print(format_errors("test", error_metrics(model.predict(test_frames), test_frames, model.label_keys)))
+        test_frames, sources = read_test_files(test)
+        errors["test"] = breakdown_report(evaluate(model, test_frames, with_std=False,
+                                                   sources=sources))
+        print(format_report("test", errors["test"]))
+    if args.errors_json:
+        Path(args.errors_json).write_text(json.dumps(to_jsonable(errors), sort_keys=True,
+                                                     allow_nan=False))
     model.extra_ = {**model.extra_, "provenance": provenance(args, train, per_file)}
     path = model.save(args.output)
     print(f"Model written to {path}")

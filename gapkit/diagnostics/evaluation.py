@@ -7,18 +7,24 @@ deviations and the calibration of those standard deviations against the errors
 :mod:`gapkit.uncertainty.metrics`); :func:`calibration_warnings` says when σ is clearly off.
 ``gapkit evaluate`` and the learning and capacity curves share it.
 
-Units: energies in eV per structure or eV/atom (``*_per_atom``), forces in eV/Å.
+The same prediction broken down by input file (:meth:`Evaluation.by_file`) and by
+``config_type`` (:meth:`Evaluation.by_config_type`), with stress errors, comes from
+:mod:`gapkit.diagnostics.breakdown`.
+
+Units: energies in eV per structure or eV/atom (``*_per_atom``), forces in eV/Å,
+stresses in GPa.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 from ase import Atoms
 
 from gapkit.data import LabelKeys
+from gapkit.diagnostics.breakdown import FrameErrors, breakdown, frame_errors, group_metrics
 from gapkit.metrics import error_metrics, reference_arrays
 from gapkit.model import Prediction, PredictionStd
 from gapkit.uncertainty.calibration import calibration_metrics
@@ -82,9 +88,13 @@ class Evaluation:
         None when evaluated without standard deviations.
     errors : dict
         :func:`gapkit.metrics.error_metrics` of ``pred``: energy errors in eV
-        (``*_per_atom``: eV/atom), force errors in eV/Å.
+        (``*_per_atom``: eV/atom), force errors in eV/Å, and ``stress_mae``,
+        ``stress_rmse`` (GPa per Voigt component; None when no frame has a stress or
+        virial label) and ``n_stress`` (frames with one).
     label_keys : LabelKeys or None
         Where the reference labels are stored.
+    sources : list of str or None
+        The file each frame came from (for :meth:`by_file`); None: one source.
     """
 
     frames: list
@@ -92,6 +102,28 @@ class Evaluation:
     std: PredictionStd | None
     errors: dict
     label_keys: LabelKeys | None = None
+    sources: list | None = None
+    _frame_errors: FrameErrors | None = field(default=None, repr=False)
+
+    def frame_errors(self) -> FrameErrors:
+        """Per-frame errors (:func:`gapkit.diagnostics.breakdown.frame_errors`), computed once."""
+        if self._frame_errors is None:
+            self._frame_errors = frame_errors(self.pred, self.frames, self.label_keys, self.std)
+        return self._frame_errors
+
+    def by_file(self) -> dict[str, dict]:
+        """Errors per input file: file name to the metrics of
+        :func:`gapkit.diagnostics.breakdown.group_metrics` (the top-level error keys,
+        stress in GPa, and ``energy_zms``/``forces_zms`` when σ were predicted).
+        Without ``sources`` every frame counts as from ``"all"``."""
+        tags = self.sources if self.sources is not None else ["all"] * len(self.frames)
+        return breakdown(self.frame_errors(), tags)
+
+    def by_config_type(self) -> dict[str, dict]:
+        """Errors per ``config_type`` (``"default"`` for frames without one), as
+        :meth:`by_file`."""
+        fe = self.frame_errors()
+        return breakdown(fe, fe.config_types)
 
     def mean_stds(self) -> dict:
         """Mean predicted standard deviations over the structures (or force components).
@@ -206,7 +238,8 @@ def calibration_warnings(calibration: dict, z_std_range: tuple[float, float] = Z
     return out
 
 
-def evaluate(model, frames: Sequence[Atoms], with_std: bool = True) -> Evaluation:
+def evaluate(model, frames: Sequence[Atoms], with_std: bool = True,
+             sources: Sequence[str] | None = None) -> Evaluation:
     """Predict ``frames`` with ``model`` once and compare with their labels.
 
     Parameters
@@ -218,13 +251,27 @@ def evaluate(model, frames: Sequence[Atoms], with_std: bool = True) -> Evaluatio
     with_std : bool, default True
         Also predict standard deviations (for :meth:`Evaluation.mean_stds` and
         :meth:`Evaluation.calibration`).
+    sources : sequence of str, optional
+        The file (or any group name) of each frame, for :meth:`Evaluation.by_file`.
 
     Returns
     -------
     Evaluation
+
+    Raises
+    ------
+    ValueError
+        If ``sources`` does not have one entry per frame.
     """
     frames = list(frames)
+    if sources is not None and len(sources) != len(frames):
+        raise ValueError(f"sources has {len(sources)} entries for {len(frames)} frames: give "
+                         "one per frame")
     pred, std = predict_with_std(model, frames, with_std)
-    return Evaluation(frames=frames, pred=pred, std=std,
-                      errors=error_metrics(pred, frames, model.label_keys),
-                      label_keys=model.label_keys)
+    ev = Evaluation(frames=frames, pred=pred, std=std,
+                    errors=error_metrics(pred, frames, model.label_keys),
+                    label_keys=model.label_keys,
+                    sources=None if sources is None else [str(s) for s in sources])
+    top = group_metrics(ev.frame_errors())
+    ev.errors.update({k: top[k] for k in ("stress_mae", "stress_rmse", "n_stress")})
+    return ev
