@@ -67,6 +67,42 @@ html_theme_options = {"description": "Gaussian Approximation Potentials on SOAP,
 templates_path = ["_templates"]
 autosummary_ignore_module_all = False   # document what each module's __all__ lists
 
+# The modules of the API reference, in the order of docs/api.md. An object that several
+# of them export (gapkit.GAP is gapkit.model.GAP) is documented once, in the first, and
+# the later pages link to it: one description per object, no duplicate targets.
+API_MODULES = ["gapkit", "gapkit.descriptors", "gapkit.model", "gapkit.calculator",
+               "gapkit.uncertainty", "gapkit.diagnostics", "gapkit.plotting",
+               "gapkit.physics.baselines", "gapkit.physics.active", "gapkit.ipi",
+               "gapkit.lammps", "gapkit.data"]
+
+
+def _documented_elsewhere():
+    import importlib
+    import inspect
+
+    home, elsewhere = {}, {}
+    for name in API_MODULES:
+        mod = importlib.import_module(name)
+        public = getattr(mod, "__all__", None)
+        if public is None:
+            public = [k for k, v in vars(mod).items() if not k.startswith("_")
+                      and (inspect.isclass(v) or inspect.isfunction(v))
+                      and getattr(v, "__module__", "").startswith(name)]
+        for key in public:
+            obj = getattr(mod, key)
+            if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+                continue
+            if id(obj) in home:
+                elsewhere.setdefault(name, {})[key] = f"{home[id(obj)]}.{key}"
+            else:
+                home[id(obj)] = name
+    return elsewhere
+
+
+autosummary_context = {"documented_elsewhere": _documented_elsewhere()}
+autodoc_default_options["exclude-members"] = ("set_fit_request, set_score_request, "
+                                              "set_predict_request")
+
 # The notebooks live in ../notebooks (the tests execute them there); copy them in so
 # that Sphinx can render them (docs/notebooks/ is a build artefact, ignored by git).
 _NB = HERE / "notebooks"

@@ -1,4 +1,4 @@
-"""Uncertainty plots: calibration curves, reliability diagrams, |error| against σ, σ along an MD run.
+"""Uncertainty plots: calibration curves, reliability diagrams, ``|error|`` against σ, σ along an MD run.
 
 Units: those of the values (eV/Å for forces by default), time in fs.
 """
@@ -75,7 +75,7 @@ def calibration(errors: np.ndarray | Sequence[np.ndarray], std: np.ndarray | Seq
 def error_vs_sigma(errors: np.ndarray | Sequence[np.ndarray], std: np.ndarray | Sequence[np.ndarray],
                    ax: Axes | None = None, unit: str = "eV/Å", label: str | None = None,
                    n_bins: int = 10, max_points: int = 20000) -> Axes:
-    """|error| against predicted σ on log–log axes.
+    """``|error|`` against predicted σ on log–log axes.
 
     Points are individual values; the line with markers is the RMSE of the errors
     in ``n_bins`` equally populated σ bins, which a calibrated model puts on the

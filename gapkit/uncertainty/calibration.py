@@ -39,7 +39,7 @@ def calibration_metrics(errors: np.ndarray, std: np.ndarray) -> dict:
     -------
     dict with ``z_mean``, ``z_std``, ``nll`` (mean Gaussian negative log-likelihood
     per value), ``coverage_68``, ``coverage_95``, ``miscalibration_area`` and
-    ``spearman`` (of |error| against std; NaN for constant std).
+    ``spearman`` (of ``|error|`` against std; NaN for constant std).
     """
     e, s = checked(errors, std, flatten=True)
     z = e / s
