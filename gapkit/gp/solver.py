@@ -52,35 +52,57 @@ class FactorisationError(np.linalg.LinAlgError):
 # ----------------------------------------------------------------------------------
 # triangular QR updates
 # ----------------------------------------------------------------------------------
-def _qr_r(B: np.ndarray, n: int) -> np.ndarray:
-    """R factor of B, padded to (n, n) upper triangular."""
-    R = sla.qr(B, mode="r", check_finite=False)[0]
-    out = np.zeros((n, n))
-    k = min(R.shape[0], n)
-    out[:k] = R[:k]
-    return out
+#: Block size of LAPACK ``dtpqrt`` (64 was 1.2x faster than 32 for M ~ 1400-2800 with
+#: one OpenBLAS thread; 128 no better).
+QR_BLOCK = 64
 
 
-def tri_update(R: np.ndarray | None, B: np.ndarray) -> np.ndarray:
+def _fortran(A: np.ndarray) -> np.ndarray:
+    """``A`` as a Fortran-ordered float64 array (no copy when it already is one)."""
+    return np.asfortranarray(A, dtype=np.float64)
+
+
+def tri_update(R: np.ndarray | None, B: np.ndarray, triangular: bool = False,
+               overwrite: bool = False) -> np.ndarray:
     """R factor of ``[R; B]`` where ``R`` is (n, n) upper triangular (TSQR step).
 
-    Uses LAPACK ``dtpqrt`` with ``B`` treated as dense (``l = 0``): about
-    ``2 m n**2`` flops for an m-row ``B``. (Declaring a triangular ``B`` through ``l``
-    would halve the flops in theory but runs an unblocked path that was 5x slower in
-    OpenBLAS here: 13.7 s against 2.4 s for n = 1500.)
+    LAPACK ``dtpqrt`` on Fortran-ordered arrays, updated in place: about
+    ``2 m n**2`` flops for a dense m-row ``B``; for an upper-triangular (n, n) ``B``
+    (``triangular=True``: merging two factors) its structure is used (``l = n``,
+    ``2 n**3 / 3`` flops; 2.6x less time than the dense path with one OpenBLAS
+    thread for n = 1400-2800). The strictly lower part of ``R`` is never read or
+    written (it stays zero).
+
+    Parameters
+    ----------
+    R : ndarray of shape (n, n) or None
+        Upper triangular; ``None`` starts from zero (the R factor of ``B`` alone).
+    B : ndarray of shape (m, n)
+    triangular : bool
+        ``B`` is upper triangular (m = n).
+    overwrite : bool
+        ``R`` and ``B`` may be overwritten (``R`` then holds the result when it is a
+        Fortran-ordered float64 array); otherwise neither input is changed.
+
+    Returns
+    -------
+    ndarray of shape (n, n), Fortran order.
     """
     n = B.shape[1]
     if R is None:
-        return _qr_r(B, n)
-    if B.shape[0] == 0:
-        return R
-    a = np.asfortranarray(R, dtype=np.float64)
-    b = np.asfortranarray(B, dtype=np.float64)
-    nb = max(1, min(32, n))
-    a, _, _, info = lapack.dtpqrt(0, nb, a, b, overwrite_a=1, overwrite_b=1)
+        R, overwrite_r = np.zeros((n, n), order="F"), True
+    else:
+        overwrite_r = overwrite
+        if B.shape[0] == 0:
+            return _fortran(R)
+    a = _fortran(R) if overwrite_r else np.array(R, dtype=np.float64, order="F")
+    b = _fortran(B) if overwrite else np.array(B, dtype=np.float64, order="F")
+    nb = max(1, min(QR_BLOCK, n))
+    a, _, _, info = lapack.dtpqrt(n if triangular and b.shape[0] == n else 0, nb, a, b,
+                                  overwrite_a=1, overwrite_b=1)
     if info != 0:
         raise FactorisationError(f"LAPACK dtpqrt failed (info={info})")
-    return np.triu(a)
+    return a
 
 
 @dataclass
@@ -90,7 +112,7 @@ class RowGroup:
     Attributes
     ----------
     R : ndarray of shape (M+1, M+1)
-        ``R~_g`` of ``[sqrt(w) K~ | sqrt(w) y]``.
+        ``R~_g`` of ``[sqrt(w) K~ | sqrt(w) y]`` (upper triangular, Fortran order).
     n_rows : int
         Number of rows seen.
     log_inv_w : float
@@ -100,12 +122,16 @@ class RowGroup:
     R: np.ndarray | None = None
     n_rows: int = 0
     log_inv_w: float = 0.0
-    _buf: list = field(default_factory=list, repr=False)
-    _buf_rows: int = 0
+    _buf: np.ndarray | None = field(default=None, repr=False)
+    _fill: int = 0
 
 
 class RowAccumulator:
     """Stream training rows into per-group triangular factors (TSQR).
+
+    Rows are written once, scaled, into a preallocated Fortran-ordered buffer of
+    ``block_rows`` rows per group; a full buffer is folded into the group's factor
+    in place by one LAPACK ``dtpqrt`` call, with no further copies.
 
     Parameters
     ----------
@@ -113,7 +139,7 @@ class RowAccumulator:
         Number of sparse points M.
     block_rows : int, optional
         Rows buffered per group before they are folded into the factor; default
-        ``max(2 M, 2000)``. Memory is O(M**2 + block_rows * M).
+        ``max(2 M, 2000)``. Memory is O(M**2 + block_rows * M) per group.
     """
 
     def __init__(self, n_sparse: int, block_rows: int | None = None):
@@ -126,38 +152,55 @@ class RowAccumulator:
         K = np.asarray(K, dtype=np.float64)
         if K.shape[0] == 0:
             return
-        if K.shape[1] != self.M:
-            raise ValueError(f"rows have {K.shape[1]} columns, expected {self.M}")
+        if K.ndim != 2 or K.shape[1] != self.M:
+            raise ValueError(f"rows have {K.shape[1:]} columns, expected {self.M}")
         y = np.asarray(y, dtype=np.float64).reshape(-1)
         w = np.broadcast_to(np.asarray(w, dtype=np.float64), y.shape)
         sw = np.sqrt(w)
+        unit = bool(np.all(w == 1.0))
         g = self.groups.setdefault(group, RowGroup())
-        g._buf.append(np.hstack([K * sw[:, None], (y * sw)[:, None]]))
-        g._buf_rows += K.shape[0]
         g.n_rows += K.shape[0]
         g.log_inv_w += float(-np.sum(np.log(w)))
-        if g._buf_rows >= self.block_rows:
-            self._flush(g)
+        M, start = self.M, 0
+        while start < K.shape[0]:
+            if g._buf is None:
+                g._buf = np.empty((self.block_rows, M + 1), order="F")
+            take = min(K.shape[0] - start, self.block_rows - g._fill)
+            dst, src = g._buf[g._fill:g._fill + take], slice(start, start + take)
+            if unit:
+                dst[:, :M] = K[src]
+                dst[:, M] = y[src]
+            else:
+                np.multiply(K[src], sw[src, None], out=dst[:, :M])
+                np.multiply(y[src], sw[src], out=dst[:, M])
+            g._fill += take
+            start += take
+            if g._fill == self.block_rows:
+                self._flush(g)
 
-    def _flush(self, g: RowGroup) -> None:
-        if g._buf:
-            B = np.vstack(g._buf)
-            g._buf, g._buf_rows = [], 0
-            g.R = tri_update(g.R, B)
+    def _flush(self, g: RowGroup, release: bool = False) -> None:
+        if g._fill:
+            # a full buffer is folded in place; a partial one (at the end) is copied once
+            B = g._buf if g._fill == self.block_rows else _fortran(g._buf[:g._fill])
+            g.R = tri_update(g.R, B, overwrite=True)
+            g._fill = 0
+        if release:
+            g._buf = None
 
     def finalize(self) -> dict[str, RowGroup]:
-        """Fold any buffered rows and return the groups."""
+        """Fold any buffered rows, free the buffers and return the groups."""
         for g in self.groups.values():
-            self._flush(g)
+            self._flush(g, release=True)
         return self.groups
 
     def merge(self, other: "RowAccumulator") -> None:
-        """Combine with another accumulator (for example from a parallel worker)."""
+        """Combine with another accumulator (for example from a parallel worker);
+        ``other`` may be overwritten."""
         other.finalize()
         self.finalize()
         for name, og in other.groups.items():
             g = self.groups.setdefault(name, RowGroup())
-            g.R = tri_update(g.R, og.R) if g.R is not None else og.R.copy()
+            g.R = og.R if g.R is None else tri_update(g.R, og.R, triangular=True, overwrite=True)
             g.n_rows += og.n_rows
             g.log_inv_w += og.log_inv_w
 
@@ -173,8 +216,8 @@ def merge_groups(a: dict, b: dict) -> dict:
             out[name] = RowGroup(R=None if g.R is None else g.R.copy(), n_rows=g.n_rows,
                                  log_inv_w=g.log_inv_w)
             continue
-        R = gb.R.copy() if ga.R is None else (ga.R.copy() if gb.R is None
-                                               else tri_update(ga.R, gb.R))
+        R = gb.R.copy(order="F") if ga.R is None else (
+            ga.R.copy(order="F") if gb.R is None else tri_update(ga.R, gb.R, triangular=True))
         out[name] = RowGroup(R=R, n_rows=ga.n_rows + gb.n_rows,
                              log_inv_w=ga.log_inv_w + gb.log_inv_w)
     return out
@@ -229,16 +272,16 @@ class Solution:
 def _stack(groups: dict[str, RowGroup], Lchol: np.ndarray, delta: float,
            sigmas: dict[str, float]) -> np.ndarray:
     M = Lchol.shape[0]
-    a = np.zeros((M + 1, M + 1))
+    a = np.zeros((M + 1, M + 1), order="F")
     a[:M, :M] = delta * Lchol.T
     for name, g in groups.items():
         if g.R is None:
             continue
         s = float(sigmas[name])
-        b = g.R.copy()
+        b = np.array(g.R, order="F")
         b[:, :M] *= delta ** 2 / s
         b[:, M] /= s
-        a = tri_update(a, b)
+        a = tri_update(a, b, triangular=True, overwrite=True)
     return a
 
 
