@@ -1,11 +1,15 @@
 """What the ``gapkit`` commands share: model and label flags, the default data, error lines.
 
-Like every module of :mod:`gapkit.cli`, this one may print: it is the user interface.
+Every ``--multi-word`` flag of every command also answers to ``--multi_word`` (the
+spelling of MACE and nequip: ``--energy_key``, ``--valid_fraction``, ...): see
+:func:`add_underscore_aliases`. Like every module of :mod:`gapkit.cli`, this one may
+print: it is the user interface.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 from pathlib import Path
 from typing import Sequence
@@ -44,6 +48,76 @@ def _n_sparse_type(text: str):
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
+
+
+#: The attribute of an argparse action that lists its underscore aliases.
+ALIASES_ATTR = "_gapkit_aliases"
+
+
+class _AliasHiding:
+    """Help formatter mixin: the underscore aliases are accepted but not listed."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        hidden = getattr(action, ALIASES_ATTR, ())
+        if hidden:
+            action = copy.copy(action)
+            action.option_strings = [s for s in action.option_strings if s not in hidden]
+        return super()._format_action_invocation(action)
+
+
+def add_underscore_aliases(p: argparse.ArgumentParser) -> list[str]:
+    """Let every ``--multi-word`` flag of ``p`` also be spelled ``--multi_word``.
+
+    The alias is one more option string of the same action (same ``dest``, type,
+    choices and default), so the two spellings cannot disagree and config files,
+    which are keyed by ``dest``, read either. Help lists only the dashed spelling.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        A (sub-)parser whose flags are all added.
+
+    Returns
+    -------
+    list of str
+        The aliases added.
+    """
+    added = []
+    for action in p._actions:
+        for opt in list(action.option_strings):
+            alias = "--" + opt[2:].replace("-", "_")
+            if not opt.startswith("--") or alias == opt or alias in p._option_string_actions:
+                continue
+            action.option_strings.append(alias)
+            p._option_string_actions[alias] = action
+            setattr(action, ALIASES_ATTR, (*getattr(action, ALIASES_ATTR, ()), alias))
+            added.append(alias)
+    if not issubclass(p.formatter_class, _AliasHiding):
+        p.formatter_class = type(f"AliasHiding{p.formatter_class.__name__}",
+                                 (_AliasHiding, p.formatter_class), {})
+    return added
+
+
+def _positive_float(text: str) -> float:
+    """A number > 0 for argparse."""
+    try:
+        val = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not val > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return val
+
+
+def _n_jobs_type(text: str) -> int:
+    """A non-zero integer (joblib's convention: -1 all cores, -2 all but one)."""
+    try:
+        val = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if val == 0:
+        raise argparse.ArgumentTypeError("0 workers cannot run: give N >= 1, or -1 for all cores")
+    return val
 
 
 def _delta_type(text: str):
@@ -113,6 +187,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-max", type=int, default=8, help="SOAP radial functions (default 8)")
     p.add_argument("--l-max", type=int, default=6, help="SOAP angular channels (default 6)")
     p.add_argument("--sigma", type=float, default=0.5, help="SOAP Gaussian width, Å (default 0.5)")
+    p.add_argument("--cutoff-width", type=_positive_float, default=None, metavar="Å",
+                   help="width of SOAP's smooth (cosine) cutoff, from r_cut - width to r_cut "
+                        "(QUIP's cutoff_transition_width; default: SOAP's 1.0 Å)")
     p.add_argument("--zeta", type=float, default=4.0, help="kernel exponent (default 4)")
     p.add_argument("--delta", type=_delta_type, default="auto",
                    help="signal scale in eV, or 'auto' (default)")
@@ -122,8 +199,14 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--energy-noise", type=float, default=0.001, help="eV per sqrt(atom) (default 0.001)")
     p.add_argument("--force-noise", type=float, default=0.02, help="eV/Å (default 0.02)")
     p.add_argument("--virial-noise", type=float, default=0.1, help="eV per sqrt(atom) (default 0.1)")
+    p.add_argument("--noise-by-config-type", action="store_true",
+                   help="one noise per (label kind, config_type) instead of per kind "
+                        "(with --optimize, each is learned)")
     p.add_argument("--optimize", action="store_true",
                    help="learn delta and the noises by maximum marginal likelihood")
+    p.add_argument("--n-jobs", type=_n_jobs_type, default=None, metavar="N",
+                   help="worker processes computing the training rows (-1: all cores; "
+                        "default: one process, multi-threaded BLAS)")
     p.add_argument("--valid-fraction", type=float, default=0.2,
                    help="fraction of the training frames held out to calibrate the std "
                         "(added back to the fit afterwards; default 0.2)")
@@ -169,7 +252,7 @@ def resolve_training_files(train: list[str] | None, test: list[str] | None,
     return train, test, e0 or "lstsq"
 
 
-def model_from_args(args: argparse.Namespace, e0: str, verbose: bool = False) -> GAP:
+def model_from_args(args: argparse.Namespace, e0: str, verbose: bool | None = None) -> GAP:
     """A :class:`gapkit.GAP` configured from the flags of :func:`add_model_arguments`.
 
     Parameters
@@ -178,8 +261,9 @@ def model_from_args(args: argparse.Namespace, e0: str, verbose: bool = False) ->
         Parsed flags, with ``seed`` (the model's ``random_state``).
     e0 : str
         The E0 spec (see :func:`resolve_training_files`).
-    verbose : bool, default False
-        Log the fit's progress.
+    verbose : bool, optional
+        Progress bars of the fit (None: :mod:`gapkit.progress` decides: a terminal,
+        Jupyter, or ``GAPKIT_PROGRESS``, which ``--progress/--no-progress`` set).
 
     Returns
     -------
@@ -187,10 +271,15 @@ def model_from_args(args: argparse.Namespace, e0: str, verbose: bool = False) ->
         Unfitted.
     """
     delta = args.delta
+    width = getattr(args, "cutoff_width", None)
     if getattr(args, "descriptor", "soap") == "acsf":
+        if width is not None:
+            raise ValueError("--cutoff-width is SOAP's smooth cutoff; ACSF has its own cosine "
+                             "cutoff over the whole of r_cut: leave --cutoff-width out")
         descriptor = ACSF(r_cut=args.r_cut)
     else:
-        descriptor = SOAP(r_cut=args.r_cut, n_max=args.n_max, l_max=args.l_max, sigma=args.sigma)
+        descriptor = SOAP(r_cut=args.r_cut, n_max=args.n_max, l_max=args.l_max, sigma=args.sigma,
+                          **({} if width is None else {"cutoff_width": width}))
     if getattr(args, "two_body", 0) > 0:
         descriptor = [Term(TwoBody(r_cut=args.r_cut), zeta=1, n_sparse=args.two_body),
                       Term(descriptor)]
@@ -198,7 +287,8 @@ def model_from_args(args: argparse.Namespace, e0: str, verbose: bool = False) ->
                zeta=args.zeta, delta=delta, n_sparse=args.n_sparse,
                sparse_method=args.sparse_method, energy_noise=args.energy_noise,
                force_noise=args.force_noise, virial_noise=args.virial_noise, e0=e0,
-               optimize=args.optimize, energy_key=args.energy_key, forces_key=args.forces_key,
+               optimize=args.optimize, noise_by_config_type=getattr(args, "noise_by_config_type", False),
+               n_jobs=getattr(args, "n_jobs", None), energy_key=args.energy_key, forces_key=args.forces_key,
                virial_key=args.virial_key, stress_key=args.stress_key,
                use_virials=not args.no_virials, random_state=args.seed,
                calibrate=not getattr(args, "no_calibrate", False),

@@ -3,7 +3,8 @@
 A config file is a YAML (``.yaml``/``.yml``, read with PyYAML when it is installed)
 or JSON mapping whose keys are the ``dest`` names of the command's flags
 (``n_sparse``, ``r_cut``, ``energy_key``, ``train``, ``output``, ...; hyphens are
-accepted for underscores). Flags given on the command line override the file; the
+accepted for underscores, as flags accept underscores for hyphens), plus the global
+``log_file`` and ``progress``. Flags given on the command line override the file; the
 file overrides the defaults. ``--dump-config`` prints the resolved mapping as JSON
 (which YAML reads too) and exits, so ``gapkit fit ... --dump-config > fit.json``
 writes a config that reproduces the run.
@@ -19,6 +20,9 @@ from pathlib import Path
 NOT_CONFIG = ("help", "config", "dump_config", "verbose", "quiet")
 #: the namespace attribute that carries the true defaults to :func:`resolve`.
 DEFAULTS_ATTR = "_config_defaults"
+#: keys of the global flags (:mod:`gapkit.cli.app`: ``--log-file PATH``,
+#: ``--progress/--no-progress``) that a config may set too, with their defaults.
+GLOBAL_KEYS = {"log_file": None, "progress": None}
 
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
@@ -109,6 +113,18 @@ def _convert(action: argparse.Action, key: str, value, path) -> object:
     return one(value)
 
 
+def _convert_global(dest: str, key: str, value, path) -> object:
+    """A :data:`GLOBAL_KEYS` value checked: a path (str) for ``log_file``, true, false
+    or null for ``progress``."""
+    if value is None:
+        return None
+    if dest == "progress" and not isinstance(value, bool):
+        raise ValueError(f"config '{path}': {key} must be true, false or null, got {value!r}")
+    if dest == "log_file" and not isinstance(value, str):
+        raise ValueError(f"config '{path}': {key} must be a file path, got {value!r}")
+    return value
+
+
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """``args`` with every flag filled: command line, then ``--config``, then defaults.
 
@@ -130,14 +146,17 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     given = vars(args).copy()
     defaults, parser = given.pop(DEFAULTS_ATTR)
     actions = {a.dest: a for a in parser._actions if a.dest in defaults}
-    resolved = dict(defaults)
+    resolved = {**defaults, **GLOBAL_KEYS}
     path = given.get("config")
     if path:
         for key, value in load_config(path).items():
             dest = str(key).replace("-", "_")
+            if dest in GLOBAL_KEYS:
+                resolved[dest] = _convert_global(dest, key, value, path)
+                continue
             if dest not in actions:
                 raise ValueError(f"config '{path}': unknown key {key!r}; known keys: "
-                                 + ", ".join(sorted(actions)))
+                                 + ", ".join(sorted([*actions, *GLOBAL_KEYS])))
             resolved[dest] = _convert(actions[dest], key, value, path)
     resolved.update(given)
     return argparse.Namespace(**resolved)

@@ -182,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
     lies outside :data:`~gapkit.diagnostics.evaluation.Z_STD_RANGE`.
     """
     model = load(args.model)
+    model.verbose = None  # progress bars as gapkit.progress decides (--progress)
     apply_label_keys(model, args)
     frames, sources = read_test_files(args.test)
     out = report(model, frames, with_std=not args.no_std, sources=sources)

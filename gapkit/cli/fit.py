@@ -15,6 +15,7 @@ from gapkit.cli.common import (add_model_arguments, check_output_path, model_fro
 from gapkit.cli.config import DEFAULTS_ATTR, add_config_arguments, config_of, resolve
 from gapkit.cli.evaluate import breakdown_report, format_report, read_test_files
 from gapkit.data import read_frames, split_isolated
+from gapkit.data.reference import parse_e0
 from gapkit.diagnostics.evaluation import evaluate
 from gapkit.utils import to_jsonable
 
@@ -51,10 +52,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(to_jsonable(config_of(args)), indent=2))
         return 0
     train, test, e0 = resolve_training_files(args.train, args.test, args.e0)
+    e0 = parse_e0(e0)  # a method, a path, or SYMBOL:eV,... (ValueError: a one-line usage error)
     check_output_path(args.output, inputs=[*train, *(test or []), *(args.valid or [])])
     per_file = [read_frames([path]) for path in train]
     frames = [atoms for file_frames in per_file for atoms in file_frames]
-    model = model_from_args(args, e0, verbose=args.verbose)
+    model = model_from_args(args, e0)  # bars: gapkit.progress (--progress/--no-progress)
     t0 = time.perf_counter()
     model.fit(frames, valid=read_frames(args.valid) if args.valid else None)
     dt = time.perf_counter() - t0

@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     curve = learning_curve(model, train_frames, test_frames, sizes=args.sizes, repeats=args.repeats,
                            random_state=args.seed, return_std=not args.no_std,
-                           progress=True if getattr(args, "verbose", False) else None)
+                           progress=None)  # gapkit.progress: --progress/--no-progress
     dt = time.perf_counter() - t0
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

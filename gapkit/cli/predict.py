@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     """
     check_output_path(args.output, inputs=[args.model, args.input])
     model = load(args.model)
+    model.verbose = None  # progress bars as gapkit.progress decides (--progress)
     frames = read_frames(args.input)
     threshold = FlagThreshold.parse(args.flag_threshold) if args.flag_threshold else None
     pred, std = predict_with_std(model, frames, with_std=args.std or threshold is not None)

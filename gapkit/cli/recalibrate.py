@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     """Handler of ``gapkit recalibrate``: recalibrate and save to ``-o``; returns 0."""
     check_output_path(args.output, inputs=[args.model, *args.valid])
     model = load(args.model)
+    model.verbose = None  # progress bars as gapkit.progress decides (--progress)
     apply_label_keys(model, args)
     frames = split_isolated(read_frames(args.valid))[0]
     model.recalibrate(frames, keep_nystrom=args.keep_nystrom)

@@ -14,8 +14,8 @@ give the same structure i-PI starts from, with the same atom order. Stress (the
 virial) is computed only for a fully periodic template.
 
 Command line: ``gapkit ipi MODEL --structure init.xyz --unix NAME`` (or ``--host``
-and ``--port``), also ``python -m gapkit ipi ...``. In i-PI's input, the
-forcefield is ``<ffsocket name="gap" mode="unix"><address>NAME</address></ffsocket>``;
+and ``--port``), also ``python -m gapkit ipi ...`` or ``python -m gapkit.ipi ...``
+(:mod:`gapkit.ipi.__main__`). In i-PI's input, the forcefield is ``<ffsocket name="gap" mode="unix"><address>NAME</address></ffsocket>``;
 the extras appear in the output with ``<trajectory filename="x" extra_type="raw">
 extras </trajectory>`` (or ``extra_type="energy_std"``, ``"forces_std"``, ...).
 """
