@@ -29,10 +29,26 @@ def test_chunk_size_does_not_change_the_model(frames, reference):
         assert m.log_marginal_likelihood_ == pytest.approx(reference.log_marginal_likelihood_, rel=1e-9)
 
 
-def test_process_workers_equal_serial(frames, reference, test_frames):
-    m = fit(frames, chunk_size=4, n_jobs=2)
+@pytest.mark.parametrize("n_jobs", [2, 3, -1, None])
+def test_thread_workers_equal_serial(frames, reference, test_frames, n_jobs):
+    m = fit(frames, chunk_size=4, n_jobs=n_jobs)
+    np.testing.assert_allclose(m.alpha_, reference.alpha_, rtol=1e-8, atol=1e-8 * np.abs(reference.alpha_).max())
     e0 = reference.predict(test_frames[:3]).energy
     np.testing.assert_allclose(m.predict(test_frames[:3]).energy, e0, rtol=0, atol=1e-8)
+    again = fit(frames, chunk_size=4, n_jobs=n_jobs)  # same split, same round-off
+    np.testing.assert_array_equal(again.alpha_, m.alpha_)
+
+
+def test_thread_count_is_resolved_and_checked():
+    from gapkit.gp.streaming import resolve_threads, usable_cores
+
+    assert resolve_threads(None, 100) == usable_cores()
+    assert resolve_threads(8, 3) == 3  # never more threads than chunks
+    assert resolve_threads(-1, 100) == usable_cores()
+    assert resolve_threads(1, 100) == 1
+    for bad in (0, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="n_jobs must be a non-zero integer"):
+            resolve_threads(bad, 10)
 
 
 def test_dask_equals_serial(frames, reference, test_frames):

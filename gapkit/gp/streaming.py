@@ -1,4 +1,4 @@
-"""Streaming the training rows into triangular factors: serial, multi-process, or Dask.
+"""Streaming the training rows into triangular factors: serial, threads, or Dask.
 
 The training set is cut into chunks of structures. For each chunk the descriptors
 (with their derivatives), the design rows of energies, forces and virials, and a
@@ -11,18 +11,25 @@ workers) are merged by a QR of the stacked triangles, so
 * the result equals the one-shot QR of all rows up to round-off (the R factor of
   a matrix is unique up to row signs);
 * the map (chunks) and the reduce (pairwise merges) parallelise naturally:
-  ``n_jobs`` uses joblib processes on one machine, ``client`` a
+  ``n_jobs`` threads on one machine (BLAS capped at one thread each), ``client`` a
   ``dask.distributed.Client`` for a cluster.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
+import numbers
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
 import numpy as np
 from ase import Atoms
+from threadpoolctl import threadpool_limits
 
 from gapkit.gp import solver as gp
 from gapkit.gp import terms
@@ -131,12 +138,36 @@ def _chunk_bounds(n: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, n)) for s in range(0, n, size)]
 
 
-def _limited_blas(fn, *args):
-    """Run ``fn`` with one BLAS thread (for worker processes sharing the cores)."""
-    from threadpoolctl import threadpool_limits
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
 
-    with threadpool_limits(limits=1):
-        return fn(*args)
+
+def resolve_threads(n_jobs: int | None, n_chunks: int) -> int:
+    """Worker threads of a fit: ``n_jobs`` (``None``: every usable core; ``-1``: all
+    cores, ``-2`` all but one, as joblib), never more than the chunks.
+
+    Raises
+    ------
+    ValueError
+        For ``n_jobs`` 0 or not an integer.
+    """
+    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral)
+                               or n_jobs == 0):
+        raise ValueError(f"n_jobs must be a non-zero integer or None (every core), got {n_jobs!r}")
+    cores = usable_cores()
+    n = cores if n_jobs is None else (int(n_jobs) if n_jobs > 0 else max(1, cores + 1 + n_jobs))
+    return max(1, min(n, n_chunks))
+
+
+def _own_spec(spec: RowSpec) -> RowSpec:
+    """``spec`` with private copies of the descriptors (each thread builds its own
+    engine and scratch buffers; the sparse sets are shared, read only)."""
+    own = [dataclasses.replace(t, descriptor=copy.deepcopy(t.descriptor)) for t in spec.terms]
+    return dataclasses.replace(spec, terms=own)
 
 
 def accumulate(spec: RowSpec, frames: Sequence[Atoms], labels: Sequence[Labels],
@@ -152,13 +183,18 @@ def accumulate(spec: RowSpec, frames: Sequence[Atoms], labels: Sequence[Labels],
     chunk_size : int
         Structures per chunk.
     n_jobs : int, optional
-        Worker processes on this machine (joblib; ``-1`` for all cores). ``None`` or
-        1 runs serially with multi-threaded BLAS.
+        Threads on this machine, each streaming a contiguous share of the chunks into
+        its own accumulator with BLAS capped at one thread (the descriptor engines,
+        design rows and QR updates release the GIL); the factors are then merged.
+        ``None`` (default): every usable core; ``1``: serial, with the process's BLAS
+        threads; ``-1``: all cores. The split depends only on ``n_jobs`` and the data,
+        so a fit is reproducible for a given ``n_jobs`` (and equal to the serial one
+        to round-off).
     client : dask.distributed.Client, optional
         Map the chunks over a Dask cluster instead; the factors are reduced on the
         client.
-    progress : bool, optional
-        Show a progress bar over the chunks (None: in a terminal or Jupyter; see
+    progress : bool or None
+        Show a progress bar over the chunks (``None``: decide from the terminal; see
         :func:`gapkit.progress.progress_bar`).
 
     Returns
@@ -166,47 +202,57 @@ def accumulate(spec: RowSpec, frames: Sequence[Atoms], labels: Sequence[Labels],
     dict of :class:`gapkit.gp.RowGroup`
     """
     n = len(frames)
+    bounds = _chunk_bounds(n, int(chunk_size))
     total = gp.RowAccumulator(spec.n_columns, block_rows=spec.block_rows)
 
     def args(lo, hi):
         return spec, list(frames[lo:hi]), list(labels[lo:hi]), list(resid[lo:hi]), lo
 
-    if client is None and (n_jobs is None or n_jobs == 1):
+    if client is not None:
+        return _accumulate_dask(client, spec, args, n, int(chunk_size), total, progress)
+    threads = resolve_threads(n_jobs, len(bounds))
+    bar = progress_bar(total=len(bounds), desc="fit chunks", unit="chunk", progress=progress)
+    if threads == 1:
         # serial: stream chunk after chunk into one accumulator
-        bounds = _chunk_bounds(n, int(chunk_size))
-        for lo, hi in progress_bar(bounds, desc="descriptors and rows", unit="chunk",
-                                   progress=progress):
+        for lo, hi in bounds:
             accumulate_chunk(*args(lo, hi), acc=total)
+            bar.update(1)
+        bar.close()
         return total.finalize()
 
-    # parallel: a few large tasks per worker, each streaming into its own accumulator;
-    # merging two factors costs O(M**3), so tasks are kept few.
-    if client is not None:
-        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-    else:
-        from joblib import cpu_count
+    # threads: contiguous shares of the chunks (deterministic), one accumulator each
+    shares = np.array_split(np.arange(len(bounds)), threads)
+    lock = threading.Lock()
 
-        n_workers = cpu_count() if n_jobs < 0 else int(n_jobs)
-    task = max(int(chunk_size), -(-n // (2 * n_workers)))
-    bounds = _chunk_bounds(n, task)
-    bar = progress_bar(total=len(bounds), desc="descriptors and rows", unit="task",
-                       progress=progress)
-    if client is not None:
-        spec_f = client.scatter(spec, broadcast=True)
-        futures = [client.submit(accumulate_chunk, spec_f, *args(lo, hi)[1:], pure=False)
-                   for lo, hi in bounds]
-        from dask.distributed import as_completed
+    def work(share):
+        own = _own_spec(spec)
+        acc = gp.RowAccumulator(spec.n_columns, block_rows=spec.block_rows)
+        for c in share:
+            lo, hi = bounds[c]
+            accumulate_chunk(own, *args(lo, hi)[1:], acc=acc)
+            with lock:
+                bar.update(1)
+        acc.finalize()
+        return acc
 
-        for fut in as_completed(futures):
-            total.merge(fut.result())
-            fut.release()
-            bar.update(1)
-    else:
-        from joblib import Parallel, delayed
-
-        par = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
-        for acc in par(delayed(_limited_blas)(accumulate_chunk, *args(lo, hi)) for lo, hi in bounds):
+    with threadpool_limits(limits=1), ThreadPoolExecutor(threads) as pool:
+        for acc in pool.map(work, shares):  # merged in share order
             total.merge(acc)
-            bar.update(1)
     bar.close()
+    return total.finalize()
+
+
+def _accumulate_dask(client, spec, args, n, chunk_size, total, progress):
+    """The chunks mapped over a Dask cluster: a few large tasks per worker, each
+    streaming into its own accumulator; merging two factors costs O(M**3), so tasks
+    are kept few. Factors are merged on the client in task order (deterministic)."""
+    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+    task = max(chunk_size, -(-n // (2 * n_workers)))
+    bounds = _chunk_bounds(n, task)
+    spec_f = client.scatter(spec, broadcast=True)
+    futures = [client.submit(accumulate_chunk, spec_f, *args(lo, hi)[1:], pure=False)
+               for lo, hi in bounds]
+    for fut in progress_bar(futures, desc="fit tasks", unit="task", progress=progress):
+        total.merge(fut.result())
+        fut.release()
     return total.finalize()
