@@ -175,7 +175,7 @@ def test_fit_with_log_file_progress_and_config_type_noises(tmp_path, capsys, mon
 
     groups = {(g.kind, g.config_type) for g in load(tmp_path / "m.npz").noise_}
     assert {c for _, c in groups} == {t.info["config_type"] for t in train}
-    assert "sparse points:" in err and "descriptors and rows:" in err  # the bars
+    assert "sparse points:" in err and "chunk/s]" in err  # the bars (frames, row chunks)
     assert "INFO" not in err  # the console keeps WARNING
     text = log.read_text()
     stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"

@@ -200,13 +200,14 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force-noise", type=float, default=0.02, help="eV/Å (default 0.02)")
     p.add_argument("--virial-noise", type=float, default=0.1, help="eV per sqrt(atom) (default 0.1)")
     p.add_argument("--noise-by-config-type", action="store_true",
-                   help="one noise per (label kind, config_type) instead of per kind "
-                        "(with --optimize, each is learned)")
+                   help="one noise per (label kind, config_type) instead of per kind; "
+                        "use with --optimize, which learns each (without it they all keep "
+                        "the kind's noise)")
     p.add_argument("--optimize", action="store_true",
                    help="learn delta and the noises by maximum marginal likelihood")
     p.add_argument("--n-jobs", type=_n_jobs_type, default=None, metavar="N",
-                   help="worker processes computing the training rows (-1: all cores; "
-                        "default: one process, multi-threaded BLAS)")
+                   help="parallel workers computing the descriptors and training rows "
+                        "(-1: all cores; default: serial, multi-threaded BLAS)")
     p.add_argument("--valid-fraction", type=float, default=0.2,
                    help="fraction of the training frames held out to calibrate the std "
                         "(added back to the fit afterwards; default 0.2)")
