@@ -67,6 +67,14 @@ def test_underscore_spellings_parse_like_the_dashed_ones():
     assert (cd.energy_key, cd.max_train) == ("E", 9)
 
 
+def test_negative_boolean_alias_means_false():
+    p = build_parser()
+    assert p.parse_args(["info", "m", "--no_progress"]).progress is False
+    assert p.parse_args(["--no_progress", "info", "m"]).progress is False
+    assert p.parse_args(["info", "m", "--progress"]).progress is True
+    assert "--no_progress" not in p.format_usage() + p.format_help()
+
+
 def test_underscore_aliases_check_their_values_like_the_dashed_flag(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["fit", "--n_jobs", "0"])

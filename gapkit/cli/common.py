@@ -65,6 +65,19 @@ class _AliasHiding:
         return super()._format_action_invocation(action)
 
 
+class _BooleanOptional(argparse.BooleanOptionalAction):
+    """``--flag/--no-flag`` whose ``--no_flag`` alias also means False (argparse's own
+    class tests for ``--no-`` only), with the aliases left out of the usage line."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string in self.option_strings:
+            setattr(namespace, self.dest, not option_string.startswith(("--no-", "--no_")))
+
+    def format_usage(self) -> str:
+        hidden = getattr(self, ALIASES_ATTR, ())
+        return " | ".join(s for s in self.option_strings if s not in hidden)
+
+
 def add_underscore_aliases(p: argparse.ArgumentParser) -> list[str]:
     """Let every ``--multi-word`` flag of ``p`` also be spelled ``--multi_word``.
 
@@ -88,6 +101,8 @@ def add_underscore_aliases(p: argparse.ArgumentParser) -> list[str]:
             alias = "--" + opt[2:].replace("-", "_")
             if not opt.startswith("--") or alias == opt or alias in p._option_string_actions:
                 continue
+            if type(action) is argparse.BooleanOptionalAction:
+                action.__class__ = _BooleanOptional
             action.option_strings.append(alias)
             p._option_string_actions[alias] = action
             setattr(action, ALIASES_ATTR, (*getattr(action, ALIASES_ATTR, ()), alias))

@@ -66,9 +66,8 @@ class GAP(BaseEstimator):
         least-squares E0 that RMS is tiny while local energies still vary on the eV
         scale, and a too-small delta over-regularises (on rMD17 ethanol, 300 frames,
         delta 0.1 / 1 / 4 eV gave force MAE 63 / 43 / 42 meV/Å).
-    n_sparse : int or dict, default 1000
-        Sparse environments per species (a dict maps symbols to counts); capped at
-        the number of environments available.
+    n_sparse : "auto", int or dict, default "auto"
+        Sparse points per species (a dict by symbol); "auto": :mod:`gapkit.model.sparse_counts`.
     sparse_method : {"cur", "random", "fps"}, default "cur"
     energy_noise : float, default 0.001
         sigma_E in eV per sqrt(atom): an energy row has std ``sigma_E sqrt(N)``.
@@ -84,7 +83,8 @@ class GAP(BaseEstimator):
     jitter : float, default 1e-8
         Added to the unit-scale K_MM diagonal.
     optimize : bool, default False
-        Learn ``delta`` and the noises by type-II maximum likelihood.
+        Learn ``delta`` and the noises by the bounded evidence, checked on held-out data
+        (never worse than the defaults there: :mod:`gapkit.model.hyperparameters`).
     noise_by_config_type : bool, default False
         One noise per ``(kind, config_type)`` instead of per kind.
     n_restarts : int, default 0
@@ -156,7 +156,7 @@ class GAP(BaseEstimator):
     """
 
     def __init__(self, descriptor: object | list | None = None, *, zeta: float = 4.0,
-                 delta: float | str = "auto", n_sparse: int | dict = 1000,
+                 delta: float | str = "auto", n_sparse: int | dict | str = "auto",
                  sparse_method: str = "cur", energy_noise: float = 0.001,
                  force_noise: float = 0.02, virial_noise: float = 0.1,
                  e0: str | dict = "lstsq", jitter: float = 1e-8, optimize: bool = False,
