@@ -65,19 +65,6 @@ class _AliasHiding:
         return super()._format_action_invocation(action)
 
 
-class _BooleanOptional(argparse.BooleanOptionalAction):
-    """``--flag/--no-flag`` whose ``--no_flag`` alias also means False (argparse's own
-    class tests for ``--no-`` only), with the aliases left out of the usage line."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        if option_string in self.option_strings:
-            setattr(namespace, self.dest, not option_string.startswith(("--no-", "--no_")))
-
-    def format_usage(self) -> str:
-        hidden = getattr(self, ALIASES_ATTR, ())
-        return " | ".join(s for s in self.option_strings if s not in hidden)
-
-
 def add_underscore_aliases(p: argparse.ArgumentParser) -> list[str]:
     """Let every ``--multi-word`` flag of ``p`` also be spelled ``--multi_word``.
 
@@ -101,8 +88,6 @@ def add_underscore_aliases(p: argparse.ArgumentParser) -> list[str]:
             alias = "--" + opt[2:].replace("-", "_")
             if not opt.startswith("--") or alias == opt or alias in p._option_string_actions:
                 continue
-            if type(action) is argparse.BooleanOptionalAction:
-                action.__class__ = _BooleanOptional
             action.option_strings.append(alias)
             p._option_string_actions[alias] = action
             setattr(action, ALIASES_ATTR, (*getattr(action, ALIASES_ATTR, ()), alias))
@@ -143,6 +128,19 @@ def _delta_type(text: str):
         val = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected 'auto' or a number of eV, got {text!r}") from None
+    return val
+
+
+def _auto_or_float(text: str):
+    """``auto`` or a positive number (for ``--virial-noise``)."""
+    if text == "auto":
+        return text
+    try:
+        val = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {text!r}") from None
+    if not val > 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive number, got {text!r}")
     return val
 
 
@@ -191,8 +189,10 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         The (sub-)parser to add them to; :func:`model_from_args` reads them back.
     """
     p.add_argument("--e0", default=None,
-                   help="'lstsq', 'zero', 'isolated' (single-atom frames in TRAIN) or a path to an "
-                        "isolated-atoms extxyz (default: lstsq; data/isolated_atoms.xyz for the default data)")
+                   help="'lstsq', 'average' (mean energy per atom for all species), 'zero', "
+                        "'isolated' (single-atom frames in TRAIN), a path to an isolated-atoms "
+                        "extxyz, or SYMBOL:eV,... such as H:-13.6,C:-1029.8 (default: lstsq; "
+                        "data/isolated_atoms.xyz for the default data)")
     p.add_argument("--descriptor", default="soap", choices=["soap", "acsf"],
                    help="many-body descriptor: SOAP (default) or Behler-Parrinello ACSF")
     p.add_argument("--two-body", type=int, default=0, metavar="N",
@@ -213,16 +213,16 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sparse-method", default="cur", choices=["cur", "random", "fps"])
     p.add_argument("--energy-noise", type=float, default=0.001, help="eV per sqrt(atom) (default 0.001)")
     p.add_argument("--force-noise", type=float, default=0.02, help="eV/Å (default 0.02)")
-    p.add_argument("--virial-noise", type=float, default=0.1, help="eV per sqrt(atom) (default 0.1)")
+    p.add_argument("--virial-noise", type=_auto_or_float, default="auto",
+                   help="eV per sqrt(atom), or 'auto' (default): force noise x (V/N)^(1/3)")
     p.add_argument("--noise-by-config-type", action="store_true",
-                   help="one noise per (label kind, config_type) instead of per kind; "
-                        "use with --optimize, which learns each (without it they all keep "
-                        "the kind's noise)")
+                   help="one noise per (label kind, config_type) instead of per kind "
+                        "(with --optimize, each is learned)")
     p.add_argument("--optimize", action="store_true",
                    help="learn delta and the noises by maximum marginal likelihood")
     p.add_argument("--n-jobs", type=_n_jobs_type, default=None, metavar="N",
-                   help="parallel workers computing the descriptors and training rows "
-                        "(-1: all cores; default: serial, multi-threaded BLAS)")
+                   help="worker processes computing the training rows (-1: all cores; "
+                        "default: one process, multi-threaded BLAS)")
     p.add_argument("--valid-fraction", type=float, default=0.2,
                    help="fraction of the training frames held out to calibrate the std "
                         "(added back to the fit afterwards; default 0.2)")

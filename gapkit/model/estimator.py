@@ -61,30 +61,29 @@ class GAP(BaseEstimator):
     zeta : float, default 4
         Kernel exponent of ``delta**2 (q . q')**zeta``.
     delta : float or "auto", default "auto"
-        Signal scale in eV. ``"auto"`` takes the root-mean-square of the training
-        energies per atom after E0, i.e. the data scale, but at least 1 eV: after a
-        least-squares E0 that RMS is tiny while local energies still vary on the eV
-        scale, and a too-small delta over-regularises (on rMD17 ethanol, 300 frames,
-        delta 0.1 / 1 / 4 eV gave force MAE 63 / 43 / 42 meV/Å).
-    n_sparse : "auto", int or dict, default "auto"
-        Sparse points per species (a dict by symbol); "auto": :mod:`gapkit.model.sparse_counts`.
+        Signal scale in eV. ``"auto"``: the larger of the RMS training energy per atom
+        after E0 and 3x the force moment estimate of δ (the δ at which the prior gives
+        the forces their variance in the data; independent of E0, so a least-squares
+        or rank-deficient E0 no longer drops δ to a floor); see
+        :mod:`gapkit.model.params`.
+    n_sparse : int or dict, default 1000
+        Sparse environments per species (a dict maps symbols to counts); capped at
+        the number of environments available.
     sparse_method : {"cur", "random", "fps"}, default "cur"
     energy_noise : float, default 0.001
         sigma_E in eV per sqrt(atom): an energy row has std ``sigma_E sqrt(N)``.
     force_noise : float, default 0.02
         sigma_F in eV/Å per force component.
-    virial_noise : float, default 0.1
-        sigma_V in eV per sqrt(atom), for virial components (used when labels have them).
-        On mlearn Si, sigma_V = 0.01 / 0.1 gave force MAE 0.158 / 0.066 eV/Å and
-        stress MAE 0.36 / 0.30 GPa: a too-tight virial noise costs force accuracy.
-    e0 : {"lstsq", "zero", "isolated"}, path or dict, default "lstsq"
-        Per-species reference energies. ``"isolated"`` takes single-atom frames from
-        the training data; a path reads an isolated-atoms extxyz.
+    virial_noise : float or "auto", default "auto"
+        sigma_V in eV per sqrt(atom); ``"auto"``: ``force_noise * (V/N)**(1/3)`` over the
+        periodic training cells (:mod:`gapkit.model.params`; tighter costs force accuracy).
+    e0 : {"lstsq", "average", "isolated", "zero"}, path or dict, default "lstsq"
+        Per-species reference energies in eV (rules: :mod:`gapkit.data.reference`); a
+        path reads an isolated-atoms extxyz, a dict gives them (``{"H": -13.6}``).
     jitter : float, default 1e-8
         Added to the unit-scale K_MM diagonal.
     optimize : bool, default False
-        Learn ``delta`` and the noises by the bounded evidence, checked on held-out data
-        (never worse than the defaults there: :mod:`gapkit.model.hyperparameters`).
+        Learn ``delta`` and the noises by type-II maximum likelihood.
     noise_by_config_type : bool, default False
         One noise per ``(kind, config_type)`` instead of per kind.
     n_restarts : int, default 0
@@ -156,9 +155,9 @@ class GAP(BaseEstimator):
     """
 
     def __init__(self, descriptor: object | list | None = None, *, zeta: float = 4.0,
-                 delta: float | str = "auto", n_sparse: int | dict | str = "auto",
+                 delta: float | str = "auto", n_sparse: int | dict = 1000,
                  sparse_method: str = "cur", energy_noise: float = 0.001,
-                 force_noise: float = 0.02, virial_noise: float = 0.1,
+                 force_noise: float = 0.02, virial_noise: float | str = "auto",
                  e0: str | dict = "lstsq", jitter: float = 1e-8, optimize: bool = False,
                  noise_by_config_type: bool = False, n_restarts: int = 0,
                  energy_key: str | None = None, forces_key: str | None = None,
