@@ -29,121 +29,20 @@ derivatives, the engine cache, ``check_species``, ``n_features`` and ``validate`
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
-from typing import Callable
+from functools import partial
+from typing import Callable, Iterator
 
 import numpy as np
-import scipy.sparse as sp
 from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
 from sklearn.base import BaseEstimator
 
-from .segments import segment_matrix
+from .results import (DescriptorBlock, DescriptorSet, EngineBlock, EngineResult, _accumulate,
+                      normalise, normalise_strain, scatter_matrix)
 
-__all__ = ["Descriptor", "DescriptorSet", "Engine", "EngineResult", "normalise",
+__all__ = ["Descriptor", "DescriptorBlock", "DescriptorSet", "Engine", "EngineBlock",
+           "EngineResult", "normalise",
            "normalise_strain", "scatter_matrix", "species_index", "species_numbers"]
-
-
-@dataclass
-class DescriptorSet:
-    """Descriptor values and sparse derivatives of one structure.
-
-    Attributes
-    ----------
-    q : ndarray of shape (n_atoms, n_features)
-        Descriptor of every atom (dimensionless; unit length when normalised).
-    numbers : ndarray of shape (n_atoms,)
-        Atomic number of each centre.
-    pair_i, pair_j : ndarray of shape (n_pairs,)
-        Centre index and moved-atom index of each derivative block.
-    dq : ndarray of shape (n_pairs, 3, n_features) or None
-        ``dq[p, a] = d q[pair_i[p]] / d r[pair_j[p], a]`` in 1/Å.
-    dq_strain : ndarray of shape (n_atoms, 3, 3, n_features) or None
-        ``d q_i / d eta_ab`` (dimensionless), for periodic cells.
-    """
-
-    q: np.ndarray
-    numbers: np.ndarray
-    pair_i: np.ndarray | None = None
-    pair_j: np.ndarray | None = None
-    dq: np.ndarray | None = None
-    dq_strain: np.ndarray | None = None
-
-    @property
-    def n_atoms(self) -> int:
-        return self.q.shape[0]
-
-    def scatter_matrix(self) -> sp.csr_matrix:
-        """Sparse (3 n_atoms, 3 n_pairs) matrix that sums pair rows onto atom rows."""
-        return scatter_matrix(self.pair_j, self.n_atoms)
-
-    def contract(self, grad_q: np.ndarray, strain: bool = False):
-        """``(dE/dr, dE/deta)`` from ``grad_q = dE/dq_i`` (n_atoms, F) and the stored
-        derivatives: shapes (n_atoms, 3) in eV/Å and (3, 3) in eV (``None`` without
-        ``strain``)."""
-        P = len(self.pair_i)
-        contrib = np.einsum("paf,pf->pa", self.dq, grad_q[self.pair_i])  # dE/dr_j per pair
-        dE_dr = (self.scatter_matrix() @ contrib.reshape(P * 3)).reshape(-1, 3)
-        dE_deta = np.einsum("nabf,nf->ab", self.dq_strain, grad_q) if strain else None
-        return dE_dr, dE_deta
-
-
-@dataclass
-class EngineResult:
-    """Raw (unnormalised) features of one structure and, optionally, their derivatives.
-
-    What every :class:`Engine` returns; :class:`Descriptor` normalises it into a
-    :class:`DescriptorSet`.
-
-    Attributes
-    ----------
-    p : ndarray of shape (n_atoms, n_features)
-        Raw features of every atom.
-    numbers : ndarray of shape (n_atoms,)
-        Atomic numbers of the centres.
-    pair_i, pair_j : ndarray of shape (n_pairs,) or None
-        Centre and moved atom of every derivative block (each combination once,
-        periodic images of ``j`` folded onto ``j``, self pairs ``(i, i)`` included).
-    dp : ndarray of shape (n_pairs, 3, n_features) or None
-        ``dp[k, a] = d p[pair_i[k]] / d r[pair_j[k], a]`` (1/Å times the units of ``p``).
-    dp_strain : ndarray of shape (n_atoms, 3, 3, n_features) or None
-        ``d p_i / d eta_ab`` for the homogeneous deformation ``r -> (1 + eta) r``
-        of positions and cell.
-    """
-
-    p: np.ndarray
-    numbers: np.ndarray
-    pair_i: np.ndarray | None = None
-    pair_j: np.ndarray | None = None
-    dp: np.ndarray | None = None
-    dp_strain: np.ndarray | None = None
-    #: ``(grad_p, strain) -> (dE/dr, dE/deta)``, set by ``compute(..., keep=True)``
-    _vjp: Callable | None = field(default=None, repr=False)
-
-    @property
-    def n_atoms(self) -> int:
-        return self.p.shape[0]
-
-    def vjp(self, grad_p: np.ndarray, strain: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """Vector-Jacobian product with the kept structure (needs ``keep=True``).
-
-        Parameters
-        ----------
-        grad_p : ndarray of shape (n_atoms, n_features)
-            ``dE/dp_i``.
-        strain : bool
-            Also return ``dE/deta``.
-
-        Returns
-        -------
-        dE_dr : ndarray of shape (n_atoms, 3)
-            ``dE/dr_j`` in eV/Å (forces are ``-dE_dr``).
-        dE_deta : ndarray of shape (3, 3) or None
-            ``dE/deta_ab`` in eV (the virial is ``-dE_deta``).
-        """
-        if self._vjp is None:
-            raise RuntimeError("EngineResult.vjp needs compute(..., keep=True)")
-        return self._vjp(grad_p, strain)
 
 
 class Engine(abc.ABC):
@@ -161,6 +60,26 @@ class Engine(abc.ABC):
                 keep: bool = False) -> EngineResult:
         """Raw features (n_atoms, F) and, with ``gradients`` / ``strain``, their sparse
         position / strain derivatives; ``keep`` sets :meth:`EngineResult.vjp`."""
+
+    def compute_blocks(self, atoms: Atoms, block_atoms: int, strain: bool = False
+                       ) -> Iterator[EngineBlock]:
+        """:class:`EngineBlock` s of at most ``block_atoms`` centres covering the
+        structure. This default yields one block (the whole structure);
+        :class:`~gapkit.descriptors.soap_engine.SOAPEngine` yields real blocks with
+        memory bounded by the block."""
+        if self.supports_vjp:
+            res = self.compute(atoms, gradients=False, strain=False, keep=True)
+
+            def vjp(grad_p, strain_, out):
+                return _accumulate(res.vjp(grad_p, strain_ or out is not None), out, strain_)
+        else:
+            res = self.compute(atoms, gradients=True, strain=strain)
+            ds = DescriptorSet(q=res.p, numbers=res.numbers, pair_i=res.pair_i,
+                               pair_j=res.pair_j, dq=res.dp, dq_strain=res.dp_strain)
+
+            def vjp(grad_p, strain_, out):
+                return _accumulate(ds.contract(grad_p, strain_ and strain), out, strain_)
+        yield EngineBlock(start=0, stop=res.n_atoms, p=res.p, numbers=res.numbers, _vjp=vjp)
 
 
 class Descriptor(BaseEstimator, abc.ABC):
@@ -344,6 +263,42 @@ class Descriptor(BaseEstimator, abc.ABC):
 
         return DescriptorSet(q=q, numbers=atoms.numbers.copy()), vjp
 
+    def vjp_blocks(self, atoms: Atoms, block_atoms: int, strain: bool = False, index: int = 0
+                   ) -> Iterator[DescriptorBlock]:
+        """Descriptors and vector-Jacobian products in blocks of centres.
+
+        Like :meth:`vjp_setup`, but the centres come in consecutive blocks of at most
+        ``block_atoms`` atoms, each with its own VJP; an engine that supports it
+        (:class:`~gapkit.descriptors.SOAP`) keeps only one block's per-pair data, so
+        that memory is bounded by the block, not the structure.
+
+        Parameters
+        ----------
+        atoms : ase.Atoms
+        block_atoms : int
+            Centres per block (>= 1).
+        strain : bool
+            Whether the VJPs return ``dE/deta``.
+        index : int
+            Frame index, for error messages.
+
+        Yields
+        ------
+        DescriptorBlock
+        """
+        engine = self._engine  # validates the parameters
+        self.check_species(atoms, index)
+        for blk in engine.compute_blocks(atoms, block_atoms, strain=strain):
+            if not self._normalised:
+                yield DescriptorBlock(blk.start, blk.stop, blk.p, blk.numbers,
+                                      partial(_raw_vjp, blk))
+                continue
+            self._check_norms(blk.p, atoms[blk.start:blk.stop], index, offset=blk.start)
+            norms = np.linalg.norm(blk.p, axis=1)
+            q = blk.p / norms[:, None]
+            yield DescriptorBlock(blk.start, blk.stop, q, blk.numbers,
+                                  partial(_normalised_vjp, blk, q, norms))
+
     def create(self, atoms: Atoms) -> np.ndarray:
         """Descriptor only (normalised unless switched off), shape (n_atoms, n_features)."""
         return self.compute(atoms, gradients=False).q
@@ -362,24 +317,29 @@ class Descriptor(BaseEstimator, abc.ABC):
         return DescriptorSet(q=q, numbers=numbers, pair_i=res.pair_i, pair_j=res.pair_j, dq=dq,
                              dq_strain=dq_strain)
 
-    def _check_norms(self, p: np.ndarray, atoms: Atoms, index: int) -> None:
-        """``ValueError`` naming the first atom whose raw vector is zero (cannot be normalised)."""
+    def _check_norms(self, p: np.ndarray, atoms: Atoms, index: int, offset: int = 0) -> None:
+        """``ValueError`` naming the first atom whose raw vector is zero (cannot be
+        normalised); ``p`` and ``atoms`` start at atom ``offset``."""
         norms = np.linalg.norm(p, axis=1)
         bad = np.flatnonzero(~(norms > 0))
         if len(bad):
             k = int(bad[0])
             raise ValueError(
-                f"frame {index}: atom {k} ({chemical_symbols[atoms.numbers[k]]}) has no neighbour "
+                f"frame {index}: atom {k + offset} ({chemical_symbols[atoms.numbers[k]]}) has no "
+                "neighbour "
                 f"within r_cut={self.r_cut} Å ({len(bad)} such atom(s)), so its "
                 f"{type(self).__name__} vector is zero and cannot be normalised: increase r_cut"
                 f"{self._zero_norm_hint}")
 
 
-def scatter_matrix(pair_j: np.ndarray, n_atoms: int) -> sp.csr_matrix:
-    """Sparse (3 n_atoms, 3 n_pairs) matrix: row ``3 j + a`` sums pair rows ``3 p + a``
-    with ``pair_j[p] == j``."""
-    rows = (3 * np.asarray(pair_j)[:, None] + np.arange(3)[None, :]).ravel()
-    return segment_matrix(rows, 3 * n_atoms)
+def _raw_vjp(blk: EngineBlock, grad_q, strain, out):
+    return blk.vjp(grad_q, strain, out)
+
+
+def _normalised_vjp(blk: EngineBlock, q: np.ndarray, norms: np.ndarray, grad_q, strain, out):
+    """VJP through ``q = p / |p|``: ``dE/dp = (g - q (q . g)) / |p|``."""
+    grad_p = (grad_q - q * np.sum(q * grad_q, axis=1, keepdims=True)) / norms[:, None]
+    return blk.vjp(grad_p, strain, out)
 
 
 def species_numbers(species) -> list[int]:
@@ -431,37 +391,3 @@ def freeze_param(value):
     except (TypeError, ValueError):
         pass
     return repr(value)
-
-
-def normalise(p: np.ndarray, dp: np.ndarray | None, pair_i: np.ndarray | None):
-    """``q = p/|p|`` and ``dq = (dp - q (q . dp)) / |p|`` for each pair's centre.
-
-    Parameters
-    ----------
-    p : ndarray of shape (n_atoms, F)
-        Raw vectors (non-zero).
-    dp : ndarray of shape (n_pairs, 3, F) or None
-        Their position derivatives (1/Å).
-    pair_i : ndarray of shape (n_pairs,) or None
-        Centre of every derivative block.
-
-    Returns
-    -------
-    q : ndarray of shape (n_atoms, F)
-    dq : ndarray of shape (n_pairs, 3, F) or None
-    """
-    norms = np.linalg.norm(p, axis=1)
-    q = p / norms[:, None]
-    if dp is None:
-        return q, None
-    qi = q[pair_i]  # (P, F)
-    proj = np.einsum("paf,pf->pa", dp, qi)
-    dq = (dp - proj[:, :, None] * qi[:, None, :]) / norms[pair_i][:, None, None]
-    return q, dq
-
-
-def normalise_strain(p: np.ndarray, q: np.ndarray, dps: np.ndarray) -> np.ndarray:
-    """Strain derivative of ``q = p/|p|`` (n, 3, 3, F) from that of ``p`` (n, 3, 3, F)."""
-    norms = np.linalg.norm(p, axis=1)
-    proj = np.einsum("nabf,nf->nab", dps, q)
-    return (dps - proj[..., None] * q[:, None, None, :]) / norms[:, None, None, None]

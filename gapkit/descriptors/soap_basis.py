@@ -20,7 +20,8 @@ import numpy as np
 from scipy.linalg import inv, sqrtm
 from scipy.special import gamma
 
-__all__ = ["GTO_THRESHOLD", "gto_basis", "real_solid_harmonics", "solid_harmonic_coefficients"]
+__all__ = ["GTO_THRESHOLD", "feature_tables", "gto_basis", "real_solid_harmonics",
+           "solid_harmonic_coefficients"]
 
 GTO_THRESHOLD = 1e-3  # DScribe's fixed Gaussian decay threshold (basis and padding)
 
@@ -63,6 +64,38 @@ def gto_basis(r_cut: float, n_max: int, l_max: int) -> tuple[np.ndarray, np.ndar
         alphas_full[l] = alphas
         betas_full[l] = betas
     return alphas_full, betas_full
+
+
+def feature_tables(ns: int, nm: int, l_max: int) -> dict:
+    """DScribe's power-spectrum layout for ``ns`` species, ``n_max = nm``, ``l_max``.
+
+    Species pairs ``s1 <= s2``, then ``l``, then ``(n1, n2)`` with ``n1 <= n2`` when
+    ``s1 == s2`` and all pairs otherwise. Returns the per-feature arrays ``sA, sB, l,
+    nA, nB``, ``flat`` (index into a ``(l_max + 1, ns nm, ns nm)`` Gram array),
+    ``blocks`` (``{(s1, s2): (start, stop)}``, contiguous per species pair) and
+    ``triu`` (flat indices of ``n1 <= n2`` in an ``nm x nm`` block).
+    """
+    sA, sB, fl, nA, nB = [], [], [], [], []
+    blocks, off = {}, 0
+    for s1 in range(ns):
+        for s2 in range(s1, ns):
+            for l in range(l_max + 1):
+                for n1 in range(nm):
+                    for n2 in range(n1 if s1 == s2 else 0, nm):
+                        sA.append(s1)
+                        sB.append(s2)
+                        fl.append(l)
+                        nA.append(n1)
+                        nB.append(n2)
+            blocks[s1, s2] = (off, len(fl))
+            off = len(fl)
+    t = {k: np.array(v, dtype=np.int64) for k, v in
+         (("sA", sA), ("sB", sB), ("l", fl), ("nA", nA), ("nB", nB))}
+    nsn = ns * nm
+    t["flat"] = (t["l"] * nsn + t["sA"] * nm + t["nA"]) * nsn + t["sB"] * nm + t["nB"]
+    t["blocks"] = blocks
+    t["triu"] = np.flatnonzero(np.triu(np.ones((nm, nm), dtype=bool)))
+    return t
 
 
 @lru_cache(maxsize=32)

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .segments import fold_pair_gradient, segment_matrix
+from . import soap_kernels as kern
+from .segments import segment_matrix
+from .threads import engine_threads
 
 if TYPE_CHECKING:  # pragma: no cover
     from .soap_engine import _Environment
@@ -184,40 +186,37 @@ class _PowerSpectrumDerivatives:
         out = dG.reshape(N, 9, (L + 1) * nsn * nsn)[:, :, self._f_flat] * self._f_prel
         return out.reshape(N, 3, 3, self.n_features)
 
-    def _vjp_env(self, env: _Environment, grad_p: np.ndarray, strain: bool):
-        N = env.n_atoms
+    def _vjp_env(self, env: _Environment, grad_p: np.ndarray, strain: bool,
+                 out: tuple[np.ndarray, np.ndarray] | None = None):
+        """``(dE/dr, dE/deta)`` of the centres of ``env`` from ``grad_p = dE/dp``.
+
+        ``dE/dc_i = (W_l + W_l^T) c_i`` per ``l`` (batched matrix products), then one
+        compiled loop over the pairs gives ``dE/dD_p``, folded onto the atoms. With
+        ``out = (dE_dr (n_atoms, 3), dE_deta (3, 3))`` the result is added to them.
+        """
+        nc = env.n_centres
         ns, nm, nlm, L = len(self.species), self.n_max, self._nlm, self.l_max
         nsn = ns * nm
         grad_p = np.asarray(grad_p, dtype=np.float64)
-        if grad_p.shape != (N, self.n_features):
-            raise ValueError(f"grad_p must have shape {(N, self.n_features)}, got {grad_p.shape}")
-        self._prepare(env, derivative=True)
-        c = self._coefficients(env)
-        cl = self._c_by_l(c)
-        # dE/dc_i = (W + W^T) c_i per l, W[l, A, B] = prel_l grad_p[f(l, A, B)]
-        W = np.zeros((N, (L + 1) * nsn * nsn))
-        W[:, self._f_flat] = grad_p * self._f_prel
-        W = W.reshape(N, L + 1, nsn, nsn)
-        W = W + W.transpose(0, 1, 3, 2)
-        gc = np.empty((N, nsn, nlm))
-        for l in range(L + 1):
-            gc[:, :, l * l:(l + 1) ** 2] = W[:, l] @ cl[l]
-        gc = gc.reshape(env.n_seg, nm, nlm)
-        if not env.kmax:
-            return np.zeros((N, 3)), (np.zeros((3, 3)) if strain else None)
-        # per pair k (segment g): gS[k, lm] = sum_n gc[g, n, lm] R[k, l, n],
-        # gQ[k, lm] = sum_n gc[g, n, lm] Rq[k, l, n]
-        Rp = env.padded("R", env.R)
-        Rqp = env.padded("Rq", env.Rq)
-        gS = np.empty((env.n_seg, env.kmax, nlm))
-        gQ = np.empty((env.n_seg, env.kmax, nlm))
-        for l in range(L + 1):
-            sl = slice(l * l, (l + 1) ** 2)
-            np.matmul(Rp[:, :, l], gc[:, :, sl], out=gS[:, :, sl])
-            np.matmul(Rqp[:, :, l], gc[:, :, sl], out=gQ[:, :, sl])
-        gS = gS[env.seg, env.slot]  # (P, nlm)
-        gq = np.einsum("pk,pk->p", gQ[env.seg, env.slot], env.S)
-        gD = np.matmul(env.dS, gS[:, :, None])[:, :, 0] + gq[:, None] * env.D  # dE/dD_k (P, 3)
-        return fold_pair_gradient(env.i, env.j, env.D, gD, N, strain)
+        if grad_p.shape != (nc, self.n_features):
+            raise ValueError(f"grad_p must have shape {(nc, self.n_features)}, got {grad_p.shape}")
+        if out is None:
+            out = (np.zeros((env.n_atoms, 3)), np.zeros((3, 3)))
+        dE_dr, dE_deta = out
+        with engine_threads():
+            self._prepare(env, derivative=True)
+            cl = self._c_by_l(self._coefficients(env))
+            W = np.zeros((nc, (L + 1) * nsn * nsn))
+            W[:, self._f_flat] = grad_p * self._f_prel
+            W = W.reshape(nc, L + 1, nsn, nsn)
+            W = W + W.transpose(0, 1, 3, 2)
+            gc = np.empty((nc, nsn, nlm))
+            for l in range(L + 1):
+                np.matmul(W[:, l], cl[l], out=gc[:, :, l * l:(l + 1) ** 2])
+            gD = np.empty((len(env.i), 3))
+            kern.vjp_pairs(env.starts, env.s, env.R, env.Rq, env.S, env.dS, env.D,
+                           gc.reshape(nc, ns, nm, nlm), self._l_of, gD)
+            kern.fold_pairs(env.i, env.j, env.D, gD, dE_dr, dE_deta)
+        return dE_dr, (dE_deta if strain else None)
 
     # ------------------------------------------------------------------- API

@@ -49,17 +49,24 @@ Usage
 
 Implementation notes
 --------------------
-* Neighbours: all-pairs distances for small finite systems, otherwise a k-d
-  tree over the atoms and their periodic images (same pairs as
-  ``ase.neighborlist.neighbor_list``).
-* Pairs are sorted by segment (centre, neighbour species) and zero-padded to the
-  largest segment, so the expansion ``c = sum_k R_k S_k``, the VJP and the strain
-  derivative are batched matmuls; ``dp`` is assembled in blocks of pairs, with
-  ``c_i x dc_i/dr_j`` computed per centre, so that temporaries stay bounded.
-  Memory is linear in the number of pairs.
+* Neighbours: :func:`~gapkit.descriptors.neighbours.neighbour_pairs` (``vesin``
+  cell lists, shared with the geometry check); pairs are sorted by centre, then
+  neighbour species.
+* Solid harmonics and their gradients: ``sphericart.SolidHarmonics`` (same
+  normalisation and signs as :func:`real_solid_harmonics`); radial basis, the
+  expansion ``c = sum_k R_k S_k`` and the per-pair VJP: the compiled loops of
+  :mod:`~gapkit.descriptors.soap_kernels` (no per-pair padding); power spectrum and
+  ``dE/dc``: one batched matrix product per ``l``. Every call runs inside
+  :func:`~gapkit.descriptors.threads.engine_threads` (BLAS on one thread).
+* :meth:`SOAPEngine.compute_blocks` evaluates the centres in blocks of a fixed
+  number of atoms with a vector-Jacobian product per block, so that the memory of a
+  prediction is bounded by the block, not the cell.
+* ``dp`` (derivative arrays) is assembled in blocks of pairs, with ``c_i x
+  dc_i/dr_j`` computed per centre; the strain derivative zero-pads the segments.
 * Modules: :mod:`~gapkit.descriptors.soap_basis` (radial basis, solid
-  harmonics), this module (environment, expansion, power spectrum, API) and
-  :mod:`~gapkit.descriptors.soap_derivatives` (position / strain derivatives, VJP).
+  harmonics), this module (environment, expansion, power spectrum, API),
+  :mod:`~gapkit.descriptors.soap_derivatives` (position / strain derivatives, VJP)
+  and :mod:`~gapkit.descriptors.soap_kernels` (compiled loops).
 * Differences to DScribe at the 1e-11 level come from its hard-coded constants
   (e.g. ``pi sqrt(3) / 2`` for l = 1); DScribe's analytical derivatives also skip
   terms whose coefficients are below 1e-8 in magnitude. Only unit weights
@@ -71,16 +78,20 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
+import sphericart
 from ase import Atoms
 
-from .base import Engine, EngineResult, species_index, species_numbers
+from . import soap_kernels as kern
+from .base import Engine, EngineBlock, EngineResult, species_index, species_numbers
 from .neighbours import neighbour_pairs
-from .soap_basis import (GTO_THRESHOLD, _lm_tables, _SolidHarmonicsEvaluator, gto_basis,
+from .soap_basis import _SolidHarmonicsEvaluator  # noqa: F401  (re-exported for tests)
+from .soap_basis import (GTO_THRESHOLD, _lm_tables, feature_tables, gto_basis,
                          real_solid_harmonics, solid_harmonic_coefficients)
 from .soap_derivatives import _PowerSpectrumDerivatives
+from .threads import engine_threads
 
 __all__ = [
     "SOAPEngine",
@@ -93,34 +104,41 @@ __all__ = [
 
 @dataclass
 class _Environment:
-    """Per-structure neighbour data and per-pair expansion terms (internal).
+    """Neighbour data and per-pair expansion terms of a block of centres (internal).
 
-    The P neighbour pairs are sorted by *segment* ``seg = i * n_species + s``
-    (centre, neighbour species); ``slot`` is the position of a pair inside its
-    segment, so that per-pair arrays can be scattered into zero-padded
-    ``(n_seg, kmax, ...)`` blocks and contracted with batched matmuls.
+    The centres are atoms ``offset .. offset + n_centres - 1`` of a structure of
+    ``n_atoms``; their P neighbour pairs are sorted by *segment* ``seg = (i -
+    offset) * n_species + s`` (centre, neighbour species), so the pairs of centre
+    ``c`` are ``starts[c]:starts[c + 1]``; ``slot`` is the position of a pair inside
+    its segment (for zero-padded ``(n_seg, kmax, ...)`` blocks, strain derivatives).
     """
 
     n_atoms: int
-    numbers: np.ndarray  # (N,)
-    centre_species: np.ndarray  # (N,) species index of every atom
-    i: np.ndarray  # (P,) centre of every neighbour pair (images are separate pairs)
+    numbers: np.ndarray  # (n_centres,)
+    centre_species: np.ndarray  # (n_centres,) species index of every centre
+    i: np.ndarray  # (P,) centre of every neighbour pair (atom index)
     j: np.ndarray  # (P,) neighbour atom index
     s: np.ndarray  # (P,) species index of the neighbour
     D: np.ndarray  # (P, 3) r_j + shift - r_i
     r2: np.ndarray  # (P,)
     w: np.ndarray  # (P,) cutoff weight
     wq: np.ndarray  # (P,) w'(r) / r
-    seg: np.ndarray  # (P,) i * n_species + s, non-decreasing
+    seg: np.ndarray  # (P,) (i - offset) * n_species + s, non-decreasing
     slot: np.ndarray  # (P,) index of the pair inside its segment
-    n_seg: int  # N * n_species
+    starts: np.ndarray  # (n_centres + 1,) pair range of every centre
+    n_seg: int  # n_centres * n_species
     kmax: int  # largest segment
+    offset: int = 0  # first centre
     R: np.ndarray | None = None  # (P, l_max + 1, n_max)
     Rq: np.ndarray | None = None  # (P, l_max + 1, n_max), (dR/dr) / r
     S: np.ndarray | None = None  # (P, nlm)
     dS: np.ndarray | None = None  # (P, 3, nlm)
-    c: np.ndarray | None = None  # (N, n_species, n_max, nlm)
+    c: np.ndarray | None = None  # (n_centres, n_species, n_max, nlm)
     pad: dict = field(default_factory=dict)  # cached padded blocks
+
+    @property
+    def n_centres(self) -> int:
+        return len(self.numbers)
 
     def padded(self, name: str, values: np.ndarray) -> np.ndarray:
         """Zero-padded copy ``(n_seg, kmax) + values.shape[1:]`` of a per-pair array."""
@@ -131,6 +149,19 @@ class _Environment:
             self.pad[name] = out
         return out
 
+    def block(self, a0: int, a1: int, n_species: int) -> _Environment:
+        """The environment of centres ``a0 .. a1 - 1`` (views of the pair arrays)."""
+        p0, p1 = int(self.starts[a0]), int(self.starts[a1])
+        sl = slice(p0, p1)
+        seg = self.seg[sl] - a0 * n_species
+        counts = np.bincount(seg, minlength=(a1 - a0) * n_species) if p1 > p0 else None
+        return _Environment(
+            n_atoms=self.n_atoms, numbers=self.numbers[a0:a1],
+            centre_species=self.centre_species[a0:a1], i=self.i[sl], j=self.j[sl],
+            s=self.s[sl], D=self.D[sl], r2=self.r2[sl], w=self.w[sl], wq=self.wq[sl],
+            seg=seg, slot=self.slot[sl], starts=self.starts[a0:a1 + 1] - p0,
+            n_seg=(a1 - a0) * n_species, kmax=int(counts.max()) if counts is not None else 0,
+            offset=self.offset + a0)
 
 
 class SOAPEngine(_PowerSpectrumDerivatives, Engine):
@@ -158,8 +189,8 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
         Width ``w`` of the cosine taper in Å (ignored for ``"dscribe"``).
     """
 
-    #: Pairs per block when streaming the coefficients (p only, nothing cached).
-    _pair_block: int = 1024
+    #: Centres per block when streaming the coefficients (p only, nothing cached).
+    _centre_block: int = 256
     #: Approximate size (float64 values) of the per-block temporaries of ``dp``.
     _block_budget: int = 1_000_000
 
@@ -207,42 +238,17 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
         self._self_c0 = self._B[0].sum(axis=1) / math.sqrt(4 * math.pi)  # (n,)
 
         l_of, _, _, _ = _lm_tables(self.l_max)
-        self._l_of = l_of
-        self._ylm = _SolidHarmonicsEvaluator(self.l_max)
+        self._l_of = np.ascontiguousarray(l_of, dtype=np.int64)
+        self._sph = sphericart.SolidHarmonics(self.l_max)
         self._nlm = (self.l_max + 1) ** 2
         self._prel = math.pi * np.sqrt(8.0 / (2.0 * np.arange(self.l_max + 1) + 1.0))
 
-        # Feature layout.
-        ns, nm = len(self.species), self.n_max
-        sA, sB, fl, nA, nB = [], [], [], [], []
-        for s1 in range(ns):
-            for s2 in range(s1, ns):
-                for l in range(self.l_max + 1):
-                    for n1 in range(nm):
-                        for n2 in range(n1 if s1 == s2 else 0, nm):
-                            sA.append(s1)
-                            sB.append(s2)
-                            fl.append(l)
-                            nA.append(n1)
-                            nB.append(n2)
-        self._f_sA, self._f_sB = np.array(sA), np.array(sB)
-        self._f_l, self._f_nA, self._f_nB = np.array(fl), np.array(nA), np.array(nB)
-        self._f_A = self._f_sA * nm + self._f_nA
-        self._f_B = self._f_sB * nm + self._f_nB
+        # Feature layout (DScribe's, see feature_tables).
+        t = feature_tables(len(self.species), self.n_max, self.l_max)
+        self._f_sA, self._f_sB, self._f_l = t["sA"], t["sB"], t["l"]
+        self._f_nA, self._f_nB, self._f_flat = t["nA"], t["nB"], t["flat"]
         self._f_prel = self._prel[self._f_l]
-        nsn = ns * nm
-        # flat index into a (L+1, nsn, nsn) Gram array
-        self._f_flat = (self._f_l * nsn + self._f_A) * nsn + self._f_B
-        # Contiguous feature block (start, stop) of every species pair s1 <= s2,
-        # laid out as (l, n1, n2) with only n1 <= n2 kept when s1 == s2.
-        self._block = {}
-        off = 0
-        for s1 in range(ns):
-            for s2 in range(s1, ns):
-                size = (self.l_max + 1) * (nm * (nm + 1) // 2 if s1 == s2 else nm * nm)
-                self._block[s1, s2] = (off, off + size)
-                off += size
-        self._triu = np.flatnonzero(np.triu(np.ones((nm, nm), dtype=bool)))
+        self._block, self._triu = t["blocks"], t["triu"]
 
     # ------------------------------------------------------------------ info
     @property
@@ -294,6 +300,15 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
         """``(i, j, d, D)`` within :attr:`search_radius` (see :func:`neighbour_pairs`)."""
         return neighbour_pairs(atoms, self.search_radius)
 
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_sph", None)  # compiled calculator: rebuilt on unpickling
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._sph = sphericart.SolidHarmonics(self.l_max)
+
     def _environment(self, atoms: Atoms) -> _Environment:
         numbers = np.asarray(atoms.get_atomic_numbers())
         n = len(atoms)
@@ -305,77 +320,70 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
         ns = len(self.species)
         s = cs[j]
         seg = i * ns + s
-        order = np.argsort(seg, kind="stable")
-        i, j, s, d, D, seg = i[order], j[order], s[order], d[order], D[order], seg[order]
+        if len(seg) and np.any(seg[1:] < seg[:-1]):  # sorted by (i, j): order the species
+            order = np.argsort(seg, kind="stable")
+            i, j, s, d, D, seg = i[order], j[order], s[order], d[order], D[order], seg[order]
         counts = np.bincount(seg, minlength=n * ns)
-        starts = np.cumsum(counts) - counts
-        slot = np.arange(len(seg)) - starts[seg]
+        ends = np.cumsum(counts)
+        slot = np.arange(len(seg)) - (ends - counts)[seg]
         w, wq = self._cutoff_fn(d)
+        starts = np.zeros(n + 1, dtype=np.int64)
+        starts[1:] = ends.reshape(n, ns)[:, -1] if n else 0
         return _Environment(
             n_atoms=n, numbers=numbers, centre_species=cs, i=i, j=j, s=s,
             D=np.ascontiguousarray(D), r2=d * d, w=w, wq=wq, seg=seg, slot=slot,
-            n_seg=n * ns, kmax=int(counts.max()) if len(counts) else 0,
+            starts=starts, n_seg=n * ns, kmax=int(counts.max()) if len(counts) else 0,
         )
 
     def _radial_arrays(
-        self, r2: np.ndarray, w: np.ndarray, wq: np.ndarray | None
+        self, env: _Environment, derivative: bool
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Radial factors ``R`` and ``(dR/dr)/r`` (if ``wq`` given), shape (P, l_max+1, n_max)."""
-        ex = np.exp(r2[None, :, None] * self._A[:, None, :])  # (L+1, P, k)
-        R = np.matmul(ex * w[None, :, None], self._Bt).transpose(1, 0, 2)
-        if wq is None:
-            return R, None
-        Eq = ex * (wq[None, :, None] + 2.0 * self._A[:, None, :] * w[None, :, None])
-        return R, np.matmul(Eq, self._Bt).transpose(1, 0, 2)
+        """Radial factors ``R`` and ``(dR/dr)/r`` (if ``derivative``), shape (P, l_max+1, n_max)."""
+        P = len(env.r2)
+        R = np.empty((P, self.l_max + 1, self.n_max))
+        Rq = np.empty_like(R) if derivative else np.empty((0, 0, 0))
+        E = np.multiply.outer(env.r2, self._A)  # (P, L+1, K)
+        np.exp(E, out=E)
+        kern.radial_basis(env.starts, E, env.w, env.wq, self._A, self._Bt, R, Rq, derivative)
+        return R, (Rq if derivative else None)
+
+    def _harmonics(self, D: np.ndarray, derivative: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Solid harmonics (P, nlm) and, with ``derivative``, gradients (P, 3, nlm)."""
+        if len(D) == 0:
+            return np.zeros((0, self._nlm)), (np.zeros((0, 3, self._nlm)) if derivative else None)
+        D = np.ascontiguousarray(D, dtype=np.float64)
+        if derivative:
+            return self._sph.compute_with_gradients(D)
+        return self._sph.compute(D), None
 
     def _prepare(self, env: _Environment, derivative: bool) -> None:
         """Per-pair radial factors and solid harmonics (with derivatives)."""
         if env.R is None or (derivative and env.Rq is None):
-            env.R, env.Rq = self._radial_arrays(env.r2, env.w, env.wq if derivative else None)
+            env.R, env.Rq = self._radial_arrays(env, derivative)
         if env.S is None or (derivative and env.dS is None):
-            env.S, env.dS = self._ylm(env.D, derivative)
-
-    def _contract(self, Rp: np.ndarray, Sp: np.ndarray, out: np.ndarray) -> None:
-        """``out[g, n, lm] = sum_k Rp[g, k, l, n] Sp[g, k, lm]`` (padded segments)."""
-        for l in range(self.l_max + 1):
-            sl = slice(l * l, (l + 1) ** 2)
-            np.matmul(Rp[:, :, l].transpose(0, 2, 1), Sp[:, :, sl], out=out[:, :, sl])
+            env.S, env.dS = self._harmonics(env.D, derivative)
 
     def _coefficients(self, env: _Environment) -> np.ndarray:
-        """Expansion coefficients c of shape (N, n_species, n_max, nlm).
+        """Expansion coefficients c of shape (n_centres, n_species, n_max, nlm).
 
-        ``c[seg, n, lm] = sum_{k in seg} R[k, l, n] S[k, lm]``: one batched matmul
-        per l over the zero-padded segments. Without cached per-pair data the
-        pairs are streamed in blocks of whole segments (about ``block`` pairs),
-        so that the temporaries stay small.
+        ``c[i, s, n, lm] = sum_{k in (i, s)} R[k, l, n] S[k, lm]`` (compiled loop
+        over the pairs). Without cached per-pair data the centres are streamed in
+        blocks of :attr:`_centre_block`, so that the temporaries stay small.
         """
-        block = self._pair_block
         if env.c is not None:
             return env.c
         ns, nm, nlm = len(self.species), self.n_max, self._nlm
-        c = np.zeros((env.n_seg, nm, nlm))
-        if env.kmax and env.R is not None and env.S is not None:
-            self._contract(env.padded("R", env.R), env.padded("S", env.S), c)
-        elif env.kmax:
-            counts = np.bincount(env.seg, minlength=env.n_seg)
-            ends = np.cumsum(counts)
-            cuts = np.unique(np.searchsorted(ends, np.arange(block, ends[-1], block), side="right"))
-            gb = np.concatenate([[0], cuts, [env.n_seg]])
-            pb = np.concatenate([[0], ends])[gb]
-            for g0, g1, p0, p1 in zip(gb[:-1], gb[1:], pb[:-1], pb[1:]):
-                if p0 == p1:
-                    continue
-                R, _ = self._radial_arrays(env.r2[p0:p1], env.w[p0:p1], None)
-                S, _ = self._ylm(env.D[p0:p1], False)
-                kb = int(counts[g0:g1].max())
-                Rp = np.zeros((g1 - g0, kb, self.l_max + 1, nm))
-                Sp = np.zeros((g1 - g0, kb, nlm))
-                idx = (env.seg[p0:p1] - g0, env.slot[p0:p1])
-                Rp[idx] = R
-                Sp[idx] = S
-                self._contract(Rp, Sp, c[g0:g1])
-        c = c.reshape(env.n_atoms, ns, nm, nlm)
-        c[np.arange(env.n_atoms), env.centre_species, :, 0] += self._self_c0
+        c = np.zeros((env.n_centres, ns, nm, nlm))
+        if env.R is not None and env.S is not None:
+            kern.expand(env.starts, env.s, env.R, env.S, self._l_of, c)
+        else:
+            for a0 in range(0, env.n_centres, self._centre_block):
+                a1 = min(a0 + self._centre_block, env.n_centres)
+                sub = env.block(a0, a1, ns)
+                R, _ = self._radial_arrays(sub, False)
+                S, _ = self._harmonics(sub.D, False)
+                kern.expand(sub.starts, sub.s, R, S, self._l_of, c[a0:a1])
+        c[np.arange(env.n_centres), env.centre_species, :, 0] += self._self_c0
         env.c = c
         return c
 
@@ -417,19 +425,59 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
             ``p`` (n_atoms, F); with ``gradients`` also ``pair_i, pair_j`` (n_pairs,)
             and ``dp`` (n_pairs, 3, F); with ``strain`` ``dp_strain`` (n_atoms, 3, 3, F).
         """
-        env = self._environment(atoms)
-        if gradients or strain or keep:
-            self._prepare(env, derivative=True)
-        c = self._coefficients(env)  # streams the pairs when nothing is cached
-        cl = self._c_by_l(c)
-        res = EngineResult(p=self._power(cl), numbers=env.numbers.copy())
-        if gradients:
-            res.pair_i, res.pair_j, res.dp = self._dp(env, cl)
-        if strain:
-            res.dp_strain = self._dp_strain(env, cl)
+        with engine_threads():
+            env = self._environment(atoms)
+            if gradients or strain or keep:
+                self._prepare(env, derivative=True)
+            c = self._coefficients(env)  # streams the pairs when nothing is cached
+            cl = self._c_by_l(c)
+            res = EngineResult(p=self._power(cl), numbers=env.numbers.copy())
+            if gradients:
+                res.pair_i, res.pair_j, res.dp = self._dp(env, cl)
+            if strain:
+                res.dp_strain = self._dp_strain(env, cl)
         if keep:
             res._vjp = partial(self._vjp_env, env)
         return res
+
+    def compute_blocks(self, atoms: Atoms, block_atoms: int, strain: bool = False
+                       ) -> Iterator[EngineBlock]:
+        """Raw features and a vector-Jacobian product, in blocks of centres.
+
+        The neighbour list is built once; each block computes its pairs' radial
+        factors and harmonics, its coefficients and power spectra, and keeps them
+        only until the next block, so that memory is bounded by ``block_atoms``.
+
+        Parameters
+        ----------
+        atoms : ase.Atoms
+        block_atoms : int
+            Centres per block (>= 1).
+        strain : bool
+            Whether the blocks' VJPs are asked for ``dE/deta`` (unused here: the
+            virial comes with every VJP at almost no cost).
+
+        Yields
+        ------
+        EngineBlock
+            ``start, stop`` (centres ``start .. stop - 1``), ``p`` (stop - start, F)
+            and ``vjp(grad_p, strain, out)`` accumulating ``dE/dr`` (n_atoms, 3) and
+            ``dE/deta`` (3, 3) of the block's centres.
+        """
+        if block_atoms < 1:
+            raise ValueError(f"block_atoms must be >= 1, got {block_atoms}")
+        with engine_threads():
+            env = self._environment(atoms)
+        ns = len(self.species)
+        for a0 in range(0, env.n_atoms, block_atoms):
+            a1 = min(a0 + block_atoms, env.n_atoms)
+            with engine_threads():
+                sub = env.block(a0, a1, ns) if (a0, a1) != (0, env.n_atoms) else env
+                self._prepare(sub, derivative=True)
+                p = self._power(self._c_by_l(self._coefficients(sub)))
+            yield EngineBlock(start=a0, stop=a1, p=p, numbers=sub.numbers.copy(),
+                              _vjp=partial(self._vjp_env, sub))
+            del sub
 
     def vjp(
         self, atoms: Atoms, grad_p: np.ndarray, strain: bool = False
@@ -457,5 +505,6 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
         Cost ``O(n_pairs x n_max x (l_max + 1)^2 + n_atoms x (l_max + 1) x
         (n_species n_max)^2 x (2 l_max + 1))``.
         """
-        env = self._environment(atoms)
+        with engine_threads():
+            env = self._environment(atoms)
         return self._vjp_env(env, grad_p, strain)

@@ -1,0 +1,152 @@
+"""Compiled (numba) per-pair kernels of :class:`~gapkit.descriptors.soap_engine.SOAPEngine`.
+
+The per-pair work of the SOAP engine runs here without zero-padding the segments
+(pairs are sorted by centre, so the pairs of atom ``i`` are ``starts[i]:starts[i+1]``):
+
+* :func:`radial_basis`: ``R[p, l, n] = w_p sum_k B[l, n, k] exp(A[l, k] r_p^2)`` and
+  ``Rq = (dR/dr) / r`` (the exponentials come from numpy);
+* :func:`expand`: ``c[i, s, n, lm] += R[p, l, n] S[p, lm]`` over the pairs of every
+  centre (the neighbour-density expansion);
+* :func:`vjp_pairs`: ``dE/dD_p`` of every pair from ``gc = dE/dc`` (the
+  vector-Jacobian product of the expansion);
+* :func:`fold_pairs`: ``dE/dr`` and ``dE/deta`` from ``dE/dD_p``.
+
+The loops over centres are ``numba.prange`` loops, compiled twice: serially (used
+with one engine thread, the default: no threading-layer overhead) and in parallel
+(used with :func:`gapkit.descriptors.threads.set_engine_threads` > 1, compiled on
+first use). Each centre writes only its own rows, so the results do not depend on
+the number of threads. Units: ``r2`` in Å², ``D`` in Å.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+__all__ = ["expand", "fold_pairs", "radial_basis", "vjp_pairs"]
+
+#: Reassociation only (vectorised sums; no assumptions about NaN or infinity).
+_FAST = {"reassoc", "contract", "nsz"}
+
+
+class _Kernel:
+    """A loop compiled serially and (on first use) in parallel; called with the
+    number of threads set by :func:`~gapkit.descriptors.threads.engine_threads`."""
+
+    def __init__(self, fn):
+        self.py_func = fn
+        self.__doc__ = fn.__doc__
+        self.serial = nb.njit(cache=True, nogil=True, fastmath=_FAST)(fn)
+        self._parallel = None
+
+    def __call__(self, *args):
+        if nb.get_num_threads() <= 1:
+            return self.serial(*args)
+        if self._parallel is None:
+            # not cached on disk: the cache would not tell it from the serial build
+            self._parallel = nb.njit(nogil=True, parallel=True, fastmath=_FAST)(self.py_func)
+        return self._parallel(*args)
+
+
+def radial_basis(starts, E, w, wq, A, Bt, R, Rq, derivative):  # pragma: no cover - jitted
+    """Fill ``R`` (P, L+1, n) and, with ``derivative``, ``Rq`` (P, L+1, n).
+
+    ``E[p, l, k] = exp(A[l, k] r_p^2)`` (P, L+1, K) (numpy's vectorised ``exp``);
+    ``A`` (L+1, K) and ``Bt[l, k, n] = B[l, n, k]`` are the closed-form GTO integrals
+    of the engine; ``w`` and ``wq`` the cutoff weight and ``w'(r)/r`` of every pair.
+    """
+    n_centres = starts.shape[0] - 1
+    L1, K, nm = Bt.shape
+    for c in nb.prange(n_centres):
+        f = np.empty(K)
+        for p in range(starts[c], starts[c + 1]):
+            wp = w[p]
+            wqp = wq[p]
+            for l in range(L1):
+                for a in range(nm):
+                    R[p, l, a] = 0.0
+                for k in range(K):
+                    e = E[p, l, k]
+                    for a in range(nm):
+                        R[p, l, a] += Bt[l, k, a] * e
+                for a in range(nm):
+                    R[p, l, a] *= wp
+                if derivative:
+                    for k in range(K):
+                        f[k] = E[p, l, k] * (wqp + 2.0 * A[l, k] * wp)
+                    for a in range(nm):
+                        Rq[p, l, a] = 0.0
+                    for k in range(K):
+                        for a in range(nm):
+                            Rq[p, l, a] += Bt[l, k, a] * f[k]
+
+
+def expand(starts, s, R, S, l_of, c):  # pragma: no cover - jitted
+    """``c[i, s_p, n, lm] += R[p, l, n] S[p, lm]`` for the pairs ``p`` of every centre.
+
+    ``starts`` (n_centres + 1,) pair ranges, ``s`` (P,) neighbour species,
+    ``R`` (P, L+1, n), ``S`` (P, (L+1)^2), ``l_of`` ((L+1)^2,) the ``l`` of every
+    ``lm``, ``c`` (n_centres, n_species, n, (L+1)^2).
+    """
+    n_centres = starts.shape[0] - 1
+    nm, nlm = R.shape[2], S.shape[1]
+    for i in nb.prange(n_centres):
+        for p in range(starts[i], starts[i + 1]):
+            sp = s[p]
+            for a in range(nm):
+                for lm in range(nlm):
+                    c[i, sp, a, lm] += R[p, l_of[lm], a] * S[p, lm]
+
+
+def vjp_pairs(starts, s, R, Rq, S, dS, D, gc, l_of, gD):  # pragma: no cover - jitted
+    """``gD[p] = dE/dD_p`` from ``gc[i, s, n, lm] = dE/dc``.
+
+    ``dE/dD_p = sum_lm tS_lm dS_lm(D_p) + (sum_lm tQ_lm S_lm(D_p)) D_p`` with
+    ``tS_lm = sum_n gc[i, s_p, n, lm] R[p, l, n]`` and ``tQ`` the same with ``Rq``.
+    """
+    n_centres = starts.shape[0] - 1
+    nm, nlm = R.shape[2], S.shape[1]
+    for i in nb.prange(n_centres):
+        tS = np.empty(nlm)
+        tQ = np.empty(nlm)
+        for p in range(starts[i], starts[i + 1]):
+            sp = s[p]
+            for lm in range(nlm):
+                tS[lm] = 0.0
+                tQ[lm] = 0.0
+            for a in range(nm):
+                for lm in range(nlm):
+                    v = gc[i, sp, a, lm]
+                    tS[lm] += v * R[p, l_of[lm], a]
+                    tQ[lm] += v * Rq[p, l_of[lm], a]
+            gq = 0.0
+            gx = 0.0
+            gy = 0.0
+            gz = 0.0
+            for lm in range(nlm):
+                t = tS[lm]
+                gq += tQ[lm] * S[p, lm]
+                gx += t * dS[p, 0, lm]
+                gy += t * dS[p, 1, lm]
+                gz += t * dS[p, 2, lm]
+            gD[p, 0] = gx + gq * D[p, 0]
+            gD[p, 1] = gy + gq * D[p, 1]
+            gD[p, 2] = gz + gq * D[p, 2]
+
+
+radial_basis = _Kernel(radial_basis)
+expand = _Kernel(expand)
+vjp_pairs = _Kernel(vjp_pairs)
+
+
+@nb.njit(cache=True, nogil=True)
+def fold_pairs(i, j, D, gD, dE_dr, dE_deta):  # pragma: no cover - jitted
+    """``dE_dr[j_p] += gD_p``, ``dE_dr[i_p] -= gD_p``, ``dE_deta += gD_p (x) D_p``
+    (accumulates into the given arrays, in pair order)."""
+    for p in range(i.shape[0]):
+        for a in range(3):
+            g = gD[p, a]
+            dE_dr[j[p], a] += g
+            dE_dr[i[p], a] -= g
+            for b in range(3):
+                dE_deta[a, b] += g * D[p, b]

@@ -1,0 +1,105 @@
+"""Threads of the descriptor engines: BLAS capped, compiled loops on a set number.
+
+The engines do many small matrix products (per atom and angular momentum). A
+multi-threaded BLAS gains nothing on them and, on a loaded machine, can make a call
+several times slower, so every engine call runs inside :func:`engine_threads`, which
+
+* caps the BLAS/OpenMP libraries to **one** thread (``threadpoolctl``) for the call;
+* runs the compiled (numba) loops over centres on :func:`get_engine_threads`
+  threads: 1 by default, the ``GAPKIT_NUM_THREADS`` environment variable, or
+  :func:`set_engine_threads` (the results do not depend on it).
+
+The kernel products of a prediction (large matrix products) are outside the engine
+and keep the process's BLAS setting (``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from typing import Iterator
+
+import numba
+from threadpoolctl import ThreadpoolController
+
+__all__ = ["engine_threads", "get_engine_threads", "set_engine_threads"]
+
+_state = {"threads": None, "controller": None}
+_lock = threading.Lock()
+_local = threading.local()  # depth of nested engine_threads contexts in this thread
+
+
+def _env_threads() -> int:
+    text = os.environ.get("GAPKIT_NUM_THREADS", "").strip()
+    if not text:
+        return 1
+    try:
+        n = int(text)
+    except ValueError:
+        raise ValueError(f"GAPKIT_NUM_THREADS must be a positive integer, got {text!r}") from None
+    if n < 1:
+        raise ValueError(f"GAPKIT_NUM_THREADS must be a positive integer, got {text!r}")
+    return n
+
+
+def get_engine_threads() -> int:
+    """Threads of the engines' compiled loops (default 1, or ``GAPKIT_NUM_THREADS``)."""
+    n = _state["threads"]
+    return _env_threads() if n is None else n
+
+
+def set_engine_threads(n: int | None) -> None:
+    """Set the threads of the engines' compiled loops (``None``: back to the default).
+
+    Raises
+    ------
+    ValueError
+        For ``n < 1``.
+    """
+    if n is not None and int(n) < 1:
+        raise ValueError(f"the number of engine threads must be >= 1, got {n}")
+    _state["threads"] = None if n is None else int(n)
+
+
+def _controller() -> ThreadpoolController:
+    with _lock:
+        if _state["controller"] is None:
+            _state["controller"] = ThreadpoolController()
+        return _state["controller"]
+
+
+@contextlib.contextmanager
+def engine_threads(n: int | None = None) -> Iterator[int]:
+    """Context of one engine call: BLAS on one thread, numba loops on ``n`` threads.
+
+    Parameters
+    ----------
+    n : int, optional
+        Threads of the compiled loops; default :func:`get_engine_threads`. Capped at
+        numba's ``NUMBA_NUM_THREADS`` (the cores it found).
+
+    Yields
+    ------
+    int
+        The number of threads the compiled loops use.
+    """
+    n = max(1, min(get_engine_threads() if n is None else int(n),
+                   numba.config.NUMBA_NUM_THREADS))
+    if getattr(_local, "depth", 0):  # nested: the outer context holds the BLAS cap
+        previous = numba.get_num_threads()
+        numba.set_num_threads(n)
+        try:
+            yield n
+        finally:
+            numba.set_num_threads(previous)
+        return
+    previous = numba.get_num_threads()
+    numba.set_num_threads(n)
+    _local.depth = 1
+    try:
+        with _controller().limit(limits=1, user_api="blas"):
+            yield n
+    finally:
+        _local.depth = 0
+        numba.set_num_threads(previous)
