@@ -317,9 +317,7 @@ class GAP(BaseEstimator):
         """Raise a ``ValueError`` naming frame ``index`` if ``atoms`` cannot be predicted
         (overlapping atoms, non-finite positions, degenerate cell, unknown species)."""
         state = self._state()
-        # the neighbour list of the check is kept for the descriptors of the prediction
-        check_geometry(atoms, index,
-                       neighbour_cutoff=max(t.descriptor.interaction_range for t in state.terms))
+        check_geometry(atoms, index, neighbour_cutoff=state.descriptor.interaction_range)
         state.descriptor.check_species(atoms, index)
 
     def _prepare(self, X) -> list[Atoms]:
