@@ -21,11 +21,13 @@ from gapkit.model import GAP
 from gapkit.model.params import check_n_sparse
 
 
-def parse_n_sparse(text: str) -> int | dict[str, int]:
-    """``1000`` or ``C:1000,H:2000,O:500``; ``ValueError`` with the expected form
-    otherwise (counts must be positive integers, symbols known)."""
+def parse_n_sparse(text: str) -> int | dict[str, int] | str:
+    """``auto``, ``1000`` or ``C:1000,H:2000,O:500``; ``ValueError`` with the expected
+    form otherwise (counts must be positive integers, symbols known)."""
     text = str(text).strip()
-    form = "N or SYMBOL:N,SYMBOL:N (e.g. 1000 or C:1000,H:2000), N a positive integer"
+    form = "auto, N or SYMBOL:N,SYMBOL:N (e.g. 1000 or C:1000,H:2000), N a positive integer"
+    if text == "auto":
+        return text
     try:
         if ":" not in text:
             out: int | dict[str, int] = int(text)
@@ -208,8 +210,10 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zeta", type=float, default=4.0, help="kernel exponent (default 4)")
     p.add_argument("--delta", type=_delta_type, default="auto",
                    help="signal scale in eV, or 'auto' (default)")
-    p.add_argument("--n-sparse", type=_n_sparse_type, default=1000,
-                   help="sparse points per species: N or C:1000,H:2000 (default 1000)")
+    p.add_argument("--n-sparse", type=_n_sparse_type, default="auto",
+                   help="sparse points per species: auto (default: every environment up to "
+                        "2000 per species, then a quarter, within file/memory budgets), N "
+                        "or C:1000,H:2000")
     p.add_argument("--sparse-method", default="cur", choices=["cur", "random", "fps"])
     p.add_argument("--energy-noise", type=float, default=0.001, help="eV per sqrt(atom) (default 0.001)")
     p.add_argument("--force-noise", type=float, default=0.02, help="eV/Å (default 0.02)")

@@ -66,9 +66,8 @@ class GAP(BaseEstimator):
         the forces their variance in the data; independent of E0, so a least-squares
         or rank-deficient E0 no longer drops δ to a floor); see
         :mod:`gapkit.model.params`.
-    n_sparse : int or dict, default 1000
-        Sparse environments per species (a dict maps symbols to counts); capped at
-        the number of environments available.
+    n_sparse : "auto", int or dict, default "auto"
+        Sparse points per species (a dict by symbol); "auto": :mod:`gapkit.model.sparse_counts`.
     sparse_method : {"cur", "random", "fps"}, default "cur"
     energy_noise : float, default 0.001
         sigma_E in eV per sqrt(atom): an energy row has std ``sigma_E sqrt(N)``.
@@ -83,7 +82,8 @@ class GAP(BaseEstimator):
     jitter : float, default 1e-8
         Added to the unit-scale K_MM diagonal.
     optimize : bool, default False
-        Learn ``delta`` and the noises by type-II maximum likelihood.
+        Learn ``delta`` and the noises by the bounded evidence, checked on held-out data
+        (never worse than the defaults there: :mod:`gapkit.model.hyperparameters`).
     noise_by_config_type : bool, default False
         One noise per ``(kind, config_type)`` instead of per kind.
     n_restarts : int, default 0
@@ -155,7 +155,7 @@ class GAP(BaseEstimator):
     """
 
     def __init__(self, descriptor: object | list | None = None, *, zeta: float = 4.0,
-                 delta: float | str = "auto", n_sparse: int | dict = 1000,
+                 delta: float | str = "auto", n_sparse: int | dict | str = "auto",
                  sparse_method: str = "cur", energy_noise: float = 0.001,
                  force_noise: float = 0.02, virial_noise: float | str = "auto",
                  e0: str | dict = "lstsq", jitter: float = 1e-8, optimize: bool = False,

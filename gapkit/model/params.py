@@ -121,8 +121,10 @@ def check_params(est) -> None:
 
 
 def check_n_sparse(n_sparse, name: str = "n_sparse") -> None:
-    """``ValueError`` unless ``n_sparse`` is a positive integer or a dict of them keyed
-    by chemical symbol or atomic number."""
+    """``ValueError`` unless ``n_sparse`` is ``"auto"``, a positive integer or a dict of
+    them keyed by chemical symbol or atomic number."""
+    if isinstance(n_sparse, str) and n_sparse == "auto":
+        return
     if isinstance(n_sparse, dict):
         if not n_sparse:
             raise ValueError(f"{name} dict is empty: give a count per species, e.g. {{'H': 500}}")
@@ -134,8 +136,8 @@ def check_n_sparse(n_sparse, name: str = "n_sparse") -> None:
             _check_integer(f"{name}[{key!r}]", val, 1, "a positive integer (sparse points of "
                            "that species; every species needs at least one)")
         return
-    _check_integer(name, n_sparse, 1, "a positive integer (sparse points per species) or a "
-                   "dict such as {'C': 500, 'H': 200}")
+    _check_integer(name, n_sparse, 1, "'auto', a positive integer (sparse points per "
+                   "species) or a dict such as {'C': 500, 'H': 200}")
 
 
 def _is_real(val) -> bool:

@@ -29,8 +29,10 @@ from gapkit.gp import sparsify, streaming, terms
 from gapkit.metrics import reference_arrays
 from gapkit.model.calibration import fit_calibration, validation_parts
 from gapkit.model.delta import baseline_e0, subtract_baseline
+from gapkit.model.hyperparameters import choose_hyperparameters
 from gapkit.model.params import auto_delta, auto_virial_noise, check_n_sparse
 from gapkit.model.prediction import predict_batch
+from gapkit.model.sparse_counts import auto_counts, environment_counts
 from gapkit.model.state import Calibration, FittedState, GroupValues
 from gapkit.progress import progress_bar
 from gapkit.utils import check_random_state
@@ -51,8 +53,11 @@ class TrainingData:
 
 
 def n_sparse_for(n_sparse, z: int) -> int:
-    """Sparse count of species ``z`` from an int or a dict keyed by symbol or number."""
+    """Sparse count of species ``z`` from an int or a dict keyed by symbol or number
+    (``"auto"`` is resolved by :func:`sparse_counts` instead)."""
     check_n_sparse(n_sparse)
+    if isinstance(n_sparse, str):
+        raise ValueError("n_sparse='auto' depends on the data: use sparse_counts()")
     if isinstance(n_sparse, dict):
         for key in (chemical_symbols[z], z, str(z)):
             if key in n_sparse:
@@ -142,13 +147,32 @@ def reference_energies(e0, data: TrainingData, keys: LabelKeys, species, baselin
     return ref
 
 
+def sparse_counts(est, specs, descs, frames, species) -> list[dict]:
+    """Sparse points per species wanted by each term: its ``n_sparse`` (or the
+    estimator's), with ``"auto"`` resolved from the training environments by
+    :func:`gapkit.model.sparse_counts.auto_counts` (each ``"auto"`` term gets an equal
+    share of the budgets)."""
+    wanted = [est.n_sparse if spec.n_sparse is None else spec.n_sparse for spec in specs]
+    n_auto = sum(isinstance(n, str) for n in wanted)
+    n_env = environment_counts(frames)
+    out = []
+    for n_sparse, desc in zip(wanted, descs):
+        if isinstance(n_sparse, str):
+            auto = auto_counts({z: n_env.get(z, 1) for z in species}, desc.n_features,
+                               share=1.0 / n_auto)
+            out.append({z: auto[z] for z in species})
+        else:
+            out.append({z: n_sparse_for(n_sparse, z) for z in species})
+    return out
+
+
 def select_sparse(est, specs, descs, frames, species, rng) -> list[terms.FittedTerm]:
     """Sparse environments of every term (descriptors without gradients)."""
     fitted, start = [], 0
+    all_counts = sparse_counts(est, specs, descs, frames, species)
     for t, (spec, desc) in enumerate(zip(specs, descs)):
         zeta = float(est.zeta if spec.zeta is None else spec.zeta)
-        n_sparse = est.n_sparse if spec.n_sparse is None else spec.n_sparse
-        counts = {z: n_sparse_for(n_sparse, z) for z in species}
+        counts = all_counts[t]
         Q, Z = sparsify.select_from_frames(desc, frames, counts,
                                            spec.sparse_method or est.sparse_method, rng,
                                            progress=est.verbose)
@@ -169,9 +193,25 @@ def initial_noise(est, kind: str, frames: Sequence[Atoms] = ()) -> float:
             "virial": est.virial_noise}[kind]
 
 
-def fit_state(est, frames_all: Sequence[Atoms], optimize: bool, client=None
+def fit_state(est, frames_all: Sequence[Atoms], optimize: bool, client=None,
+              valid: Sequence[Atoms] | None = None, hyper: tuple | None = None
               ) -> tuple[FittedState, dict]:
     """Fit the parameters of ``est`` (a :class:`gapkit.GAP`) to labelled structures.
+
+    Parameters
+    ----------
+    est : GAP
+    frames_all : list of ase.Atoms
+    optimize : bool
+        Choose ``delta`` and the noises by
+        :func:`gapkit.model.hyperparameters.choose_hyperparameters` (bounded evidence,
+        checked on the rows of ``valid`` when given); the report goes to
+        ``state.extra["hyperparameters"]``.
+    client : dask.distributed.Client, optional
+    valid : list of ase.Atoms, optional
+        Held-out labelled frames for the choice of hyperparameters (not trained on).
+    hyper : (delta, sigmas), optional
+        Use these hyperparameters (e.g. chosen on a split) instead of the defaults.
 
     Returns
     -------
@@ -181,6 +221,12 @@ def fit_state(est, frames_all: Sequence[Atoms], optimize: bool, client=None
         The per-group triangular factors (:class:`gapkit.gp.solver.RowGroup`), for the
         evidence of other hyperparameters; not saved.
     """
+    state, groups, _ = _fit(est, frames_all, optimize, client, valid, hyper)
+    return state, groups
+
+
+def _fit(est, frames_all, optimize, client, valid, hyper):
+    """:func:`fit_state`, also returning the validation row factors (or ``None``)."""
     keys = est.label_keys
     data = training_data(frames_all, keys, est.use_forces, est.baseline)
     frames = data.frames
@@ -208,11 +254,24 @@ def fit_state(est, frames_all: Sequence[Atoms], optimize: bool, client=None
     else:
         delta = float(est.delta)
     sigmas = {g: initial_noise(est, g.kind, frames) for g in groups}
-    if optimize:
-        delta, sigmas, _ = gp.optimize_hyperparameters(groups, Lchol, delta, sigmas,
-                                                       n_restarts=est.n_restarts,
-                                                       random_state=rng, progress=est.verbose)
-        logger.info("optimised: delta=%.4g eV, noise=%s", delta, sigmas)
+    extra, val_groups = {}, None
+    if hyper is not None:
+        delta = float(hyper[0])
+        sigmas.update({g: float(v) for g, v in hyper[1].items() if g in sigmas})
+    elif optimize:
+        if valid is not None:
+            vdata = training_data(valid, keys, est.use_forces, est.baseline)
+            vres = np.array([lab.energy - e0.energy(a.numbers)
+                             for a, lab in zip(vdata.frames, vdata.labels)])
+            val_groups = streaming.accumulate(spec, vdata.frames, vdata.labels, vres,
+                                              chunk_size=int(est.chunk_size),
+                                              n_jobs=est.n_jobs, client=client,
+                                              progress=est.verbose)
+        choice = choose_hyperparameters(groups, Lchol, delta, sigmas, val_groups,
+                                        n_restarts=est.n_restarts, random_state=rng,
+                                        progress=est.verbose)
+        delta, sigmas = choice.delta, choice.sigmas
+        extra = {"hyperparameters": choice.report}
     with progress_bar(total=1, desc="solve", progress=est.verbose) as bar:
         sol = gp.solve(groups, Lchol, delta, sigmas)
         bar.update(1)
@@ -221,8 +280,8 @@ def fit_state(est, frames_all: Sequence[Atoms], optimize: bool, client=None
         kmm_cholesky=Lchol, posterior_factor=sol.R, delta=float(delta),
         noise=GroupValues({g: float(v) for g, v in sigmas.items()}),
         n_train=GroupValues({g: int(r.n_rows) for g, r in groups.items()}),
-        log_marginal_likelihood=sol.log_likelihood)
-    return state, groups
+        log_marginal_likelihood=sol.log_likelihood, extra=extra)
+    return state, groups, val_groups
 
 
 def split_validation(frames_all: Sequence[Atoms], fraction: float, random_state
@@ -261,17 +320,18 @@ def calibrate_on(state: FittedState, frames: Sequence[Atoms], keys: LabelKeys, b
                            keep_nystrom=keep_nystrom)
 
 
-def add_rows(est, state: FittedState, groups: dict, frames: Sequence[Atoms]
-             ) -> tuple[FittedState, dict]:
+def add_rows(est, state: FittedState, groups: dict, frames: Sequence[Atoms],
+             extra: dict | None = None) -> tuple[FittedState, dict]:
     """Refit ``state`` with the rows of more frames added, same sparse set, E0 and
-    hyperparameters."""
-    data = training_data(frames, est.label_keys, est.use_forces, est.baseline)
-    resid = np.array([lab.energy - state.e0.energy(a.numbers)
-                      for a, lab in zip(data.frames, data.labels)])
-    spec = streaming.RowSpec(list(state.terms), est.noise_by_config_type)
-    extra = streaming.accumulate(spec, data.frames, data.labels, resid,
-                                 chunk_size=int(est.chunk_size), n_jobs=est.n_jobs,
-                                 progress=est.verbose)
+    hyperparameters (``extra``: their row factors, if already computed)."""
+    if extra is None:
+        data = training_data(frames, est.label_keys, est.use_forces, est.baseline)
+        resid = np.array([lab.energy - state.e0.energy(a.numbers)
+                          for a, lab in zip(data.frames, data.labels)])
+        spec = streaming.RowSpec(list(state.terms), est.noise_by_config_type)
+        extra = streaming.accumulate(spec, data.frames, data.labels, resid,
+                                     chunk_size=int(est.chunk_size), n_jobs=est.n_jobs,
+                                     progress=est.verbose)
     merged = gp.merge_groups(groups, extra)
     sigmas = {g: state.noise[g] if g in state.noise else initial_noise(est, g.kind, frames)
               for g in merged}
@@ -289,44 +349,63 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
     With ``valid`` the model is calibrated on it and never trained on it; otherwise a
     random ``est.valid_fraction`` of the frames is held out, the model fitted on the
     rest is calibrated on it, and its rows are then added to the fit (the calibration
-    of the model without them is kept: slightly conservative).
+    of the model without them is kept: slightly conservative). With ``optimize`` the
+    hyperparameters are chosen on the same held-out frames (see
+    :mod:`gapkit.model.hyperparameters`), also when ``est.calibrate`` is off.
     """
     check_training_set(est, frames_all)
-    if not est.calibrate:
+    if not est.calibrate and not optimize:
         return fit_state(est, frames_all, optimize, client)
     if valid is not None:
-        state, groups = fit_state(est, frames_all, optimize, client)
+        state, groups = fit_state(est, frames_all, optimize, client, valid=valid)
+        if not est.calibrate:
+            return state, groups
         cal = calibrate_on(state, valid, est.label_keys, est.baseline,
                            source=f"validation file: {len(valid)} frames", progress=est.verbose)
         return state.replace(calibration=cal), groups
     split = split_validation(frames_all, est.valid_fraction, est.random_state)
     if split is None:
-        warnings.warn(f"too few frames ({len(frames_all)}) to hold out a calibration set: "
-                      "the predictive std is the raw (uncalibrated) DTC std. Give more data, "
-                      "valid=... frames, or calibrate=False to silence this.", UserWarning,
-                      stacklevel=3)
+        what = [w for w, on in (("calibrate the predictive std (it is the raw DTC std)",
+                                 est.calibrate),
+                                ("check the optimised hyperparameters on held-out data (the "
+                                 "bounded evidence optimum is taken unchecked)", optimize))
+                if on]
+        warnings.warn(f"too few frames ({len(frames_all)}) to hold out a validation set: "
+                      f"cannot {' or '.join(what)}. Give more data or valid=... frames"
+                      f"{', or calibrate=False to silence this' if est.calibrate else ''}.",
+                      UserWarning, stacklevel=3)
         return fit_state(est, frames_all, optimize, client)
     train, val = split
-    state, groups = fit_state(est, train, optimize, client)
-    n_all = len(train) + len(val) - len(split_isolated(train)[1])
-    cal = calibrate_on(state, val, est.label_keys, est.baseline,
-                       source=f"validation split: {len(val)} of {n_all} frames",
-                       progress=est.verbose)
-    if _takes_every_environment(est, state):
+    state, groups, val_groups = _fit(est, train, optimize, client, val, None)
+    cal = Calibration()
+    if est.calibrate:
+        n_all = len(train) + len(val) - len(split_isolated(train)[1])
+        cal = calibrate_on(state, val, est.label_keys, est.baseline,
+                           source=f"validation split: {len(val)} of {n_all} frames",
+                           progress=est.verbose)
+    if _takes_every_environment(est, state, train):
         # the sparse set is every training environment (the exact local GP): refit with
         # the held-out environments in it too, rather than only adding their rows
-        state, groups = fit_state(est, frames_all, optimize, client)
+        extra = state.extra
+        state, groups = fit_state(est, frames_all, False, client,
+                                  hyper=(state.delta, dict(state.noise)) if optimize else None)
+        state = state.replace(extra=extra)
     else:
-        state, groups = add_rows(est, state, groups, val)
+        state, groups = add_rows(est, state, groups, val, val_groups)
     return state.replace(calibration=cal), groups
 
 
-def _takes_every_environment(est, state: FittedState) -> bool:
+def _takes_every_environment(est, state: FittedState, frames: Sequence[Atoms]) -> bool:
     """Whether some term asked for at least as many sparse points of a species as the
-    training environments it had (so the sparse set is all of them)."""
-    for spec, t in zip(terms.as_terms(est.descriptor), state.terms):
-        n_sparse = est.n_sparse if spec.n_sparse is None else spec.n_sparse
+    training environments it had in ``frames`` (so the sparse set is all of them)."""
+    specs = terms.as_terms(est.descriptor)
+    train = split_isolated(frames)[0]
+    wanted = sparse_counts(est, specs, [t.descriptor for t in state.terms], train,
+                           state.species)
+    n_env = environment_counts(train)
+    for counts, t in zip(wanted, state.terms):
         for z in state.species:
-            if n_sparse_for(n_sparse, z) > int(np.sum(t.sparse_species == z)):
+            got = int(np.sum(t.sparse_species == z))
+            if counts[z] > got or got >= n_env.get(z, 0):
                 return True
     return False
