@@ -1,13 +1,23 @@
 """``gapkit learning-curve``: errors against training-set size, with a bias/variance/noise diagnosis.
 
-Writes ``OUTDIR/learning_curve.csv``, ``learning_curve.json`` (with the diagnosis)
-and, unless ``--no-plots``, ``learning_curve.png`` and ``parity.png`` (the model of
+Writes ``OUTDIR/learning_curve.csv``, ``learning_curve.json`` (with the diagnosis and
+the power-law extrapolation ``err = a N^-b + c``) and, unless ``--no-plots``,
+``learning_curve.png`` (with the fit and its band) and ``parity.png`` (the model of
 the largest size on the test set); prints a table of the errors and the diagnosis.
+
+``--labels energy,forces,energy+forces`` fits models trained on energies only, forces
+only and both (:func:`gapkit.diagnostics.label_curves`, same subsets); the curves of
+``energy`` and ``forces`` go to ``learning_curve_energy.*`` / ``learning_curve_forces.*``
+and the comparison against configurations and labels to ``learning_labels.png``.
+``--target-forces`` / ``--target-energy`` read the training structures needed off the
+extrapolation (or say that the target is below the floor); ``--json`` prints one JSON
+object instead of the table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -16,11 +26,12 @@ import numpy as np
 from gapkit import plotting
 from gapkit.cli.common import add_model_arguments, model_from_args, resolve_training_files
 from gapkit.data import read_frames, split_isolated
-from gapkit.diagnostics.curves import learning_curve
+from gapkit.diagnostics.curves import label_curves
 from gapkit.diagnostics.diagnosis import Diagnosis
 from gapkit.diagnostics.evaluation import predict_with_std
+from gapkit.diagnostics.label_sets import LABEL_SETS, parse_labels
 from gapkit.diagnostics.results import LearningCurve
-from gapkit.utils import check_random_state
+from gapkit.utils import check_random_state, to_jsonable
 
 
 def _parse_sizes(text: str) -> list[int]:
@@ -40,6 +51,25 @@ def _sizes_type(text: str) -> list[int]:
         return _parse_sizes(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _labels_type(text: str) -> list[str]:
+    """:func:`gapkit.diagnostics.label_sets.parse_labels` for argparse."""
+    try:
+        return parse_labels(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _target_type(text: str) -> float:
+    """A positive target error for argparse."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (np.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"a target must be a positive error, got {text!r}")
+    return v
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -66,6 +96,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="evaluate on a random subset of at most this many test structures")
     p.add_argument("--no-std", action="store_true", help="skip predicted uncertainties (faster)")
     p.add_argument("--no-plots", action="store_true", help="do not write PNG figures")
+    p.add_argument("--labels", type=_labels_type, default=["energy+forces"],
+                   help="comma-separated label sets to train on, of "
+                        f"{', '.join(LABEL_SETS)} (default energy+forces); several give "
+                        "learning_labels.png, curves against configurations and labels")
+    p.add_argument("--target-forces", type=_target_type, default=None, metavar="EV_PER_A",
+                   help="target test force RMSE (eV/Å): training structures needed, from the "
+                        "fit a N^-b + c, or 'below the floor'")
+    p.add_argument("--target-energy", type=_target_type, default=None, metavar="EV_PER_ATOM",
+                   help="target test energy RMSE per atom (eV/atom), as --target-forces")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (diagnoses, extrapolations, files) instead of the table")
     add_model_arguments(p)
     return p
 
@@ -78,8 +119,10 @@ def _write_figures(curve: LearningCurve, diag: Diagnosis, test_frames: list, wit
     fig = Figure(figsize=(9.5, 4), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     metric_f = "forces_rmse" if diag.metric.startswith("forces") else diag.metric
-    plotting.learning_curve(curve, metric=metric_f, ax=ax1)
-    plotting.learning_curve(curve, metric="energy_rmse_per_atom", ax=ax2)
+    ext = diag.extrapolations
+    plotting.learning_curve(curve, metric=metric_f, ax=ax1, extrapolation=ext.get(metric_f))
+    plotting.learning_curve(curve, metric="energy_rmse_per_atom", ax=ax2,
+                            extrapolation=ext.get("energy_rmse_per_atom"))
     fig.suptitle(f"Diagnosis: {diag.verdict}")
     fig.savefig(out / "learning_curve.png", dpi=150)
 
@@ -95,18 +138,26 @@ def _write_figures(curve: LearningCurve, diag: Diagnosis, test_frames: list, wit
     return [out / "learning_curve.png", out / "parity.png"]
 
 
-def _print_table(curve: LearningCurve, dt: float) -> None:
+def _print_table(curve: LearningCurve, dt: float | None = None) -> None:
     """The mean errors per size: forces in meV/Å, energies in meV/atom, fit time in s."""
-    print(f"Learning curve: {len(curve.sizes)} sizes x {curve.repeats} repeats in {dt:.1f} s "
-          f"(pool {curve.meta['n_pool']} structures, test {curve.meta['n_test']})")
-    print(f"{'N':>6} {'train F RMSE':>13} {'test F RMSE':>12} {'test E RMSE':>12} "
+    labels = curve.meta.get("labels", "energy+forces")
+    head = f"Learning curve ({labels})" + (f": {len(curve.sizes)} sizes x {curve.repeats} repeats "
+                                          f"in {dt:.1f} s" if dt is not None else "")
+    print(f"{head} (pool {curve.meta['n_pool']} structures, test {curve.meta['n_test']})")
+    print(f"{'N':>6} {'labels':>8} {'train F RMSE':>13} {'test F RMSE':>12} {'test E RMSE':>12} "
           f"{'σ_F noise':>10} {'fit s':>6}")
+    n_labels = curve.mean("n_labels") if "n_labels" in curve.metrics else np.full(len(curve.sizes), np.nan)
     for i, s in enumerate(curve.sizes):
-        print(f"{int(s):>6} {1000 * curve.mean('train_forces_rmse')[i]:>13.1f} "
+        print(f"{int(s):>6} {n_labels[i]:>8.0f} {1000 * curve.mean('train_forces_rmse')[i]:>13.1f} "
               f"{1000 * curve.mean('test_forces_rmse')[i]:>12.1f} "
               f"{1000 * curve.mean('test_energy_rmse_per_atom')[i]:>12.2f} "
               f"{1000 * curve.mean('noise_forces')[i]:>10.1f} {curve.mean('fit_time')[i]:>6.1f}")
     print("(force errors in meV/Å, energy in meV/atom)")
+
+
+def _stem(labels: str) -> str:
+    """Output file stem of a label set: ``learning_curve`` for energy+forces."""
+    return "learning_curve" if labels == "energy+forces" else f"learning_curve_{labels}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,8 +166,9 @@ def run(args: argparse.Namespace) -> int:
     Raises
     ------
     ValueError
-        Without test structures, with ``--repeats < 1`` or with sizes larger than the
-        training set.
+        Without test structures, with ``--repeats < 1``, with sizes larger than the
+        training set, or a label set the model cannot train on (``forces`` with
+        ``--optimize``).
     """
     train, test, e0 = resolve_training_files(args.train, args.test, args.e0)
     if not test:
@@ -130,18 +182,38 @@ def run(args: argparse.Namespace) -> int:
         keep = np.sort(rs.choice(len(test_frames), args.max_test, replace=False))
         test_frames = [test_frames[k] for k in keep]
     model = model_from_args(args, e0)
+    targets = {k: v for k, v in (("forces_rmse", args.target_forces),
+                                 ("energy_rmse_per_atom", args.target_energy)) if v is not None}
     t0 = time.perf_counter()
-    curve = learning_curve(model, train_frames, test_frames, sizes=args.sizes, repeats=args.repeats,
-                           random_state=args.seed, return_std=not args.no_std,
-                           progress=None)  # gapkit.progress: --progress/--no-progress
+    curves = label_curves(model, train_frames, test_frames, sizes=args.sizes, repeats=args.repeats,
+                          random_state=args.seed, return_std=not args.no_std, labels=args.labels,
+                          progress=True if getattr(args, "verbose", False) else None)
     dt = time.perf_counter() - t0
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    written = [curve.to_csv(out / "learning_curve.csv"), curve.to_json(out / "learning_curve.json")]
-    diag = curve.diagnose()
+    written, diags = [], {}
+    for name, curve in curves.items():
+        diags[name] = curve.diagnose(targets=targets)
+        written += [curve.to_csv(out / f"{_stem(name)}.csv"),
+                    curve.to_json(out / f"{_stem(name)}.json", diagnosis=diags[name])]
+    primary = "energy+forces" if "energy+forces" in curves else next(iter(curves))
     if not args.no_plots:
-        written += _write_figures(curve, diag, test_frames, not args.no_std, out)
-    _print_table(curve, dt)
-    print(f"Diagnosis: {diag.message}")
+        written += _write_figures(curves[primary], diags[primary], test_frames, not args.no_std, out)
+        if len(curves) > 1:
+            fig = plotting.label_curves_figure(curves, targets=targets)
+            fig.savefig(out / "learning_labels.png", dpi=150)
+            written.append(out / "learning_labels.png")
+    if args.json:
+        print(json.dumps(to_jsonable({
+            "time_s": dt, "labels": list(curves), "targets": targets,
+            "curves": {name: {"sizes": c.sizes, "n_labels": c.mean("n_labels"),
+                              "test_forces_rmse": c.mean("test_forces_rmse"),
+                              "test_energy_rmse_per_atom": c.mean("test_energy_rmse_per_atom"),
+                              "diagnosis": diags[name].to_dict()} for name, c in curves.items()},
+            "written": [str(p) for p in written]}), allow_nan=False))
+        return 0
+    for k, (name, curve) in enumerate(curves.items()):
+        _print_table(curve, dt if k == 0 else None)
+        print(f"Diagnosis{f' ({name})' if len(curves) > 1 else ''}: {diags[name].message}")
     print("Wrote " + ", ".join(str(p) for p in written))
     return 0

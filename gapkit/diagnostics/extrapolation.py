@@ -4,8 +4,11 @@ The mean test error over repeats is fitted by
 
 .. math:: \\mathrm{err}(N) = a N^{-b} + c, \\qquad a > 0,\\ 0 \\le b \\le 4,\\ c \\ge 0,
 
-in log space (least squares of ``log err``, so every size weighs the same on a log–log
-plot), with :func:`scipy.optimize.least_squares` from several starting floors. ``c``
+by least squares of the relative residuals ``(fit - err) / err`` (the log-space fit for
+small residuals: every size weighs the same on a log–log plot). For a fixed ``b`` the
+best ``a`` and ``c`` are a weighted linear least-squares problem (with ``c = 0`` when the
+unconstrained floor is negative), so ``b`` is found on a grid of :data:`N_GRID` values in
+``[0, B_MAX]`` refined by a parabola, for all bootstrap replicates at once. ``c``
 is the asymptotic floor: the error that more data of the same kind, with the same
 model, does not remove (label noise plus model bias). With five sizes or fewer the
 three parameters are barely determined (``b`` and ``c`` trade off), which is what the
@@ -42,13 +45,14 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import least_squares
 
 from gapkit.diagnostics.metric_names import METRIC_INFO, error_metric
 from gapkit.utils import check_random_state, to_jsonable
 
 #: Bounds of the exponent ``b``.
 B_MAX = 4.0
+#: Grid values of ``b`` in ``[0, B_MAX]``.
+N_GRID = 801
 #: Bootstrap replicates by default.
 N_BOOT = 200
 #: Beyond this many times the largest measured size an ``N*`` is called a rough estimate.
@@ -70,40 +74,60 @@ class PowerLaw:
 
     def frames_for(self, target: float) -> float:
         """Training structures at which the law reaches ``target``; ``inf`` if ``target <= c``."""
-        if target <= self.c or self.b <= 0:
-            return float("inf")
-        return float((self.a / (target - self.c)) ** (1.0 / self.b))
+        if target <= self.c or self.b <= 0 or self.a <= 0:
+            return float("inf") if target <= self.c else 1.0
+        with np.errstate(over="ignore"):
+            return float(np.power(self.a / (target - self.c), 1.0 / self.b))
 
     def __str__(self) -> str:
         return f"{self.a:.4g} N^-{self.b:.3f} + {self.c:.4g}"
 
 
-def _fit_one(x: np.ndarray, y: np.ndarray, starts) -> tuple[np.ndarray, float]:
-    """Best ``[log a, b, c]`` of the log-space least squares over the starting points."""
-    ly = np.log(y)
-    hi_c = float(y.max())
+def _fit_ac(x: np.ndarray, Y: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Best ``a >= 0, c >= 0`` of each row of ``Y`` (shape (R, n)) for exponents ``b``.
 
-    def resid(p):
-        return np.log(np.exp(p[0]) * x ** (-p[1]) + p[2]) - ly
+    ``b`` has shape (R, G) (G exponents per row); returns ``a``, ``c`` and the cost
+    ``sum ((a x**-b + c - y) / y)**2``, each of shape (R, G).
+    """
+    w = 1.0 / Y ** 2                                   # (R, n)
+    phi = x[None, None, :] ** (-b[..., None])          # (R, G, n)
+    wy = (w * Y)[:, None, :]
+    s_pp = np.einsum("rgn,rn->rg", phi ** 2, w)
+    s_p1 = np.einsum("rgn,rn->rg", phi, w)
+    s_11 = w.sum(axis=1)[:, None]
+    s_py = np.einsum("rgn,rgn->rg", phi, np.broadcast_to(wy, phi.shape))
+    s_1y = wy.sum(axis=2)
+    det = s_pp * s_11 - s_p1 ** 2
+    with np.errstate(all="ignore"):
+        a = (s_11 * s_py - s_p1 * s_1y) / det
+        c = (s_pp * s_1y - s_p1 * s_py) / det
+        neg_c = ~(c >= 0)                              # also a singular det
+        a = np.where(neg_c, s_py / s_pp, a)
+        c = np.where(neg_c, 0.0, c)
+        neg_a = ~(a > 0)                               # a rising curve: a flat fit
+        a = np.where(neg_a, 0.0, a)
+        c = np.where(neg_a, np.maximum(s_1y / s_11, 0.0), c)
+    fit = a[..., None] * phi + c[..., None]
+    cost = np.einsum("rgn,rn->rg", (fit - Y[:, None, :]) ** 2, w)
+    return a, c, cost
 
-    best, cost = None, np.inf
-    for p0 in starts:
-        p0 = np.array([p0[0], np.clip(p0[1], 1e-3, B_MAX - 1e-3), np.clip(p0[2], 0.0, 0.999 * hi_c)])
-        r = least_squares(resid, p0, bounds=([-np.inf, 0.0, 0.0], [np.inf, B_MAX, hi_c]),
-                          x_scale=[1.0, 0.2, max(hi_c, 1e-300) * 0.1], method="trf")
-        if r.cost < cost:
-            best, cost = r.x, float(r.cost)
-    return best, cost
 
-
-def _starts(x: np.ndarray, y: np.ndarray) -> list:
-    """Starting points: a straight log–log line through ``y - c`` for a few floors ``c``."""
-    out = []
-    for frac in (0.0, 0.3, 0.6, 0.9):
-        c = frac * float(y.min())
-        slope, icpt = np.polyfit(np.log(x), np.log(np.maximum(y - c, 1e-300)), 1)
-        out.append((icpt, -slope, c))
-    return out
+def _fit_many(x: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """``(a, b, c)`` of the fit to every row of ``Y`` (shape (R, n)), shape (R, 3)."""
+    grid = np.linspace(0.0, B_MAX, N_GRID)
+    R = Y.shape[0]
+    _, _, cost = _fit_ac(x, Y, np.broadcast_to(grid, (R, grid.size)))
+    k = np.clip(np.argmin(cost, axis=1), 1, grid.size - 2)
+    rows = np.arange(R)
+    c0, c1, c2 = cost[rows, k - 1], cost[rows, k], cost[rows, k + 1]
+    h = grid[1] - grid[0]
+    with np.errstate(all="ignore"):
+        step = 0.5 * h * (c0 - c2) / (c0 - 2 * c1 + c2)
+    step = np.where(np.isfinite(step), np.clip(step, -h, h), 0.0)
+    cand = np.stack([grid[k], np.clip(grid[k] + step, 0.0, B_MAX)], axis=1)  # (R, 2)
+    a, c, cst = _fit_ac(x, Y, cand)
+    best = np.argmin(cst, axis=1)
+    return np.stack([a[rows, best], cand[rows, best], c[rows, best]], axis=1)
 
 
 def fit_power_law(sizes, errors) -> PowerLaw:
@@ -126,8 +150,7 @@ def fit_power_law(sizes, errors) -> PowerLaw:
         With fewer than 3 sizes of finite positive error, or mismatched shapes.
     """
     x, y, _ = _prepare(sizes, errors)
-    p, _ = _fit_one(x, y, _starts(x, y))
-    return PowerLaw(float(np.exp(p[0])), float(p[1]), float(p[2]))
+    return PowerLaw(*(float(v) for v in _fit_many(x, y[None, :])[0]))
 
 
 def _prepare(sizes, errors) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -227,20 +250,15 @@ def _quantiles(v: np.ndarray, q: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _bootstrap(x, y, e, law_p, n_boot: int, rs) -> np.ndarray:
+def _bootstrap(x, y, e, law: PowerLaw, n_boot: int, rs) -> np.ndarray:
     """``(a, b, c)`` of ``n_boot`` replicates (see the module docstring)."""
-    resid = np.log(np.exp(law_p[0]) * x ** (-law_p[1]) + law_p[2]) - np.log(y)
-    out = np.empty((n_boot, 3))
-    start = [tuple(law_p)]
-    for k in range(n_boot):
-        yb = np.empty_like(y)
-        for i, row in enumerate(e):
-            vals = row[np.isfinite(row)]
-            yb[i] = vals[rs.randint(len(vals), size=len(vals))].mean()
-        yb = yb * np.exp(resid * rs.choice([-1.0, 1.0], size=len(y)))
-        p, _ = _fit_one(x, yb, start + _starts(x, yb)[:1])
-        out[k] = (np.exp(p[0]), p[1], p[2])
-    return out
+    resid = np.log(law(x)) - np.log(y)
+    Y = np.empty((n_boot, len(y)))
+    for i, row in enumerate(e):
+        vals = row[np.isfinite(row)]
+        Y[:, i] = vals[rs.randint(len(vals), size=(n_boot, len(vals)))].mean(axis=1)
+    Y *= np.exp(resid[None, :] * rs.choice([-1.0, 1.0], size=(n_boot, len(y))))
+    return _fit_many(x, Y)
 
 
 def extrapolate_errors(sizes, errors, metric: str = "forces_rmse", target: float | None = None,
@@ -283,9 +301,8 @@ def extrapolate_errors(sizes, errors, metric: str = "forces_rmse", target: float
     if not 0 < float(level) < 1:
         raise ValueError(f"extrapolate: level must be in (0, 1), got {level!r}")
     x, y, e = _prepare(sizes, errors)
-    p, _ = _fit_one(x, y, _starts(x, y))
-    law = PowerLaw(float(np.exp(p[0])), float(p[1]), float(p[2]))
-    samples = _bootstrap(x, y, e, p, int(n_boot), check_random_state(random_state))
+    law = PowerLaw(*(float(v) for v in _fit_many(x, y[None, :])[0]))
+    samples = _bootstrap(x, y, e, law, int(n_boot), check_random_state(random_state))
     q = (1 - float(level)) / 2
 
     def interval(v):

@@ -1,4 +1,5 @@
-"""Learning and capacity curves: train and test errors with ±1 std bands and the noise floor.
+"""Learning and capacity curves: train and test errors with ±1 std bands, the noise floor and,
+optionally, the power-law extrapolation (:mod:`gapkit.plotting.learning`).
 
 Units: those of the metric (eV/Å for forces, eV/atom or eV for energies); sizes in
 structures.
@@ -10,8 +11,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gapkit.diagnostics.extrapolation import Extrapolation
 from gapkit.diagnostics.metric_names import METRIC_INFO, error_metric
 from gapkit.diagnostics.results import CapacityCurve, LearningCurve
+from gapkit.plotting.learning import extrapolation as draw_extrapolation
 from gapkit.plotting.style import COLORS, new_axes, nice_log, x_ticks_at
 
 if TYPE_CHECKING:  # matplotlib itself is imported lazily
@@ -37,7 +40,8 @@ def _train_test_bands(ax, x, curve, metric: str) -> None:
 
 
 def learning_curve(curve: LearningCurve, metric: str = "forces_rmse", ax: Axes | None = None,
-                   show_floor: bool = True, show_sigma: bool = True) -> Axes:
+                   show_floor: bool = True, show_sigma: bool = True,
+                   extrapolation: Extrapolation | None = None) -> Axes:
     """Train and test error against training-set size, log–log, with ±1 std bands.
 
     Parameters
@@ -52,6 +56,11 @@ def learning_curve(curve: LearningCurve, metric: str = "forces_rmse", ax: Axes |
         makes on the noisy labels.
     show_sigma : bool, default True
         The mean predicted total σ on the test set (dotted), when recorded.
+    extrapolation : Extrapolation, optional
+        A fit of this metric (``curve.extrapolate(metric)`` or from
+        ``curve.diagnose().extrapolations``): the law ``a N^-b + c`` (dashed), its
+        bootstrap band, the floor and the target, drawn up to 3x the largest size (or
+        to the frames needed for the target).
 
     Returns
     -------
@@ -73,11 +82,15 @@ def learning_curve(curve: LearningCurve, metric: str = "forces_rmse", ax: Axes |
             kind = "σ_F" if metric.startswith("forces") else "σ_E"
             ax.plot(x, floor, ls="--", color=COLORS["floor"], lw=1.2,
                     label=f"noise floor ({'learned' if learned else 'assumed'} {kind})")
+    if extrapolation is not None:
+        if extrapolation.metric != metric:
+            raise ValueError(f"the extrapolation is of {extrapolation.metric}, not {metric}")
+        draw_extrapolation(extrapolation, ax=ax, color=COLORS["test"], label="fit")
     ax.set_xscale("log")
     ax.set_yscale("log")
     nice_log(ax.yaxis)
     x_ticks_at(ax, x, [f"{int(v)}" for v in x])
-    if len(x) > 1:
+    if len(x) > 1 and extrapolation is None:
         ax.set_xlim(x[0] / 1.15, x[-1] * 1.15)
     name, unit = METRIC_INFO[metric]
     ax.set_xlabel("training structures N")
