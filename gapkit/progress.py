@@ -132,6 +132,9 @@ def progress_bar(iterable: Iterable | None = None, *, total: float | None = None
     """
     show = progress_enabled(progress, file)
     cls = _bar_class(file) if show else text_tqdm
+    if leave is None and cls is not text_tqdm:
+        # the notebook bar reads leave=None as False: keep it when nothing else is open
+        leave = not any(not bar.disable for bar in list(getattr(cls, "_instances", ())))
     return cls(iterable, total=total, desc=desc, disable=not show, file=file, leave=leave,
                dynamic_ncols=True, **kwargs)
 

@@ -87,6 +87,23 @@ def test_jupyter_without_ipywidgets_uses_the_text_bar_without_a_warning(monkeypa
     assert type(bar) is P.text_tqdm and "5/5" in err.getvalue()
 
 
+def test_notebook_bars_keep_the_top_one_and_drop_nested_ones(monkeypatch):
+    """tqdm.notebook reads leave=None as False; the helper keeps the outer bar."""
+    class Widget(P.text_tqdm):
+        pass
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    monkeypatch.setattr(P, "_bar_class", lambda file: Widget)
+    outer = P.progress_bar(total=2, desc="outer", progress=True)
+    inner = P.progress_bar(total=2, desc="inner", progress=True)
+    assert type(outer) is Widget and outer.leave is True and inner.leave is False
+    inner.close()
+    outer.close()
+    top = P.progress_bar(total=1, desc="top", progress=True, leave=False)
+    assert top.leave is False  # an explicit choice is kept
+    top.close()
+
+
 def test_in_jupyter_is_false_in_a_plain_process():
     assert P.in_jupyter() is ("ipykernel.zmqshell" in sys.modules)
 
