@@ -18,13 +18,16 @@ may get fewer points than asked for.
 
 :func:`select_from_frames` does the same per species while streaming over the
 structures, so that the descriptors of all environments are never held at once:
-``"random"`` draws indices from the atomic numbers alone, ``"cur"`` accumulates the
-(F, F) Gram matrix of each species in a first pass, takes its top eigenvectors and
-computes every environment's leverage score in a second pass; only the chosen
-environments' descriptors are kept. Memory is O(F**2 + M F + n_env) instead of
-O(n_env F). Species whose descriptors fit in ``memory_budget`` are kept and scored
-from the smaller of their two Gram matrices (partial eigendecomposition, no SVD
-workspace); Gram updates are in-place BLAS ``syrk`` calls on batches of rows. ``"fps"`` needs all pairwise distances and keeps the descriptors.
+``"random"`` draws indices from the atomic numbers alone; ``"cur"`` folds each
+species' environments into a :class:`GramSketch` in a first pass (the exact (F, F)
+Gram matrix by in-place BLAS ``syrk`` when ``k`` is not small against F, otherwise a
+randomized single-pass Nyström sketch of width ``2 k + 10``), takes its top-k
+eigenpairs and scores every environment in a second pass; only the chosen
+environments' descriptors are kept (a third pass). Memory is O(F min(F, k) + M F +
+n_env floats) per species, whatever the number of structures. Species with no more
+environments than wanted take them all without scoring; with ``memory_budget``, a
+species whose descriptors fit is kept and scored exactly in memory. ``"fps"`` needs
+all pairwise distances and keeps the descriptors.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from gapkit.progress import progress_bar
 METHODS = ("cur", "random", "fps")
 #: Rows per streamed Gram update (one BLAS syrk) and per leverage-score batch.
 FOLD_ROWS = 512
+#: Extra columns of a randomized Gram sketch beyond 2 k.
+SKETCH_OVERSAMPLE = 10
 #: Environments whose descriptors agree to this many decimals are the same.
 _DECIMALS = 10
 
@@ -123,12 +128,163 @@ def _leverage_basis(gram: np.ndarray, n: int, n_env: int) -> np.ndarray:
     """
     F = gram.shape[0]
     k_max = max(1, min(n, F, max(n_env - 1, 1)))
-    w, V = sla.eigh(gram, lower=False, overwrite_a=True, check_finite=False,
-                    subset_by_index=[F - k_max, F - 1])
+    if 8 * k_max > F:  # divide and conquer on everything: 1.8x faster than a subset
+        w, V = sla.eigh(gram, lower=False, overwrite_a=True, check_finite=False, driver="evd")
+        w, V = w[F - k_max:], V[:, F - k_max:]
+    else:
+        w, V = sla.eigh(gram, lower=False, overwrite_a=True, check_finite=False,
+                        subset_by_index=[F - k_max, F - 1])
     w, V = w[::-1], V[:, ::-1]
+    return _scaled_basis(w, V, k_max)
+
+
+def _scaled_basis(w: np.ndarray, V: np.ndarray, k_max: int) -> np.ndarray:
+    """``V_k / sqrt(w_k)`` for eigenpairs in descending order, k capped by the
+    numerical rank (eigenvalues above 1e-12 of the largest)."""
     rank = int(np.sum(w > max(w[0], 0.0) * 1e-12)) if w.size else 0
     k = max(1, min(k_max, rank))
     return V[:, :k] / np.sqrt(w[:k])[None, :]
+
+
+class GramSketch:
+    """Streamed summary of the Gram matrix ``G = Q^T Q`` of one species, (F, F), for
+    its top-k eigenpairs: memory O(F min(F, k)) whatever the number of rows.
+
+    * ``width >= F / 2`` (few features or many points): the exact upper triangle of
+      ``G`` by in-place BLAS ``syrk`` updates;
+    * otherwise a randomized sketch ``Y = G Omega`` (``Omega``: (F, width) with
+      orthonormal columns, ``width = 2 k + 10``) and the single-pass Nyström
+      approximation of Tropp, Yurtsever, Udell & Cevher (SIAM J. Matrix Anal. Appl.
+      38, 1454, 2017, Alg. 3), whose error is within a small factor of the best
+      rank-k approximation's.
+
+    Parameters
+    ----------
+    n_features : int
+    k : int
+        Eigenpairs wanted (the requested sparse points).
+    random_state : int or RandomState
+        Draws ``Omega`` (sketch only).
+    sketch : bool
+        ``False`` always keeps the exact Gram matrix.
+    """
+
+    def __init__(self, n_features: int, k: int, random_state=None, sketch: bool = True):
+        F = int(n_features)
+        self.width = min(F, 2 * int(k) + SKETCH_OVERSAMPLE)
+        self.n_rows = 0
+        if not sketch or 2 * self.width >= F:
+            self.omega, self.data = None, np.zeros((F, F), order="F")
+        else:
+            g = check_random_state(random_state).standard_normal((F, self.width))
+            self.omega = np.linalg.qr(g)[0]
+            self.data = np.zeros((F, self.width))
+
+    @property
+    def exact(self) -> bool:
+        """Whether the exact Gram matrix is kept."""
+        return self.omega is None
+
+    def add(self, Q: np.ndarray) -> None:
+        """Fold rows ``Q`` (r, F) in."""
+        self.n_rows += len(Q)
+        if self.exact:
+            self.data = dsyrk(1.0, Q.T, beta=1.0, c=self.data, trans=0, lower=0, overwrite_c=1)
+        else:
+            self.data += Q.T @ (Q @ self.omega)
+
+    def leverage_basis(self, k: int, n_env: int) -> np.ndarray:
+        """``V_k / s_k`` (F, k'): leverage of a row ``q`` is ``||q V_k / s_k||**2``.
+        The summary is consumed."""
+        if self.exact:
+            return _leverage_basis(self.data, k, n_env)
+        Y, omega = self.data, self.omega
+        self.data = None
+        nu = np.sqrt(Y.shape[0]) * np.finfo(float).eps * np.linalg.norm(Y, 2)
+        Y += nu * omega  # shift for stability (Tropp et al., Alg. 3)
+        B = omega.T @ Y
+        C = sla.cholesky(0.5 * (B + B.T), lower=False, check_finite=False)
+        E = sla.solve_triangular(C, Y.T, trans="T", lower=False, check_finite=False).T
+        U, sv, _ = sla.svd(E, full_matrices=False, overwrite_a=True, check_finite=False)
+        w = np.maximum(sv ** 2 - nu, 0.0)
+        return _scaled_basis(w, U, max(1, min(k, len(w), max(n_env - 1, 1))))
+
+
+def _cur_from_frames(descriptors, frames, counts, species, numbers, rng, n_features: int,
+                     memory_budget, sketch) -> dict[int, np.ndarray]:
+    """Chosen environment indices per species by leverage-score CUR, streaming.
+
+    Species whose descriptors fit in ``memory_budget`` bytes are kept and scored
+    exactly from their smaller Gram matrix; the others (all of them by default) are
+    folded into a :class:`GramSketch` in a first pass over the frames, and every
+    environment is scored in a second pass. Rows are batched (``FOLD_ROWS``) so that
+    every update is one large matrix product. Species with no more environments than
+    wanted take them all and are not scored.
+    """
+    F = int(n_features)
+    pos = {int(z): np.nonzero(numbers == z)[0] for z in species}
+    chosen = {z: pos[z] for z in pos if counts[z] >= len(pos[z])}
+    scored = [z for z in pos if z not in chosen]
+    if not scored:
+        return chosen
+    budget = 0 if memory_budget is None else int(memory_budget)
+    # one draw for all sketches, at the first one made (the exact path leaves the
+    # random stream as it was; nothing else draws during this pass)
+    seed = []
+    stored = {z: [] for z in scored}
+    buffered = {z: 0 for z in scored}
+    sketches: dict[int, GramSketch] = {}
+
+    def fold(z):
+        if stored[z]:
+            sketches[z].add(np.vstack(stored[z]))
+        stored[z], buffered[z] = [], 0
+
+    for k, q in descriptors(range(len(frames))):
+        zs = frames[k].numbers
+        for z in scored:
+            rows = q[zs == z]
+            if not len(rows):
+                continue
+            stored[z].append(rows)
+            buffered[z] += len(rows)
+            if z not in sketches and buffered[z] * F * 8 > budget:
+                if sketch and not seed and 2 * min(F, 2 * counts[z] + SKETCH_OVERSAMPLE) < F:
+                    seed.append(rng.randint(2 ** 31 - 1 - max(scored)))
+                sketches[z] = GramSketch(F, counts[z], (seed or [0])[0] + z, sketch)
+            if z in sketches and buffered[z] >= FOLD_ROWS:
+                fold(z)
+    bases = {}
+    for z in sketches:  # reduce each summary to its basis before anything else
+        fold(z)
+        bases[z] = sketches[z].leverage_basis(counts[z], len(pos[z]))
+    sketches.clear()
+    for z in scored:  # kept in memory: exact scores
+        if z not in bases:
+            Qz = np.vstack(stored.pop(z))
+            chosen[z] = np.sort(pos[z][_cur(Qz, counts[z], rng)])
+    if bases:
+        rows = {z: [] for z in bases}
+        scores = {z: [] for z in bases}
+
+        def score(z):
+            if rows[z]:
+                scores[z].append(_leverage(np.vstack(rows[z]), bases[z]))
+            rows[z] = []
+
+        for k, q in descriptors(range(len(frames))):
+            zs = frames[k].numbers
+            for z in bases:
+                if np.any(zs == z):
+                    rows[z].append(q[zs == z])
+                    if sum(len(b) for b in rows[z]) >= FOLD_ROWS:
+                        score(z)
+        for z in bases:
+            score(z)
+            # rows were scored in frame order, i.e. in the order of pos[z]
+            lev = np.concatenate(scores[z])
+            chosen[z] = np.sort(pos[z][_sample_by_leverage(lev, counts[z], rng)])
+    return chosen
 
 
 def _leverage(Q: np.ndarray, basis: np.ndarray) -> np.ndarray:
@@ -144,8 +300,8 @@ def _sample_by_leverage(lev: np.ndarray, n: int, rng: np.random.RandomState) -> 
 
 
 def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", random_state=None,
-                       progress: bool | None = False, memory_budget: int | None = None
-                       ) -> tuple[np.ndarray, np.ndarray]:
+                       progress: bool | None = False, memory_budget: int | None = None,
+                       sketch: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Sparse environments per species, streaming over ``frames``.
 
     Parameters
@@ -162,9 +318,13 @@ def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", ra
         Show a bar over the frames whose descriptors are computed (None: in a terminal
         or Jupyter; see :func:`gapkit.progress.progress_bar`).
     memory_budget : int, optional
-        Bytes of descriptors per species kept in memory for CUR; larger species are
-        streamed through their (F, F) Gram matrix. The default, ``8 F**2`` (the size of
-        that Gram matrix), keeps memory O(F**2) per species whatever the data size.
+        Bytes of descriptors per species kept in memory and scored exactly for CUR;
+        larger species are streamed through a :class:`GramSketch`. The default, 0,
+        streams every species, so that memory is O(F min(F, k)) per species whatever
+        the number of structures.
+    sketch : bool, default True
+        Let :class:`GramSketch` use its randomized sketch when ``2 (2 k + 10) < F``;
+        ``False`` always streams the exact (F, F) Gram matrix.
 
     Returns
     -------
@@ -200,80 +360,8 @@ def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", ra
             idx = np.nonzero(numbers == z)[0]
             chosen[z] = idx[select(np.empty((len(idx), 0)), counts[z], "random", rng)]
     else:
-        # Per species, keep the descriptors while they fit in `memory_budget` bytes and
-        # take leverage scores from their Gram matrix; beyond that, switch to a streamed
-        # (F, F) Gram matrix and a second pass for the scores. Rows are batched so
-        # every update is one large matrix product.
-        F = descriptor.n_features
-        if memory_budget is None:
-            memory_budget = 8 * F * F
-        stored: dict[int, list] = {int(z): [] for z in species}
-        nrows: dict[int, int] = {int(z): 0 for z in species}
-        grams: dict[int, np.ndarray] = {}
-        pos: dict[int, np.ndarray] = {int(z): np.nonzero(numbers == z)[0] for z in species}
-
-        def fold(z):
-            # in-place rank-k updates of the upper triangle, FOLD_ROWS rows at a time:
-            # no (F, F) temporaries and no copy of everything buffered so far
-            if z not in grams:
-                grams[z] = np.zeros((F, F), order="F")
-            parts, stored[z] = stored[z], []
-            parts.reverse()
-            while parts:
-                batch, n = [], 0
-                while parts and n < FOLD_ROWS:
-                    batch.append(parts.pop())
-                    n += len(batch[-1])
-                grams[z] = dsyrk(1.0, np.vstack(batch).T, beta=1.0, c=grams[z], trans=0,
-                                 lower=0, overwrite_c=1)
-
-        for k, q in descriptors(range(len(frames))):
-            zs = frames[k].numbers
-            for z in np.unique(zs):
-                z = int(z)
-                stored[z].append(q[zs == z])
-                nrows[z] += int(np.sum(zs == z))
-                if z in grams or nrows[z] * F * 8 > memory_budget:
-                    if sum(len(b) for b in stored[z]) >= FOLD_ROWS or z not in grams:
-                        fold(z)
-        streamed = [z for z in species if int(z) in grams]
-        bases = {}
-        for z in streamed:  # reduce each Gram matrix to its basis before anything else
-            z = int(z)
-            if stored[z]:
-                fold(z)
-            bases[z] = _leverage_basis(grams.pop(z), counts[z], len(pos[z]))
-        for z in species:
-            z = int(z)
-            if z in bases:
-                continue
-            idx = pos[z]
-            Qz = np.vstack(stored[z])
-            stored[z] = []
-            chosen[z] = idx if counts[z] >= len(idx) else np.sort(idx[_cur(Qz, counts[z], rng)])
-        if streamed:
-            rows = {int(z): [] for z in streamed}
-            scores = {int(z): [] for z in streamed}
-
-            def score(z):
-                scores[z].append(_leverage(np.vstack(rows[z]), bases[z]))
-                rows[z] = []
-
-            for k, q in descriptors(range(len(frames))):
-                zs = frames[k].numbers
-                for z in bases:
-                    if np.any(zs == z):
-                        rows[z].append(q[zs == z])
-                        if sum(len(b) for b in rows[z]) >= FOLD_ROWS:
-                            score(z)
-            for z in bases:
-                if rows[z]:
-                    score(z)
-                # rows were scored in frame order, i.e. in the order of pos[z]
-                idx = pos[z]
-                lev = np.concatenate(scores[z])
-                chosen[z] = idx if counts[z] >= len(idx) else np.sort(
-                    idx[_sample_by_leverage(lev, counts[z], rng)])
+        chosen = _cur_from_frames(descriptors, frames, counts, species, numbers, rng,
+                                  descriptor.n_features, memory_budget, sketch)
     # descriptors of the chosen environments only
     wanted = np.concatenate([chosen[z] for z in species])
     need = np.unique(owner[wanted])
