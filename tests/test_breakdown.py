@@ -209,3 +209,27 @@ def test_cli_stress_error_matches_hand_value(tmp_path, capsys):
     ds_odd = model.predict(odd).stress - np.array([c.get_stress() for c in odd])
     assert res["by_config_type"]["strained"]["stress_mae"] == pytest.approx(
         np.mean(np.abs(ds_odd)) / GPa, rel=1e-9)
+
+
+def test_cli_fit_test_files_are_reported_separately(tmp_path, train_frames, test_frames, capsys):
+    """gapkit fit --test A B prints one row per file and per config_type, and
+    --errors-json writes the same numbers as gapkit evaluate --json."""
+    tr, fa, fb = tmp_path / "tr.xyz", tmp_path / "a.xyz", tmp_path / "b.xyz"
+    write(tr, train_frames[:12])
+    write(fa, test_frames[:3])
+    write(fb, test_frames[-2:])
+    model, js = tmp_path / "m.npz", tmp_path / "errors.json"
+    assert main(["fit", str(tr), "--test", str(fa), str(fb), "-o", str(model), "--e0", "lstsq",
+                 "--n-max", "3", "--l-max", "2", "--r-cut", "3.5", "--n-sparse", "10",
+                 "--no-calibrate", "--errors-json", str(js)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith(str(fa)) and line.split()[1] == "3" for line in lines)
+    assert any(line.startswith(str(fb)) and line.split()[1] == "2" for line in lines)
+    saved = json.loads(js.read_text())
+    assert saved["train"]["n_structures"] == 12 and saved["test"]["n_structures"] == 5
+    assert main(["evaluate", str(model), str(fa), str(fb), "--json", "--no-std"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    for key in ("by_file", "by_config_type"):
+        for name, m in res[key].items():
+            assert saved["test"][key][name]["energy_mae"] == pytest.approx(m["energy_mae"])
+            assert saved["test"][key][name]["forces_rmse"] == pytest.approx(m["forces_rmse"])

@@ -116,14 +116,19 @@ _UNITS = ("", "meV/at", "meV/at", "meV", "meV", "meV/Å", "meV/Å", STRESS_UNIT,
 def format_breakdown(title: str, groups: dict[str, dict]) -> str:
     """A table of :func:`breakdown_report`'s ``by_file`` or ``by_config_type``: one row
     per group with N, energy MAE/RMSE per atom and per structure (meV), force MAE/RMSE
-    per component (meV/Å), stress MAE/RMSE (GPa) and the ZMS of σ ("n/a" where absent)."""
+    per component (meV/Å), stress MAE/RMSE (GPa) and the ZMS of σ ("n/a" where a group
+    lacks them; the stress and ZMS columns only when some group has them)."""
     width = max([len(title)] + [len(str(g)) for g in groups])
-    head = f"{title:<{width}}" + "".join(f" {h:>8}" for h, *_ in _COLUMNS)
-    unit = f"{'':<{width}}" + "".join(f" {u:>8}" for u in _UNITS)
-    rows = [head, unit]
+    # stress and ZMS columns only when some group has them
+    cols = [(c, u) for c, u in zip(_COLUMNS, _UNITS)
+            if not c[1].startswith(("stress", "energy_zms", "forces_zms"))
+            or any(m.get(c[1]) is not None for m in groups.values())]
+    head = f"{title:<{width}}" + "".join(f" {c[0]:>8}" for c, _ in cols)
+    unit = f"{'':<{width}}" + "".join(f" {u:>8}" for _, u in cols)
+    rows = [head, unit.rstrip()]
     for name, m in groups.items():
         cells = []
-        for _, key, scale, fmt in _COLUMNS:
+        for (_, key, scale, fmt), _ in cols:
             v = m.get(key)
             ok = v is not None and np.isfinite(v) and not (key.startswith("forces")
                                                           and not m.get("n_force_components"))
