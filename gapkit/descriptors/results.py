@@ -157,9 +157,9 @@ def _accumulate(result, out, strain):
     """Add ``result = (dE_dr, dE_deta)`` into ``out`` (if given); the VJP's return value."""
     if out is None:
         return result
-    out[0] += result[0]
+    np.add(out[0], result[0], out=out[0])
     if result[1] is not None:
-        out[1] += result[1]
+        np.add(out[1], result[1], out=out[1])
     return out[0], (out[1] if strain else None)
 
 

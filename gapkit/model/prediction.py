@@ -5,6 +5,12 @@ kernel terms); forces ``F_j = -dE/dr_j`` and the virial ``-dE/deta`` contract
 ``d eps_i / d q_i`` with the descriptor derivatives through a vector-Jacobian product,
 so no force rows are formed unless an uncertainty needs the derivative arrays.
 The kernel work of many structures is one matrix product per species and term.
+
+Structures with more than ``block_atoms`` atoms (:data:`PREDICT_BLOCK_ATOMS`) are
+evaluated in blocks of centres: descriptors, kernel and VJP of one block at a time
+(:meth:`gapkit.descriptors.base.Descriptor.vjp_blocks`), forces and virial
+accumulated, so that time per atom is flat and memory is bounded by the block (plus
+O(n_atoms) for the neighbour list, the descriptors and the forces).
 """
 
 from __future__ import annotations
@@ -17,12 +23,15 @@ from ase import Atoms
 
 from gapkit.data import matrix_to_voigt
 from gapkit.descriptors import DescriptorSet
+from gapkit.descriptors.threads import engine_threads
 from gapkit.gp import terms
 from gapkit.model.delta import baseline_labels
 from gapkit.model.state import FittedState
 
 #: Atoms per batch at prediction: the kernel rows of a batch are one matrix product.
 PREDICT_BATCH_ATOMS = 512
+#: Centres per block of a larger structure (forces / stress without derivative arrays).
+PREDICT_BLOCK_ATOMS = 512
 
 
 @dataclass
@@ -101,9 +110,78 @@ def _descriptor_sets(state: FittedState, atoms: Atoms, forces: bool, strain: boo
     return dsets, vjps
 
 
+def _baseline_and_finish(out: StructurePrediction, atoms: Atoms, base, forces: bool, st: bool,
+                         dE_dr, dE_deta) -> None:
+    """Forces and stress of ``out`` from ``dE/dr`` and ``dE/deta`` (and the baseline's)."""
+    if forces:
+        out.forces = -dE_dr + (base["forces"] if base is not None else 0.0)
+    if st:
+        sigma = 0.5 * (dE_deta + dE_deta.T) / atoms.get_volume()
+        if base is not None:
+            sigma = sigma - base["virial"] / atoms.get_volume()
+        out.stress = matrix_to_voigt(sigma)
+
+
+def predict_blocked(state: FittedState, atoms: Atoms, forces: bool, st: bool,
+                    baseline=None, index: int = 0,
+                    block_atoms: int = PREDICT_BLOCK_ATOMS) -> StructurePrediction:
+    """Energy, forces and stress of one structure, evaluated in blocks of centres.
+
+    Every kernel term is local (``eps_i`` depends on ``q_i`` only), so each block of
+    ``block_atoms`` centres gets its descriptors, kernel rows and vector-Jacobian
+    product in turn; ``dE/dr`` (n_atoms, 3) and ``dE/deta`` accumulate. Equal to
+    :func:`predict_batch` up to round-off.
+
+    Parameters
+    ----------
+    state : FittedState
+    atoms : ase.Atoms
+        A checked structure.
+    forces, st : bool
+        Forces; stress (fully periodic cells only).
+    baseline : ase Calculator, optional
+    index : int
+        Frame index, for error messages.
+    block_atoms : int
+        Centres per block (>= 1).
+
+    Returns
+    -------
+    StructurePrediction
+        ``descriptors`` holds the descriptor values (no derivative arrays).
+    """
+    n = len(atoms)
+    d2 = state.delta ** 2
+    eps = np.zeros(n)
+    dE_dr, dE_deta = np.zeros((n, 3)), np.zeros((3, 3))
+    dsets = []
+    for t in state.terms:
+        q = None
+        for blk in t.descriptor.vjp_blocks(atoms, block_atoms, strain=st, index=index):
+            if q is None:
+                q = np.empty((n, blk.q.shape[1]))
+            sl = slice(blk.start, blk.stop)
+            q[sl] = blk.q
+            e, g = terms.local_energies_and_gradients(
+                [t], [DescriptorSet(q=blk.q, numbers=blk.numbers)], state.alpha, gradients=True)
+            eps[sl] += d2 * e
+            blk.vjp(d2 * g[0], st, out=(dE_dr, dE_deta))
+        dsets.append(DescriptorSet(q=q, numbers=atoms.numbers.copy()))
+    e_atoms = eps + state.e0.atomic(atoms.numbers)
+    base = None
+    if baseline is not None:
+        base = baseline_labels(baseline, atoms, forces=forces, virial=st, energies=True)
+        e_atoms = e_atoms + base["energies"]
+    out = StructurePrediction(energy=float(e_atoms.sum()), energies=e_atoms,
+                              descriptors=tuple(dsets))
+    _baseline_and_finish(out, atoms, base, forces, st, dE_dr, dE_deta)
+    return out
+
+
 def predict_batch(state: FittedState, frames: Sequence[Atoms], forces: bool,
                   stress: bool | None, keep_gradients: bool, baseline=None,
-                  offset: int = 0) -> list[StructurePrediction]:
+                  offset: int = 0, block_atoms: int = PREDICT_BLOCK_ATOMS
+                  ) -> list[StructurePrediction]:
     """Energy, per-atom energies, forces and stress of several structures.
 
     Parameters
@@ -121,17 +199,35 @@ def predict_batch(state: FittedState, frames: Sequence[Atoms], forces: bool,
         Delta-learning baseline added to every prediction.
     offset : int
         Index of the first frame, for error messages.
+    block_atoms : int
+        Structures with more atoms whose forces or stress are asked for (without
+        ``keep_gradients``) are evaluated in blocks of this many centres
+        (:func:`predict_blocked`).
 
     Returns
     -------
     list of StructurePrediction
     """
-    items = []
+    items, blocked = [], {}
     for k, atoms in enumerate(frames):
         periodic = bool(np.all(atoms.get_pbc()))
         st = periodic if stress is None else (stress and periodic)
-        dsets, vjps = _descriptor_sets(state, atoms, forces, st, keep_gradients, offset + k)
+        if len(atoms) > block_atoms and (forces or st) and not keep_gradients:
+            blocked[k] = predict_blocked(state, atoms, forces, st, baseline, offset + k,
+                                         block_atoms)
+            continue
+        with engine_threads():  # one BLAS cap for the engine calls of this frame
+            dsets, vjps = _descriptor_sets(state, atoms, forces, st, keep_gradients, offset + k)
         items.append((atoms, st, dsets, vjps))
+    if not items:
+        return [blocked[k] for k in range(len(frames))]
+    small = _predict_items(state, items, forces, baseline)
+    return [blocked[k] if k in blocked else small.pop(0) for k in range(len(frames))]
+
+
+def _predict_items(state: FittedState, items: list, forces: bool, baseline
+                   ) -> list[StructurePrediction]:
+    """Predictions of ``(atoms, stress, descriptor sets, vjps)`` items: one kernel product."""
     stacked = [DescriptorSet(q=np.vstack([it[2][t].q for it in items]),
                              numbers=np.concatenate([it[2][t].numbers for it in items]))
                for t in range(len(state.terms))]
@@ -156,19 +252,14 @@ def predict_batch(state: FittedState, frames: Sequence[Atoms], forces: bool,
         if not (forces or st):
             continue
         dE_dr, dE_deta = 0.0, 0.0
-        for ds, vjp, g in zip(dsets, vjps, g_all):
-            g = d2 * g[sl]  # d eps_i / d q_i of this term
-            r_t, eta_t = vjp(g) if vjp is not None else ds.contract(g, st)
-            dE_dr = dE_dr + r_t
-            if st:
-                dE_deta = dE_deta + eta_t
-        if forces:
-            out.forces = -dE_dr + (base["forces"] if base is not None else 0.0)
-        if st:
-            sigma = 0.5 * (dE_deta + dE_deta.T) / atoms.get_volume()
-            if base is not None:
-                sigma = sigma - base["virial"] / atoms.get_volume()
-            out.stress = matrix_to_voigt(sigma)
+        with engine_threads():
+            for ds, vjp, g in zip(dsets, vjps, g_all):
+                g = d2 * g[sl]  # d eps_i / d q_i of this term
+                r_t, eta_t = vjp(g) if vjp is not None else ds.contract(g, st)
+                dE_dr = dE_dr + r_t
+                if st:
+                    dE_deta = dE_deta + eta_t
+        _baseline_and_finish(out, atoms, base, forces, st, dE_dr, dE_deta)
     return outs
 
 
