@@ -33,7 +33,8 @@ from contextlib import contextmanager
 from typing import Iterator, Sequence
 
 from gapkit._version import __version__
-from gapkit.cli import check_data, evaluate, fit, info, ipi, learning_curve, predict, recalibrate
+from gapkit.cli import (check_data, evaluate, fit, info, ipi, learning_curve, predict,
+                        recalibrate, tune)
 from gapkit.cli.common import add_underscore_aliases
 from gapkit.cli.config import DEFAULTS_ATTR, resolve
 from gapkit.progress import ENV as PROGRESS_ENV
@@ -42,7 +43,7 @@ from gapkit.progress import logging_redirect
 #: The sub-command modules, in the order of ``gapkit --help``.
 COMMANDS = {"fit": fit, "evaluate": evaluate, "predict": predict, "recalibrate": recalibrate,
             "learning-curve": learning_curve, "info": info, "ipi": ipi,
-            "check-data": check_data}
+            "check-data": check_data, "tune": tune}
 #: Exceptions that are the user's to fix (ModelFileError is a ValueError; OSError
 #: covers missing, unreadable and unwritable files and directories).
 USER_ERRORS = (ValueError, TypeError, OSError)
