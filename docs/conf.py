@@ -37,9 +37,6 @@ extensions = [
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 exclude_patterns = ["_build", "**.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
 root_doc = "index"
-# index.md lists the guide pages in reading order and then globs guide/* for pages added
-# later; the glob may be empty, which is fine.
-suppress_warnings = ["toc.empty_glob"]
 
 # --- MyST --------------------------------------------------------------------------
 myst_enable_extensions = ["colon_fence", "deflist", "dollarmath"]
