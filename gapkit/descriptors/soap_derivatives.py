@@ -210,12 +210,12 @@ class _PowerSpectrumDerivatives:
             W[:, self._f_flat] = grad_p * self._f_prel
             W = W.reshape(nc, L + 1, nsn, nsn)
             W = W + W.transpose(0, 1, 3, 2)
-            gc = np.empty((nc, nsn, nlm))
+            gc = np.empty((nc, ns, nlm, nm))  # dE/dc in the layout of c
             for l in range(L + 1):
-                np.matmul(W[:, l], cl[l], out=gc[:, :, l * l:(l + 1) ** 2])
+                g = np.matmul(W[:, l], cl[l]).reshape(nc, ns, nm, 2 * l + 1)
+                gc[:, :, l * l:(l + 1) ** 2] = g.transpose(0, 1, 3, 2)
             gD = np.empty((len(env.i), 3))
-            kern.vjp_pairs(env.starts, env.s, env.R, env.Rq, env.S, env.dS, env.D,
-                           gc.reshape(nc, ns, nm, nlm), self._l_of, gD)
+            kern.vjp_pairs(env.starts, env.s, env.R, env.Rq, env.S, env.dS, env.D, gc, gD)
             kern.fold_pairs(env.i, env.j, env.D, gD, dE_dr, dE_deta)
         return dE_dr, (dE_deta if strain else None)
 

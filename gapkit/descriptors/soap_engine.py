@@ -364,34 +364,35 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
             env.S, env.dS = self._harmonics(env.D, derivative)
 
     def _coefficients(self, env: _Environment) -> np.ndarray:
-        """Expansion coefficients c of shape (n_centres, n_species, n_max, nlm).
+        """Expansion coefficients c of shape (n_centres, n_species, nlm, n_max).
 
-        ``c[i, s, n, lm] = sum_{k in (i, s)} R[k, l, n] S[k, lm]`` (compiled loop
+        ``c[i, s, lm, n] = sum_{k in (i, s)} R[k, l, n] S[k, lm]`` (compiled loop
         over the pairs). Without cached per-pair data the centres are streamed in
         blocks of :attr:`_centre_block`, so that the temporaries stay small.
         """
         if env.c is not None:
             return env.c
         ns, nm, nlm = len(self.species), self.n_max, self._nlm
-        c = np.zeros((env.n_centres, ns, nm, nlm))
+        c = np.zeros((env.n_centres, ns, nlm, nm))
         if env.R is not None and env.S is not None:
-            kern.expand(env.starts, env.s, env.R, env.S, self._l_of, c)
+            kern.expand(env.starts, env.s, env.R, env.S, c)
         else:
             for a0 in range(0, env.n_centres, self._centre_block):
                 a1 = min(a0 + self._centre_block, env.n_centres)
                 sub = env.block(a0, a1, ns)
                 R, _ = self._radial_arrays(sub, False)
                 S, _ = self._harmonics(sub.D, False)
-                kern.expand(sub.starts, sub.s, R, S, self._l_of, c[a0:a1])
-        c[np.arange(env.n_centres), env.centre_species, :, 0] += self._self_c0
+                kern.expand(sub.starts, sub.s, R, S, c[a0:a1])
+        c[np.arange(env.n_centres), env.centre_species, 0, :] += self._self_c0
         env.c = c
         return c
 
     def _c_by_l(self, c: np.ndarray) -> list[np.ndarray]:
-        """Split c (N, S, n, nlm) into per-l blocks (N, S*n, 2l+1)."""
+        """Split c (N, S, nlm, n) into per-l blocks (N, S*n, 2l+1)."""
         N = c.shape[0]
         nsn = len(self.species) * self.n_max
-        return [c[..., l * l:(l + 1) ** 2].reshape(N, nsn, 2 * l + 1) for l in range(self.l_max + 1)]
+        return [c[:, :, l * l:(l + 1) ** 2].transpose(0, 1, 3, 2).reshape(N, nsn, 2 * l + 1)
+                for l in range(self.l_max + 1)]
 
     def _power(self, cl: list[np.ndarray]) -> np.ndarray:
         N, nsn = cl[0].shape[:2]

@@ -5,7 +5,7 @@ The per-pair work of the SOAP engine runs here without zero-padding the segments
 
 * :func:`radial_basis`: ``R[p, l, n] = w_p sum_k B[l, n, k] exp(A[l, k] r_p^2)`` and
   ``Rq = (dR/dr) / r`` (the exponentials come from numpy);
-* :func:`expand`: ``c[i, s, n, lm] += R[p, l, n] S[p, lm]`` over the pairs of every
+* :func:`expand`: ``c[i, s, lm, n] += R[p, l, n] S[p, lm]`` over the pairs of every
   centre (the neighbour-density expansion);
 * :func:`vjp_pairs`: ``dE/dD_p`` of every pair from ``gc = dE/dc`` (the
   vector-Jacobian product of the expansion);
@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
+
+from .threads import current_threads
 
 __all__ = ["expand", "fold_pairs", "radial_basis", "vjp_pairs"]
 
@@ -40,7 +42,7 @@ class _Kernel:
         self._parallel = None
 
     def __call__(self, *args):
-        if nb.get_num_threads() <= 1:
+        if current_threads() <= 1:
             return self.serial(*args)
         if self._parallel is None:
             # not cached on disk: the cache would not tell it from the serial build
@@ -65,70 +67,73 @@ def radial_basis(starts, E, w, wq, A, Bt, R, Rq, derivative):  # pragma: no cove
             for l in range(L1):
                 for a in range(nm):
                     R[p, l, a] = 0.0
-                for k in range(K):
-                    e = E[p, l, k]
-                    for a in range(nm):
-                        R[p, l, a] += Bt[l, k, a] * e
-                for a in range(nm):
-                    R[p, l, a] *= wp
                 if derivative:
                     for k in range(K):
                         f[k] = E[p, l, k] * (wqp + 2.0 * A[l, k] * wp)
                     for a in range(nm):
                         Rq[p, l, a] = 0.0
-                    for k in range(K):
+                    for k in range(K):  # R and Rq share the loads of Bt
+                        e = E[p, l, k]
+                        fk = f[k]
                         for a in range(nm):
-                            Rq[p, l, a] += Bt[l, k, a] * f[k]
+                            b = Bt[l, k, a]
+                            R[p, l, a] += b * e
+                            Rq[p, l, a] += b * fk
+                else:
+                    for k in range(K):
+                        e = E[p, l, k]
+                        for a in range(nm):
+                            R[p, l, a] += Bt[l, k, a] * e
+                for a in range(nm):
+                    R[p, l, a] *= wp
 
 
-def expand(starts, s, R, S, l_of, c):  # pragma: no cover - jitted
-    """``c[i, s_p, n, lm] += R[p, l, n] S[p, lm]`` for the pairs ``p`` of every centre.
+def expand(starts, s, R, S, c):  # pragma: no cover - jitted
+    """``c[i, s_p, lm, n] += R[p, l, n] S[p, lm]`` for the pairs ``p`` of every centre.
 
     ``starts`` (n_centres + 1,) pair ranges, ``s`` (P,) neighbour species,
-    ``R`` (P, L+1, n), ``S`` (P, (L+1)^2), ``l_of`` ((L+1)^2,) the ``l`` of every
-    ``lm``, ``c`` (n_centres, n_species, n, (L+1)^2).
+    ``R`` (P, L+1, n), ``S`` (P, (L+1)^2), ``c`` (n_centres, n_species, (L+1)^2, n)
+    (``n`` last: the innermost loop is contiguous in ``R`` and ``c``).
     """
     n_centres = starts.shape[0] - 1
-    nm, nlm = R.shape[2], S.shape[1]
+    L1, nm = R.shape[1], R.shape[2]
     for i in nb.prange(n_centres):
         for p in range(starts[i], starts[i + 1]):
             sp = s[p]
-            for a in range(nm):
-                for lm in range(nlm):
-                    c[i, sp, a, lm] += R[p, l_of[lm], a] * S[p, lm]
+            for l in range(L1):
+                for lm in range(l * l, (l + 1) * (l + 1)):
+                    sv = S[p, lm]
+                    for a in range(nm):
+                        c[i, sp, lm, a] += R[p, l, a] * sv
 
 
-def vjp_pairs(starts, s, R, Rq, S, dS, D, gc, l_of, gD):  # pragma: no cover - jitted
-    """``gD[p] = dE/dD_p`` from ``gc[i, s, n, lm] = dE/dc``.
+def vjp_pairs(starts, s, R, Rq, S, dS, D, gc, gD):  # pragma: no cover - jitted
+    """``gD[p] = dE/dD_p`` from ``gc[i, s, lm, n] = dE/dc``.
 
     ``dE/dD_p = sum_lm tS_lm dS_lm(D_p) + (sum_lm tQ_lm S_lm(D_p)) D_p`` with
-    ``tS_lm = sum_n gc[i, s_p, n, lm] R[p, l, n]`` and ``tQ`` the same with ``Rq``.
+    ``tS_lm = sum_n gc[i, s_p, lm, n] R[p, l, n]`` and ``tQ`` the same with ``Rq``.
     """
     n_centres = starts.shape[0] - 1
-    nm, nlm = R.shape[2], S.shape[1]
+    L1, nm = R.shape[1], R.shape[2]
     for i in nb.prange(n_centres):
-        tS = np.empty(nlm)
-        tQ = np.empty(nlm)
         for p in range(starts[i], starts[i + 1]):
             sp = s[p]
-            for lm in range(nlm):
-                tS[lm] = 0.0
-                tQ[lm] = 0.0
-            for a in range(nm):
-                for lm in range(nlm):
-                    v = gc[i, sp, a, lm]
-                    tS[lm] += v * R[p, l_of[lm], a]
-                    tQ[lm] += v * Rq[p, l_of[lm], a]
             gq = 0.0
             gx = 0.0
             gy = 0.0
             gz = 0.0
-            for lm in range(nlm):
-                t = tS[lm]
-                gq += tQ[lm] * S[p, lm]
-                gx += t * dS[p, 0, lm]
-                gy += t * dS[p, 1, lm]
-                gz += t * dS[p, 2, lm]
+            for l in range(L1):
+                for lm in range(l * l, (l + 1) * (l + 1)):
+                    tS = 0.0
+                    tQ = 0.0
+                    for a in range(nm):
+                        v = gc[i, sp, lm, a]
+                        tS += v * R[p, l, a]
+                        tQ += v * Rq[p, l, a]
+                    gq += tQ * S[p, lm]
+                    gx += tS * dS[p, 0, lm]
+                    gy += tS * dS[p, 1, lm]
+                    gz += tS * dS[p, 2, lm]
             gD[p, 0] = gx + gq * D[p, 0]
             gD[p, 1] = gy + gq * D[p, 1]
             gD[p, 2] = gz + gq * D[p, 2]

@@ -4,7 +4,8 @@ The engines do many small matrix products (per atom and angular momentum). A
 multi-threaded BLAS gains nothing on them and, on a loaded machine, can make a call
 several times slower, so every engine call runs inside :func:`engine_threads`, which
 
-* caps the BLAS/OpenMP libraries to **one** thread (``threadpoolctl``) for the call;
+* caps the BLAS libraries to **one** thread and OpenMP (``sphericart``) to the
+  engine threads (``threadpoolctl``) for the call;
 * runs the compiled (numba) loops over centres on :func:`get_engine_threads`
   threads: 1 by default, the ``GAPKIT_NUM_THREADS`` environment variable, or
   :func:`set_engine_threads` (the results do not depend on it).
@@ -23,11 +24,11 @@ from typing import Iterator
 import numba
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["engine_threads", "get_engine_threads", "set_engine_threads"]
+__all__ = ["current_threads", "engine_threads", "get_engine_threads", "set_engine_threads"]
 
 _state = {"threads": None, "controller": None}
 _lock = threading.Lock()
-_local = threading.local()  # depth of nested engine_threads contexts in this thread
+_local = threading.local()  # threads of the innermost engine_threads context
 
 
 def _env_threads() -> int:
@@ -86,20 +87,27 @@ def engine_threads(n: int | None = None) -> Iterator[int]:
     """
     n = max(1, min(get_engine_threads() if n is None else int(n),
                    numba.config.NUMBA_NUM_THREADS))
-    if getattr(_local, "depth", 0):  # nested: the outer context holds the BLAS cap
-        previous = numba.get_num_threads()
-        numba.set_num_threads(n)
-        try:
-            yield n
-        finally:
-            numba.set_num_threads(previous)
-        return
-    previous = numba.get_num_threads()
-    numba.set_num_threads(n)
-    _local.depth = 1
+    outer = getattr(_local, "threads", None)
+    _local.threads = n
     try:
-        with _controller().limit(limits=1, user_api="blas"):
-            yield n
+        # numba's thread pool is started only when more than one thread is asked for
+        previous = numba.get_num_threads() if n > 1 else None
+        if previous is not None:
+            numba.set_num_threads(n)
+        try:
+            if outer is not None:  # nested: the outer context holds the caps
+                yield n
+            else:
+                with _controller().limit(limits={"blas": 1, "openmp": n}):
+                    yield n
+        finally:
+            if previous is not None:
+                numba.set_num_threads(previous)
     finally:
-        _local.depth = 0
-        numba.set_num_threads(previous)
+        _local.threads = outer
+
+
+def current_threads() -> int:
+    """Threads of the compiled loops in the current :func:`engine_threads` context (1
+    outside one)."""
+    return getattr(_local, "threads", None) or 1
