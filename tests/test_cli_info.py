@@ -48,7 +48,7 @@ def test_info_json(fitted, capsys):
     capsys.readouterr()
     assert cli.main(["info", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["format_version"] == 3 and info["gapkit_version"]
+    assert info["format_version"] == 4 and info["gapkit_version"]
     assert info["file_size_bytes"] == out.stat().st_size
     assert info["species"] == ["H", "C", "O"]
     (term,) = info["terms"]
@@ -65,7 +65,7 @@ def test_info_text(fitted, capsys):
     capsys.readouterr()
     assert cli.main(["info", str(out)]) == 0
     text = capsys.readouterr().out
-    for word in ("gapkit-model v3", "species         H C O", "sparse H:15, C:15, O:15",
+    for word in ("gapkit-model v4", "species         H C O", "sparse H:15, C:15, O:15",
                  "std calibrated  no", "made by", "a.xyz (12 frames"):
         assert word in text, word
 

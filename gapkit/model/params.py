@@ -136,8 +136,8 @@ def check_n_sparse(n_sparse, name: str = "n_sparse") -> None:
             _check_integer(f"{name}[{key!r}]", val, 1, "a positive integer (sparse points of "
                            "that species; every species needs at least one)")
         return
-    _check_integer(name, n_sparse, 1, "'auto', a positive integer (sparse points per "
-                   "species) or a dict such as {'C': 500, 'H': 200}")
+    _check_integer(name, n_sparse, 1, "a positive integer (sparse points per species), "
+                   "'auto' or a dict such as {'C': 500, 'H': 200}")
 
 
 def _is_real(val) -> bool:
