@@ -8,7 +8,11 @@
 * :mod:`gapkit.model.delta`: Delta-learning baseline labels;
 * :mod:`gapkit.model.model_file`: the versioned, pickle-free file format;
 * :mod:`gapkit.model.estimator`: :class:`GAP` (and :func:`save`);
-* :mod:`gapkit.model.loading`: :func:`load`.
+* :mod:`gapkit.model.loading`: :func:`load`;
+* :mod:`gapkit.model.sparse_counts`: the ``n_sparse="auto"`` rule;
+* :mod:`gapkit.model.hyperparameters`: ``optimize=True`` (bounded evidence, checked
+  on held-out data);
+* :mod:`gapkit.model.tuning`: :func:`~gapkit.model.tuning.tune` (``gapkit tune``).
 """
 
 from gapkit.model.estimator import GAP, save
