@@ -17,7 +17,8 @@ NOTEBOOKS = sorted(NB_DIR.glob("*.ipynb"))
 
 def test_notebooks_exist():
     names = {p.stem for p in NOTEBOOKS}
-    assert {"01_quickstart", "02_uncertainty", "03_learning_curves", "04_physics"} <= names
+    assert {"01_quickstart", "02_uncertainty", "03_learning_curves", "04_physics",
+            "05_data_quality"} <= names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
