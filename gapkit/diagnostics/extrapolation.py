@@ -2,7 +2,7 @@
 
 The mean test error over repeats is fitted by
 
-.. math:: \\mathrm{err}(N) = a N^{-b} + c, \\qquad a > 0,\\ 0 \\le b \\le 4,\\ c \\ge 0,
+.. math:: \\mathrm{err}(N) = a N^{-b} + c, \\qquad a \\ge 0,\\ 0 \\le b \\le 4,\\ c \\ge 0,
 
 by least squares of the relative residuals ``(fit - err) / err`` (the log-space fit for
 small residuals: every size weighs the same on a log–log plot). For a fixed ``b`` the

@@ -28,9 +28,10 @@ Functions
     σ along an MD run, with the flag threshold
 
 Modules: :mod:`~gapkit.plotting.predictions` (parity), :mod:`~gapkit.plotting.curves`
-(learning and capacity curves), :mod:`~gapkit.plotting.learning` (label sets, extrapolation), :mod:`~gapkit.plotting.uncertainty` (calibration,
-reliability, error against σ, σ along a trajectory) and :mod:`~gapkit.plotting.style` (colours and
-axes helpers).
+(learning and capacity curves), :mod:`~gapkit.plotting.learning` (label sets,
+extrapolation), :mod:`~gapkit.plotting.uncertainty` (calibration, reliability, error
+against σ, σ along a trajectory) and :mod:`~gapkit.plotting.style` (colours and axes
+helpers).
 """
 
 from gapkit.plotting.curves import capacity_curve, learning_curve
