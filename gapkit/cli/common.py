@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from gapkit.data import default_data_dir
+from gapkit.data.reference import parse_e0
 from gapkit.descriptors import ACSF, SOAP, TwoBody
 from gapkit.gp.terms import Term
 from gapkit.model import GAP
@@ -306,7 +307,7 @@ def model_from_args(args: argparse.Namespace, e0: str, verbose: bool | None = No
     return GAP(descriptor,
                zeta=args.zeta, delta=delta, n_sparse=args.n_sparse,
                sparse_method=args.sparse_method, energy_noise=args.energy_noise,
-               force_noise=args.force_noise, virial_noise=args.virial_noise, e0=e0,
+               force_noise=args.force_noise, virial_noise=args.virial_noise, e0=parse_e0(e0),
                optimize=args.optimize, noise_by_config_type=getattr(args, "noise_by_config_type", False),
                n_jobs=getattr(args, "n_jobs", None), energy_key=args.energy_key, forces_key=args.forces_key,
                virial_key=args.virial_key, stress_key=args.stress_key,
