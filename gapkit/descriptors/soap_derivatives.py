@@ -190,13 +190,11 @@ class _PowerSpectrumDerivatives:
                  out: tuple[np.ndarray, np.ndarray] | None = None):
         """``(dE/dr, dE/deta)`` of the centres of ``env`` from ``grad_p = dE/dp``.
 
-        ``dE/dc_i = (W_l + W_l^T) c_i`` per ``l`` (batched matrix products), then one
+        ``dE/dc_i`` by batched matrix products per species pair and ``l``, then one
         compiled loop over the pairs gives ``dE/dD_p``, folded onto the atoms. With
         ``out = (dE_dr (n_atoms, 3), dE_deta (3, 3))`` the result is added to them.
         """
         nc = env.n_centres
-        ns, nm, nlm, L = len(self.species), self.n_max, self._nlm, self.l_max
-        nsn = ns * nm
         grad_p = np.asarray(grad_p, dtype=np.float64)
         if grad_p.shape != (nc, self.n_features):
             raise ValueError(f"grad_p must have shape {(nc, self.n_features)}, got {grad_p.shape}")
@@ -205,15 +203,7 @@ class _PowerSpectrumDerivatives:
         dE_dr, dE_deta = out
         with engine_threads():
             self._prepare(env, derivative=True)
-            cl = self._c_by_l(self._coefficients(env))
-            W = np.zeros((nc, (L + 1) * nsn * nsn))
-            W[:, self._f_flat] = grad_p * self._f_prel
-            W = W.reshape(nc, L + 1, nsn, nsn)
-            W = W + W.transpose(0, 1, 3, 2)
-            gc = np.empty((nc, ns, nlm, nm))  # dE/dc in the layout of c
-            for l in range(L + 1):
-                g = np.matmul(W[:, l], cl[l]).reshape(nc, ns, nm, 2 * l + 1)
-                gc[:, :, l * l:(l + 1) ** 2] = g.transpose(0, 1, 3, 2)
+            gc = self._grad_c(self._coefficients(env), grad_p)  # layout of c
             gD = np.empty((len(env.i), 3))
             kern.vjp_pairs(env.starts, env.s, env.R, env.Rq, env.S, env.dS, env.D, gc, gD)
             kern.fold_pairs(env.i, env.j, env.D, gD, dE_dr, dE_deta)

@@ -394,10 +394,44 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
         return [c[:, :, l * l:(l + 1) ** 2].transpose(0, 1, 3, 2).reshape(N, nsn, 2 * l + 1)
                 for l in range(self.l_max + 1)]
 
-    def _power(self, cl: list[np.ndarray]) -> np.ndarray:
-        N, nsn = cl[0].shape[:2]
-        G = np.stack([x @ x.transpose(0, 2, 1) for x in cl], axis=1)  # (N, L+1, nsn, nsn)
-        return G.reshape(N, (self.l_max + 1) * nsn * nsn)[:, self._f_flat] * self._f_prel
+    def _feature_slices(self):
+        """``(s1, s2, l, f0, f1)``: the features of species pair ``s1 <= s2`` and ``l``
+        are ``f0:f1``, laid out ``(n1, n2)`` (only ``n1 <= n2`` when ``s1 == s2``)."""
+        nm = self.n_max
+        for (s1, s2), (off, _) in self._block.items():
+            size = nm * (nm + 1) // 2 if s1 == s2 else nm * nm
+            for l in range(self.l_max + 1):
+                yield s1, s2, l, off + l * size, off + (l + 1) * size
+
+    def _power(self, c: np.ndarray) -> np.ndarray:
+        """Power spectra (n_centres, F) from c (n_centres, S, nlm, n): one batched
+        product ``c_s1^T c_s2`` per species pair and ``l``, written in place."""
+        N, nm = c.shape[0], self.n_max
+        p = np.empty((N, self.n_features))
+        for s1, s2, l, f0, f1 in self._feature_slices():
+            sl = slice(l * l, (l + 1) ** 2)
+            H = np.matmul(c[:, s1, sl].transpose(0, 2, 1), c[:, s2, sl]).reshape(N, nm * nm)
+            np.multiply(H[:, self._triu] if s1 == s2 else H, self._prel[l], out=p[:, f0:f1])
+        return p
+
+    def _grad_c(self, c: np.ndarray, grad_p: np.ndarray) -> np.ndarray:
+        """``dE/dc`` (n_centres, S, nlm, n) from ``grad_p = dE/dp`` (n_centres, F)."""
+        N, nm = c.shape[0], self.n_max
+        gc = np.zeros_like(c)
+        Gm = np.zeros((N, nm * nm))
+        for s1, s2, l, f0, f1 in self._feature_slices():
+            sl = slice(l * l, (l + 1) ** 2)
+            g = grad_p[:, f0:f1] * self._prel[l]
+            if s1 == s2:
+                Gm[:, self._triu] = g
+                M = Gm.reshape(N, nm, nm)
+                M = M + M.transpose(0, 2, 1)  # p = sum_{n1 <= n2} g c_n1 . c_n2
+                gc[:, s1, sl] += np.matmul(c[:, s1, sl], M)
+            else:
+                M = g.reshape(N, nm, nm)
+                gc[:, s1, sl] += np.matmul(c[:, s2, sl], M.transpose(0, 2, 1))
+                gc[:, s2, sl] += np.matmul(c[:, s1, sl], M)
+        return gc
 
     def compute(
         self,
@@ -431,8 +465,8 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
             if gradients or strain or keep:
                 self._prepare(env, derivative=True)
             c = self._coefficients(env)  # streams the pairs when nothing is cached
-            cl = self._c_by_l(c)
-            res = EngineResult(p=self._power(cl), numbers=env.numbers.copy())
+            res = EngineResult(p=self._power(c), numbers=env.numbers.copy())
+            cl = self._c_by_l(c) if (gradients or strain) else None
             if gradients:
                 res.pair_i, res.pair_j, res.dp = self._dp(env, cl)
             if strain:
@@ -475,7 +509,7 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
             with engine_threads():
                 sub = env.block(a0, a1, ns) if (a0, a1) != (0, env.n_atoms) else env
                 self._prepare(sub, derivative=True)
-                p = self._power(self._c_by_l(self._coefficients(sub)))
+                p = self._power(self._coefficients(sub))
             yield EngineBlock(start=a0, stop=a1, p=p, numbers=sub.numbers.copy(),
                               _vjp=partial(self._vjp_env, sub))
             del sub
