@@ -2,6 +2,7 @@
 
 import io
 import logging
+import re
 import sys
 import warnings
 
@@ -96,9 +97,11 @@ def test_notebook_bars_keep_the_top_one_and_drop_nested_ones(monkeypatch):
     monkeypatch.setattr(P, "_bar_class", lambda file: Widget)
     outer = P.progress_bar(total=2, desc="outer", progress=True)
     inner = P.progress_bar(total=2, desc="inner", progress=True)
-    assert type(outer) is Widget and outer.leave is True and inner.leave is False
-    inner.close()
-    outer.close()
+    try:
+        assert type(outer) is Widget and outer.leave is True and inner.leave is False
+    finally:
+        inner.close()
+        outer.close()
     top = P.progress_bar(total=1, desc="top", progress=True, leave=False)
     assert top.leave is False  # an explicit choice is kept
     top.close()
@@ -133,7 +136,8 @@ def test_logging_redirect_keeps_bar_lines_whole(monkeypatch):
     finally:
         log.removeHandler(handler)
         log.propagate = True
-    lines = err.getvalue().replace("\r", "\n").splitlines()
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", err.getvalue())  # cursor moves of tqdm
+    lines = text.replace("\r", "\n").splitlines()
     assert "LOG half way" in lines  # a whole line, not glued to a bar
     assert "hidden" not in err.getvalue()
 
