@@ -68,6 +68,19 @@ class _AliasHiding:
         return super()._format_action_invocation(action)
 
 
+class _BooleanOptional(argparse.BooleanOptionalAction):
+    """``--flag/--no-flag`` whose ``--no_flag`` alias also means False (argparse's own
+    class tests for ``--no-`` only), with the aliases left out of the usage line."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string in self.option_strings:
+            setattr(namespace, self.dest, not option_string.startswith(("--no-", "--no_")))
+
+    def format_usage(self) -> str:
+        hidden = getattr(self, ALIASES_ATTR, ())
+        return " | ".join(s for s in self.option_strings if s not in hidden)
+
+
 def add_underscore_aliases(p: argparse.ArgumentParser) -> list[str]:
     """Let every ``--multi-word`` flag of ``p`` also be spelled ``--multi_word``.
 
@@ -91,6 +104,8 @@ def add_underscore_aliases(p: argparse.ArgumentParser) -> list[str]:
             alias = "--" + opt[2:].replace("-", "_")
             if not opt.startswith("--") or alias == opt or alias in p._option_string_actions:
                 continue
+            if type(action) is argparse.BooleanOptionalAction:
+                action.__class__ = _BooleanOptional
             action.option_strings.append(alias)
             p._option_string_actions[alias] = action
             setattr(action, ALIASES_ATTR, (*getattr(action, ALIASES_ATTR, ()), alias))
@@ -221,8 +236,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--virial-noise", type=_auto_or_float, default="auto",
                    help="eV per sqrt(atom), or 'auto' (default): force noise x (V/N)^(1/3)")
     p.add_argument("--noise-by-config-type", action="store_true",
-                   help="one noise per (label kind, config_type) instead of per kind "
-                        "(with --optimize, each is learned)")
+                   help="one noise per (label kind, config_type) instead of per kind; "
+                        "use with --optimize, which learns each (without it they all keep "
+                        "the kind's noise)")
     p.add_argument("--optimize", action="store_true",
                    help="learn delta and the noises by maximum marginal likelihood")
     p.add_argument("--n-jobs", type=_n_jobs_type, default=None, metavar="N",
