@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     curves = label_curves(model, train_frames, test_frames, sizes=args.sizes, repeats=args.repeats,
                           random_state=args.seed, return_std=not args.no_std, labels=args.labels,
-                          progress=True if getattr(args, "verbose", False) else None)
+                          progress=None)  # gapkit.progress: --progress/--no-progress
     dt = time.perf_counter() - t0
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
