@@ -186,6 +186,34 @@ class _PowerSpectrumDerivatives:
         out = dG.reshape(N, 9, (L + 1) * nsn * nsn)[:, :, self._f_flat] * self._f_prel
         return out.reshape(N, 3, 3, self.n_features)
 
+    def _feature_slices(self):
+        """``(s1, s2, l, f0, f1)``: the features of species pair ``s1 <= s2`` and ``l``
+        are ``f0:f1``, laid out ``(n1, n2)`` (only ``n1 <= n2`` when ``s1 == s2``)."""
+        nm = self.n_max
+        for (s1, s2), (off, _) in self._block.items():
+            size = nm * (nm + 1) // 2 if s1 == s2 else nm * nm
+            for l in range(self.l_max + 1):
+                yield s1, s2, l, off + l * size, off + (l + 1) * size
+
+    def _grad_c(self, c: np.ndarray, grad_p: np.ndarray) -> np.ndarray:
+        """``dE/dc`` (n_centres, S, nlm, n) from ``grad_p = dE/dp`` (n_centres, F)."""
+        N, nm = c.shape[0], self.n_max
+        gc = np.zeros_like(c)
+        Gm = np.zeros((N, nm * nm))
+        for s1, s2, l, f0, f1 in self._feature_slices():
+            sl = slice(l * l, (l + 1) ** 2)
+            g = grad_p[:, f0:f1] * self._prel[l]
+            if s1 == s2:
+                Gm[:, self._triu] = g
+                M = Gm.reshape(N, nm, nm)
+                M = M + M.transpose(0, 2, 1)  # p = sum_{n1 <= n2} g c_n1 . c_n2
+                gc[:, s1, sl] += np.matmul(c[:, s1, sl], M)
+            else:
+                M = g.reshape(N, nm, nm)
+                gc[:, s1, sl] += np.matmul(c[:, s2, sl], M.transpose(0, 2, 1))
+                gc[:, s2, sl] += np.matmul(c[:, s1, sl], M)
+        return gc
+
     def _vjp_env(self, env: _Environment, grad_p: np.ndarray, strain: bool,
                  out: tuple[np.ndarray, np.ndarray] | None = None):
         """``(dE/dr, dE/deta)`` of the centres of ``env`` from ``grad_p = dE/dp``.
