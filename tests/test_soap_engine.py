@@ -135,6 +135,42 @@ def test_solid_harmonics(l_max):
         np.testing.assert_allclose(s, (2 * l + 1) / (4 * np.pi), rtol=1e-12)
 
 
+@pytest.mark.parametrize("l_max", [0, 2, 8])
+def test_engine_harmonics_are_the_reference_solid_harmonics(l_max):
+    """The engine's sphericart harmonics have the reference normalisation and signs."""
+    D = np.random.default_rng(l_max).normal(size=(60, 3)) * 2.0
+    D[0] = 0.0  # the centre itself
+    S_ref, dS_ref = real_solid_harmonics(D, l_max, gradients=True)
+    S, dS = SOAPEngine([1], 4.0, 2, l_max, 0.5)._harmonics(D, True)
+    scale = np.abs(S_ref).max(axis=0)
+    assert np.abs((S - S_ref) / scale).max() < 1e-12
+    if l_max:
+        assert rel_err(dS, dS_ref) < 1e-12
+    else:
+        assert not dS.any() and not dS_ref.any()
+    S_only, none = SOAPEngine([1], 4.0, 2, l_max, 0.5)._harmonics(D, False)
+    assert none is None and np.abs((S_only - S_ref) / scale).max() < 1e-12
+
+
+def test_two_engine_threads_give_the_same_results():
+    from gapkit.descriptors.threads import set_engine_threads
+
+    at = si_cubic().repeat((2, 1, 1))
+    eng = SOAPEngine([14], 4.0, 4, 3, 0.5, cutoff="cosine")
+    res = eng.compute(at, gradients=False, keep=True)
+    g = np.random.default_rng(0).normal(size=res.p.shape)
+    ref = res.vjp(g, strain=True)
+    set_engine_threads(2)
+    try:
+        res2 = eng.compute(at, gradients=False, keep=True)
+        got = res2.vjp(g, strain=True)
+    finally:
+        set_engine_threads(None)
+    np.testing.assert_array_equal(res2.p, res.p)
+    np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=1e-13)
+    np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=1e-13)
+
+
 def test_unknown_species_and_empty():
     eng = SOAPEngine([1], 4.0, 3, 2, 0.5)
     with pytest.raises(ValueError):

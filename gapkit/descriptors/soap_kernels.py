@@ -14,11 +14,13 @@ The per-pair work of the SOAP engine runs here without zero-padding the segments
 The loops over centres are ``numba.prange`` loops, compiled twice: serially (used
 with one engine thread, the default: no threading-layer overhead) and in parallel
 (used with :func:`gapkit.descriptors.threads.set_engine_threads` > 1, compiled on
-first use). Each centre writes only its own rows, so the results do not depend on
+first use; both are cached on disk). Each centre writes only its own rows, so the results do not depend on
 the number of threads. Units: ``r2`` in Å², ``D`` in Å.
 """
 
 from __future__ import annotations
+
+import types
 
 import numba as nb
 import numpy as np
@@ -45,8 +47,12 @@ class _Kernel:
         if current_threads() <= 1:
             return self.serial(*args)
         if self._parallel is None:
-            # not cached on disk: the cache would not tell it from the serial build
-            self._parallel = nb.njit(nogil=True, parallel=True, fastmath=_FAST)(self.py_func)
+            # a copy under its own name, so that its on-disk cache is not the serial one's
+            fn = self.py_func
+            twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_parallel")
+            twin.__qualname__ = fn.__qualname__ + "_parallel"
+            self._parallel = nb.njit(cache=True, nogil=True, parallel=True,
+                                     fastmath=_FAST)(twin)
         return self._parallel(*args)
 
 
