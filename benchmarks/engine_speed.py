@@ -223,6 +223,12 @@ def threads_row(model, atoms, rounds: int, seed: int) -> dict:
     out = alternate({"threads_1": with_threads(1), "threads_2": with_threads(2)}, atoms,
                     rounds, seed)
     out["speedup_2"] = out["threads_1"]["median_s"] / out["threads_2"]["median_s"]
+    set_engine_threads(2)
+    try:
+        f2 = call(atoms).forces
+    finally:
+        set_engine_threads(None)
+    out["max_force_difference"] = float(abs(call(atoms).forces - f2).max())
     out["n_atoms"] = len(atoms)
     return out
 
@@ -281,7 +287,8 @@ def main(argv=None) -> int:
             results["cases"]["si_large_threads"] = r
             print(f"si_large: {r['n_atoms']} atoms, gapkit E+F 1 thread "
                   f"{_span(r['threads_1'])}, 2 threads {_span(r['threads_2'])}: "
-                  f"speedup {r['speedup_2']:.2f}x")
+                  f"speedup {r['speedup_2']:.2f}x; max |F(1) - F(2)| "
+                  f"{r['max_force_difference']:.1e} eV/Å")
     h.save_results(args.json, results)
     return 0
 
