@@ -242,6 +242,11 @@ class Extrapolation:
         return to_jsonable(d)
 
 
+def _g(v: float) -> str:
+    """``v`` to 3 significant digits, with round-off below 1e-12 written as 0."""
+    return "0" if abs(v) < 1e-12 else f"{v:.3g}"
+
+
 def _quantiles(v: np.ndarray, q: float) -> tuple[float, float]:
     """The ``q`` and ``1 - q`` quantiles of ``v``, which may hold ``inf`` (no interpolation)."""
     v = np.sort(np.asarray(v, dtype=np.float64))
@@ -312,8 +317,8 @@ def extrapolate_errors(sizes, errors, metric: str = "forces_rmse", target: float
                         b_interval=interval(samples[:, 1]), floor_interval=interval(samples[:, 2]),
                         level=float(level), sizes=x, errors=y, samples=samples)
     name, unit = METRIC_INFO[metric]
-    lines = [f"{name}: err(N) = {law} {unit}; floor c = {law.c:.3g} {unit} "
-             f"({100 * level:.0f} % interval {ext.floor_interval[0]:.3g}–{ext.floor_interval[1]:.3g})"
+    lines = [f"{name}: err(N) = {law} {unit}; floor c = {_g(law.c)} {unit} "
+             f"({100 * level:.0f} % interval {_g(ext.floor_interval[0])}–{_g(ext.floor_interval[1])})"
              f", exponent b = {law.b:.2f} ({ext.b_interval[0]:.2f}–{ext.b_interval[1]:.2f})"]
     if x.size < 4:
         lines.append("only 3 sizes: the law goes through every point, its interval comes from "
@@ -341,13 +346,13 @@ def _read_target(ext: Extrapolation, target: float, samples, q: float, lines: li
     elif target <= law.c:
         ext.verdict = "below the floor"
         lines.append(f"target {target:.3g} {unit}: below the floor ({law.c:.3g}, interval "
-                     f"{fl_lo:.3g}–{fl_hi:.3g}): more data of this kind will not reach it with "
+                     f"{_g(fl_lo)}–{_g(fl_hi)}): more data of this kind will not reach it with "
                      "this model; it needs more capacity or better labels")
     elif not np.isfinite(ext.frames_interval[1]):
         ext.verdict = "unreachable within the interval"
         lines.append(f"target {target:.3g} {unit}: N ≈ {ext.frames_needed:.0f} by the fitted law, "
                      f"but {100 * ext.fraction_unreachable:.0f} % of the bootstrap fits put the floor "
-                     f"at or above it (floor interval {fl_lo:.3g}–{fl_hi:.3g}): it may be "
+                     f"at or above it (floor interval {_g(fl_lo)}–{_g(fl_hi)}): it may be "
                      "unreachable with more data alone")
     else:
         ext.verdict = "reachable"

@@ -20,7 +20,7 @@ import numpy as np
 from gapkit.diagnostics.extrapolation import Extrapolation
 from gapkit.diagnostics.metric_names import METRIC_INFO, error_metric
 from gapkit.diagnostics.results import LearningCurve
-from gapkit.plotting.style import COLORS, new_axes, nice_log
+from gapkit.plotting.style import COLORS, new_axes, nice_log, x_ticks_at
 
 if TYPE_CHECKING:  # matplotlib itself is imported lazily
     from matplotlib.axes import Axes
@@ -126,6 +126,15 @@ def label_curves(curves: dict, metric: str = "forces_rmse", x: str = "configurat
     ax.set_xscale("log")
     ax.set_yscale("log")
     nice_log(ax.yaxis)
+    if x == "configurations":
+        sizes = sorted({int(n) for c in curves.values() for n in c.sizes})
+        x_ticks_at(ax, sizes, [str(n) for n in sizes])
+    else:
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+        ax.xaxis.set_major_locator(LogLocator(base=10))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     name, unit = METRIC_INFO[metric]
     ax.set_xlabel("training configurations N" if x == "configurations"
                   else "labels used (1 per energy, 3N per forces)")
