@@ -338,7 +338,10 @@ def _raw_vjp(blk: EngineBlock, grad_q, strain, out):
 
 def _normalised_vjp(blk: EngineBlock, q: np.ndarray, norms: np.ndarray, grad_q, strain, out):
     """VJP through ``q = p / |p|``: ``dE/dp = (g - q (q . g)) / |p|``."""
-    grad_p = (grad_q - q * np.sum(q * grad_q, axis=1, keepdims=True)) / norms[:, None]
+    proj = np.einsum("ij,ij->i", q, grad_q)
+    grad_p = q * -proj[:, None]
+    grad_p += grad_q
+    grad_p /= norms[:, None]
     return blk.vjp(grad_p, strain, out)
 
 
