@@ -99,3 +99,19 @@ def test_fit_memory_grows_far_slower_than_the_data(train_frames):
     fit(4)()  # warm-up: imports and DScribe set-up are not part of the comparison
     small, large = _peak(fit(24)), _peak(fit(72))
     assert large < 1.6 * small, (small, large)
+
+
+def test_threaded_fits_cap_blas_for_the_whole_fit():
+    from threadpoolctl import threadpool_info
+
+    from gapkit.gp.streaming import fit_blas_limits
+
+    def blas_threads():
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    before = blas_threads()
+    with fit_blas_limits(2):
+        assert blas_threads() == {1}
+    with fit_blas_limits(1):
+        assert blas_threads() == before
+    assert blas_threads() == before
