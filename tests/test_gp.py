@@ -121,3 +121,27 @@ def test_singular_kmm_raises_with_a_fix():
     K = np.ones((4, 4))
     with pytest.raises(gp.FactorisationError, match="Increase `jitter`"):
         gp.cholesky_kmm(K, -1e-3)
+
+
+def test_triangular_merge_equals_dense_qr_and_leaves_inputs(rng):
+    n = 40
+    A, B = np.triu(rng.normal(size=(n, n))), np.triu(rng.normal(size=(n, n)))
+    A0, B0 = A.copy(), B.copy()
+    tri = gp.tri_update(A, B, triangular=True)
+    dense = gp.tri_update(A, B)
+    ref = np.linalg.qr(np.vstack([A, B]), mode="r")
+    for R in (tri, dense):
+        np.testing.assert_allclose(R.T @ R, ref.T @ ref, rtol=1e-10, atol=1e-10)
+        np.testing.assert_array_equal(np.tril(R, -1), 0.0)  # the lower part stays zero
+    np.testing.assert_array_equal(A, A0)  # overwrite=False: inputs untouched
+    np.testing.assert_array_equal(B, B0)
+    start = gp.tri_update(None, B0[:7])  # from nothing: the R factor of B alone
+    r7 = np.linalg.qr(B0[:7], mode="r")
+    np.testing.assert_allclose(start[:7].T @ start[:7], r7.T @ r7, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(start[7:], 0.0)
+
+
+def test_accumulator_rejects_rows_of_the_wrong_width():
+    acc = gp.RowAccumulator(5)
+    with pytest.raises(ValueError, match="expected 5"):
+        acc.add("forces", np.ones((3, 4)), np.ones(3), 1.0)
