@@ -90,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="prediction timings: best of this many")
     p.add_argument("--no-si", action="store_true", help="skip the Si prediction rows")
     p.add_argument("--no-predict", action="store_true", help="skip the ethanol prediction rows")
-    p.add_argument("--n-jobs", type=int, default=None,
-                   help="gapkit GAP(n_jobs=...) for its fits (default: serial)")
+    p.add_argument("--n-jobs", type=int, default=1,
+                   help="gapkit GAP(n_jobs=...) for its fits (default 1: serial, like gap_fit "
+                        "on one thread; GAP's own default uses every core)")
     p.add_argument("--chunk-size", type=int, default=32, help="gapkit GAP(chunk_size=...)")
     p.add_argument("--seed", type=int, default=0)
     h.add_data_dir_argument(p, "ethanol_rmd17", ETH_FILES, flag="--ethanol-dir")

@@ -102,7 +102,8 @@ def test_sketched_cur_is_as_good_as_exact_cur(train_frames, desc):
     errors = {True: [], False: []}
     for seed in range(4):
         for sketch in (True, False):
-            Q, Z = select_from_frames(desc, frames, counts, "cur", seed, sketch=sketch)
+            Q, Z = select_from_frames(desc, frames, counts, "cur", seed, sketch=sketch,
+                                      memory_budget=0)  # streamed: sketch or exact Gram
             err = []
             for z in (1, 6):
                 Qz = allq[numbers == z]
@@ -119,6 +120,10 @@ def test_selection_is_seeded_and_rows_are_real_environments(train_frames, desc, 
     Q1, Z1 = select_from_frames(desc, frames, counts, method, 7)
     Q2, Z2 = select_from_frames(desc, frames, counts, method, 7)
     np.testing.assert_array_equal(Q1, Q2)
+    if method == "cur":  # the streamed, sketched path is seeded too
+        S1, _ = select_from_frames(desc, frames, counts, method, 7, memory_budget=0)
+        S2, _ = select_from_frames(desc, frames, counts, method, 7, memory_budget=0)
+        np.testing.assert_array_equal(S1, S2)
     everything = np.vstack([desc.compute(a, gradients=False).q for a in frames])
     numbers = np.concatenate([a.numbers for a in frames])
     for q, z in zip(Q1, Z1):  # every chosen row is one of the environments, of its species

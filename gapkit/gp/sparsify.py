@@ -23,10 +23,12 @@ species' environments into a :class:`GramSketch` in a first pass (the exact (F, 
 Gram matrix by in-place BLAS ``syrk`` when ``k`` is not small against F, otherwise a
 randomized single-pass Nyström sketch of width ``2 k + 10``), takes its top-k
 eigenpairs and scores every environment in a second pass; only the chosen
-environments' descriptors are kept (a third pass). Memory is O(F min(F, k) + M F +
-n_env floats) per species, whatever the number of structures. Species with no more
-environments than wanted take them all without scoring; with ``memory_budget``, a
-species whose descriptors fit is kept and scored exactly in memory. ``"fps"`` needs
+environments' descriptors are kept (a third pass). Memory is at most O(F**2 + M F +
+n_env floats) per species (O(F k) for a sketched one), whatever the number of
+structures. Species with no more
+environments than wanted take them all without scoring; a species whose
+descriptors fit in ``memory_budget`` (default: the size of its Gram matrix) is kept
+and scored exactly in memory. ``"fps"`` needs
 all pairwise distances and keeps the descriptors.
 """
 
@@ -215,8 +217,7 @@ def _cur_from_frames(descriptors, frames, counts, species, numbers, rng, n_featu
     """Chosen environment indices per species by leverage-score CUR, streaming.
 
     Species whose descriptors fit in ``memory_budget`` bytes are kept and scored
-    exactly from their smaller Gram matrix; the others (all of them by default) are
-    folded into a :class:`GramSketch` in a first pass over the frames, and every
+    exactly from their smaller Gram matrix; the others are folded into a :class:`GramSketch` in a first pass over the frames, and every
     environment is scored in a second pass. Rows are batched (``FOLD_ROWS``) so that
     every update is one large matrix product. Species with no more environments than
     wanted take them all and are not scored.
@@ -227,7 +228,9 @@ def _cur_from_frames(descriptors, frames, counts, species, numbers, rng, n_featu
     scored = [z for z in pos if z not in chosen]
     if not scored:
         return chosen
-    budget = 0 if memory_budget is None else int(memory_budget)
+    # default: keep a species in memory while its descriptors take no more than its
+    # (F, F) Gram matrix would (its exact scores then cost min(n_env, F)**3, not F**3)
+    budget = 8 * F * F if memory_budget is None else int(memory_budget)
     # one draw for all sketches, at the first one made (the exact path leaves the
     # random stream as it was; nothing else draws during this pass)
     seed = []
@@ -319,9 +322,9 @@ def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", ra
         or Jupyter; see :func:`gapkit.progress.progress_bar`).
     memory_budget : int, optional
         Bytes of descriptors per species kept in memory and scored exactly for CUR;
-        larger species are streamed through a :class:`GramSketch`. The default, 0,
-        streams every species, so that memory is O(F min(F, k)) per species whatever
-        the number of structures.
+        larger species are streamed through a :class:`GramSketch`. The default,
+        ``8 F**2`` (the size of the exact Gram matrix), keeps memory O(F**2) per
+        species whatever the number of structures (0 streams every species).
     sketch : bool, default True
         Let :class:`GramSketch` use its randomized sketch when ``2 (2 k + 10) < F``;
         ``False`` always streams the exact (F, F) Gram matrix.
