@@ -151,3 +151,22 @@ def test_geometry_check_list_is_reused_by_the_descriptors(monkeypatch):
     assert calls == [3.5, 3.5]
     with pytest.raises(ValueError, match="cutoff must be > 0"):
         geometry.neighbour_list(at, 0.0)
+
+
+def test_gram_and_species_pair_routes_agree(monkeypatch):
+    """Few centres use whole Gram matrices, many the species-pair blocks: same numbers."""
+    from gapkit.descriptors import soap_derivatives
+
+    at = cu_cell((2, 2, 4))  # 128 atoms, two species
+    at.numbers[::2] = 47
+    eng = SOAPEngine([29, 47], 3.5, 4, 3, 0.5, cutoff="cosine")
+    g = np.random.default_rng(1).normal(size=(len(at), eng.n_features))
+    res = eng.compute(at, gradients=False, keep=True)
+    ref = res.vjp(g, strain=True)
+    monkeypatch.setattr(soap_derivatives, "_FEW_CENTRES", 10 ** 9)
+    res2 = eng.compute(at, gradients=False, keep=True)
+    got = res2.vjp(g, strain=True)
+    assert len(at) >= 48
+    np.testing.assert_allclose(res2.p, res.p, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=1e-11)
+    np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=1e-11)

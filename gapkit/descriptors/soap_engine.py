@@ -394,17 +394,6 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
         return [c[:, :, l * l:(l + 1) ** 2].transpose(0, 1, 3, 2).reshape(N, nsn, 2 * l + 1)
                 for l in range(self.l_max + 1)]
 
-    def _power(self, c: np.ndarray) -> np.ndarray:
-        """Power spectra (n_centres, F) from c (n_centres, S, nlm, n): one batched
-        product ``c_s1^T c_s2`` per species pair and ``l``, written in place."""
-        N, nm = c.shape[0], self.n_max
-        p = np.empty((N, self.n_features))
-        for s1, s2, l, f0, f1 in self._feature_slices():
-            sl = slice(l * l, (l + 1) ** 2)
-            H = np.matmul(c[:, s1, sl].transpose(0, 2, 1), c[:, s2, sl]).reshape(N, nm * nm)
-            np.multiply(H[:, self._triu] if s1 == s2 else H, self._prel[l], out=p[:, f0:f1])
-        return p
-
     def compute(
         self,
         atoms: Atoms,

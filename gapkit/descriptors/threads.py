@@ -95,10 +95,13 @@ def engine_threads(n: int | None = None) -> Iterator[int]:
         if previous is not None:
             numba.set_num_threads(n)
         try:
-            if outer is not None:  # nested: the outer context holds the caps
-                yield n
+            ctl = None if outer is not None else _controller()  # nested: outer caps hold
+            if ctl is None or not any(
+                    lc.num_threads > (1 if lc.user_api == "blas" else n)
+                    for lc in ctl.lib_controllers):
+                yield n  # already within the caps: nothing to change (about 1 µs)
             else:
-                with _controller().limit(limits={"blas": 1, "openmp": n}):
+                with ctl.limit(limits={"blas": 1, "openmp": n}):
                     yield n
         finally:
             if previous is not None:
