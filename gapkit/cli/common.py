@@ -242,8 +242,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimize", action="store_true",
                    help="learn delta and the noises by maximum marginal likelihood")
     p.add_argument("--n-jobs", type=_n_jobs_type, default=None, metavar="N",
-                   help="worker processes computing the training rows (-1: all cores; "
-                        "default: one process, multi-threaded BLAS)")
+                   help="threads computing the descriptors and training rows "
+                        "(default or -1: every core; 1: serial, multi-threaded BLAS)")
     p.add_argument("--valid-fraction", type=float, default=0.2,
                    help="fraction of the training frames held out to calibrate the std "
                         "(added back to the fit afterwards; default 0.2)")

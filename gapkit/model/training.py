@@ -342,6 +342,7 @@ def add_rows(est, state: FittedState, groups: dict, frames: Sequence[Atoms],
                          log_marginal_likelihood=sol.log_likelihood), merged
 
 
+@streaming.limit_fit_blas
 def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, client=None,
                          valid: Sequence[Atoms] | None = None) -> tuple[FittedState, dict]:
     """:func:`fit_state`, then (with ``est.calibrate``) the calibration of the std.
