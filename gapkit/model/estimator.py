@@ -62,7 +62,7 @@ class GAP(BaseEstimator):
         Kernel exponent of ``delta**2 (q . q')**zeta``.
     delta : float or "auto", default "auto"
         Signal scale in eV. ``"auto"``: the larger of the RMS training energy per atom
-        after E0 and 3x the force moment estimate of δ (the δ at which the prior gives
+        after E0 and 1.5x the force moment estimate of δ (the δ at which the prior gives
         the forces their variance in the data; independent of E0, so a least-squares
         or rank-deficient E0 no longer drops δ to a floor); see
         :mod:`gapkit.model.params`.
@@ -103,10 +103,8 @@ class GAP(BaseEstimator):
     chunk_size : int, default 32
         Structures per chunk of the streaming fit.
     n_jobs : int, optional
-        Threads of the streaming fit, each on a contiguous share of the chunks with
-        BLAS capped at one thread (:func:`gapkit.gp.streaming.accumulate`). ``None``:
-        every usable core; ``1``: serial with the process's BLAS threads; ``-1``: all
-        cores. The model equals the serial one to round-off.
+        Worker processes for the streaming fit (joblib; -1: all cores). ``None``:
+        serial, with multi-threaded BLAS.
     baseline : ase Calculator, optional
         Delta-learning: the GP learns reference minus baseline (energies, forces and
         virials) and predictions add the baseline back. A gapkit baseline
