@@ -170,3 +170,29 @@ def test_gram_and_species_pair_routes_agree(monkeypatch):
     np.testing.assert_allclose(res2.p, res.p, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=1e-11)
     np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=1e-11)
+
+
+def test_repeated_engine_calls_reuse_freed_memory():
+    """With glibc's thresholds raised, a repeated call re-maps (page-faults) almost nothing."""
+    import resource
+
+    from gapkit.descriptors.memory import keep_freed_memory
+
+    eng = SOAPEngine([14], 5.4, 8, 8, 0.5, cutoff="cosine")
+    at = bulk("Si", "diamond", 5.43, cubic=True).repeat((2, 2, 2))
+    at.rattle(0.05, seed=0)
+    assert keep_freed_memory() is True  # Linux with glibc, GAPKIT_KEEP_FREED_MEMORY unset
+    g = np.random.default_rng(0).normal(size=(len(at), eng.n_features))
+    for _ in range(2):
+        eng.compute(at, gradients=False, keep=True).vjp(g, strain=True)
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    eng.compute(at, gradients=False, keep=True).vjp(g, strain=True)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+    assert faults < 100  # ~1800 pages of temporaries without the settings
+
+
+def test_freed_memory_setting_can_be_switched_off(monkeypatch):
+    from gapkit.descriptors import memory
+
+    monkeypatch.setenv("GAPKIT_KEEP_FREED_MEMORY", "0")
+    assert memory._apply() is False

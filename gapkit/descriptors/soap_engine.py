@@ -86,6 +86,7 @@ from ase import Atoms
 
 from . import soap_kernels as kern
 from .base import Engine, EngineBlock, EngineResult, species_index, species_numbers
+from .memory import keep_freed_memory
 from .neighbours import neighbour_pairs
 from .soap_basis import _SolidHarmonicsEvaluator  # noqa: F401  (re-exported for tests)
 from .soap_basis import (GTO_THRESHOLD, _lm_tables, feature_tables, gto_basis,
@@ -217,6 +218,7 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
             raise ValueError("cutoff must be 'dscribe' or 'cosine'")
         if cutoff == "cosine" and not (0 < cutoff_width <= r_cut):
             raise ValueError("cutoff_width must be in (0, r_cut]")
+        keep_freed_memory()  # temporaries reused between calls, not re-mapped (glibc)
         self.r_cut = float(r_cut)
         self.n_max = int(n_max)
         self.l_max = int(l_max)
