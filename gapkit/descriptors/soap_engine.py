@@ -381,7 +381,7 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
         else:
             for a0 in range(0, env.n_centres, self._centre_block):
                 a1 = min(a0 + self._centre_block, env.n_centres)
-                sub = env.block(a0, a1, ns)
+                sub = env if (a0, a1) == (0, env.n_centres) else env.block(a0, a1, ns)
                 R, _ = self._radial_arrays(sub, False)
                 S, _ = self._harmonics(sub.D, False)
                 kern.expand(sub.starts, sub.s, R, S, c[a0:a1])
