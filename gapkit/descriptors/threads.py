@@ -4,8 +4,9 @@ The engines do many small matrix products (per atom and angular momentum). A
 multi-threaded BLAS gains nothing on them and, on a loaded machine, can make a call
 several times slower, so every engine call runs inside :func:`engine_threads`, which
 
-* caps the BLAS libraries to **one** thread and OpenMP (``sphericart``) to the
-  engine threads (``threadpoolctl``) for the call;
+* caps the BLAS libraries to **one** thread (``threadpoolctl``) for the call
+  (OpenMP, which ``sphericart`` uses, keeps the process's setting,
+  ``OMP_NUM_THREADS``);
 * runs the compiled (numba) loops over centres on :func:`get_engine_threads`
   threads: 1 by default, the ``GAPKIT_NUM_THREADS`` environment variable, or
   :func:`set_engine_threads` (the results do not depend on it).
@@ -96,12 +97,14 @@ def engine_threads(n: int | None = None) -> Iterator[int]:
             numba.set_num_threads(n)
         try:
             ctl = None if outer is not None else _controller()  # nested: outer caps hold
-            if ctl is None or not any(
-                    lc.num_threads > (1 if lc.user_api == "blas" else n)
-                    for lc in ctl.lib_controllers):
-                yield n  # already within the caps: nothing to change (about 1 µs)
+            if ctl is None or not any(lc.num_threads > 1 for lc in ctl.lib_controllers
+                                      if lc.user_api == "blas"):
+                yield n  # already within the cap: nothing to change (about 1 µs)
             else:
-                with ctl.limit(limits={"blas": 1, "openmp": n}):
+                # BLAS only: OpenMP is left as it is (sphericart sizes its per-thread
+                # buffers by the OpenMP threads it was built under; raising them later
+                # corrupts the heap)
+                with ctl.limit(limits=1, user_api="blas"):
                     yield n
         finally:
             if previous is not None:
