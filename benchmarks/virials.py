@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sets", default="cu,cual,si", help="comma-separated: cu, cual, si")
     p.add_argument("--fixed", default="0.01,0.1",
                    help="fixed virial noises to compare (eV/sqrt(atom), comma-separated)")
-    p.add_argument("--n-train", type=int, default=150, help="EMT training cells per set")
+    p.add_argument("--n-train", type=int, default=120, help="EMT training cells per set")
     p.add_argument("--n-test", type=int, default=60, help="EMT test cells per set")
     p.add_argument("--n-sparse", type=int, default=300, help="sparse points per species")
     h.add_soap_arguments(p, n_max=6, l_max=4, r_cut=5.0)
