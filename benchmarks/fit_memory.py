@@ -123,8 +123,12 @@ def main(argv=None) -> int:
     ratio = rows[-1]["peak_rss_mib"] / rows[0]["peak_rss_mib"]
     print(f"peak RSS ratio N={rows[-1]['N']} / N={rows[0]['N']}: {ratio:.3f} "
           f"(goal <= {GOAL_FLAT}: {'met' if ratio <= GOAL_FLAT else 'NOT met'})")
+    fit = [r["peak_rss_mib"] - r["rss_before_fit_mib"] for r in (rows[0], rows[-1])]
+    print(f"the fit's own share (peak minus the RSS before the fit, which holds the N "
+          f"frames): {fit[0]:.1f} -> {fit[1]:.1f} MiB, ratio {fit[1] / fit[0]:.3f}")
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "ratio": ratio, "settings": vars(args)},
+        args.json.write_text(json.dumps({"rows": rows, "ratio": ratio,
+                                         "fit_share_ratio": fit[1] / fit[0], "settings": vars(args)},
                                         default=str, indent=2))
     return 0
 
