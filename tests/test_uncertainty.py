@@ -213,14 +213,24 @@ def test_recalibration_is_stored_and_applied(small_model, test_frames, tmp_path)
     np.testing.assert_allclose(std2.forces[0], std_new.forces[0], rtol=1e-10)
 
 
-def test_fast_force_std_tracks_the_exact_one(calibrated_model, test_frames):
+@pytest.fixture(scope="module")
+def medium_model(train_frames):
+    """A calibrated GAP on 160 default-data frames with 200 CUR points (module-wide)."""
+    from gapkit import GAP, SOAP
+
+    return GAP(SOAP(**SMALL_SOAP), n_sparse=200, e0="lstsq", random_state=0).fit(
+        train_frames[:120] + train_frames[-40:])
+
+
+def test_fast_force_std_tracks_the_exact_one(medium_model, test_frames):
     """The fast per-atom force std is an approximation of the exact (kernel Hessian) one:
     on new frames the two agree within a factor of a few, rank atoms alike overall, and
     both grow far from the data. (rMD17 ethanol, 800 frames: 5-95 % of fast/exact
-    0.74-1.80, rank correlation 0.81; a 60-frame model like this one is looser.)"""
+    0.74-1.80, rank correlation 0.81. This 160-frame model: 0.77-0.88 over CUR seeds
+    0-3; a 60-frame model with 60 points is too small to test it: 0.07-0.73.)"""
     from scipy.stats import spearmanr
 
-    model = calibrated_model
+    model = medium_model
     frames = test_frames[:12]
     far = test_frames[0].copy()
     far.positions *= 1.3  # every bond 30 % longer: far from the training data
