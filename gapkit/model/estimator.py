@@ -103,8 +103,10 @@ class GAP(BaseEstimator):
     chunk_size : int, default 32
         Structures per chunk of the streaming fit.
     n_jobs : int, optional
-        Worker processes for the streaming fit (joblib; -1: all cores). ``None``:
-        serial, with multi-threaded BLAS.
+        Threads of the streaming fit, each on a contiguous share of the chunks with
+        BLAS capped at one thread (:func:`gapkit.gp.streaming.accumulate`). ``None``:
+        every usable core; ``1``: serial with the process's BLAS threads; ``-1``: all
+        cores. The model equals the serial one to round-off.
     baseline : ase Calculator, optional
         Delta-learning: the GP learns reference minus baseline (energies, forces and
         virials) and predictions add the baseline back. A gapkit baseline
