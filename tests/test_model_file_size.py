@@ -36,12 +36,14 @@ def test_pack_unpack_round_trip(rng):
         unpack_upper(p[:-1], 7)
 
 
-def test_v4_round_trip_is_exact_and_smaller_than_v3(calibrated_model, test_frames, tmp_path):
+def test_v4_round_trip_equals_to_round_off_and_is_smaller_than_v3(calibrated_model, test_frames, tmp_path):
     path = calibrated_model.save(tmp_path / "m.npz")
     loaded = load(path)
     s0, s1 = calibrated_model.state_, loaded.state_
-    # the Cholesky factor of K_MM is recomputed on load: bit for bit the fitted one
-    np.testing.assert_array_equal(s1.kmm_cholesky, s0.kmm_cholesky)
+    # the Cholesky factor of K_MM is recomputed on load: equal to round-off (the fit
+    # caps BLAS at one thread when it runs on several, so the summation order may
+    # differ from the loading process's BLAS)
+    np.testing.assert_allclose(s1.kmm_cholesky, s0.kmm_cholesky, rtol=0, atol=1e-10)
     np.testing.assert_array_equal(s1.posterior_factor, s0.posterior_factor)
     np.testing.assert_array_equal(s1.alpha, s0.alpha)
     frames = test_frames[:3]
@@ -49,9 +51,9 @@ def test_v4_round_trip_is_exact_and_smaller_than_v3(calibrated_model, test_frame
     p1, d1 = loaded.predict(frames, return_std=True)
     np.testing.assert_allclose(p1.energy, p0.energy, rtol=1e-13)
     np.testing.assert_allclose(p1.forces_flat, p0.forces_flat, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(d1.energy, d0.energy, rtol=1e-12)
+    np.testing.assert_allclose(d1.energy, d0.energy, rtol=1e-10)
     np.testing.assert_allclose(np.concatenate([f.ravel() for f in d1.forces]),
-                               np.concatenate([f.ravel() for f in d0.forces]), rtol=1e-12)
+                               np.concatenate([f.ravel() for f in d0.forces]), rtol=1e-10)
     with np.load(path, allow_pickle=False) as npz:
         assert "kmm_cholesky" not in npz.files and "posterior" not in npz.files
         assert npz["sparse_q_0"].dtype == np.float64 and npz["alpha"].dtype == np.float64

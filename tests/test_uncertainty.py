@@ -258,9 +258,10 @@ def test_default_calibration_survives_save_and_load(calibrated_model, test_frame
     assert back.calibration_ == calibrated_model.calibration_
     _, s0 = calibrated_model.predict(test_frames[:3], return_std=True)
     _, s1 = back.predict(test_frames[:3], return_std=True)
-    np.testing.assert_allclose(s1.energy, s0.energy, rtol=1e-12)
+    # K_MM's Cholesky factor is recomputed on load (format v4): stds equal to round-off
+    np.testing.assert_allclose(s1.energy, s0.energy, rtol=1e-10)
     for a, b in zip(s0.forces, s1.forces):
-        np.testing.assert_allclose(b, a, rtol=1e-12)
+        np.testing.assert_allclose(b, a, rtol=1e-10)
     assert back.flag_reference() == calibrated_model.flag_reference()
 
 

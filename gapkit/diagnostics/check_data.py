@@ -123,35 +123,39 @@ def _fold_scores(frames: list, labels: list, idx: np.ndarray, template: GAP, n_f
                 z = (lab.forces - pred.forces[j]) / std.forces[j]
                 atom = np.sqrt(np.mean(z ** 2, axis=1))
                 f_score = max(float(np.sqrt(np.mean(atom ** 2))), float(atom.max()) / MAX_ATOM_RATIO)
-            out[int(k)] = (e_score, f_score, de, float(std.energy[j]))
+            out[int(k)] = (e_score, f_score, de, float(std.energy[j]), f)
     return out
 
 
 def _rescale(frames: list, fold: dict) -> dict:
-    """Divide the scores of each composition by their robust scale (in place).
+    """Divide the scores of each composition in each fold by their robust scale (in place).
 
     The energy scores of clean frames are |z| of a unit Gaussian when σ is right, with
     median 0.6745; the force scores are RMS z of many components, with median about 1.
     A σ that is off by a constant factor for one composition (a small fold model, a
     composition with few frames) moves that median; dividing by ``median / reference``
     undoes it, and a few wrong frames cannot move a median. Compositions with fewer
-    than :data:`MIN_GROUP` frames keep the raw scores. Returns
-    ``{formula: {"energy": factor, "forces": factor, "n_frames": n}}``.
+    than :data:`MIN_GROUP` frames keep the raw scores. The scale is taken per fold,
+    because each fold has its own model and its own σ error (one scale per composition
+    over all folds flagged 0-10 % of clean default-data frames across seeds, per fold
+    0-1.5 %). Returns ``{formula: [{"fold": i, "energy": factor, "forces": factor,
+    "n_frames": n}, ...]}``.
     """
-    groups: dict[str, list[int]] = {}
+    groups: dict[tuple[str, int], list[int]] = {}
     for k in fold:
-        groups.setdefault(frames[k].get_chemical_formula(), []).append(k)
-    scales = {}
-    for formula, idx in sorted(groups.items()):
+        groups.setdefault((frames[k].get_chemical_formula(), fold[k][4]), []).append(k)
+    scales: dict = {}
+    for (formula, f_id), idx in sorted(groups.items()):
         if len(idx) < MIN_GROUP:
             continue
         e = np.median([fold[k][0] for k in idx]) / 0.6745
         f = np.median([fold[k][1] for k in idx])
         e, f = (float(x) if x > 0 else 1.0 for x in (e, f))
         for k in idx:
-            es, fs, de, se = fold[k]
-            fold[k] = (es / e, fs / f, de, se)
-        scales[formula] = {"energy": e, "forces": f, "n_frames": len(idx)}
+            es, fs, de, se, _ = fold[k]
+            fold[k] = (es / e, fs / f, de, se, f_id)
+        scales.setdefault(formula, []).append({"fold": int(f_id), "energy": e, "forces": f,
+                                               "n_frames": len(idx)})
     return scales
 
 
@@ -199,7 +203,7 @@ def check_data(frames: Sequence[Atoms] | Atoms, *, e0: str | dict = "lstsq",
     scores : bool, default True
         Fit the fold models (False: only the model-free checks; every score is 0).
     robust_scale : bool, default True
-        Divide the scores of each composition (with at least :data:`MIN_GROUP`
+        Divide the scores of each composition in each fold (with at least :data:`MIN_GROUP`
         frames) by their median over the reference median, so that a σ of the small
         fold models that is off by a constant factor does not flag or hide frames.
     random_state : int, RandomState or None, default 0
@@ -276,7 +280,7 @@ def check_data(frames: Sequence[Atoms] | Atoms, *, e0: str | dict = "lstsq",
 
     rows = []
     for k, a in enumerate(frames):
-        e_s, f_s, de, se = fold.get(k, (0.0, 0.0, None, None))
+        e_s, f_s, de, se, _ = fold.get(k, (0.0, 0.0, None, None, None))
         parts = []
         which = [name for name, s in (("energy", e_s), ("forces", f_s)) if s > threshold]
         if which:

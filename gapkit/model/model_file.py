@@ -20,8 +20,8 @@ key                    shape            meaning
 
 What is *not* stored: the lower Cholesky factor ``L`` of ``K~_MM + jitter I`` is a
 function of the sparse sets, the term exponents and weights and ``params["jitter"]``;
-:func:`read` recomputes it with the same code as the fit (bit for bit the same
-factor), which takes one ``M x M`` kernel and one Cholesky (about a second for
+:func:`read` recomputes it with the same code as the fit (the same factor to
+round-off, ~1e-12: a different BLAS thread count changes the summation order), which takes one ``M x M`` kernel and one Cholesky (about a second for
 M = 3000). Everything is kept in float64: on a real model (rMD17 ethanol, M = 1200)
 float32 sparse descriptors changed forces by 8e-5 relative, a float32 ``L`` changed
 energy stds by 1e-3 relative and a float32 ``R_P`` by 7e-5 (growing with M), above
