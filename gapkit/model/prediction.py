@@ -167,15 +167,22 @@ def predict_blocked(state: FittedState, atoms: Atoms, forces: bool, st: bool,
             eps[sl] += d2 * e
             blk.vjp(d2 * g[0], st, out=(dE_dr, dE_deta))
         dsets.append(DescriptorSet(q=q, numbers=atoms.numbers.copy()))
+    out, base = _energies(state, atoms, eps, dsets, baseline, forces, st)
+    _baseline_and_finish(out, atoms, base, forces, st, dE_dr, dE_deta)
+    return out
+
+
+def _energies(state: FittedState, atoms: Atoms, eps: np.ndarray, dsets, baseline,
+              forces: bool, st: bool) -> tuple[StructurePrediction, dict | None]:
+    """The prediction's energies from the GP's local energies ``eps`` (eV, delta**2
+    included): E0 and the baseline added; and the baseline's labels (or None)."""
     e_atoms = eps + state.e0.atomic(atoms.numbers)
     base = None
     if baseline is not None:
         base = baseline_labels(baseline, atoms, forces=forces, virial=st, energies=True)
         e_atoms = e_atoms + base["energies"]
-    out = StructurePrediction(energy=float(e_atoms.sum()), energies=e_atoms,
-                              descriptors=tuple(dsets))
-    _baseline_and_finish(out, atoms, base, forces, st, dE_dr, dE_deta)
-    return out
+    return StructurePrediction(energy=float(e_atoms.sum()), energies=e_atoms,
+                               descriptors=tuple(dsets)), base
 
 
 def predict_batch(state: FittedState, frames: Sequence[Atoms], forces: bool,
@@ -241,13 +248,7 @@ def _predict_items(state: FittedState, items: list, forces: bool, baseline
         n = len(atoms)
         sl = slice(start, start + n)
         start += n
-        e_atoms = eps_all[sl] + state.e0.atomic(atoms.numbers)
-        base = None
-        if baseline is not None:
-            base = baseline_labels(baseline, atoms, forces=forces, virial=st, energies=True)
-            e_atoms = e_atoms + base["energies"]
-        out = StructurePrediction(energy=float(e_atoms.sum()), energies=e_atoms,
-                                  descriptors=tuple(dsets))
+        out, base = _energies(state, atoms, eps_all[sl], dsets, baseline, forces, st)
         outs.append(out)
         if not (forces or st):
             continue
