@@ -138,19 +138,8 @@ def _n_jobs_type(text: str) -> int:
     return val
 
 
-def _delta_type(text: str):
-    """``auto`` or a positive number of eV."""
-    if text == "auto":
-        return text
-    try:
-        val = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of eV, got {text!r}") from None
-    return val
-
-
 def _auto_or_float(text: str):
-    """``auto`` or a positive number (for ``--virial-noise``)."""
+    """``auto`` or a positive number (``--delta``, ``--virial-noise``)."""
     if text == "auto":
         return text
     try:
@@ -224,7 +213,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="width of SOAP's smooth (cosine) cutoff, from r_cut - width to r_cut "
                         "(QUIP's cutoff_transition_width; default: SOAP's 1.0 Å)")
     p.add_argument("--zeta", type=float, default=4.0, help="kernel exponent (default 4)")
-    p.add_argument("--delta", type=_delta_type, default="auto",
+    p.add_argument("--delta", type=_auto_or_float, default="auto",
                    help="signal scale in eV, or 'auto' (default)")
     p.add_argument("--n-sparse", type=_n_sparse_type, default="auto",
                    help="sparse points per species: auto (default: every environment up to "
