@@ -129,6 +129,20 @@ def fitted_descriptors(specs: Sequence[terms.Term], frames: Sequence[Atoms]) -> 
     return descs
 
 
+def energy_residuals(data: TrainingData, e0) -> np.ndarray:
+    """Training energies minus E0 (eV per structure): what the GP's energy rows fit."""
+    return np.array([lab.energy - e0.energy(a.numbers) for a, lab in zip(data.frames, data.labels)])
+
+
+def accumulate_rows(est, spec: streaming.RowSpec, data: TrainingData, resid: np.ndarray,
+                    client=None) -> dict:
+    """Per-group triangular row factors of ``data`` with the estimator's chunking,
+    threads and progress (:func:`gapkit.gp.streaming.accumulate`)."""
+    return streaming.accumulate(spec, data.frames, data.labels, resid,
+                                chunk_size=int(est.chunk_size), n_jobs=est.n_jobs,
+                                client=client, progress=est.verbose)
+
+
 def reference_energies(e0, data: TrainingData, keys: LabelKeys, species, baseline=None):
     """Per-species E0 (:class:`~gapkit.data.ReferenceEnergies`) of the training data."""
     energies = np.array([lab.energy for lab in data.labels])
@@ -234,9 +248,8 @@ def _fit(est, frames_all, optimize, client, valid, hyper):
     descs = fitted_descriptors(specs, frames)
     species = descs[0].species_numbers
     e0 = reference_energies(est.e0, data, keys, species, est.baseline)
-    energies = np.array([lab.energy for lab in data.labels])
     n_atoms = np.array([len(a) for a in frames], dtype=np.float64)
-    resid = energies - np.array([e0.energy(a.numbers) for a in frames])
+    resid = energy_residuals(data, e0)
 
     rng = check_random_state(est.random_state)
     fitted = select_sparse(est, specs, descs, frames, species, rng)
@@ -245,9 +258,7 @@ def _fit(est, frames_all, optimize, client, valid, hyper):
         bar.update(1)
 
     spec = streaming.RowSpec(fitted, est.noise_by_config_type)
-    groups = streaming.accumulate(spec, frames, data.labels, resid,
-                                  chunk_size=int(est.chunk_size), n_jobs=est.n_jobs,
-                                  client=client, progress=est.verbose)
+    groups = accumulate_rows(est, spec, data, resid, client)
     if est.delta == "auto":
         delta, how = auto_delta(groups, Lchol, resid, n_atoms, est.force_noise)
         logger.info("delta='auto': %.4g eV (%s)", delta, how)
@@ -261,12 +272,7 @@ def _fit(est, frames_all, optimize, client, valid, hyper):
     elif optimize:
         if valid is not None:
             vdata = training_data(valid, keys, est.use_forces, est.baseline)
-            vres = np.array([lab.energy - e0.energy(a.numbers)
-                             for a, lab in zip(vdata.frames, vdata.labels)])
-            val_groups = streaming.accumulate(spec, vdata.frames, vdata.labels, vres,
-                                              chunk_size=int(est.chunk_size),
-                                              n_jobs=est.n_jobs, client=client,
-                                              progress=est.verbose)
+            val_groups = accumulate_rows(est, spec, vdata, energy_residuals(vdata, e0), client)
         choice = choose_hyperparameters(groups, Lchol, delta, sigmas, val_groups,
                                         n_restarts=est.n_restarts, random_state=rng,
                                         progress=est.verbose)
@@ -326,12 +332,8 @@ def add_rows(est, state: FittedState, groups: dict, frames: Sequence[Atoms],
     hyperparameters (``extra``: their row factors, if already computed)."""
     if extra is None:
         data = training_data(frames, est.label_keys, est.use_forces, est.baseline)
-        resid = np.array([lab.energy - state.e0.energy(a.numbers)
-                          for a, lab in zip(data.frames, data.labels)])
         spec = streaming.RowSpec(list(state.terms), est.noise_by_config_type)
-        extra = streaming.accumulate(spec, data.frames, data.labels, resid,
-                                     chunk_size=int(est.chunk_size), n_jobs=est.n_jobs,
-                                     progress=est.verbose)
+        extra = accumulate_rows(est, spec, data, energy_residuals(data, state.e0))
     merged = gp.merge_groups(groups, extra)
     sigmas = {g: state.noise[g] if g in state.noise else initial_noise(est, g.kind, frames)
               for g in merged}
