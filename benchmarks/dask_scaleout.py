@@ -1,40 +1,57 @@
 #!/usr/bin/env python
-"""A gapkit fit scaled out over a Dask cluster, against the same fit run serially.
+"""A gapkit fit scaled out over Dask ``LocalCluster`` s, against the same fit run serially.
 
-Training data are made on the fly on the cluster (nothing is committed): 32-atom Cu/Al
-cells labelled with EMT (:func:`fit_memory.emt_cells`: energies, forces, virials).
-The same model is fitted twice on the same frames and sparse set:
+Training data are made on the fly on the cluster (nothing is committed):
+:func:`emt_cells` draws small fcc Cu/Al cells of 4-16 atoms (conventional cubic 1x1x1,
+2x1x1, 2x2x1 and primitive 2x2x2, 2x2x3, 2x2x4, 3x3x1 cells), 0-50 % Al, lattice
+expanded with the Al fraction (Vegard-like, up to +12 %), a random symmetric strain of
+up to ±3 % and a thermal-like Gaussian rattle of ``0.1 Å * sqrt(T / 1000 K)`` with T
+uniform in 100-1500 K, labelled with ASE's EMT (energies, forces, virials). Structure
+k depends only on ``--seed`` and k, so every cluster sees the same cells; they are made
+in blocks on the workers and only the labelled ``ase.Atoms`` (about 1.7 kB each) come
+back to the driver, which never holds a descriptor array of the training set.
 
-* **Dask**: ``GAP(...).fit(frames, client=client)`` on a ``dask.distributed.LocalCluster``
-  of ``--workers`` processes x ``--threads-per-worker`` threads: each task streams a
-  share of the structures into its own per-group triangular factors (memory O(M**2) +
-  one structure's descriptor derivatives) and only those factors travel back; the client
-  merges them in task order;
-* **serial**: ``GAP(..., n_jobs=1).fit(frames)`` in this process.
+The same model (SOAP n_max 6, l_max 4, r_cut 4.5 Å, F = 390; ``--n-sparse`` random
+sparse points per species; not calibrated) is fitted
 
-Printed: wall and CPU time of both fits and their ratio (throughput in structures/s),
-each worker's peak RSS (``ru_maxrss`` read on the worker after the fit) and its RSS
-before, the O(M**2) size of the factors and row buffers, and the agreement of the two
-models (weights and predicted energies/forces of ``--n-test`` new cells).
-The sparse set is drawn at random (``sparse_method="random"``) and the fit is not
-calibrated (``calibrate=False``): selection and calibration run on the client, and
-what is scaled out is the row stream (descriptors with derivatives, design rows, QR).
+* **serially**: ``GAP(..., n_jobs=1).fit(frames)`` in this process, and
+* **on Dask**: ``GAP(...).fit(frames, client=client)`` on one ``LocalCluster`` per entry
+  of ``--workers`` (processes x ``--threads-per-worker`` threads). Each task streams a
+  share of the structures into its own per-group triangular factors (memory
+  O(M**2) + one structure's descriptor derivatives and design rows + the task's
+  ``Atoms``) and only those factors travel back; the client merges them in task order.
+
+``--rounds`` rounds alternate the fits (serial, each cluster, ...); the workers are
+restarted before every Dask fit (so their ``ru_maxrss`` is that fit's) and warmed up
+with a tiny fit (imports, compiled engine loops) that is not timed.
+
+Printed per fit: wall time, CPU time (driver + workers), throughput (structures/s and
+training rows/s, by wall and by CPU), the peak RSS of the driver and of every worker,
+each worker's RSS before the fit, and the memory bound ``G (M+1)**2 + G B (M+1)``
+doubles (G noise groups, B = max(2M, 2000) buffered rows) next to the measured growth.
+Then the agreement of every Dask model with the serial one (weights, and the energies,
+forces and virials of ``--n-test`` new cells).
 
 The same code runs on a multi-node cluster: give ``--scheduler ADDRESS`` of a running
 scheduler (e.g. one started by dask-jobqueue's ``SLURMCluster``; see
-``docs/guide/scaling.md``) instead of a LocalCluster.
+``docs/guide/scaling.md``) instead of LocalClusters.
 
 Examples::
 
-    python benchmarks/dask_scaleout.py --n-structures 400 --workers 2      # quick check
-    python benchmarks/dask_scaleout.py --n-structures 20000 --workers 2 --json /tmp/dask.json
+    python benchmarks/dask_scaleout.py --n-structures 400 --n-sparse 100   # quick check
+    python benchmarks/dask_scaleout.py --n-structures 20000 --n-sparse 500 \\
+        --workers 2,4 --json /tmp/dask20k.json                              # the 20k run
+    python benchmarks/dask_scaleout.py --n-structures 5000 --rounds 5 --workers 2  # timing
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
+import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -45,120 +62,262 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fit_memory import build_model, emt_cells  # noqa: E402
+from harness.cli import int_list  # noqa: E402
+from harness.host import current_rss_mib, host_line, maxrss_mib, THREAD_VARS  # noqa: E402
+
+SPECIES = ["Al", "Cu"]
+SOAP_SETTINGS = dict(r_cut=4.5, n_max=6, l_max=4, sigma=0.5, cutoff_width=1.0)
+#: (conventional cubic cell?, repeats): 4, 8, 16, 8, 12, 16 and 9 atoms
+CELLS = ((True, (1, 1, 1)), (True, (2, 1, 1)), (True, (2, 2, 1)), (False, (2, 2, 2)),
+         (False, (2, 2, 3)), (False, (2, 2, 4)), (False, (3, 3, 1)))
 
 
-def worker_rss() -> dict:
-    """Peak and current RSS of this worker process, MiB."""
-    import resource
+def emt_cells(n: int, seed: int = 0, start: int = 0) -> list:
+    """``n`` labelled Cu/Al cells of 4-16 atoms, structures ``start`` ... ``start + n - 1``
+    (structure k depends only on ``seed`` and k): EMT energy (eV), forces (eV/Å) and
+    stress as a SinglePointCalculator; ``info["temperature_K"]`` is the rattle's T."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
 
-    cur = None
-    try:
-        with open("/proc/self/statm") as fh:
-            cur = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
-    except OSError:
-        pass
-    return {"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "current_mib": cur}
+    calc = EMT()
+    out = []
+    for k in range(start, start + n):
+        rng = np.random.default_rng([seed, k])
+        cubic, reps = CELLS[int(rng.integers(len(CELLS)))]
+        atoms = bulk("Cu", "fcc", a=3.61, cubic=cubic).repeat(reps)
+        n_al = int(rng.binomial(len(atoms), rng.uniform(0.0, 0.5)))
+        atoms.numbers[rng.choice(len(atoms), n_al, replace=False)] = 13
+        eps = rng.uniform(-0.03, 0.03, size=(3, 3))
+        scale = 1.0 + 0.12 * n_al / len(atoms)
+        atoms.set_cell(atoms.cell @ (scale * np.eye(3) + 0.5 * (eps + eps.T)), scale_atoms=True)
+        T = float(rng.uniform(100.0, 1500.0))
+        atoms.positions += rng.normal(scale=0.1 * np.sqrt(T / 1000.0), size=atoms.positions.shape)
+        atoms.info["temperature_K"] = T
+        atoms.calc = calc
+        e, f, s = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+        atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f, stress=s)
+        out.append(atoms)
+    return out
 
 
-def make_frames(client, n: int, seed: int, block: int = 250) -> list:
-    """``n`` labelled cells, made in blocks on the cluster (the same cells for any
-    cluster: structure k depends only on ``seed`` and k)."""
+def build_model(n_sparse: int, seed: int, **kw):
+    from gapkit import GAP, SOAP
+
+    return GAP(SOAP(species=SPECIES, **SOAP_SETTINGS), n_sparse=n_sparse, delta=1.0,
+               energy_noise=0.002, force_noise=0.05, virial_noise=0.05, e0="lstsq",
+               sparse_method="random", calibrate=False, random_state=seed, **kw)
+
+
+def worker_usage() -> dict:
+    """Peak and current RSS (MiB) and CPU time (s) of this (worker) process."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return {"peak_mib": maxrss_mib(), "current_mib": current_rss_mib(),
+            "cpu_s": ru.ru_utime + ru.ru_stime}
+
+
+def warm_up(frames, seed: int) -> None:
+    """A tiny serial fit in this process (imports, compiled engine loops)."""
+    build_model(4, seed, n_jobs=1).fit(frames)
+    gc.collect()
+
+
+def make_frames(client, n: int, seed: int, block: int = 500) -> tuple[list, float]:
+    """``n`` labelled cells made in blocks on the cluster, and the worker CPU it took."""
+    c0 = sum(u["cpu_s"] for u in client.run(worker_usage).values())
     futures = [client.submit(emt_cells, min(block, n - s), seed, start=s, pure=False)
                for s in range(0, n, block)]
     frames = []
     for fut in futures:
         frames.extend(fut.result())
         fut.release()
-    return frames
+    return frames, sum(u["cpu_s"] for u in client.run(worker_usage).values()) - c0
+
+
+def dask_fit(client, frames, warm, args) -> tuple[object, dict]:
+    """One timed Dask fit on fresh, warmed-up workers."""
+    client.restart()  # fresh workers: their peak RSS is this fit's
+    client.run(warm_up, warm, args.seed)
+    before = client.run(worker_usage)
+    w0, c0 = time.perf_counter(), time.process_time()
+    model = build_model(args.n_sparse, args.seed).fit(frames, client=client)
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    after = client.run(worker_usage)
+    workers = {w: {"rss_before_mib": before[w]["current_mib"],
+                   "peak_before_mib": before[w]["peak_mib"], "peak_mib": after[w]["peak_mib"],
+                   "cpu_s": after[w]["cpu_s"] - before[w]["cpu_s"]} for w in after}
+    return model, {"wall_s": wall, "driver_cpu_s": cpu,
+                   "cpu_s": cpu + sum(w["cpu_s"] for w in workers.values()),
+                   "driver_peak_mib": maxrss_mib(), "workers": workers}
+
+
+def serial_fit(frames, args) -> tuple[object, dict]:
+    gc.collect()
+    w0, c0 = time.perf_counter(), time.process_time()
+    model = build_model(args.n_sparse, args.seed, n_jobs=1).fit(frames)
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    return model, {"wall_s": wall, "cpu_s": cpu, "driver_cpu_s": cpu,
+                   "driver_peak_mib": maxrss_mib()}
+
+
+def memory_bound(model, n_features: int) -> dict:
+    """What a worker's fit needs beyond the interpreter, MiB: the per-group factors and
+    row buffers (O(M**2) + one block of rows), the sparse set it is sent, and one
+    structure's design rows (at most 16 atoms: 1 + 48 + 6 rows)."""
+    M = int(len(model.sparse_species_))
+    G = len(model.state_.n_train)
+    B = max(2 * M, 2000)
+    mib = 8 / 2 ** 20
+    return {"M": M, "groups": G, "block_rows": B,
+            "factors_mib": G * (M + 1) ** 2 * mib, "row_buffers_mib": G * B * (M + 1) * mib,
+            "sparse_set_mib": M * n_features * mib, "one_structure_rows_mib": 55 * M * mib,
+            "total_mib": (G * (M + 1) ** 2 + G * B * (M + 1) + M * n_features + 55 * M) * mib}
+
+
+def agreement(ref, model, test) -> dict:
+    a, b = ref.alpha_, model.alpha_
+    pr, pm = ref.predict(test, stress=True), model.predict(test, stress=True)
+    return {"sparse_sets_equal": bool(np.array_equal(ref.sparse_q_, model.sparse_q_)),
+            "alpha_max_rel": float(np.abs(a - b).max() / np.abs(a).max()),
+            "energy_max_abs_eV": float(np.abs(pr.energy - pm.energy).max()),
+            "force_max_abs_eV_A": float(max(np.abs(x - y).max()
+                                            for x, y in zip(pr.forces, pm.forces))),
+            "stress_max_abs_eV_A3": float(np.abs(np.asarray(pr.stress) - np.asarray(pm.stress)).max())}
+
+
+def summary(runs: list[dict], n_struct: int, n_rows: int) -> dict:
+    def stat(key):
+        v = [r[key] for r in runs]
+        return {"median": statistics.median(v), "min": min(v), "max": max(v), "all": v}
+    wall, cpu = stat("wall_s"), stat("cpu_s")
+    return {"wall_s": wall, "cpu_s": cpu,
+            "structures_per_s": n_struct / wall["median"], "rows_per_s": n_rows / wall["median"],
+            "structures_per_cpu_s": n_struct / cpu["median"], "rows_per_cpu_s": n_rows / cpu["median"],
+            "driver_peak_mib": max(r["driver_peak_mib"] for r in runs)}
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--n-structures", type=int, default=20000)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int_list, default=[2, 4],
+                   help="one LocalCluster per entry, e.g. 2,4")
     p.add_argument("--threads-per-worker", type=int, default=1)
     p.add_argument("--memory-limit", default="3GiB", help="per LocalCluster worker")
     p.add_argument("--scheduler", default=None,
-                   help="address of a running Dask scheduler (instead of a LocalCluster)")
-    p.add_argument("--n-sparse", type=int, default=300, help="sparse points per species")
+                   help="address of a running Dask scheduler (instead of LocalClusters)")
+    p.add_argument("--n-sparse", type=int, default=500, help="random sparse points per species")
     p.add_argument("--n-test", type=int, default=50, help="new cells to compare predictions on")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="alternating rounds (serial, each cluster); >= 5 for timings")
     p.add_argument("--no-serial", action="store_true", help="skip the serial fit")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
 
+    import logging
+
     from dask.distributed import Client, LocalCluster
 
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    print(host_line({v: os.environ.get(v) for v in THREAD_VARS}))
+    clients, clusters = {}, []
     if args.scheduler:
-        cluster, client = None, Client(args.scheduler)
+        clients[f"scheduler {args.scheduler}"] = Client(args.scheduler)
     else:
-        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=args.threads_per_worker,
-                               processes=True, memory_limit=args.memory_limit,
-                               dashboard_address=None)
-        client = Client(cluster)
-    n_workers = len(client.scheduler_info()["workers"])
-    print(f"# Dask fit: {args.n_structures} EMT Cu/Al 32-atom cells, {n_workers} workers x "
-          f"{args.threads_per_worker} thread(s), n_sparse {args.n_sparse}/species (random), "
+        for w in args.workers:
+            cl = LocalCluster(n_workers=w, threads_per_worker=args.threads_per_worker,
+                              processes=True, memory_limit=args.memory_limit,
+                              dashboard_address=None, silence_logs=logging.WARNING)
+            clusters.append(cl)
+            clients[f"dask {w}x{args.threads_per_worker}"] = Client(cl, set_as_default=False)
+    # the data are made on the cluster with the most workers
+    first = max(clients.values(), key=lambda c: len(c.scheduler_info()["workers"]))
+    print(f"# Dask fit: {args.n_structures} EMT Cu/Al cells of 4-16 atoms, SOAP {SOAP_SETTINGS}, "
+          f"{args.n_sparse} random sparse points per species, clusters {list(clients)}, "
           f"load {os.getloadavg()[0]:.1f}", flush=True)
-    t0 = time.perf_counter()
-    frames = make_frames(client, args.n_structures, args.seed)
-    test = emt_cells(args.n_test, args.seed + 1)
-    print(f"made and labelled {len(frames)} cells on the cluster in "
-          f"{time.perf_counter() - t0:.1f} s", flush=True)
-    client.restart()  # fresh workers: their peak RSS is the fit's, not the data generation's
-    kw = dict(sparse_method="random", calibrate=False)
-    # warm-up (imports, compiled engine loops) on every worker and here, not timed
-    warm = frames[:4 * n_workers]
-    build_model(4, args.seed, **kw).fit(warm, client=client)
-    build_model(4, args.seed, n_jobs=1, **kw).fit(warm)
-    client.run(lambda: __import__("gc").collect())
-    rss_before = client.run(worker_rss)
-
-    res = {"n_structures": len(frames), "workers": n_workers,
-           "threads_per_worker": args.threads_per_worker, "n_sparse": args.n_sparse}
-    w0, c0 = time.perf_counter(), time.process_time()
-    dask_model = build_model(args.n_sparse, args.seed, **kw).fit(frames, client=client)
-    res["dask"] = {"wall_s": time.perf_counter() - w0, "client_cpu_s": time.process_time() - c0}
-    rss_after = client.run(worker_rss)
-    M = int(len(dask_model.sparse_species_))
-    groups = len(dask_model.state_.n_train)
-    block = max(2 * M, 2000)
-    res["M"] = M
-    res["factor_bytes_per_worker"] = groups * ((M + 1) ** 2 + block * (M + 1)) * 8
-    res["workers_rss"] = {w: {"before_fit": rss_before[w], "after_fit": rss_after[w]}
-                          for w in rss_after}
-    print(f"dask   fit: wall {res['dask']['wall_s']:8.1f} s  "
-          f"({len(frames) / res['dask']['wall_s']:.1f} structures/s), M = {M}", flush=True)
-    for w, r in res["workers_rss"].items():
-        print(f"  worker {w}: peak RSS {r['after_fit']['peak_mib']:.0f} MiB (peak before the "
-              f"fit {r['before_fit']['peak_mib']:.0f} MiB: imports and a 4-point warm-up fit)")
-    print(f"  O(M^2) factors + row buffers: {res['factor_bytes_per_worker'] / 2 ** 20:.0f} MiB "
-          f"per worker ({groups} groups)")
-    if not args.no_serial:
-        w0, c0 = time.perf_counter(), time.process_time()
-        serial = build_model(args.n_sparse, args.seed, n_jobs=1, **kw).fit(frames)
-        res["serial"] = {"wall_s": time.perf_counter() - w0, "cpu_s": time.process_time() - c0}
-        print(f"serial fit: wall {res['serial']['wall_s']:8.1f} s  "
-              f"({len(frames) / res['serial']['wall_s']:.1f} structures/s); Dask speed-up "
-              f"{res['serial']['wall_s'] / res['dask']['wall_s']:.2f}x", flush=True)
-        a, b = serial.alpha_, dask_model.alpha_
-        ps, pd = serial.predict(test), dask_model.predict(test)
-        res["agreement"] = {
-            "sparse_sets_equal": bool(np.array_equal(serial.sparse_q_, dask_model.sparse_q_)),
-            "alpha_max_rel": float(np.abs(a - b).max() / np.abs(a).max()),
-            "energy_max_abs_eV": float(np.abs(ps.energy - pd.energy).max()),
-            "force_max_abs_eV_A": float(max(np.abs(x - y).max()
-                                            for x, y in zip(ps.forces, pd.forces)))}
-        print("  same model: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
-                                          for k, v in res["agreement"].items()))
-    print(f"load {os.getloadavg()[0]:.1f}")
+    w0 = time.perf_counter()
+    frames, gen_cpu = make_frames(first, args.n_structures, args.seed)
+    test = emt_cells(args.n_test, args.seed, start=10 ** 7)  # not among the training cells
+    n_atoms = sum(len(a) for a in frames)
+    print(f"made and labelled {len(frames)} cells ({n_atoms} atoms) on the cluster: wall "
+          f"{time.perf_counter() - w0:.1f} s, worker CPU {gen_cpu:.1f} s; driver RSS "
+          f"{current_rss_mib():.0f} MiB", flush=True)
+    res = {"n_structures": len(frames), "n_atoms": n_atoms, "n_sparse_per_species": args.n_sparse,
+           "threads_per_worker": args.threads_per_worker, "soap": SOAP_SETTINGS,
+           "generation": {"worker_cpu_s": gen_cpu}, "driver_rss_after_data_mib": current_rss_mib(),
+           "load_start": os.getloadavg()[0], "runs": {}}
+    warm = frames[:8]
+    warm_up(warm, args.seed)
+    names = ([] if args.no_serial else ["serial"]) + list(clients)
+    runs = {k: [] for k in names}
+    models = {}
+    for r in range(args.rounds):
+        for name in names:
+            if name == "serial":
+                models[name], run = serial_fit(frames, args)
+            else:
+                models[name], run = dask_fit(clients[name], frames, warm, args)
+            run["load"] = os.getloadavg()[0]
+            runs[name].append(run)
+            line = (f"round {r + 1} {name:>10}: wall {run['wall_s']:7.1f} s, CPU {run['cpu_s']:7.1f} s "
+                    f"(driver {run['driver_cpu_s']:.1f} s), driver peak RSS "
+                    f"{run['driver_peak_mib']:.0f} MiB, load {run['load']:.1f}")
+            print(line, flush=True)
+            for w, u in run.get("workers", {}).items():
+                print(f"    worker {w}: peak RSS {u['peak_mib']:.0f} MiB (RSS before the fit "
+                      f"{u['rss_before_mib']:.0f} MiB, growth {u['peak_mib'] - u['rss_before_mib']:.0f}"
+                      f" MiB), CPU {u['cpu_s']:.1f} s", flush=True)
+            if name != "serial" and "serial" in models:
+                run["agreement"] = agreement(models["serial"], models[name], test)
+                print("    same model as serial: " + ", ".join(
+                    f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                    for k, v in run["agreement"].items()), flush=True)
+    ref = models["serial"] if "serial" in models else next(iter(models.values()))
+    n_rows = int(sum(ref.state_.n_train.values()))
+    bound = memory_bound(ref, ref.state_.terms[0].sparse_q.shape[1])
+    res.update(n_rows=n_rows, bound=bound, runs=runs, load_end=os.getloadavg()[0])
+    print(f"\n{len(frames)} structures, {n_rows} training rows "
+          f"({ {str(g): int(v) for g, v in ref.state_.n_train.items()} }), M = {bound['M']}")
+    print(f"per-worker bound O(M^2) + one chunk: factors {bound['factors_mib']:.1f} + row buffers "
+          f"{bound['row_buffers_mib']:.1f} ({bound['groups']} groups x {bound['block_rows']} rows) "
+          f"+ sparse set {bound['sparse_set_mib']:.1f} + one structure's rows "
+          f"{bound['one_structure_rows_mib']:.1f} = {bound['total_mib']:.1f} MiB")
+    print(f"{'fit':>12} {'wall s (median [range])':>26} {'CPU s':>9} {'struct/s':>9} {'rows/s':>9} "
+          f"{'struct/CPU-s':>12} {'driver peak':>11} {'worker peak':>11} {'worker growth':>13}")
+    res["summary"] = {}
+    for name in names:
+        s = summary(runs[name], len(frames), n_rows)
+        wk = [u for run in runs[name] for u in run.get("workers", {}).values()]
+        if wk:
+            s["worker_peak_mib"] = max(u["peak_mib"] for u in wk)
+            s["worker_growth_mib"] = max(u["peak_mib"] - u["rss_before_mib"] for u in wk)
+        res["summary"][name] = s
+        wp = f"{s['worker_peak_mib']:8.0f} MiB" if wk else f"{'-':>11}"
+        wg = f"{s['worker_growth_mib']:10.0f} MiB" if wk else f"{'-':>13}"
+        print(f"{name:>12} {s['wall_s']['median']:9.1f} [{s['wall_s']['min']:6.1f}, "
+              f"{s['wall_s']['max']:6.1f}] {s['cpu_s']['median']:9.1f} {s['structures_per_s']:9.1f} "
+              f"{s['rows_per_s']:9.0f} {s['structures_per_cpu_s']:12.1f} "
+              f"{s['driver_peak_mib']:7.0f} MiB {wp} {wg}")
+    if "serial" in res["summary"]:
+        base = res["summary"]["serial"]
+        for name in names[1:]:
+            s = res["summary"][name]
+            s["speedup_wall"] = base["wall_s"]["median"] / s["wall_s"]["median"]
+            s["cpu_ratio"] = s["cpu_s"]["median"] / base["cpu_s"]["median"]
+            s["agreement"] = runs[name][-1]["agreement"]
+            print(f"{name} vs serial: wall speed-up {s['speedup_wall']:.2f}x, CPU "
+                  f"{s['cpu_ratio']:.2f}x; same model: "
+                  + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                              for k, v in s["agreement"].items()))
+    print(f"load {res['load_start']:.1f} -> {res['load_end']:.1f}")
     if args.json:
         args.json.write_text(json.dumps(res, indent=2, default=str))
-    client.close()
-    if cluster is not None:
-        cluster.close()
+        print(f"results written to {args.json}")
+    for c in clients.values():
+        c.close()
+    for cl in clusters:
+        cl.close()
     return 0
 
 
