@@ -138,6 +138,21 @@ def _n_jobs_type(text: str) -> int:
     return val
 
 
+def _variance_sparse_type(text: str):
+    """``auto``, ``all`` or a positive integer (``--variance-sparse``)."""
+    if text in ("auto", "all"):
+        return text
+    try:
+        val = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto', 'all' or a positive integer, got "
+                                         f"{text!r}") from None
+    if val < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto', 'all' or a positive integer, got "
+                                         f"{text!r}")
+    return val
+
+
 def _auto_or_float(text: str):
     """``auto`` or a positive number (``--delta``, ``--virial-noise``)."""
     if text == "auto":
@@ -241,6 +256,10 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force-std", default="exact", choices=["fast", "exact"],
                    help="force stds of predict/evaluate: every component (exact, default) or "
                         "per atom from the local-energy variances (fast, calibrated models)")
+    p.add_argument("--variance-sparse", type=_variance_sparse_type, default="auto", metavar="N",
+                   help="sparse points of the std: the DTC std of the sub-model on N of the M "
+                        "sparse points, chosen by pivoted Cholesky (cost O(N^2) per atom "
+                        "instead of O(M^2)); auto (default: min(M, 1000)), N, or all (exact)")
     add_label_keys(p)
 
 
@@ -319,7 +338,8 @@ def model_from_args(args: argparse.Namespace, e0: str, verbose: bool | None = No
                use_virials=not args.no_virials, random_state=args.seed,
                calibrate=not getattr(args, "no_calibrate", False),
                valid_fraction=getattr(args, "valid_fraction", 0.2),
-               force_std=getattr(args, "force_std", "exact"), verbose=verbose)
+               force_std=getattr(args, "force_std", "exact"),
+               variance_sparse=getattr(args, "variance_sparse", "auto"), verbose=verbose)
 
 
 def format_errors(name: str, m: dict) -> str:

@@ -31,14 +31,14 @@ from sklearn.exceptions import NotFittedError
 from gapkit.data import LabelKeys, as_frame_list, check_geometry, get_labels
 from gapkit.gp import solver as gp
 from gapkit.gp import terms
-from gapkit.model import model_file
+from gapkit.model import model_file, std
 from gapkit.model.prediction import (PREDICT_BATCH_ATOMS, Prediction, StructurePrediction,
                                      batches, predict_batch)
 from gapkit.model.state import FittedState
 from gapkit.model.params import check_params
 from gapkit.model.training import calibrate_on, fit_calibrated_state
-from gapkit.model.variance import (PredictionStd, collect_std, local_energy_covariance,
-                                   variance_parts)
+from gapkit.model.variance import (PredictionStd, check_variance_sparse,
+                                   local_energy_covariance)
 from gapkit.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -132,6 +132,14 @@ class GAP(BaseEstimator):
         about as much as energies and forces, less adaptive). The ASE calculator uses
         ``"fast"`` by default (every MD step). Uncalibrated models always use the
         exact form.
+    variance_sparse : int, "auto", "all" or None, default "auto"
+        Sparse columns of the predictive variance: the std is the DTC std of the
+        sub-model on ``M_v`` of the ``M`` sparse points (chosen at fit by greedy
+        pivoted Cholesky of ``K_MM``; same data and hyperparameters; calibrated on
+        the same terms), so it costs ``O(N M_v**2)`` instead of ``O(N M**2)``.
+        ``"auto"``: ``min(M, 1000)``; ``"all"``/``None``: all ``M`` (the exact DTC
+        std). Energies and forces always use all ``M``. See
+        :mod:`gapkit.model.variance`.
     verbose : bool, optional
         Progress bars of :meth:`fit` and of :meth:`predict` (several batches); ``None``
         (default): in a terminal or Jupyter (see :func:`gapkit.progress.progress_bar`).
@@ -168,7 +176,7 @@ class GAP(BaseEstimator):
                  n_jobs: int | None = None,
                  baseline=None, random_state=None, calibrate: bool = True,
                  valid_fraction: float = 0.2, force_std: str = "exact",
-                 verbose: bool | None = None):
+                 variance_sparse: int | str | None = "auto", verbose: bool | None = None):
         self.descriptor = descriptor
         self.zeta = zeta
         self.delta = delta
@@ -195,6 +203,7 @@ class GAP(BaseEstimator):
         self.calibrate = calibrate
         self.valid_fraction = valid_fraction
         self.force_std = force_std
+        self.variance_sparse = variance_sparse
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fitted state
@@ -257,6 +266,7 @@ class GAP(BaseEstimator):
         """Raise ``ValueError`` (naming the parameter) for a setting that cannot fit;
         see :func:`gapkit.model.params.check_params`."""
         check_params(self)
+        check_variance_sparse(self.variance_sparse)
 
     def fit(self, X: Iterable[Atoms], y=None, optimize: bool | None = None,
             client=None, valid=None) -> "GAP":
@@ -357,10 +367,7 @@ class GAP(BaseEstimator):
 
     def force_std_mode(self, force_std: str | None = None) -> str:
         """``"fast"`` or ``"exact"``: how force stds are computed (see ``force_std``)."""
-        mode = self.force_std if force_std is None else force_std
-        if mode not in ("fast", "exact"):
-            raise ValueError(f"force_std must be 'fast' or 'exact', got {mode!r}")
-        return mode if self._state().calibration.has_fast_forces else "exact"
+        return std.force_std_mode(self._state(), self.force_std if force_std is None else force_std)
 
     def flag_reference(self, force_std: str | None = None) -> dict:
         """Reference stds of relative flag thresholds (``FlagThreshold(relative=3)``):
@@ -369,19 +376,11 @@ class GAP(BaseEstimator):
         force component, largest local energy; RMS over the frames), for the force
         std mode ``force_std`` (default: the ``force_std`` parameter); otherwise the
         learned noises sigma_F and sigma_E."""
-        state = self._state()
-        ref = state.calibration.reference
-        if not ref:
-            return {"forces": state.noise_level("forces"),
-                    "energy_per_atom": state.noise_level("energy")}
-        out = {"energy_per_atom": ref["energy_per_atom"]}
-        key = "forces_fast" if self.force_std_mode(force_std) == "fast" else "forces"
-        if key in ref or "forces" in ref:
-            out["forces"] = ref.get(key, ref.get("forces"))
-        return out
+        return std.flag_reference(self._state(), self.force_std if force_std is None else force_std)
 
     def std_structure(self, atoms: Atoms, prediction: StructurePrediction,
-                      forces: bool = True, force_std: str | None = None) -> PredictionStd:
+                      forces: bool = True, force_std: str | None = None,
+                      full: bool = False) -> PredictionStd:
         """Calibrated stds of one structure from its :meth:`predict_structure` result.
 
         Parameters
@@ -394,16 +393,17 @@ class GAP(BaseEstimator):
             Also the force stds; otherwise energies only (the cheapest).
         force_std : {"fast", "exact"}, optional
             Overrides the ``force_std`` parameter.
+        full : bool, default False
+            Over all ``M`` sparse columns instead of the variance basis
+            (``variance_sparse``): the exact DTC terms, for checks.
 
         Returns
         -------
         PredictionStd
             With one entry per property; ``forces*`` are ``None`` unless ``forces``.
         """
-        state = self._state()
-        mode = self.force_std_mode(force_std) if forces else None
-        parts = variance_parts(state, prediction.descriptors, forces=mode, atoms=atoms)
-        return collect_std(state, [parts], [atoms], forces)
+        return std.std_structure(self._state(), atoms, prediction, forces,
+                                 self.force_std if force_std is None else force_std, full)
 
     def predict(self, X, return_std: bool = False, forces: bool = True,
                 stress: bool | None = None, force_std: str | None = None):
@@ -446,10 +446,7 @@ class GAP(BaseEstimator):
                           stress=np.array(S) if any_stress else None)
         if not return_std:
             return pred
-        parts = [variance_parts(state, r.descriptors, forces=mode, atoms=a)
-                 for r, a in progress_bar(zip(results, frames), total=len(frames), desc="std",
-                                          unit="frame", progress=show)]
-        return pred, collect_std(state, parts, frames, forces)
+        return pred, std.std_of_predictions(state, frames, results, forces, mode, show)
 
     # ------------------------------------------------------------------ uncertainty
     def recalibrate(self, X, keep_nystrom: bool = False) -> "GAP":

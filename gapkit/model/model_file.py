@@ -16,6 +16,10 @@ key                    shape            meaning
                                         (energy = delta**2 sum_t w_t**2 k~_t alpha_t)
 ``posterior_upper``    (M(M+1)/2,)      the upper triangle of R_P, row by row
                        float64          (R_P^T R_P = K_MM + K_MN Lambda^-1 K_NM)
+``variance_columns``   (M_v,) int64     optional: the sparse columns of the predictive
+                                        variance (:class:`~gapkit.model.state.VarianceBasis`,
+                                        increasing); absent: all M (files written before
+                                        it existed, or ``variance_sparse="all"``)
 ====================== ================ ============================================
 
 What is *not* stored: the lower Cholesky factor ``L`` of ``K~_MM + jitter I`` is a
@@ -74,13 +78,15 @@ from gapkit._version import __version__
 from gapkit.data import ReferenceEnergies
 from gapkit.gp import solver as gp
 from gapkit.gp.terms import FittedTerm, Term, as_terms, kernel_mm
-from gapkit.model.state import Calibration, FittedState, GroupValues
+from gapkit.model.state import Calibration, FittedState, GroupValues, VarianceBasis
 from gapkit.utils import atomic_write_bytes, to_jsonable
 
 FORMAT = "gapkit-model"
 VERSION = 4
 READABLE_VERSIONS = (1, 2, 3, 4)
 _ARRAYS = {3: ("alpha", "kmm_cholesky", "posterior"), 4: ("alpha", "posterior_upper")}
+#: Arrays a version 4 file may hold or not (an older reader ignores them).
+_OPTIONAL = ("variance_columns",)
 
 
 class ModelFileError(ValueError):
@@ -173,6 +179,8 @@ def save(path: str | os.PathLike, state: FittedState, params: dict, descriptor=N
            for k, t in enumerate(state.terms)},
         "alpha": state.alpha, "posterior_upper": pack_upper(state.posterior_factor),
     }
+    if state.variance_basis is not None:
+        arrays["variance_columns"] = state.variance_basis.columns
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
@@ -242,6 +250,7 @@ def _read_archive(path: Path) -> tuple[dict, dict]:
             missing = [k for k in names if k not in files]
             if missing:
                 raise ModelFileError(f"'{path}' is missing arrays {missing}")
+            names += [k for k in _OPTIONAL if version == 4 and k in files]
             arrays = {k: np.asarray(npz[k]) for k in names}
     except ModelFileError:
         raise
@@ -352,11 +361,26 @@ def _content(path: Path, meta: dict, arrays: dict) -> ModelFileContent:
         n_train=GroupValues(meta["n_train_"]),
         calibration=Calibration.from_dict(meta["calibration"]),
         log_marginal_likelihood=meta["log_marginal_likelihood_"],
-        extra=meta.get("extra", {}))
+        extra=meta.get("extra", {}), variance_basis=_variance_basis(arrays, M, path))
     if not isinstance(meta["params"], dict):
         raise ModelFileError(f"'{path}': the estimator parameters are not a JSON object")
     return ModelFileContent(state=state, params=meta["params"], descriptor=descriptor,
                             baseline=meta.get("baseline"))
+
+
+def _variance_basis(arrays: dict, M: int, path: Path) -> VarianceBasis | None:
+    """The stored variance basis, checked (``None`` when the file has none)."""
+    if "variance_columns" not in arrays:
+        return None
+    cols = arrays["variance_columns"]
+    try:
+        if cols.dtype.kind not in "iu" or (cols.size and cols.max() >= M):
+            raise ValueError(f"integers below M = {M} expected")
+        return VarianceBasis(cols.astype(np.int64))
+    except ValueError as exc:
+        raise ModelFileError(f"'{path}': array variance_columns (shape {cols.shape}, dtype "
+                             f"{cols.dtype}) is not a set of sparse columns: {exc} (corrupt "
+                             "file?)") from exc
 
 
 def _finite(value, name: str, path: Path) -> float:

@@ -25,8 +25,8 @@ import numpy as np
 from gapkit.data import ReferenceEnergies
 from gapkit.gp.streaming import NoiseGroup
 
-__all__ = ["NoiseGroup", "GroupValues", "VarianceScale", "Calibration", "FittedState",
-           "ALL_SPECIES", "noise_level"]
+__all__ = ["NoiseGroup", "GroupValues", "VarianceScale", "Calibration", "VarianceBasis",
+           "FittedState", "ALL_SPECIES", "noise_level"]
 
 
 class GroupValues(Mapping):
@@ -186,6 +186,44 @@ class Calibration:
                                      for z, r in (d.get("fast_force_ratio") or {}).items()})
 
 
+@dataclass(frozen=True, eq=False)
+class VarianceBasis:
+    """The columns of the stacked sparse set that the predictive variance uses.
+
+    The std is the DTC variance of the sub-model whose sparse set is these columns of
+    the fitted one (same data, same hyperparameters; see :mod:`gapkit.gp.subset`), so
+    it costs ``O(N M_v)`` kernel entries and ``O(N M_v**2)`` triangular solves instead
+    of ``O(N M**2)``. The energies and forces always use all ``M`` columns.
+
+    Attributes
+    ----------
+    columns : ndarray of shape (M_v,), int64
+        Increasing, distinct indices into the stacked sparse set, ``0 <= c < M``.
+    """
+
+    columns: np.ndarray
+
+    def __post_init__(self):
+        cols = np.asarray(self.columns)
+        if cols.ndim != 1 or cols.size == 0 or cols.dtype.kind not in "iu":
+            raise ValueError(f"VarianceBasis: columns must be a non-empty 1-D integer array, "
+                             f"got shape {cols.shape} and dtype {cols.dtype}")
+        cols = cols.astype(np.int64)
+        if cols[0] < 0 or np.any(np.diff(cols) <= 0):
+            raise ValueError("VarianceBasis: columns must be non-negative, increasing and "
+                             "distinct")
+        cols.setflags(write=False)
+        object.__setattr__(self, "columns", cols)
+
+    def __len__(self) -> int:
+        return len(self.columns)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, VarianceBasis) and np.array_equal(self.columns, other.columns)
+
+    __hash__ = None
+
+
 @dataclass(frozen=True)
 class FittedState:
     """Everything prediction and uncertainty need, as fitted.
@@ -216,6 +254,9 @@ class FittedState:
     log_marginal_likelihood : float or None
     extra : dict
         Free-form JSON-able entries stored with the model (e.g. active-learning info).
+    variance_basis : VarianceBasis or None
+        The sparse columns of the predictive variance; ``None``: all ``M`` (the exact
+        DTC variance of the model).
     """
 
     terms: tuple
@@ -230,9 +271,17 @@ class FittedState:
     calibration: Calibration = field(default_factory=Calibration)
     log_marginal_likelihood: float | None = None
     extra: dict = field(default_factory=dict)
+    variance_basis: VarianceBasis | None = None
+    # derived arrays (e.g. the factors of the variance basis): not compared, and not
+    # carried over by ``replace`` (a new state starts with an empty cache)
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         M = len(self.alpha)
+        vb = self.variance_basis
+        if vb is not None and (not isinstance(vb, VarianceBasis) or vb.columns[-1] >= M):
+            raise ValueError(f"FittedState: variance_basis must be a VarianceBasis with columns "
+                             f"below M = {M}, got {vb!r}")
         if sum(len(t.sparse_species) for t in self.terms) != M:
             raise ValueError("FittedState: the terms' sparse sets do not add up to len(alpha)")
         for name in ("kmm_cholesky", "posterior_factor"):
@@ -248,6 +297,13 @@ class FittedState:
     def noise_level(self, kind: str) -> float:
         """Learned noise of one kind, see :func:`noise_level`."""
         return noise_level(self.noise, kind)
+
+    def cached(self, key: str, make):
+        """``make()``, computed once per state and kept (derived data only: the cache is
+        not compared, saved or copied by :meth:`replace`)."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
 
     def replace(self, **changes) -> "FittedState":
         """A copy with some fields changed (the state itself is immutable)."""

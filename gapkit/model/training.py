@@ -34,6 +34,7 @@ from gapkit.model.params import auto_delta, auto_virial_noise, check_n_sparse
 from gapkit.model.prediction import predict_batch
 from gapkit.model.sparse_counts import auto_counts, environment_counts
 from gapkit.model.state import Calibration, FittedState, GroupValues
+from gapkit.model.variance import with_variance_basis
 from gapkit.progress import progress_bar
 from gapkit.utils import check_random_state
 
@@ -287,6 +288,8 @@ def _fit(est, frames_all, optimize, client, valid, hyper):
         noise=GroupValues({g: float(v) for g, v in sigmas.items()}),
         n_train=GroupValues({g: int(r.n_rows) for g, r in groups.items()}),
         log_marginal_likelihood=sol.log_likelihood, extra=extra)
+    # the sparse columns of the std, chosen before any calibration (gapkit.model.variance)
+    state = with_variance_basis(state, getattr(est, "variance_sparse", "auto"))
     return state, groups, val_groups
 
 

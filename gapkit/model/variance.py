@@ -26,6 +26,18 @@ Force stds come in two kinds:
   ``-sum_i d eps_i / d r_j`` over the same neighbourhood, so where the local
   energies are uncertain the force is too. It needs only the descriptors, no
   derivative arrays: two triangular solves with all local-energy rows at once.
+
+Variance basis (cost)
+---------------------
+Energies and forces cost ``O(N M)``, the two triangular solves of the variance
+``O(N M**2)``. A state with a :class:`~gapkit.model.state.VarianceBasis` computes every
+variance term (energies, local energies, exact and fast forces) as the DTC variance of
+the sub-model on ``M_v`` of its sparse columns (same data, same hyperparameters; exact,
+not an approximation of that sub-model: :mod:`gapkit.gp.subset`), ``O(N M_v**2)``.
+The columns are chosen at fit (``GAP(variance_sparse=...)``, :func:`with_variance_basis`)
+before the calibration, which is therefore fitted on the same terms that prediction
+uses. ``full=True`` (or a state without a basis) gives the variance of all ``M``
+columns, for checks.
 """
 
 from __future__ import annotations
@@ -41,8 +53,12 @@ import scipy.sparse as sp
 
 from gapkit.descriptors.neighbours import neighbour_pairs
 from gapkit.gp import solver as gp
-from gapkit.gp import terms
-from gapkit.model.state import FittedState, VarianceScale
+from gapkit.gp import subset, terms
+from gapkit.model.state import FittedState, VarianceBasis, VarianceScale
+
+#: ``variance_sparse="auto"``: the variance basis has ``min(M, AUTO_VARIANCE_SPARSE)``
+#: columns (see ``docs/guide/uncertainty.md`` for the measurements behind it).
+AUTO_VARIANCE_SPARSE = 1000
 
 
 @dataclass
@@ -112,6 +128,61 @@ class VarianceParts:
     neighbours: sp.csr_matrix | None = None
 
 
+def check_variance_sparse(value) -> None:
+    """Raise ``ValueError`` unless ``value`` is a valid ``variance_sparse``: a positive
+    integer, ``"auto"``, ``"all"`` or ``None``."""
+    if value is None or (isinstance(value, str) and value in ("auto", "all")):
+        return
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"variance_sparse must be a positive integer (sparse columns of the "
+                         f"predictive variance), 'auto' or 'all'/None (all M), got {value!r}")
+
+
+def resolve_variance_sparse(value, M: int) -> int | None:
+    """Columns of the variance basis for ``variance_sparse=value`` and ``M`` sparse
+    points: ``None`` for all of them (``"all"``, ``None``, or a number ``>= M``)."""
+    check_variance_sparse(value)
+    if value is None or value == "all":
+        return None
+    n = AUTO_VARIANCE_SPARSE if value == "auto" else int(value)
+    return None if n >= M else n
+
+
+def with_variance_basis(state: FittedState, variance_sparse) -> FittedState:
+    """``state`` with the variance basis of ``variance_sparse`` (see
+    :func:`resolve_variance_sparse`), chosen by :func:`gapkit.gp.subset.greedy_columns`
+    on its sparse set; ``variance_basis=None`` when all columns are used."""
+    n = resolve_variance_sparse(variance_sparse, len(state.alpha))
+    if n is None:
+        return state.replace(variance_basis=None)
+    return state.replace(variance_basis=VarianceBasis(subset.greedy_columns(state.terms, n)))
+
+
+@dataclass
+class VarianceFactors:
+    """What the variance of a state is computed from: the kernel terms whose sparse
+    sets give the rows ``k~`` (the basis columns only), the lower Nyström factor and
+    the upper posterior factor of those columns (see :mod:`gapkit.gp.subset`)."""
+
+    terms: list
+    kmm_cholesky: np.ndarray
+    posterior_factor: np.ndarray
+
+
+def variance_factors(state: FittedState, full: bool = False) -> VarianceFactors:
+    """The :class:`VarianceFactors` of ``state``: of its variance basis (computed once per
+    state, ``O(M M_v**2)``), or of all ``M`` columns with ``full`` or without a basis."""
+    vb = state.variance_basis
+    if full or vb is None:
+        return VarianceFactors(list(state.terms), state.kmm_cholesky, state.posterior_factor)
+
+    def make():
+        L_v, R_v = subset.subset_factors(state.kmm_cholesky, state.posterior_factor, vb.columns)
+        return VarianceFactors(subset.subset_terms(state.terms, vb.columns), L_v, R_v)
+
+    return state.cached("variance_factors", make)
+
+
 def neighbour_weights(atoms: Atoms, r_cut: float) -> sp.csr_matrix:
     """``W[j, i] = (1 + cos(pi r_ij / r_cut)) / 2`` over neighbour pairs (images summed),
     plus 1 on the diagonal; shape (n, n)."""
@@ -124,7 +195,7 @@ def neighbour_weights(atoms: Atoms, r_cut: float) -> sp.csr_matrix:
 
 
 def variance_parts(state: FittedState, dsets: Sequence, forces: str | None = None,
-                   atoms: Atoms | None = None) -> VarianceParts:
+                   atoms: Atoms | None = None, full: bool = False) -> VarianceParts:
     """The raw variance terms of one structure.
 
     Parameters
@@ -136,21 +207,26 @@ def variance_parts(state: FittedState, dsets: Sequence, forces: str | None = Non
         Which force terms to compute.
     atoms : ase.Atoms
         The structure (needed for ``forces="fast"``: its neighbour list).
+    full : bool
+        Use all ``M`` sparse columns even when the state has a variance basis (the
+        exact DTC variance of the whole model, for checks; the calibration was fitted
+        on the basis).
     """
     d = state.delta
-    local = terms.local_rows(state.terms, dsets)  # (n, M)
+    fac = variance_factors(state, full)
+    local = terms.local_rows(fac.terms, dsets)  # (n, M_v)
     kqq = terms.local_prior(state.terms, dsets)
     rows = np.vstack([local.sum(0, keepdims=True), local])
     prior = np.concatenate([[kqq.sum()], np.diag(kqq)])
-    nys, post = gp.predictive_variance(rows, prior, state.kmm_cholesky,
-                                       state.posterior_factor, d, parts=True)
+    nys, post = gp.predictive_variance(rows, prior, fac.kmm_cholesky, fac.posterior_factor, d,
+                                       parts=True)
     out = VarianceParts(numbers=dsets[0].numbers, energy=Term3(nys[0], post[0], prior[0]),
                         energies=Term3(nys[1:], post[1:], prior[1:]))
     if forces == "exact":
-        frows = terms.design_rows(state.terms, dsets, energy=False, forces=True)["forces"]
+        frows = terms.design_rows(fac.terms, dsets, energy=False, forces=True)["forces"]
         fprior = terms.force_prior(state.terms, dsets)
-        fn, fp = gp.predictive_variance(frows, fprior, state.kmm_cholesky,
-                                        state.posterior_factor, d, parts=True)
+        fn, fp = gp.predictive_variance(frows, fprior, fac.kmm_cholesky, fac.posterior_factor,
+                                        d, parts=True)
         out.forces = Term3(fn.reshape(-1, 3), fp.reshape(-1, 3), fprior.reshape(-1, 3))
     elif forces == "fast":
         out.neighbours = neighbour_weights(atoms, state.descriptor.interaction_range)
@@ -234,15 +310,18 @@ def collect_std(state: FittedState, parts: Sequence[VarianceParts], frames: Sequ
     return out
 
 
-def local_energy_covariance(state: FittedState, dsets: Sequence) -> np.ndarray:
+def local_energy_covariance(state: FittedState, dsets: Sequence, full: bool = False
+                            ) -> np.ndarray:
     """Raw epistemic covariance of the local energies of one structure, (n, n) eV².
 
-    ``Cov = delta**2 (K~_** - K~_*M K~_MM^-1 K~_M*) + delta**4 K~_*M Sigma K~_M*``; the
-    variance of the total energy is the sum of all its entries.
+    ``Cov = delta**2 (K~_** - K~_*M K~_MM^-1 K~_M*) + delta**4 K~_*M Sigma K~_M*``, over
+    the variance basis of the state (all ``M`` columns with ``full``); the variance of
+    the total energy is the sum of all its entries.
     """
-    k = terms.local_rows(state.terms, dsets).T  # (M, n)
+    fac = variance_factors(state, full)
+    k = terms.local_rows(fac.terms, dsets).T  # (M_v, n)
     kqq = terms.local_prior(state.terms, dsets)
-    A = sla.solve_triangular(state.kmm_cholesky, k, lower=True)
-    B = sla.solve_triangular(state.posterior_factor, k, trans="T", lower=False)
+    A = sla.solve_triangular(fac.kmm_cholesky, k, lower=True)
+    B = sla.solve_triangular(fac.posterior_factor, k, trans="T", lower=False)
     d = state.delta
     return d ** 2 * (kqq - A.T @ A) + d ** 4 * (B.T @ B)
