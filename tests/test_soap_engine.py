@@ -152,6 +152,23 @@ def test_engine_harmonics_are_the_reference_solid_harmonics(l_max):
     assert none is None and np.abs((S_only - S_ref) / scale).max() < 1e-12
 
 
+@pytest.mark.parametrize("l_max", [1, 4, 8])
+def test_gradient_table_gives_the_reference_gradients(l_max):
+    """The VJP's harmonic gradients: at most two harmonics of degree l - 1 each."""
+    from gapkit.descriptors.soap_basis import solid_harmonic_gradient_table
+
+    D = np.random.default_rng(l_max).normal(size=(80, 3)) * 2.0
+    S, dS = real_solid_harmonics(D, l_max, gradients=True)
+    idx, coef = solid_harmonic_gradient_table(l_max)
+    dS_table = np.einsum("lxt,plxt->pxl", coef, S[:, idx])
+    assert rel_err(dS_table, dS) < 1e-12
+    lm = np.arange((l_max + 1) ** 2)
+    l_of = np.floor(np.sqrt(lm)).astype(int)
+    used = coef != 0
+    assert np.all(np.floor(np.sqrt(idx[used])) == np.broadcast_to(l_of[:, None, None] - 1,
+                                                                  idx.shape)[used])
+
+
 def test_two_engine_threads_give_the_same_results():
     from gapkit.descriptors.threads import set_engine_threads
 

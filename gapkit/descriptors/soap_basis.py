@@ -5,8 +5,9 @@
 * :func:`real_solid_harmonics`: ``S_lm(D) = |D|^l Y_lm(D/|D|)`` and gradients by
   Cartesian recursions (reference implementation);
 * :func:`solid_harmonic_coefficients` and :class:`_SolidHarmonicsEvaluator`: the
-  same functions as monomial expansions, the fast path used by
-  :class:`~gapkit.descriptors.soap_engine.SOAPEngine`.
+  same functions as monomial expansions;
+* :func:`solid_harmonic_gradient_table`: the gradients of degree ``l`` as sums of at
+  most two harmonics of degree ``l - 1`` (the SOAP VJP never stores gradients).
 
 Harmonics are ordered ``l``, then ``m = -l..l`` (index ``l^2 + l + m``).
 """
@@ -21,7 +22,7 @@ from scipy.linalg import inv, sqrtm
 from scipy.special import gamma
 
 __all__ = ["GTO_THRESHOLD", "feature_tables", "gto_basis", "real_solid_harmonics",
-           "solid_harmonic_coefficients"]
+           "solid_harmonic_coefficients", "solid_harmonic_gradient_table"]
 
 GTO_THRESHOLD = 1e-3  # DScribe's fixed Gaussian decay threshold (basis and padding)
 
@@ -96,6 +97,55 @@ def feature_tables(ns: int, nm: int, l_max: int) -> dict:
     t["blocks"] = blocks
     t["triu"] = np.flatnonzero(np.triu(np.ones((nm, nm), dtype=bool)))
     return t
+
+
+def _sphere_points(n: int) -> np.ndarray:
+    """``n`` deterministic points (Fibonacci sphere) with radii in [0.6, 1.4], (n, 3)."""
+    k = np.arange(n) + 0.5
+    z = 1.0 - 2.0 * k / n
+    phi = math.pi * (1.0 + math.sqrt(5.0)) * k
+    rad = np.sqrt(1.0 - z * z)
+    u = np.stack([rad * np.cos(phi), rad * np.sin(phi), z], axis=1)
+    return u * (0.6 + 0.8 * ((k * 0.618034) % 1.0))[:, None]
+
+
+@lru_cache(maxsize=16)
+def solid_harmonic_gradient_table(l_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gradients of the real solid harmonics from those of one degree lower.
+
+    ``d S_lm / d D_x = sum_k coef[lm, x, k] S_{idx[lm, x, k]}(D)`` with at most two
+    terms (degree ``l - 1``; zero for ``l = 0``), as for every basis of solid
+    harmonics. The coefficients are fitted exactly (least squares on 400 points) to
+    :func:`real_solid_harmonics`.
+
+    Returns
+    -------
+    idx : ndarray of shape ((l_max + 1)^2, 3, 2), int
+        Harmonic indices (0 with a zero coefficient where there is no term).
+    coef : ndarray of shape ((l_max + 1)^2, 3, 2)
+        Coefficients in 1/Å.
+    """
+    nlm = (l_max + 1) ** 2
+    idx = np.zeros((nlm, 3, 2), dtype=np.int64)
+    coef = np.zeros((nlm, 3, 2))
+    D = _sphere_points(400)
+    S, dS = real_solid_harmonics(D, l_max, gradients=True)
+    for l in range(1, l_max + 1):
+        lo = (l - 1) ** 2
+        for x in range(3):
+            target = dS[:, x, l * l:(l + 1) ** 2]
+            C = np.linalg.lstsq(S[:, lo:l * l], target, rcond=None)[0]
+            C[np.abs(C) < 1e-9 * np.abs(C).max()] = 0.0
+            for col in range(2 * l + 1):
+                rows = np.flatnonzero(C[:, col])
+                if len(rows) > 2:  # pragma: no cover - a property of solid harmonics
+                    raise RuntimeError(f"gradient of S_{l}{col - l} has {len(rows)} terms")
+                idx[l * l + col, x, :len(rows)] = lo + rows
+                coef[l * l + col, x, :len(rows)] = C[rows, col]
+            err = np.abs(S[:, lo:l * l] @ C - target).max() / np.abs(target).max()
+            if err > 1e-12:  # pragma: no cover
+                raise RuntimeError(f"solid-harmonic gradient table inexact at l={l} ({err:.1e})")
+    return idx, coef
 
 
 @lru_cache(maxsize=32)

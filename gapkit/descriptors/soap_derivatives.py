@@ -272,7 +272,8 @@ class _PowerSpectrumDerivatives:
             self._prepare(env, derivative=True)
             gc = self._grad_c(self._coefficients(env), grad_p)  # layout of c
             gD = np.empty((len(env.i), 3))
-            kern.vjp_pairs(env.starts, env.s, env.R, env.Rq, env.S, env.dS, env.D, gc, gD)
+            kern.vjp_pairs(env.starts, env.s, env.R, env.Rq, env.S, env.D, gc,
+                           self._gidx, self._gcoef, gD)
             kern.fold_pairs(env.i, env.j, env.D, gD, dE_dr, dE_deta)
         return dE_dr, (dE_deta if strain else None)
 

@@ -52,8 +52,9 @@ Implementation notes
 * Neighbours: :func:`~gapkit.descriptors.neighbours.neighbour_pairs` (``vesin``
   cell lists, shared with the geometry check); pairs are sorted by centre, then
   neighbour species.
-* Solid harmonics and their gradients: ``sphericart.SolidHarmonics`` (same
-  normalisation and signs as :func:`real_solid_harmonics`); radial basis, the
+* Solid harmonics: ``sphericart.SolidHarmonics`` (same normalisation and signs as
+  :func:`real_solid_harmonics`; gradients only for the derivative arrays: the VJP
+  forms them from the harmonics of degree ``l - 1``); radial basis, the
   expansion ``c = sum_k R_k S_k`` and the per-pair VJP: the compiled loops of
   :mod:`~gapkit.descriptors.soap_kernels` (no per-pair padding); power spectrum and
   ``dE/dc``: one batched matrix product per ``l``. Every call runs inside
@@ -90,7 +91,8 @@ from .memory import keep_freed_memory
 from .neighbours import neighbour_pairs
 from .soap_basis import _SolidHarmonicsEvaluator  # noqa: F401  (re-exported for tests)
 from .soap_basis import (GTO_THRESHOLD, _lm_tables, feature_tables, gto_basis,
-                         real_solid_harmonics, solid_harmonic_coefficients)
+                         real_solid_harmonics, solid_harmonic_coefficients,
+                         solid_harmonic_gradient_table)
 from .soap_derivatives import _PowerSpectrumDerivatives
 from .threads import engine_threads
 
@@ -133,7 +135,7 @@ class _Environment:
     R: np.ndarray | None = None  # (P, l_max + 1, n_max)
     Rq: np.ndarray | None = None  # (P, l_max + 1, n_max), (dR/dr) / r
     S: np.ndarray | None = None  # (P, nlm)
-    dS: np.ndarray | None = None  # (P, 3, nlm)
+    dS: np.ndarray | None = None  # (P, 3, nlm), only for the derivative arrays
     c: np.ndarray | None = None  # (n_centres, n_species, n_max, nlm)
     pad: dict = field(default_factory=dict)  # cached padded blocks
 
@@ -236,6 +238,7 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
         fac = math.pi**1.5 * eta**-1.5 * q ** (ls + 1.5)  # (L+1, k)
         self._B = self.betas * fac[:, None, :]  # (L+1, n, k)
         self._Bt = np.ascontiguousarray(self._B.transpose(0, 2, 1))  # (L+1, k, n)
+        self._gidx, self._gcoef = solid_harmonic_gradient_table(self.l_max)
         # The centre's own Gaussian at the origin: only l = 0, S_00 = 1/sqrt(4 pi).
         self._self_c0 = self._B[0].sum(axis=1) / math.sqrt(4 * math.pi)  # (n,)
 
@@ -358,12 +361,14 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
             return self._sph.compute_with_gradients(D)
         return self._sph.compute(D), None
 
-    def _prepare(self, env: _Environment, derivative: bool) -> None:
-        """Per-pair radial factors and solid harmonics (with derivatives)."""
+    def _prepare(self, env: _Environment, derivative: bool, harmonic_gradients: bool = False
+                 ) -> None:
+        """Per-pair radial factors (with derivatives) and solid harmonics (with
+        gradients only for the derivative arrays: the VJP forms them on the fly)."""
         if env.R is None or (derivative and env.Rq is None):
             env.R, env.Rq = self._radial_arrays(env, derivative)
-        if env.S is None or (derivative and env.dS is None):
-            env.S, env.dS = self._harmonics(env.D, derivative)
+        if env.S is None or (harmonic_gradients and env.dS is None):
+            env.S, env.dS = self._harmonics(env.D, harmonic_gradients)
 
     def _coefficients(self, env: _Environment) -> np.ndarray:
         """Expansion coefficients c of shape (n_centres, n_species, nlm, n_max).
@@ -426,7 +431,7 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
         with engine_threads():
             env = self._environment(atoms)
             if gradients or strain or keep:
-                self._prepare(env, derivative=True)
+                self._prepare(env, derivative=True, harmonic_gradients=gradients or strain)
             c = self._coefficients(env)  # streams the pairs when nothing is cached
             res = EngineResult(p=self._power(c), numbers=env.numbers.copy())
             cl = self._c_by_l(c) if (gradients or strain) else None

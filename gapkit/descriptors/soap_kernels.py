@@ -8,7 +8,8 @@ The per-pair work of the SOAP engine runs here without zero-padding the segments
 * :func:`expand`: ``c[i, s, lm, n] += R[p, l, n] S[p, lm]`` over the pairs of every
   centre (the neighbour-density expansion);
 * :func:`vjp_pairs`: ``dE/dD_p`` of every pair from ``gc = dE/dc`` (the
-  vector-Jacobian product of the expansion);
+  vector-Jacobian product of the expansion; the harmonics' gradients are formed
+  per pair from the harmonics of degree ``l - 1``, never stored);
 * :func:`fold_pairs`: ``dE/dr`` and ``dE/deta`` from ``dE/dD_p``.
 
 The loops over centres are ``numba.prange`` loops, compiled twice: serially (used
@@ -113,17 +114,27 @@ def expand(starts, s, R, S, c):  # pragma: no cover - jitted
                         c[i, sp, lm, a] += R[p, l, a] * sv
 
 
-def vjp_pairs(starts, s, R, Rq, S, dS, D, gc, gD):  # pragma: no cover - jitted
+def vjp_pairs(starts, s, R, Rq, S, D, gc, gidx, gcoef, gD):  # pragma: no cover - jitted
     """``gD[p] = dE/dD_p`` from ``gc[i, s, lm, n] = dE/dc``.
 
-    ``dE/dD_p = sum_lm tS_lm dS_lm(D_p) + (sum_lm tQ_lm S_lm(D_p)) D_p`` with
+    ``dE/dD_p = sum_lm tS_lm grad S_lm(D_p) + (sum_lm tQ_lm S_lm(D_p)) D_p`` with
     ``tS_lm = sum_n gc[i, s_p, lm, n] R[p, l, n]`` and ``tQ`` the same with ``Rq``.
+    The gradients of the solid harmonics are never stored: ``d S_lm / d D_x = sum_t
+    gcoef[lm, x, t] S[p, gidx[lm, x, t]]`` (two harmonics of degree ``l - 1``,
+    :func:`~gapkit.descriptors.soap_basis.solid_harmonic_gradient_table`), formed per
+    pair in a small buffer.
     """
     n_centres = starts.shape[0] - 1
     L1, nm = R.shape[1], R.shape[2]
+    nlm = S.shape[1]
     for i in nb.prange(n_centres):
+        ds = np.empty((3, nlm))
         for p in range(starts[i], starts[i + 1]):
             sp = s[p]
+            for lm in range(nlm):
+                for x in range(3):
+                    ds[x, lm] = (gcoef[lm, x, 0] * S[p, gidx[lm, x, 0]]
+                                 + gcoef[lm, x, 1] * S[p, gidx[lm, x, 1]])
             gq = 0.0
             gx = 0.0
             gy = 0.0
@@ -137,9 +148,9 @@ def vjp_pairs(starts, s, R, Rq, S, dS, D, gc, gD):  # pragma: no cover - jitted
                         tS += v * R[p, l, a]
                         tQ += v * Rq[p, l, a]
                     gq += tQ * S[p, lm]
-                    gx += tS * dS[p, 0, lm]
-                    gy += tS * dS[p, 1, lm]
-                    gz += tS * dS[p, 2, lm]
+                    gx += tS * ds[0, lm]
+                    gy += tS * ds[1, lm]
+                    gz += tS * ds[2, lm]
             gD[p, 0] = gx + gq * D[p, 0]
             gD[p, 1] = gy + gq * D[p, 1]
             gD[p, 2] = gz + gq * D[p, 2]
