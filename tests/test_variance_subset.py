@@ -133,7 +133,7 @@ def test_variance_sparse_all_is_todays_full_std(frames, test_frames):
     np.testing.assert_allclose(got, d ** 4 * np.sum(B * B, 0), rtol=1e-12, atol=1e-15)
 
 
-def test_save_load_keeps_columns_and_std(sub_model, test_frames, tmp_path):
+def test_save_load_keeps_columns_and_std(sub_model, test_frames, tmp_path, capsys):
     path = sub_model.save(tmp_path / "m.npz")
     loaded = gapkit.load(path)
     assert loaded.state_.variance_basis == sub_model.state_.variance_basis
@@ -142,6 +142,9 @@ def test_save_load_keeps_columns_and_std(sub_model, test_frames, tmp_path):
     _, b = loaded.predict(test_frames[:3], return_std=True, force_std="fast")
     np.testing.assert_allclose(b.energy, a.energy, rtol=1e-9)
     np.testing.assert_allclose(np.concatenate(b.forces), np.concatenate(a.forces), rtol=1e-9)
+    capsys.readouterr()
+    assert main(["info", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_variance_sparse"] == N_V
 
 
 def _without_columns(src, dst):

@@ -35,7 +35,8 @@ def model_info(path: str | Path) -> dict:
     dict
         ``file``, ``file_size_bytes``, ``format_version``, ``gapkit_version`` (that
         wrote it), ``species``, ``terms`` (descriptor class and settings, ``zeta``,
-        ``weight`` and sparse points per species), ``n_sparse``, ``params``,
+        ``weight`` and sparse points per species), ``n_sparse``, ``n_variance_sparse``
+        (sparse points of the std), ``params``,
         ``delta`` (eV), ``noise`` and ``n_train`` per noise group, ``e0`` (eV per
         species), ``calibration`` (``calibrated``, ``source``, ``reference`` stds),
         ``baseline`` and ``provenance`` (when the model's ``extra_`` holds it) and
@@ -61,6 +62,8 @@ def model_info(path: str | Path) -> dict:
         "format_version": meta.get("version"), "gapkit_version": meta.get("gapkit_version"),
         "species": [chemical_symbols[z] for z in state.species],
         "terms": terms, "n_sparse": int(len(state.alpha)),
+        "n_variance_sparse": int(len(state.variance_basis if state.variance_basis is not None
+                                     else state.alpha)),
         "params": content.params, "delta": state.delta,
         "noise": dict(state.noise.labelled()), "n_train": dict(state.n_train.labelled()),
         "e0": {"method": state.e0.method,
@@ -79,7 +82,8 @@ def format_info(info: dict) -> str:
     lines = [f"model file      {info['file']} ({size / 1e6:.2f} MB, gapkit-model v"
              f"{info['format_version']}, written by gapkit {info['gapkit_version']})",
              f"species         {' '.join(info['species'])}",
-             f"sparse points   {info['n_sparse']} in {len(info['terms'])} term(s)"]
+             f"sparse points   {info['n_sparse']} in {len(info['terms'])} term(s); the std "
+             f"uses {info.get('n_variance_sparse', info['n_sparse'])} (variance basis)"]
     for t in info["terms"]:
         settings = ", ".join(f"{k}={v}" for k, v in t["settings"].items())
         per = ", ".join(f"{s}:{n}" for s, n in t["n_sparse"].items())
