@@ -34,6 +34,7 @@ from ase.io import read
 from scipy.stats import spearmanr
 
 import gapkit
+from gapkit.gp.subset import greedy_columns
 from gapkit.model.variance import variance_factors, with_variance_basis
 from harness import REPO, SHARED_DATA, save_results
 
@@ -101,7 +102,8 @@ def run_set(name: str, m_vs: list[int], model_path: Path | None) -> dict:
         e_err = pred.energy - e_ref
         results[m_v] = {"e_epi": std.energy_epistemic,
                         "f_epi": np.concatenate([f[:, 0] for f in std.forces_epistemic])}
-        row = {"basis_process_s": t_cols, "factors_process_s": t_fac,
+        residual = greedy_columns(base.terms, m_v, return_residual=True)[1] if m_v else 0.0
+        row = {"basis_process_s": t_cols, "factors_process_s": t_fac, "span_residual": residual,
                "energy": stats(e_err, std.energy), "forces": stats(f_err, f_sig),
                "fast_force_ratio": {str(k): v for k, v in
                                     model.calibration_.fast_force_ratio.items()}}
@@ -118,7 +120,8 @@ def run_set(name: str, m_vs: list[int], model_path: Path | None) -> dict:
             line += (f"{what} ZMS {s['zms']:.2f} cov95 {s['coverage95']:.3f}"
                      + (f" ratio {'/'.join(f'{x:.2f}' for x in s['ratio_5_50_95'])} "
                         f"rank {s['spearman']:.3f}" if "spearman" in s else "") + "; ")
-        print(line + f"basis {t_cols:.2f} s + factors {t_fac:.2f} s", flush=True)
+        print(line + f"span residual {residual:.2g}; basis {t_cols:.2f} s + factors {t_fac:.2f} s",
+              flush=True)
     return out
 
 

@@ -79,6 +79,8 @@ def test_greedy_columns_follow_pivoted_cholesky_and_span_every_species(sub_model
     _, piv, _, info = lapack.dpstrf(K.copy(), lower=1)
     assert info >= 0
     np.testing.assert_array_equal(cols, np.sort(piv[:12] - 1))
+    res = [subset.greedy_columns([t], k, return_residual=True)[1] for k in (3, 12, 30)]
+    assert res[0] > res[1] > res[2] and res[2] < 1e-6  # all columns: nothing left unspanned
     st = sub_model.state_
     chosen = st.variance_basis.columns
     assert len(chosen) == N_V and np.all(np.diff(chosen) > 0)
@@ -93,6 +95,10 @@ def test_subset_std_is_the_sub_model_std(sub_model, test_frames):
     st = sub_model.state_
     fac = variance.variance_factors(st)
     assert fac is variance.variance_factors(st)  # cached per state
+    assert variance.variance_factors(st.replace(extra={"x": 1})) is fac  # kept by replace
+    moved = st.replace(posterior_factor=2 * st.posterior_factor)  # ... unless R_P changes
+    assert np.allclose(np.abs(variance.variance_factors(moved).posterior_factor),
+                       2 * np.abs(fac.posterior_factor))
     atoms = test_frames[0]
     ds = _descriptors(sub_model, atoms)
     np.testing.assert_allclose(terms.local_rows(fac.terms, ds),

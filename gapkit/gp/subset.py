@@ -43,7 +43,7 @@ def _prior_diagonal(terms: Sequence[FittedTerm]) -> np.ndarray:
                                                   t.zeta) for t in terms])
 
 
-def greedy_columns(terms: Sequence[FittedTerm], n: int) -> np.ndarray:
+def greedy_columns(terms: Sequence[FittedTerm], n: int, return_residual: bool = False):
     """The ``n`` sparse columns that best span ``K~_MM``: greedy pivoted Cholesky.
 
     Each step takes the column with the largest Nyström residual given those already
@@ -59,10 +59,17 @@ def greedy_columns(terms: Sequence[FittedTerm], n: int) -> np.ndarray:
         Columns wanted, ``1 <= n``; at most ``M`` are returned, fewer when the rest are
         numerically spanned (residual below :data:`REDUNDANT_RTOL` of the largest prior).
 
+    return_residual : bool
+        Also return how well the chosen columns span the others.
+
     Returns
     -------
-    ndarray of shape (n_chosen,), int64
+    columns : ndarray of shape (n_chosen,), int64
         Increasing column indices.
+    residual : float
+        With ``return_residual``: the largest remaining Nyström residual of a sparse
+        point over its prior variance, ``max_m (K~_mm - K~_mv K~_vv^-1 K~_vm) / K~_mm``
+        (0: the columns span the whole sparse set).
     """
     M = n_columns(terms)
     n = min(int(n), M)
@@ -70,7 +77,8 @@ def greedy_columns(terms: Sequence[FittedTerm], n: int) -> np.ndarray:
         raise ValueError(f"greedy_columns: n must be at least 1, got {n}")
     z = sparse_species(terms)
     owner = np.concatenate([np.full(len(t.sparse_species), k) for k, t in enumerate(terms)])
-    d = _prior_diagonal(terms).astype(np.float64)
+    prior = _prior_diagonal(terms).astype(np.float64)
+    d = prior.copy()
     floor = REDUNDANT_RTOL * float(d.max())
     G = np.zeros((n, M))  # row k: the k-th column of the partial factor
     chosen = []
@@ -90,7 +98,11 @@ def greedy_columns(terms: Sequence[FittedTerm], n: int) -> np.ndarray:
         d -= col * col
         d[j] = -np.inf
         chosen.append(j)
-    return np.sort(np.array(chosen, dtype=np.int64))
+    cols = np.sort(np.array(chosen, dtype=np.int64))
+    if not return_residual:
+        return cols
+    left = np.isfinite(d) & (prior > 0)
+    return cols, float(np.max(np.maximum(d[left], 0) / prior[left])) if np.any(left) else 0.0
 
 
 def subset_factors(kmm_cholesky: np.ndarray, posterior_factor: np.ndarray,

@@ -272,8 +272,8 @@ class FittedState:
     log_marginal_likelihood: float | None = None
     extra: dict = field(default_factory=dict)
     variance_basis: VarianceBasis | None = None
-    # derived arrays (e.g. the factors of the variance basis): not compared, and not
-    # carried over by ``replace`` (a new state starts with an empty cache)
+    # derived arrays (e.g. the factors of the variance basis): not compared or saved;
+    # ``replace`` carries them over only when the fields they derive from are unchanged
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -299,13 +299,20 @@ class FittedState:
         return noise_level(self.noise, kind)
 
     def cached(self, key: str, make):
-        """``make()``, computed once per state and kept (derived data only: the cache is
-        not compared, saved or copied by :meth:`replace`)."""
+        """``make()``, computed once per state and kept (derived data of the fields in
+        ``_CACHE_SOURCES`` only: the cache is not compared or saved)."""
         if key not in self._cache:
             self._cache[key] = make()
         return self._cache[key]
 
     def replace(self, **changes) -> "FittedState":
-        """A copy with some fields changed (the state itself is immutable)."""
-        return replace(self, **changes)
+        """A copy with some fields changed (the state itself is immutable); the cached
+        derived data carry over unless a field they derive from changes."""
+        new = replace(self, **changes)
+        if not set(changes) & _CACHE_SOURCES:
+            new._cache.update(self._cache)
+        return new
 
+
+#: The fields that the cache of a :class:`FittedState` is derived from.
+_CACHE_SOURCES = frozenset({"terms", "kmm_cholesky", "posterior_factor", "variance_basis"})
