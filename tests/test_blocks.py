@@ -153,23 +153,28 @@ def test_geometry_check_list_is_reused_by_the_descriptors(monkeypatch):
         geometry.neighbour_list(at, 0.0)
 
 
-def test_gram_and_species_pair_routes_agree(monkeypatch):
-    """Few centres use whole Gram matrices, many the species-pair blocks: same numbers."""
-    from gapkit.descriptors import soap_derivatives
-
-    at = cu_cell((2, 2, 4))  # 128 atoms, two species
+def test_compiled_power_spectrum_and_its_gradient_match_gram_matrices():
+    """The compiled power spectrum and dE/dc equal whole-Gram-matrix numpy products."""
+    at = cu_cell((2, 2, 2))
     at.numbers[::2] = 47
     eng = SOAPEngine([29, 47], 3.5, 4, 3, 0.5, cutoff="cosine")
-    g = np.random.default_rng(1).normal(size=(len(at), eng.n_features))
-    res = eng.compute(at, gradients=False, keep=True)
-    ref = res.vjp(g, strain=True)
-    monkeypatch.setattr(soap_derivatives, "_FEW_CENTRES", 10 ** 9)
-    res2 = eng.compute(at, gradients=False, keep=True)
-    got = res2.vjp(g, strain=True)
-    assert len(at) >= 48
-    np.testing.assert_allclose(res2.p, res.p, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=1e-11)
-    np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=1e-11)
+    env = eng._environment(at)
+    eng._prepare(env, derivative=True)
+    c = eng._coefficients(env)
+    N, nsn, L = len(at), 2 * eng.n_max, eng.l_max
+    G = np.stack([x @ x.transpose(0, 2, 1) for x in eng._c_by_l(c)], axis=1)
+    p_ref = G.reshape(N, -1)[:, eng._f_flat] * eng._f_prel
+    np.testing.assert_allclose(eng._power(c), p_ref, rtol=1e-13, atol=1e-14 * abs(p_ref).max())
+    g = np.random.default_rng(1).normal(size=(N, eng.n_features))
+    W = np.zeros((N, (L + 1) * nsn * nsn))
+    W[:, eng._f_flat] = g * eng._f_prel
+    W = W.reshape(N, L + 1, nsn, nsn)
+    W = W + W.transpose(0, 1, 3, 2)
+    gc_ref = np.empty_like(c)
+    for l, x in enumerate(eng._c_by_l(c)):
+        gl = np.matmul(W[:, l], x).reshape(N, 2, eng.n_max, 2 * l + 1)
+        gc_ref[:, :, l * l:(l + 1) ** 2] = gl.transpose(0, 1, 3, 2)
+    np.testing.assert_allclose(eng._grad_c(c, g), gc_ref, rtol=0, atol=1e-13 * abs(gc_ref).max())
 
 
 def test_repeated_engine_calls_reuse_freed_memory():

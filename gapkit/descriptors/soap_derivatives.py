@@ -25,11 +25,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .soap_engine import _Environment
 
 
-#: Below this many centres the power spectrum and dE/dc go through whole Gram
-#: matrices (fewer, larger numpy calls); above, per species pair and l (no gather).
-_FEW_CENTRES = 48
-
-
 def _split_last(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Writable view of ``a`` with its (contiguous) last axis split into ``shape``."""
     item = a.strides[-1]
@@ -200,57 +195,26 @@ class _PowerSpectrumDerivatives:
             for l in range(self.l_max + 1):
                 yield s1, s2, l, off + l * size, off + (l + 1) * size
 
+    def _blocks(self) -> np.ndarray:
+        """Rows ``(s1, s2, l, f0)`` of :meth:`_feature_slices` (int64, for the kernels)."""
+        t = self.__dict__.get("_block_table")
+        if t is None:
+            t = np.array([(s1, s2, l, f0) for s1, s2, l, f0, _ in self._feature_slices()],
+                         dtype=np.int64).reshape(-1, 4)
+            self._block_table = t
+        return t
+
     def _power(self, c: np.ndarray) -> np.ndarray:
-        """Power spectra (n_centres, F) from c (n_centres, S, nlm, n): one batched
-        product ``c_s1^T c_s2`` per species pair and ``l``, written in place (few
-        centres: the whole Gram matrix per ``l``, fewer Python steps)."""
-        N, nm = c.shape[0], self.n_max
-        if N == 0:
-            return np.zeros((0, self.n_features))
-        if N < _FEW_CENTRES:
-            G = np.stack([x @ x.transpose(0, 2, 1) for x in self._c_by_l(c)], axis=1)
-            return G.reshape(N, -1)[:, self._f_flat] * self._f_prel
-        p = np.empty((N, self.n_features))
-        for s1, s2, l, f0, f1 in self._feature_slices():
-            sl = slice(l * l, (l + 1) ** 2)
-            H = np.matmul(c[:, s1, sl].transpose(0, 2, 1), c[:, s2, sl]).reshape(N, nm * nm)
-            np.multiply(H[:, self._triu] if s1 == s2 else H, self._prel[l], out=p[:, f0:f1])
+        """Power spectra (n_centres, F) from c (n_centres, S, nlm, n): one ``n x n``
+        block per species pair and ``l`` (compiled, :func:`soap_kernels.power`)."""
+        p = np.empty((c.shape[0], self.n_features))
+        kern.power(c, self._blocks(), self._prel, p)
         return p
 
     def _grad_c(self, c: np.ndarray, grad_p: np.ndarray) -> np.ndarray:
         """``dE/dc`` (n_centres, S, nlm, n) from ``grad_p = dE/dp`` (n_centres, F)."""
-        N, nm = c.shape[0], self.n_max
-        if N < _FEW_CENTRES:
-            return self._grad_c_gram(c, grad_p)
-        gc = np.zeros_like(c)
-        Gm = np.zeros((N, nm * nm))
-        for s1, s2, l, f0, f1 in self._feature_slices():
-            sl = slice(l * l, (l + 1) ** 2)
-            g = grad_p[:, f0:f1] * self._prel[l]
-            if s1 == s2:
-                Gm[:, self._triu] = g
-                M = Gm.reshape(N, nm, nm)
-                M = M + M.transpose(0, 2, 1)  # p = sum_{n1 <= n2} g c_n1 . c_n2
-                gc[:, s1, sl] += np.matmul(c[:, s1, sl], M)
-            else:
-                M = g.reshape(N, nm, nm)
-                gc[:, s1, sl] += np.matmul(c[:, s2, sl], M.transpose(0, 2, 1))
-                gc[:, s2, sl] += np.matmul(c[:, s1, sl], M)
-        return gc
-
-    def _grad_c_gram(self, c: np.ndarray, grad_p: np.ndarray) -> np.ndarray:
-        """:meth:`_grad_c` through the whole ``(S n) x (S n)`` matrix ``W`` per ``l``:
-        ``dE/dc_l = (W_l + W_l^T) c_l`` (few centres)."""
-        N, ns, nm, L = c.shape[0], len(self.species), self.n_max, self.l_max
-        nsn = ns * nm
-        W = np.zeros((N, (L + 1) * nsn * nsn))
-        W[:, self._f_flat] = grad_p * self._f_prel
-        W = W.reshape(N, L + 1, nsn, nsn)
-        W = W + W.transpose(0, 1, 3, 2)
         gc = np.empty_like(c)
-        for l, x in enumerate(self._c_by_l(c)):
-            g = np.matmul(W[:, l], x).reshape(N, ns, nm, 2 * l + 1)
-            gc[:, :, l * l:(l + 1) ** 2] = g.transpose(0, 1, 3, 2)
+        kern.grad_power(c, self._blocks(), self._prel, np.ascontiguousarray(grad_p), gc)
         return gc
 
     def _vjp_env(self, env: _Environment, grad_p: np.ndarray, strain: bool,

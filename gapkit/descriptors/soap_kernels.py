@@ -10,7 +10,9 @@ The per-pair work of the SOAP engine runs here without zero-padding the segments
 * :func:`vjp_pairs`: ``dE/dD_p`` of every pair from ``gc = dE/dc`` (the
   vector-Jacobian product of the expansion; the harmonics' gradients are formed
   per pair from the harmonics of degree ``l - 1``, never stored);
-* :func:`fold_pairs`: ``dE/dr`` and ``dE/deta`` from ``dE/dD_p``.
+* :func:`fold_pairs`: ``dE/dr`` and ``dE/deta`` from ``dE/dD_p``;
+* :func:`power` and :func:`grad_power`: the power spectrum of every centre and
+  ``dE/dc`` from ``dE/dp`` (one ``n x n`` block per species pair and ``l``).
 
 The loops over centres are ``numba.prange`` loops, compiled twice: serially (used
 with one engine thread, the default: no threading-layer overhead) and in parallel
@@ -28,7 +30,7 @@ import numpy as np
 
 from .threads import current_threads
 
-__all__ = ["expand", "fold_pairs", "radial_basis", "vjp_pairs"]
+__all__ = ["expand", "fold_pairs", "grad_power", "power", "radial_basis", "vjp_pairs"]
 
 #: Reassociation only (vectorised sums; no assumptions about NaN or infinity).
 _FAST = {"reassoc", "contract", "nsz"}
@@ -156,9 +158,74 @@ def vjp_pairs(starts, s, R, Rq, S, D, gc, gidx, gcoef, gD):  # pragma: no cover 
             gD[p, 2] = gz + gq * D[p, 2]
 
 
+def power(c, blocks, prel, p):  # pragma: no cover - jitted
+    """Power spectra ``p`` (n_centres, F) from ``c`` (n_centres, S, (L+1)^2, n).
+
+    ``blocks`` (n_blocks, 4) rows ``(s1, s2, l, f0)``: the features ``f0 ..`` of
+    species pair ``s1 <= s2`` and ``l`` are ``prel[l] sum_m c[s1, lm, n1] c[s2, lm,
+    n2]`` in the order ``(n1, n2)`` (``n1 <= n2`` when ``s1 == s2``).
+    """
+    n_centres, nm = c.shape[0], c.shape[3]
+    for i in nb.prange(n_centres):
+        H = np.empty((nm, nm))
+        for b in range(blocks.shape[0]):
+            s1, s2, l, f0 = blocks[b, 0], blocks[b, 1], blocks[b, 2], blocks[b, 3]
+            H[:, :] = 0.0
+            for lm in range(l * l, (l + 1) * (l + 1)):
+                for n1 in range(nm):
+                    v = c[i, s1, lm, n1]
+                    for n2 in range(nm):
+                        H[n1, n2] += v * c[i, s2, lm, n2]
+            pr = prel[l]
+            f = f0
+            for n1 in range(nm):
+                for n2 in range(n1 if s1 == s2 else 0, nm):
+                    p[i, f] = pr * H[n1, n2]
+                    f += 1
+
+
+def grad_power(c, blocks, prel, grad_p, gc):  # pragma: no cover - jitted
+    """``gc = dE/dc`` (zeroed here, layout of ``c``) from ``grad_p = dE/dp``
+    (n_centres, F), for the features of :func:`power`."""
+    n_centres, nm = c.shape[0], c.shape[3]
+    for i in nb.prange(n_centres):
+        M = np.empty((nm, nm))
+        gc[i] = 0.0
+        for b in range(blocks.shape[0]):
+            s1, s2, l, f0 = blocks[b, 0], blocks[b, 1], blocks[b, 2], blocks[b, 3]
+            pr = prel[l]
+            f = f0
+            if s1 == s2:  # p = sum_{n1 <= n2} g c_n1 . c_n2: M = G + G^T
+                M[:, :] = 0.0
+                for n1 in range(nm):
+                    for n2 in range(n1, nm):
+                        g = pr * grad_p[i, f]
+                        M[n1, n2] += g
+                        M[n2, n1] += g
+                        f += 1
+            else:
+                for n1 in range(nm):
+                    for n2 in range(nm):
+                        M[n1, n2] = pr * grad_p[i, f]
+                        f += 1
+            for lm in range(l * l, (l + 1) * (l + 1)):
+                for n1 in range(nm):
+                    v = c[i, s1, lm, n1]
+                    for n2 in range(nm):
+                        gc[i, s2, lm, n2] += v * M[n1, n2]
+                if s1 != s2:
+                    for n1 in range(nm):
+                        t = 0.0
+                        for n2 in range(nm):
+                            t += M[n1, n2] * c[i, s2, lm, n2]
+                        gc[i, s1, lm, n1] += t
+
+
 radial_basis = _Kernel(radial_basis)
 expand = _Kernel(expand)
 vjp_pairs = _Kernel(vjp_pairs)
+power = _Kernel(power)
+grad_power = _Kernel(grad_power)
 
 
 @nb.njit(cache=True, nogil=True)
