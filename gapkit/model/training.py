@@ -27,7 +27,7 @@ from gapkit.descriptors import SOAP
 from gapkit.gp import solver as gp
 from gapkit.gp import sparsify, streaming, terms
 from gapkit.metrics import reference_arrays
-from gapkit.model.calibration import fit_calibration, validation_parts
+from gapkit.model.calibration import fit_calibration, validation_parts, with_training_range
 from gapkit.model.delta import baseline_e0, subtract_baseline
 from gapkit.model.hyperparameters import choose_hyperparameters
 from gapkit.model.params import auto_delta, auto_virial_noise, check_n_sparse
@@ -93,14 +93,16 @@ def check_training_set(est, frames_all: Sequence[Atoms]) -> TrainingData:
 
 
 def training_data(frames_all: Sequence[Atoms], keys: LabelKeys, use_forces: bool,
-                  baseline=None) -> TrainingData:
-    """Split off isolated atoms, check geometries and read labels."""
+                  baseline=None, checked: bool = False) -> TrainingData:
+    """Split off isolated atoms, check geometries (unless ``checked``: already done by
+    :func:`check_training_set`) and read labels."""
     frames, iso = split_isolated(frames_all)
     if not frames:
         raise ValueError("The training set is empty (only isolated atoms or no frames)")
     labels: list[Labels] = []
     for k, atoms in enumerate(frames):
-        check_geometry(atoms, k)
+        if not checked:
+            check_geometry(atoms, k)
         lab = get_labels(atoms, keys, index=k, require_forces=use_forces)
         if not use_forces:
             lab.forces = None
@@ -209,8 +211,8 @@ def initial_noise(est, kind: str, frames: Sequence[Atoms] = ()) -> float:
 
 
 def fit_state(est, frames_all: Sequence[Atoms], optimize: bool, client=None,
-              valid: Sequence[Atoms] | None = None, hyper: tuple | None = None
-              ) -> tuple[FittedState, dict]:
+              valid: Sequence[Atoms] | None = None, hyper: tuple | None = None,
+              checked: bool = False) -> tuple[FittedState, dict]:
     """Fit the parameters of ``est`` (a :class:`gapkit.GAP`) to labelled structures.
 
     Parameters
@@ -227,6 +229,9 @@ def fit_state(est, frames_all: Sequence[Atoms], optimize: bool, client=None,
         Held-out labelled frames for the choice of hyperparameters (not trained on).
     hyper : (delta, sigmas), optional
         Use these hyperparameters (e.g. chosen on a split) instead of the defaults.
+    checked : bool
+        The geometries of ``frames_all`` were checked already
+        (:func:`check_training_set`): skip :func:`gapkit.data.check_geometry`.
 
     Returns
     -------
@@ -236,14 +241,14 @@ def fit_state(est, frames_all: Sequence[Atoms], optimize: bool, client=None,
         The per-group triangular factors (:class:`gapkit.gp.solver.RowGroup`), for the
         evidence of other hyperparameters; not saved.
     """
-    state, groups, _ = _fit(est, frames_all, optimize, client, valid, hyper)
+    state, groups, _ = _fit(est, frames_all, optimize, client, valid, hyper, checked)
     return state, groups
 
 
-def _fit(est, frames_all, optimize, client, valid, hyper):
+def _fit(est, frames_all, optimize, client, valid, hyper, checked=False):
     """:func:`fit_state`, also returning the validation row factors (or ``None``)."""
     keys = est.label_keys
-    data = training_data(frames_all, keys, est.use_forces, est.baseline)
+    data = training_data(frames_all, keys, est.use_forces, est.baseline, checked)
     frames = data.frames
     specs = terms.as_terms(est.descriptor)
     descs = fitted_descriptors(specs, frames)
@@ -308,16 +313,18 @@ def split_validation(frames_all: Sequence[Atoms], fraction: float, random_state
 
 
 def calibrate_on(state: FittedState, frames: Sequence[Atoms], keys: LabelKeys, baseline,
-                 source: str, keep_nystrom: bool = False, progress: bool | None = False
-                 ) -> Calibration:
+                 source: str, keep_nystrom: bool = False, progress: bool | None = False,
+                 checked: bool = False) -> Calibration:
     """Calibration of ``state`` on labelled validation structures, one at a time (the
     descriptor derivatives of a frame are dropped before the next); ``progress``: a bar
-    over them (see :func:`gapkit.progress.progress_bar`)."""
+    over them (see :func:`gapkit.progress.progress_bar`); ``checked``: their geometries
+    were checked already."""
     ref = reference_arrays(frames, keys)
     parts, e_err, f_err = [], [], []
     for k, atoms in enumerate(progress_bar(frames, desc="calibrate", unit="frame",
                                            progress=progress)):
-        check_geometry(atoms, k)
+        if not checked:
+            check_geometry(atoms, k)
         state.descriptor.check_species(atoms, k)
         f_ref = ref["forces"][k]
         pred = predict_batch(state, [atoms], f_ref is not None, False, f_ref is not None,
@@ -330,11 +337,16 @@ def calibrate_on(state: FittedState, frames: Sequence[Atoms], keys: LabelKeys, b
 
 
 def add_rows(est, state: FittedState, groups: dict, frames: Sequence[Atoms],
-             extra: dict | None = None) -> tuple[FittedState, dict]:
+             extra: dict | None = None, checked: bool = False) -> tuple[FittedState, dict]:
     """Refit ``state`` with the rows of more frames added, same sparse set, E0 and
-    hyperparameters (``extra``: their row factors, if already computed)."""
+    hyperparameters (``extra``: their row factors, if already computed; ``checked``:
+    the geometries of ``frames`` were checked already).
+
+    Only the design rows of ``frames`` are computed (once), merged into ``groups`` by
+    a QR of the stacked triangles, and the system is solved again: no sparse
+    selection, no ``K_MM`` factorisation and no row of the earlier frames again."""
     if extra is None:
-        data = training_data(frames, est.label_keys, est.use_forces, est.baseline)
+        data = training_data(frames, est.label_keys, est.use_forces, est.baseline, checked)
         spec = streaming.RowSpec(list(state.terms), est.noise_by_config_type)
         extra = accumulate_rows(est, spec, data, energy_residuals(data, state.e0))
     merged = gp.merge_groups(groups, extra)
@@ -354,20 +366,28 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
 
     With ``valid`` the model is calibrated on it and never trained on it; otherwise a
     random ``est.valid_fraction`` of the frames is held out, the model fitted on the
-    rest is calibrated on it, and its rows are then added to the fit (the calibration
-    of the model without them is kept: slightly conservative). With ``optimize`` the
-    hyperparameters are chosen on the same held-out frames (see
-    :mod:`gapkit.model.hyperparameters`), also when ``est.calibrate`` is off.
+    rest is calibrated on it, and its rows are then added to the fit by
+    :func:`add_rows` (the calibration of the model without them is kept: slightly
+    conservative). The sparse set stays the one chosen from the training part, also
+    when ``n_sparse`` took every environment there (the held-out environments then
+    enter through their rows only; a refit with them in the sparse set cost a second
+    CUR pass and every design row again for a test error within the noise of the
+    split: see ``docs/guide/scaling.md``), so the design rows of every frame are
+    computed exactly once. With ``optimize`` the hyperparameters are chosen on the
+    same held-out frames (see :mod:`gapkit.model.hyperparameters`), also when
+    ``est.calibrate`` is off. The geometries are checked once, by
+    :func:`check_training_set`.
     """
     check_training_set(est, frames_all)
     if not est.calibrate and not optimize:
-        return fit_state(est, frames_all, optimize, client)
+        return fit_state(est, frames_all, optimize, client, checked=True)
     if valid is not None:
-        state, groups = fit_state(est, frames_all, optimize, client, valid=valid)
+        state, groups = fit_state(est, frames_all, optimize, client, valid=valid, checked=True)
         if not est.calibrate:
             return state, groups
         cal = calibrate_on(state, valid, est.label_keys, est.baseline,
                            source=f"validation file: {len(valid)} frames", progress=est.verbose)
+        cal = with_training_range(cal, frames_all, state.descriptor.interaction_range)
         return state.replace(calibration=cal), groups
     split = split_validation(frames_all, est.valid_fraction, est.random_state)
     if split is None:
@@ -380,38 +400,17 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
                       f"cannot {' or '.join(what)}. Give more data or valid=... frames"
                       f"{', or calibrate=False to silence this' if est.calibrate else ''}.",
                       UserWarning, stacklevel=3)
-        return fit_state(est, frames_all, optimize, client)
+        return fit_state(est, frames_all, optimize, client, checked=True)
     train, val = split
-    state, groups, val_groups = _fit(est, train, optimize, client, val, None)
+    state, groups, val_groups = _fit(est, train, optimize, client, val, None, checked=True)
     cal = Calibration()
     if est.calibrate:
         n_all = len(train) + len(val) - len(split_isolated(train)[1])
         cal = calibrate_on(state, val, est.label_keys, est.baseline,
                            source=f"validation split: {len(val)} of {n_all} frames",
-                           progress=est.verbose)
-    if _takes_every_environment(est, state, train):
-        # the sparse set is every training environment (the exact local GP): refit with
-        # the held-out environments in it too, rather than only adding their rows
-        extra = state.extra
-        state, groups = fit_state(est, frames_all, False, client,
-                                  hyper=(state.delta, dict(state.noise)) if optimize else None)
-        state = state.replace(extra=extra)
-    else:
-        state, groups = add_rows(est, state, groups, val, val_groups)
+                           progress=est.verbose, checked=True)
+        # the compression term's range: every frame the final model is trained on
+        cal = with_training_range(cal, frames_all, state.descriptor.interaction_range)
+    state, groups = add_rows(est, state, groups, val, val_groups, checked=True)
     return state.replace(calibration=cal), groups
 
-
-def _takes_every_environment(est, state: FittedState, frames: Sequence[Atoms]) -> bool:
-    """Whether some term asked for at least as many sparse points of a species as the
-    training environments it had in ``frames`` (so the sparse set is all of them)."""
-    specs = terms.as_terms(est.descriptor)
-    train = split_isolated(frames)[0]
-    wanted = sparse_counts(est, specs, [t.descriptor for t in state.terms], train,
-                           state.species)
-    n_env = environment_counts(train)
-    for counts, t in zip(wanted, state.terms):
-        for z in state.species:
-            got = int(np.sum(t.sparse_species == z))
-            if counts[z] > got or got >= n_env.get(z, 0):
-                return True
-    return False

@@ -1,0 +1,99 @@
+"""The default calibrated fit does its work once: every training frame's design rows
+are computed once, the held-out frames' rows are added to the split model (same
+sparse set), and the geometries are checked once."""
+
+import collections
+import copy
+import warnings
+
+import numpy as np
+import pytest
+
+from gapkit import GAP, SOAP
+from gapkit.gp import solver as gp
+from gapkit.gp import streaming
+from gapkit.model import training
+from gapkit.model import sparse_counts as sc
+
+from conftest import SMALL_SOAP
+
+
+@pytest.fixture
+def spied(monkeypatch):
+    """Record the frames whose design rows are built, the split model handed to the
+    calibration, and every geometry check of the fit."""
+    seen = {"rows": collections.Counter(), "split": [], "geometry": collections.Counter()}
+    chunk, calibrate, check = (streaming.accumulate_chunk, training.calibrate_on,
+                               training.check_geometry)
+
+    def rows(spec, frames, *args, **kw):
+        seen["rows"].update(id(a) for a in frames)
+        return chunk(spec, frames, *args, **kw)
+
+    def calibration(state, *args, **kw):
+        seen["split"].append(state)
+        return calibrate(state, *args, **kw)
+
+    def geometry(atoms, *args, **kw):
+        seen["geometry"][id(atoms)] += 1
+        return check(atoms, *args, **kw)
+
+    monkeypatch.setattr(streaming, "accumulate_chunk", rows)
+    monkeypatch.setattr(training, "calibrate_on", calibration)
+    monkeypatch.setattr(training, "check_geometry", geometry)
+    return seen
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_default_fit_builds_each_frames_rows_once(train_frames, spied, n_jobs):
+    frames = train_frames[:20]
+    n_env = sc.environment_counts(frames)
+    assert max(n_env.values()) <= sc.ALL_UP_TO  # "auto" takes every environment
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = GAP(SOAP(**SMALL_SOAP), random_state=0, chunk_size=4, n_jobs=n_jobs).fit(frames)
+    assert model.n_sparse == "auto" and model.calibrate
+    assert spied["rows"] == collections.Counter({id(a): 1 for a in frames})
+    # the training checks look at every frame once (the fit does not check them again)
+    assert all(spied["geometry"][id(a)] == 1 for a in frames)
+    (split,) = spied["split"]
+    final = model.state_
+    for a, b in zip(split.terms, final.terms):  # the split model's sparse set, unchanged
+        np.testing.assert_array_equal(a.sparse_q, b.sparse_q)
+        np.testing.assert_array_equal(a.sparse_species, b.sparse_species)
+    np.testing.assert_array_equal(split.kmm_cholesky, final.kmm_cholesky)
+    # fewer sparse points than environments: the held-out ones are not in the set
+    assert len(final.alpha) < sum(n_env.values())
+    # ... but their rows are in the fit
+    n_rows = {g.kind: n for g, n in final.n_train.items()}
+    assert n_rows["energy"] == len(frames)
+    assert n_rows["forces"] == 3 * sum(len(a) for a in frames)
+    assert final.calibration is not None and final.calibration is not split.calibration
+
+
+def test_added_rows_equal_a_fit_of_all_rows(train_frames):
+    """add_rows on the split model = the exact solve with every frame's rows and the
+    split model's sparse set, E0 and hyperparameters."""
+    frames = train_frames[:16]
+    est = GAP(SOAP(**SMALL_SOAP), n_sparse=30, e0="lstsq", random_state=0, calibrate=False,
+              n_jobs=1)
+    state, groups = training.fit_state(est, frames[:10], False)
+    added, merged = training.add_rows(est, state, groups, frames[10:])
+    data = training.training_data(frames, est.label_keys, est.use_forces)
+    spec = streaming.RowSpec(list(state.terms))
+    every = streaming.accumulate(spec, data.frames, data.labels,
+                                 training.energy_residuals(data, state.e0), n_jobs=1)
+    ref = gp.solve(every, state.kmm_cholesky, state.delta, dict(state.noise))
+    np.testing.assert_allclose(added.alpha, ref.alpha, rtol=1e-7, atol=1e-10 * np.abs(ref.alpha).max())
+    assert added.log_marginal_likelihood == pytest.approx(ref.log_likelihood, rel=1e-9)
+    assert {g: r.n_rows for g, r in merged.items()} == {g: r.n_rows for g, r in every.items()}
+
+
+def test_checked_skips_only_the_geometry_check(train_frames):
+    frames = copy.deepcopy(train_frames[:3])  # labels (calculators) included
+    frames[1].positions[1] = frames[1].positions[0]
+    keys = GAP().label_keys
+    with pytest.raises(ValueError, match="frame 1: atoms overlap"):
+        training.training_data(frames, keys, True)
+    data = training.training_data(frames, keys, True, checked=True)
+    assert len(data.labels) == 3
