@@ -58,6 +58,35 @@ def test_blocked_prediction_equals_unblocked(cu_model, block):
     np.testing.assert_allclose(blocked.descriptors[0].q, whole.descriptors[0].q, atol=1e-12)
 
 
+def test_block_threads_give_the_same_forces(cu_model, monkeypatch):
+    """Blocks on two worker threads: the same energies, forces and stress (block order
+    sums), and the workers really ran in parallel threads."""
+    import threading
+
+    from gapkit.model import prediction
+
+    cell = cu_cell()
+    state = cu_model.state_
+    one = predict_batch(state, [cell], True, True, False, block_atoms=5)[0]
+    seen, job = set(), prediction._block_job
+
+    def spy(task, **kw):
+        seen.add(threading.get_ident())
+        return job(task, **kw)
+
+    monkeypatch.setattr(prediction, "_block_job", spy)
+    threads.set_engine_threads(2)
+    try:
+        assert threads.block_threads(7) == min(2, threads.numba.config.NUMBA_NUM_THREADS)
+        two = predict_batch(state, [cell], True, True, False, block_atoms=5)[0]
+    finally:
+        threads.set_engine_threads(None)
+    parallel = threads.numba.config.NUMBA_NUM_THREADS >= 2  # one core: serial, in this thread
+    assert (threading.get_ident() not in seen) == parallel and len(seen) >= 1
+    assert_same(two, one, tol=1e-12)
+    assert threads.block_threads(7) == 1  # back to the default
+
+
 def test_mixed_batch_keeps_frame_order(cu_model, cu_frames):
     """Large frames are blocked, small ones batched; results come back in frame order."""
     frames = [cu_frames[0], cu_cell(seed=2), cu_frames[1], cu_cell((1, 1, 2), seed=3)]

@@ -61,6 +61,13 @@ class Engine(abc.ABC):
         """Raw features (n_atoms, F) and, with ``gradients`` / ``strain``, their sparse
         position / strain derivatives; ``keep`` sets :meth:`EngineResult.vjp`."""
 
+    def block_tasks(self, atoms: Atoms, block_atoms: int, strain: bool = False
+                    ) -> list[Callable[[], EngineBlock]]:
+        """Independent tasks ``task() -> EngineBlock`` covering the structure in blocks
+        of at most ``block_atoms`` centres (they may run in parallel threads). This
+        default has one task (the whole structure, :meth:`compute_blocks`)."""
+        return [lambda: next(iter(self.compute_blocks(atoms, block_atoms, strain)))]
+
     def compute_blocks(self, atoms: Atoms, block_atoms: int, strain: bool = False
                        ) -> Iterator[EngineBlock]:
         """:class:`EngineBlock` s of at most ``block_atoms`` centres covering the
@@ -286,18 +293,30 @@ class Descriptor(BaseEstimator, abc.ABC):
         ------
         DescriptorBlock
         """
+        for task in self.vjp_block_tasks(atoms, block_atoms, strain, index):
+            yield task()
+
+    def vjp_block_tasks(self, atoms: Atoms, block_atoms: int, strain: bool = False,
+                        index: int = 0) -> list[Callable[[], DescriptorBlock]]:
+        """The blocks of :meth:`vjp_blocks` as independent tasks ``task() ->
+        DescriptorBlock``, which may run in parallel threads (the neighbour list is
+        built here, once)."""
         engine = self._engine  # validates the parameters
         self.check_species(atoms, index)
-        for blk in engine.compute_blocks(atoms, block_atoms, strain=strain):
-            if not self._normalised:
-                yield DescriptorBlock(blk.start, blk.stop, blk.p, blk.numbers,
-                                      partial(_raw_vjp, blk))
-                continue
-            self._check_norms(blk.p, atoms[blk.start:blk.stop], index, offset=blk.start)
-            norms = np.linalg.norm(blk.p, axis=1)
-            q = blk.p / norms[:, None]
-            yield DescriptorBlock(blk.start, blk.stop, q, blk.numbers,
-                                  partial(_normalised_vjp, blk, q, norms))
+        return [partial(self._descriptor_block, task, atoms, index)
+                for task in engine.block_tasks(atoms, block_atoms, strain=strain)]
+
+    def _descriptor_block(self, task: Callable[[], EngineBlock], atoms: Atoms, index: int
+                          ) -> DescriptorBlock:
+        blk = task()
+        if not self._normalised:
+            return DescriptorBlock(blk.start, blk.stop, blk.p, blk.numbers,
+                                   partial(_raw_vjp, blk))
+        self._check_norms(blk.p, atoms[blk.start:blk.stop], index, offset=blk.start)
+        norms = np.linalg.norm(blk.p, axis=1)
+        q = blk.p / norms[:, None]
+        return DescriptorBlock(blk.start, blk.stop, q, blk.numbers,
+                               partial(_normalised_vjp, blk, q, norms))
 
     def create(self, atoms: Atoms) -> np.ndarray:
         """Descriptor only (normalised unless switched off), shape (n_atoms, n_features)."""

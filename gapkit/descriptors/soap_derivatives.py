@@ -2,7 +2,7 @@
 
 :class:`_PowerSpectrumDerivatives` is a mixin of
 :class:`~gapkit.descriptors.soap_engine.SOAPEngine` (it uses the engine's feature
-tables and per-pair environment, :class:`~gapkit.descriptors.soap_engine._Environment`):
+tables and per-pair environment, :class:`~gapkit.descriptors.soap_environment._Environment`):
 
 * ``_dp``: sparse ``d p_i / d r_j`` (1/Å times the units of ``p``), periodic images
   folded onto their atom, assembled in blocks of pairs;
@@ -22,7 +22,7 @@ from .segments import segment_matrix
 from .threads import engine_threads
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .soap_engine import _Environment
+    from .soap_environment import _Environment
 
 
 def _split_last(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -77,9 +77,9 @@ Implementation notes
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import threading
 from functools import partial
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import sphericart
@@ -94,6 +94,7 @@ from .soap_basis import (GTO_THRESHOLD, _lm_tables, feature_tables, gto_basis,
                          real_solid_harmonics, solid_harmonic_coefficients,
                          solid_harmonic_gradient_table)
 from .soap_derivatives import _PowerSpectrumDerivatives
+from .soap_environment import _Environment
 from .threads import engine_threads
 
 __all__ = [
@@ -103,68 +104,6 @@ __all__ = [
     "real_solid_harmonics",
     "solid_harmonic_coefficients",
 ]
-
-
-@dataclass
-class _Environment:
-    """Neighbour data and per-pair expansion terms of a block of centres (internal).
-
-    The centres are atoms ``offset .. offset + n_centres - 1`` of a structure of
-    ``n_atoms``; their P neighbour pairs are sorted by *segment* ``seg = (i -
-    offset) * n_species + s`` (centre, neighbour species), so the pairs of centre
-    ``c`` are ``starts[c]:starts[c + 1]``; ``slot`` is the position of a pair inside
-    its segment (for zero-padded ``(n_seg, kmax, ...)`` blocks, strain derivatives).
-    """
-
-    n_atoms: int
-    numbers: np.ndarray  # (n_centres,)
-    centre_species: np.ndarray  # (n_centres,) species index of every centre
-    i: np.ndarray  # (P,) centre of every neighbour pair (atom index)
-    j: np.ndarray  # (P,) neighbour atom index
-    s: np.ndarray  # (P,) species index of the neighbour
-    D: np.ndarray  # (P, 3) r_j + shift - r_i
-    r2: np.ndarray  # (P,)
-    w: np.ndarray  # (P,) cutoff weight
-    wq: np.ndarray  # (P,) w'(r) / r
-    seg: np.ndarray  # (P,) (i - offset) * n_species + s, non-decreasing
-    slot: np.ndarray  # (P,) index of the pair inside its segment
-    starts: np.ndarray  # (n_centres + 1,) pair range of every centre
-    n_seg: int  # n_centres * n_species
-    kmax: int  # largest segment
-    offset: int = 0  # first centre
-    R: np.ndarray | None = None  # (P, l_max + 1, n_max)
-    Rq: np.ndarray | None = None  # (P, l_max + 1, n_max), (dR/dr) / r
-    S: np.ndarray | None = None  # (P, nlm)
-    dS: np.ndarray | None = None  # (P, 3, nlm), only for the derivative arrays
-    c: np.ndarray | None = None  # (n_centres, n_species, n_max, nlm)
-    pad: dict = field(default_factory=dict)  # cached padded blocks
-
-    @property
-    def n_centres(self) -> int:
-        return len(self.numbers)
-
-    def padded(self, name: str, values: np.ndarray) -> np.ndarray:
-        """Zero-padded copy ``(n_seg, kmax) + values.shape[1:]`` of a per-pair array."""
-        out = self.pad.get(name)
-        if out is None:
-            out = np.zeros((self.n_seg, self.kmax) + values.shape[1:])
-            out[self.seg, self.slot] = values
-            self.pad[name] = out
-        return out
-
-    def block(self, a0: int, a1: int, n_species: int) -> _Environment:
-        """The environment of centres ``a0 .. a1 - 1`` (views of the pair arrays)."""
-        p0, p1 = int(self.starts[a0]), int(self.starts[a1])
-        sl = slice(p0, p1)
-        seg = self.seg[sl] - a0 * n_species
-        counts = np.bincount(seg, minlength=(a1 - a0) * n_species) if p1 > p0 else None
-        return _Environment(
-            n_atoms=self.n_atoms, numbers=self.numbers[a0:a1],
-            centre_species=self.centre_species[a0:a1], i=self.i[sl], j=self.j[sl],
-            s=self.s[sl], D=self.D[sl], r2=self.r2[sl], w=self.w[sl], wq=self.wq[sl],
-            seg=seg, slot=self.slot[sl], starts=self.starts[a0:a1 + 1] - p0,
-            n_seg=(a1 - a0) * n_species, kmax=int(counts.max()) if counts is not None else 0,
-            offset=self.offset + a0)
 
 
 class SOAPEngine(_PowerSpectrumDerivatives, Engine):
@@ -244,7 +183,7 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
 
         l_of, _, _, _ = _lm_tables(self.l_max)
         self._l_of = np.ascontiguousarray(l_of, dtype=np.int64)
-        self._sph = sphericart.SolidHarmonics(self.l_max)
+        self._sph_local = threading.local()
         self._nlm = (self.l_max + 1) ** 2
         self._prel = math.pi * np.sqrt(8.0 / (2.0 * np.arange(self.l_max + 1) + 1.0))
 
@@ -305,14 +244,22 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
         """``(i, j, d, D)`` within :attr:`search_radius` (see :func:`neighbour_pairs`)."""
         return neighbour_pairs(atoms, self.search_radius)
 
+    @property
+    def _sph(self) -> sphericart.SolidHarmonics:
+        """This thread's harmonics calculator (not shared: it keeps work buffers)."""
+        sph = getattr(self._sph_local, "sph", None)
+        if sph is None:
+            sph = self._sph_local.sph = sphericart.SolidHarmonics(self.l_max)
+        return sph
+
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.pop("_sph", None)  # compiled calculator: rebuilt on unpickling
+        state.pop("_sph_local", None)  # compiled calculators: rebuilt on unpickling
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._sph = sphericart.SolidHarmonics(self.l_max)
+        self._sph_local = threading.local()
 
     def _environment(self, atoms: Atoms) -> _Environment:
         numbers = np.asarray(atoms.get_atomic_numbers())
@@ -443,13 +390,15 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
             res._vjp = partial(self._vjp_env, env)
         return res
 
-    def compute_blocks(self, atoms: Atoms, block_atoms: int, strain: bool = False
-                       ) -> Iterator[EngineBlock]:
-        """Raw features and a vector-Jacobian product, in blocks of centres.
+    def block_tasks(self, atoms: Atoms, block_atoms: int, strain: bool = False
+                    ) -> list[Callable[[], EngineBlock]]:
+        """Independent tasks, one per block of ``block_atoms`` centres, each returning
+        an :class:`EngineBlock` (raw features and a vector-Jacobian product).
 
-        The neighbour list is built once; each block computes its pairs' radial
-        factors and harmonics, its coefficients and power spectra, and keeps them
-        only until the next block, so that memory is bounded by ``block_atoms``.
+        The neighbour list is built here, once; each task computes its block's radial
+        factors, harmonics, coefficients and power spectra, kept by the block only
+        (memory bounded by ``block_atoms``). Tasks may run in parallel threads (the
+        compiled loops release the GIL; each thread gets its own harmonics calculator).
 
         Parameters
         ----------
@@ -460,27 +409,34 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
             Whether the blocks' VJPs are asked for ``dE/deta`` (unused here: the
             virial comes with every VJP at almost no cost).
 
-        Yields
-        ------
-        EngineBlock
-            ``start, stop`` (centres ``start .. stop - 1``), ``p`` (stop - start, F)
-            and ``vjp(grad_p, strain, out)`` accumulating ``dE/dr`` (n_atoms, 3) and
-            ``dE/deta`` (3, 3) of the block's centres.
+        Returns
+        -------
+        list of callable
+            ``task() -> EngineBlock`` with ``start, stop`` (centres ``start .. stop -
+            1``), ``p`` (stop - start, F) and ``vjp(grad_p, strain, out)`` accumulating
+            ``dE/dr`` (n_atoms, 3) and ``dE/deta`` (3, 3) of the block's centres.
         """
         if block_atoms < 1:
             raise ValueError(f"block_atoms must be >= 1, got {block_atoms}")
         with engine_threads():
             env = self._environment(atoms)
-        ns = len(self.species)
-        for a0 in range(0, env.n_atoms, block_atoms):
-            a1 = min(a0 + block_atoms, env.n_atoms)
-            with engine_threads():
-                sub = env.block(a0, a1, ns) if (a0, a1) != (0, env.n_atoms) else env
-                self._prepare(sub, derivative=True)
-                p = self._power(self._coefficients(sub))
-            yield EngineBlock(start=a0, stop=a1, p=p, numbers=sub.numbers.copy(),
-                              _vjp=partial(self._vjp_env, sub))
-            del sub
+        return [partial(self._centre_block_task, env, a0, min(a0 + block_atoms, env.n_atoms))
+                for a0 in range(0, env.n_atoms, block_atoms)]
+
+    def _centre_block_task(self, env: _Environment, a0: int, a1: int) -> EngineBlock:
+        with engine_threads():
+            sub = env.block(a0, a1, len(self.species)) if (a0, a1) != (0, env.n_atoms) else env
+            self._prepare(sub, derivative=True)
+            p = self._power(self._coefficients(sub))
+        return EngineBlock(start=a0, stop=a1, p=p, numbers=sub.numbers.copy(),
+                           _vjp=partial(self._vjp_env, sub))
+
+    def compute_blocks(self, atoms: Atoms, block_atoms: int, strain: bool = False
+                       ) -> Iterator[EngineBlock]:
+        """The blocks of :meth:`block_tasks`, computed one after the other (only one
+        block's per-pair data alive at a time)."""
+        for task in self.block_tasks(atoms, block_atoms, strain):
+            yield task()
 
     def vjp(
         self, atoms: Atoms, grad_p: np.ndarray, strain: bool = False

@@ -17,8 +17,9 @@ The per-pair work of the SOAP engine runs here without zero-padding the segments
 The loops over centres are ``numba.prange`` loops, compiled twice: serially (used
 with one engine thread, the default: no threading-layer overhead) and in parallel
 (used with :func:`gapkit.descriptors.threads.set_engine_threads` > 1, compiled on
-first use; both are cached on disk). Each centre writes only its own rows, so the results do not depend on
-the number of threads. Units: ``r2`` in Å², ``D`` in Å.
+first use; both are cached on disk). Each centre writes only its own rows, so the
+results do not depend on the number of threads. All loops release the GIL
+(``nogil``), so blocks of atoms can also run in parallel Python threads. Units: ``r2`` in Å², ``D`` in Å.
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ from typing import Iterator
 import numba
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["current_threads", "engine_threads", "get_engine_threads", "set_engine_threads"]
+__all__ = ["block_threads", "current_threads", "engine_threads", "get_engine_threads",
+           "set_engine_threads"]
 
 _state = {"threads": None, "controller": None}
 _lock = threading.Lock()
@@ -78,17 +79,20 @@ def engine_threads(n: int | None = None) -> Iterator[int]:
     Parameters
     ----------
     n : int, optional
-        Threads of the compiled loops; default :func:`get_engine_threads`. Capped at
-        numba's ``NUMBA_NUM_THREADS`` (the cores it found).
+        Threads of the compiled loops; default: those of the enclosing context (a
+        worker thread's ``engine_threads(1)`` holds inside it), else
+        :func:`get_engine_threads`. Capped at numba's ``NUMBA_NUM_THREADS`` (the
+        cores it found).
 
     Yields
     ------
     int
         The number of threads the compiled loops use.
     """
-    n = max(1, min(get_engine_threads() if n is None else int(n),
-                   numba.config.NUMBA_NUM_THREADS))
     outer = getattr(_local, "threads", None)
+    if n is None:
+        n = get_engine_threads() if outer is None else outer
+    n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
     _local.threads = n
     try:
         # numba's thread pool is started only when more than one thread is asked for
@@ -117,3 +121,13 @@ def current_threads() -> int:
     """Threads of the compiled loops in the current :func:`engine_threads` context (1
     outside one)."""
     return getattr(_local, "threads", None) or 1
+
+
+def block_threads(n_blocks: int) -> int:
+    """Worker threads for ``n_blocks`` independent blocks of atoms (a large cell's
+    prediction): :func:`get_engine_threads`, at most ``n_blocks`` and the cores numba
+    found; 1 inside an engine call. Each worker runs its blocks on one engine and
+    one BLAS thread."""
+    if getattr(_local, "threads", None) is not None:
+        return 1
+    return max(1, min(get_engine_threads(), int(n_blocks), numba.config.NUMBA_NUM_THREADS))

@@ -15,15 +15,18 @@ O(n_atoms) for the neighbour list, the descriptors and the forces).
 
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
+from functools import partial
+from typing import Iterator, Sequence
 
 import numpy as np
 from ase import Atoms
 
 from gapkit.data import matrix_to_voigt
 from gapkit.descriptors import DescriptorSet
-from gapkit.descriptors.threads import engine_threads
+from gapkit.descriptors.threads import block_threads, engine_threads
 from gapkit.gp import terms
 from gapkit.model.delta import baseline_labels
 from gapkit.model.state import FittedState
@@ -156,20 +159,56 @@ def predict_blocked(state: FittedState, atoms: Atoms, forces: bool, st: bool,
     dE_dr, dE_deta = np.zeros((n, 3)), np.zeros((3, 3))
     dsets = []
     for t in state.terms:
+        tasks = t.descriptor.vjp_block_tasks(atoms, block_atoms, strain=st, index=index)
+        job = partial(_block_job, t=t, alpha=state.alpha, d2=d2, st=st, n=n)
         q = None
-        for blk in t.descriptor.vjp_blocks(atoms, block_atoms, strain=st, index=index):
+        for blk, e, (r_b, eta_b) in _run_blocks(job, tasks):
             if q is None:
                 q = np.empty((n, blk.q.shape[1]))
             sl = slice(blk.start, blk.stop)
             q[sl] = blk.q
-            e, g = terms.local_energies_and_gradients(
-                [t], [DescriptorSet(q=blk.q, numbers=blk.numbers)], state.alpha, gradients=True)
-            eps[sl] += d2 * e
-            blk.vjp(d2 * g[0], st, out=(dE_dr, dE_deta))
+            eps[sl] += e
+            dE_dr += r_b  # in block order: the same sums for any number of threads
+            dE_deta += eta_b
         dsets.append(DescriptorSet(q=q, numbers=atoms.numbers.copy()))
     out, base = _energies(state, atoms, eps, dsets, baseline, forces, st)
     _baseline_and_finish(out, atoms, base, forces, st, dE_dr, dE_deta)
     return out
+
+
+def _block_job(task, t, alpha: np.ndarray, d2: float, st: bool, n: int):
+    """One block of :func:`predict_blocked`: descriptors, kernel rows and VJP into
+    the block's own ``(dE/dr, dE/deta)``."""
+    blk = task()
+    e, g = terms.local_energies_and_gradients(
+        [t], [DescriptorSet(q=blk.q, numbers=blk.numbers)], alpha, gradients=True)
+    acc = (np.zeros((n, 3)), np.zeros((3, 3)))
+    blk.vjp(d2 * g[0], st, out=acc)
+    return blk, d2 * e, acc
+
+
+def _run_blocks(job, tasks: list) -> Iterator:
+    """``job(task)`` for every task, in order: serially, or on ``block_threads``
+    worker threads (each with one engine and BLAS thread; at most two blocks per
+    worker in flight, so memory stays bounded by the blocks)."""
+    workers = block_threads(len(tasks))
+    if workers <= 1:
+        for task in tasks:
+            yield job(task)
+        return
+
+    def run(task):
+        with engine_threads(1):
+            return job(task)
+
+    with engine_threads(1), ThreadPoolExecutor(workers) as pool:  # BLAS capped once, here
+        pending = deque()
+        for task in tasks:
+            pending.append(pool.submit(run, task))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _energies(state: FittedState, atoms: Atoms, eps: np.ndarray, dsets, baseline,
