@@ -34,6 +34,7 @@ import numpy as np
 from ase import Atoms
 from scipy.optimize import minimize
 
+from gapkit.model.distance_variance import training_range
 from gapkit.model.state import ALL_SPECIES, Calibration, FittedState, VarianceScale
 from gapkit.model.variance import (Term3, VarianceParts, collect_std, epistemic_variance,
                                    fast_force_terms, neighbour_weights, variance_parts)
@@ -212,7 +213,8 @@ def fit_calibration(state: FittedState, frames: Sequence[Atoms], parts: Sequence
     Parameters
     ----------
     state : FittedState
-        The model (its current calibration is ignored).
+        The model (its current calibration is ignored, except the training range of the
+        compression term, which is kept).
     frames : list of ase.Atoms
         Validation structures, not used to fit ``state``.
     parts : list of VarianceParts
@@ -257,13 +259,36 @@ def fit_calibration(state: FittedState, frames: Sequence[Atoms], parts: Sequence
             fast[int(s)], ratios[int(s)] = fit_fast_force_scales(
                 Term3(ex.nystrom[m], ex.posterior[m], ex.prior[m]), fu, scales[int(s)], d)
     cal = Calibration(energy=energy, forces=scales, forces_fast=fast, source=source,
-                      fast_force_ratio=ratios)
+                      fast_force_ratio=ratios, compression=dict(state.calibration.compression))
     # the reference stds of relative flags are those of the calibrated model itself
     cal = replace(cal, reference=_reference_stds(state.replace(calibration=cal), parts,
                                                  frames, bool(has_f)))
     logger.info("calibration on %s: exponent %.3g, energy %s, forces %s", source, beta,
                 energy, scales)
     return cal
+
+
+def with_training_range(cal: Calibration, frames: Sequence[Atoms], forces: Sequence,
+                        r_cut: float) -> Calibration:
+    """``cal`` with the training range of the compression term of
+    :mod:`gapkit.model.distance_variance` (pairs closer than anywhere in ``frames``
+    add to the std).
+
+    Parameters
+    ----------
+    cal : Calibration
+    frames : list of ase.Atoms
+        Every structure the final model is trained on.
+    forces : list of ndarray (n_atoms_k, 3) or None
+        Their reference forces, eV/Å.
+    r_cut : float
+        The descriptor cutoff, Å.
+
+    Returns
+    -------
+    Calibration
+    """
+    return replace(cal, compression=training_range(frames, forces, r_cut))
 
 
 def _stack(ts: Sequence[Term3]) -> Term3:
@@ -290,4 +315,4 @@ def _reference_stds(state: FittedState, parts: Sequence[VarianceParts],
 
 
 __all__ = ["fit_calibration", "validation_parts", "fit_exponent_and_scales", "fit_fast_force_scales",
-           "ALL_SPECIES"]
+           "with_training_range", "ALL_SPECIES"]

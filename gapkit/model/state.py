@@ -144,6 +144,11 @@ class Calibration:
     fast_force_ratio : dict of int to list
         Per species, the 5th, 50th and 95th percentiles of fast over exact epistemic
         force std on the calibration atoms (the approximation error of the fast std).
+    compression : dict
+        The training range of the compression term of
+        :mod:`gapkit.model.distance_variance` (per species pair the shortest training
+        distance and the bond's spread, per species the RMS training force); pairs
+        closer than in training add to the std. Empty: no such term.
     """
 
     energy: VarianceScale = field(default_factory=VarianceScale)
@@ -152,6 +157,7 @@ class Calibration:
     reference: dict = field(default_factory=dict)
     source: str | None = None
     fast_force_ratio: dict = field(default_factory=dict)
+    compression: dict = field(default_factory=dict)
 
     @property
     def calibrated(self) -> bool:
@@ -171,7 +177,8 @@ class Calibration:
                 "forces": {str(z): s.as_dict() for z, s in self.forces.items()},
                 "forces_fast": {str(z): s.as_dict() for z, s in self.forces_fast.items()},
                 "reference": dict(self.reference), "source": self.source,
-                "fast_force_ratio": {str(z): list(r) for z, r in self.fast_force_ratio.items()}}
+                "fast_force_ratio": {str(z): list(r) for z, r in self.fast_force_ratio.items()},
+                "compression": dict(self.compression)}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Calibration":
@@ -183,7 +190,8 @@ class Calibration:
                    reference={k: float(v) for k, v in (d.get("reference") or {}).items()},
                    source=d.get("source"),
                    fast_force_ratio={int(z): [float(x) for x in r]
-                                     for z, r in (d.get("fast_force_ratio") or {}).items()})
+                                     for z, r in (d.get("fast_force_ratio") or {}).items()},
+                   compression=dict(d.get("compression") or {}))
 
 
 @dataclass(frozen=True, eq=False)

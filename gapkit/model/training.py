@@ -387,7 +387,8 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
             return state, groups
         cal = calibrate_on(state, valid, est.label_keys, est.baseline,
                            source=f"validation file: {len(valid)} frames", progress=est.verbose)
-        cal = with_training_range(cal, frames_all, state.descriptor.interaction_range)
+        cal = with_training_range(cal, frames_all, reference_arrays(frames_all, est.label_keys)
+                                  ["forces"], state.descriptor.interaction_range)
         return state.replace(calibration=cal), groups
     split = split_validation(frames_all, est.valid_fraction, est.random_state)
     if split is None:
@@ -410,7 +411,8 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
                            source=f"validation split: {len(val)} of {n_all} frames",
                            progress=est.verbose, checked=True)
         # the compression term's range: every frame the final model is trained on
-        cal = with_training_range(cal, frames_all, state.descriptor.interaction_range)
+        cal = with_training_range(cal, frames_all, reference_arrays(frames_all, est.label_keys)
+                                  ["forces"], state.descriptor.interaction_range)
     state, groups = add_rows(est, state, groups, val, val_groups, checked=True)
     return state.replace(calibration=cal), groups
 

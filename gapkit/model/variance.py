@@ -54,6 +54,7 @@ import scipy.sparse as sp
 from gapkit.descriptors.neighbours import neighbour_pairs
 from gapkit.gp import solver as gp
 from gapkit.gp import subset, terms
+from gapkit.model import distance_variance as dv
 from gapkit.model.state import FittedState, VarianceBasis, VarianceScale
 
 #: ``variance_sparse="auto"``: the variance basis has ``min(M, AUTO_VARIANCE_SPARSE)``
@@ -119,6 +120,9 @@ class VarianceParts:
         Of every force component, (n, 3) (exact force stds only).
     neighbours : scipy.sparse matrix of shape (n, n) or None
         The weights ``w(r_ij)`` of the fast force stds.
+    compression : CompressionTerms or None
+        The term of pairs closer than in training (:mod:`gapkit.model.distance_variance`;
+        ``None``: none).
     """
 
     numbers: np.ndarray
@@ -126,6 +130,7 @@ class VarianceParts:
     energies: Term3
     forces: Term3 | None = None
     neighbours: sp.csr_matrix | None = None
+    compression: dv.CompressionTerms | None = None
 
 
 def check_variance_sparse(value) -> None:
@@ -232,6 +237,9 @@ def variance_parts(state: FittedState, dsets: Sequence, forces: str | None = Non
         out.neighbours = neighbour_weights(atoms, state.descriptor.interaction_range)
     elif forces is not None:
         raise ValueError(f"forces must be None, 'exact' or 'fast', got {forces!r}")
+    if atoms is not None:  # pairs closer than in training (gapkit.model.distance_variance)
+        out.compression = dv.compression_terms(atoms, state.calibration.compression,
+                                               state.descriptor.interaction_range)
     return out
 
 
@@ -278,6 +286,8 @@ def force_variances(state: FittedState, parts: VarianceParts) -> tuple[np.ndarra
             t = Term3(parts.forces.nystrom[m], parts.forces.posterior[m], parts.forces.prior[m])
             epi[m] = epistemic_variance(t, sc, d)
             ale[m] = sc.aleatoric * sF2
+        if parts.compression is not None:
+            epi = epi + parts.compression.forces[:, None]
         return epi, ale
     u = fast_force_terms(parts)
     epi, ale = np.zeros(len(z)), np.zeros(len(z))
@@ -286,6 +296,8 @@ def force_variances(state: FittedState, parts: VarianceParts) -> tuple[np.ndarra
         sc = cal.force_scale(s, fast=True)
         epi[m] = epistemic_variance(Term3(u.nystrom[m], u.posterior[m], u.prior[m]), sc, d)
         ale[m] = sc.aleatoric * sF2
+    if parts.compression is not None:
+        epi = epi + parts.compression.forces
     return np.repeat(epi[:, None], 3, axis=1), np.repeat(ale[:, None], 3, axis=1)
 
 
@@ -294,9 +306,13 @@ def collect_std(state: FittedState, parts: Sequence[VarianceParts], frames: Sequ
     """Calibrated stds of several structures from their :class:`VarianceParts`."""
     cal, d = state.calibration, state.delta
     sE = state.noise_level("energy") * np.sqrt(cal.energy.aleatoric)
-    e_epi = np.sqrt([epistemic_variance(p.energy, cal.energy, d) for p in parts])
+    e_epi = np.sqrt([epistemic_variance(p.energy, cal.energy, d)
+                     + (p.compression.energy ** 2 if p.compression is not None else 0.0)
+                     for p in parts])
     e_ale = np.array([sE * np.sqrt(len(a)) for a in frames])
-    es_epi = [np.sqrt(epistemic_variance(p.energies, cal.energy, d)) for p in parts]
+    es_epi = [np.sqrt(epistemic_variance(p.energies, cal.energy, d)
+                      + (p.compression.energies ** 2 if p.compression is not None else 0.0))
+              for p in parts]
     es_ale = [np.full(len(a), sE) for a in frames]
     out = PredictionStd(
         energy_epistemic=e_epi, energy_aleatoric=e_ale, energy=np.hypot(e_epi, e_ale),
