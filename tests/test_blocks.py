@@ -84,7 +84,25 @@ def test_block_threads_give_the_same_forces(cu_model, monkeypatch):
     parallel = threads.numba.config.NUMBA_NUM_THREADS >= 2  # one core: serial, in this thread
     assert (threading.get_ident() not in seen) == parallel and len(seen) >= 1
     assert_same(two, one, tol=1e-12)
-    assert threads.block_threads(7) == 1  # back to the default
+
+
+def test_default_block_threads_are_the_free_cores(monkeypatch):
+    """Nothing set: one worker per free core (1 on a busy machine); a setting wins."""
+    import os
+
+    assert 1 <= threads.free_cores() <= len(os.sched_getaffinity(0))
+    cores = threads.numba.config.NUMBA_NUM_THREADS
+    monkeypatch.delenv("GAPKIT_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "free_cores", lambda: 1)
+    assert threads.block_threads(7) == 1
+    monkeypatch.setattr(threads, "free_cores", lambda: 64)
+    assert threads.block_threads(7) == min(7, cores) and threads.block_threads(1) == 1
+    assert threads.get_engine_threads() == 1  # the compiled loops stay on one thread
+    monkeypatch.setenv("GAPKIT_NUM_THREADS", "1")
+    assert threads.block_threads(7) == 1
+    with threads.engine_threads(1):
+        monkeypatch.delenv("GAPKIT_NUM_THREADS")
+        assert threads.block_threads(7) == 1  # never inside an engine call
 
 
 def test_mixed_batch_keeps_frame_order(cu_model, cu_frames):

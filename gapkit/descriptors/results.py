@@ -9,6 +9,7 @@ the normalisation helpers. Re-exported by :mod:`gapkit.descriptors.base`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -149,18 +150,30 @@ class EngineBlock:
         """``dE/dr`` (n_atoms, 3) in eV/Å and ``dE/deta`` (3, 3) in eV (``None``
         without ``strain``) of the block's centres from ``grad_p = dE/dp``
         (stop - start, F); with ``out = (dE_dr, dE_deta)`` they are added to those
-        arrays (``dE_deta`` also without ``strain``)."""
+        arrays (``dE_deta`` also without ``strain``); with a list ``out`` the
+        addition is appended to it as ``fold(dE_dr, dE_deta)``, to run later (in
+        block order after parallel blocks), and None is returned."""
         return self._vjp(grad_p, strain, out)
 
 
 def _accumulate(result, out, strain):
-    """Add ``result = (dE_dr, dE_deta)`` into ``out`` (if given); the VJP's return value."""
+    """Add ``result = (dE_dr, dE_deta)`` into ``out`` (if given); the VJP's return value.
+    A list ``out`` gets the addition appended as ``fold(dE_dr, dE_deta)`` (run later)."""
     if out is None:
         return result
+    if isinstance(out, list):
+        out.append(partial(_add_into, result))
+        return None
     np.add(out[0], result[0], out=out[0])
     if result[1] is not None:
         np.add(out[1], result[1], out=out[1])
     return out[0], (out[1] if strain else None)
+
+
+def _add_into(result, dE_dr: np.ndarray, dE_deta: np.ndarray) -> None:
+    np.add(dE_dr, result[0], out=dE_dr)
+    if result[1] is not None:
+        np.add(dE_deta, result[1], out=dE_deta)
 
 
 @dataclass

@@ -13,6 +13,7 @@ tables and per-pair environment, :class:`~gapkit.descriptors.soap_environment._E
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -218,26 +219,32 @@ class _PowerSpectrumDerivatives:
         return gc
 
     def _vjp_env(self, env: _Environment, grad_p: np.ndarray, strain: bool,
-                 out: tuple[np.ndarray, np.ndarray] | None = None):
+                 out: tuple[np.ndarray, np.ndarray] | list | None = None):
         """``(dE/dr, dE/deta)`` of the centres of ``env`` from ``grad_p = dE/dp``.
 
         ``dE/dc_i`` by batched matrix products per species pair and ``l``, then one
         compiled loop over the pairs gives ``dE/dD_p``, folded onto the atoms. With
-        ``out = (dE_dr (n_atoms, 3), dE_deta (3, 3))`` the result is added to them.
+        ``out = (dE_dr (n_atoms, 3), dE_deta (3, 3))`` the result is added to them;
+        with a list ``out`` the fold is appended to it as ``fold(dE_dr, dE_deta)``
+        (run later, e.g. in block order after parallel blocks) and None returned.
         """
         nc = env.n_centres
         grad_p = np.asarray(grad_p, dtype=np.float64)
         if grad_p.shape != (nc, self.n_features):
             raise ValueError(f"grad_p must have shape {(nc, self.n_features)}, got {grad_p.shape}")
+        deferred = out if isinstance(out, list) else None
         if out is None:
             out = (np.zeros((env.n_atoms, 3)), np.zeros((3, 3)))
-        dE_dr, dE_deta = out
+        dE_dr, dE_deta = (None, None) if deferred is not None else out
         with engine_threads():
             self._prepare(env, derivative=True)
             gc = self._grad_c(self._coefficients(env), grad_p)  # layout of c
             gD = np.empty((len(env.i), 3))
             kern.vjp_pairs(env.starts, env.s, env.R, env.Rq, env.S, env.D, gc,
                            self._gidx, self._gcoef, gD)
+            if deferred is not None:
+                deferred.append(partial(kern.fold_pairs, env.i, env.j, env.D, gD))
+                return None
             kern.fold_pairs(env.i, env.j, env.D, gD, dE_dr, dE_deta)
         return dE_dr, (dE_deta if strain else None)
 

@@ -11,8 +11,14 @@ several times slower, so every engine call runs inside :func:`engine_threads`, w
   threads: 1 by default, the ``GAPKIT_NUM_THREADS`` environment variable, or
   :func:`set_engine_threads` (the results do not depend on it).
 
-The kernel products of a prediction (large matrix products) are outside the engine
-and keep the process's BLAS setting (``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS``).
+A large cell (more than one block of atoms, :mod:`gapkit.model.prediction`) is
+evaluated on :func:`block_threads` worker threads instead, each block on one engine
+and one BLAS thread. By default (nothing set) that is one worker per *free* core:
+cores this process may use minus the other runnable tasks at the moment of the call
+(``/proc/loadavg``), so a busy machine gets one thread; an explicit setting is used as
+it is. The kernel products of smaller structures (large matrix products) are outside
+the engine and keep the process's BLAS setting (``OMP_NUM_THREADS`` /
+``OPENBLAS_NUM_THREADS``).
 """
 
 from __future__ import annotations
@@ -33,10 +39,10 @@ _lock = threading.Lock()
 _local = threading.local()  # threads of the innermost engine_threads context
 
 
-def _env_threads() -> int:
+def _env_threads() -> int | None:
     text = os.environ.get("GAPKIT_NUM_THREADS", "").strip()
     if not text:
-        return 1
+        return None
     try:
         n = int(text)
     except ValueError:
@@ -48,6 +54,12 @@ def _env_threads() -> int:
 
 def get_engine_threads() -> int:
     """Threads of the engines' compiled loops (default 1, or ``GAPKIT_NUM_THREADS``)."""
+    n = _explicit_threads()
+    return 1 if n is None else n
+
+
+def _explicit_threads() -> int | None:
+    """:func:`set_engine_threads`, else ``GAPKIT_NUM_THREADS``, else None."""
     n = _state["threads"]
     return _env_threads() if n is None else n
 
@@ -125,9 +137,32 @@ def current_threads() -> int:
 
 def block_threads(n_blocks: int) -> int:
     """Worker threads for ``n_blocks`` independent blocks of atoms (a large cell's
-    prediction): :func:`get_engine_threads`, at most ``n_blocks`` and the cores numba
-    found; 1 inside an engine call. Each worker runs its blocks on one engine and
-    one BLAS thread."""
+    prediction; each worker runs its blocks on one engine and one BLAS thread).
+
+    The explicit setting (:func:`set_engine_threads`, ``GAPKIT_NUM_THREADS``) if
+    there is one, else the free cores (:func:`free_cores`); at most ``n_blocks`` and
+    the cores numba found; 1 inside an engine call.
+    """
     if getattr(_local, "threads", None) is not None:
         return 1
-    return max(1, min(get_engine_threads(), int(n_blocks), numba.config.NUMBA_NUM_THREADS))
+    n = _explicit_threads()
+    n = free_cores() if n is None else n
+    return max(1, min(n, int(n_blocks), numba.config.NUMBA_NUM_THREADS))
+
+
+def free_cores() -> int:
+    """Cores this process may use minus the other tasks running right now (>= 1).
+
+    Runnable tasks come from the fourth field of ``/proc/loadavg`` (this thread is
+    one of them); without it (not Linux) all usable cores count as free.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    try:
+        with open("/proc/loadavg") as fh:
+            running = int(fh.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+        return cores
+    return max(1, cores - max(0, running - 1))

@@ -160,37 +160,37 @@ def predict_blocked(state: FittedState, atoms: Atoms, forces: bool, st: bool,
     dsets = []
     for t in state.terms:
         tasks = t.descriptor.vjp_block_tasks(atoms, block_atoms, strain=st, index=index)
-        job = partial(_block_job, t=t, alpha=state.alpha, d2=d2, st=st, n=n)
+        job = partial(_block_job, t=t, alpha=state.alpha, d2=d2, st=st)
         q = None
-        for blk, e, (r_b, eta_b) in _run_blocks(job, tasks):
+        for blk, e, folds in _run_blocks(job, tasks):
             if q is None:
                 q = np.empty((n, blk.q.shape[1]))
             sl = slice(blk.start, blk.stop)
             q[sl] = blk.q
             eps[sl] += e
-            dE_dr += r_b  # in block order: the same sums for any number of threads
-            dE_deta += eta_b
+            for fold in folds:  # in block order: the same sums for any number of threads
+                fold(dE_dr, dE_deta)
         dsets.append(DescriptorSet(q=q, numbers=atoms.numbers.copy()))
     out, base = _energies(state, atoms, eps, dsets, baseline, forces, st)
     _baseline_and_finish(out, atoms, base, forces, st, dE_dr, dE_deta)
     return out
 
 
-def _block_job(task, t, alpha: np.ndarray, d2: float, st: bool, n: int):
-    """One block of :func:`predict_blocked`: descriptors, kernel rows and VJP into
-    the block's own ``(dE/dr, dE/deta)``."""
+def _block_job(task, t, alpha: np.ndarray, d2: float, st: bool):
+    """One block of :func:`predict_blocked`: descriptors, kernel rows and VJP; the
+    VJP's fold onto ``(dE/dr, dE/deta)`` is returned, to run in block order."""
     blk = task()
     e, g = terms.local_energies_and_gradients(
         [t], [DescriptorSet(q=blk.q, numbers=blk.numbers)], alpha, gradients=True)
-    acc = (np.zeros((n, 3)), np.zeros((3, 3)))
-    blk.vjp(d2 * g[0], st, out=acc)
-    return blk, d2 * e, acc
+    folds: list = []
+    blk.vjp(d2 * g[0], st, out=folds)
+    return blk, d2 * e, folds
 
 
 def _run_blocks(job, tasks: list) -> Iterator:
     """``job(task)`` for every task, in order: serially, or on ``block_threads``
-    worker threads (each with one engine and BLAS thread; at most two blocks per
-    worker in flight, so memory stays bounded by the blocks)."""
+    worker threads (each with one engine and BLAS thread; at most one block per
+    worker and one finished block in flight, so memory stays bounded by the blocks)."""
     workers = block_threads(len(tasks))
     if workers <= 1:
         for task in tasks:
@@ -205,7 +205,7 @@ def _run_blocks(job, tasks: list) -> Iterator:
         pending = deque()
         for task in tasks:
             pending.append(pool.submit(run, task))
-            if len(pending) >= 2 * workers:
+            if len(pending) > workers:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
