@@ -199,6 +199,27 @@ def test_strain_defaults_to_fully_periodic_cells():
     assert ACSF(["Na", "Cl"]).compute(nacl_slab()).dq_strain is None
 
 
+@pytest.mark.parametrize("system", ["ethanol", "si"])
+def test_compiled_three_body_equals_the_numpy_reference(system):
+    """The compiled triplet loop gives the vectorised numpy G4/G5 values and gradients."""
+    from gapkit.descriptors.base import species_index
+    from gapkit.descriptors.neighbours import neighbour_pairs
+
+    at, sp = (ethanol(), ["H", "C", "O"]) if system == "ethanol" else (si_supercell(), ["Si"])
+    eng = ACSF(species=sp, r_cut=4.5, g5_params=[[0.01, 1.0, 1.0], [0.05, 2.5, -1.0]])._engine
+    i, j, d, D = neighbour_pairs(at, eng.r_cut)
+    sj = species_index(at.numbers, eng.species)[j]
+    for gradients in (False, True):
+        got = eng._three_body(i, sj, d, D, len(at), gradients)
+        ref = eng._three_body_numpy(i, sj, d, D, len(at), gradients)
+        assert np.abs(ref[0]).max() > 0
+        np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=1e-12 * np.abs(ref[0]).max())
+        if gradients:
+            np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=1e-12 * np.abs(ref[1]).max())
+        else:
+            assert got[1] is None and ref[1] is None
+
+
 @pytest.mark.parametrize("kind", ["acsf", "twobody"])
 @pytest.mark.parametrize("normalize", [False, True])
 def test_vjp_equals_contraction_of_the_jacobian(kind, normalize, rng):

@@ -1,7 +1,8 @@
 """The radial/angular symmetry-function engine shared by :class:`ACSF` and :class:`TwoBody`.
 
-:class:`SymmetryFunctionEngine` computes DScribe's G1-G5 (vectorised numpy, exact
-analytic derivatives); :class:`SymmetryFunctionDescriptor` is the part of the
+:class:`SymmetryFunctionEngine` computes DScribe's G1-G5 (exact analytic
+derivatives; 2-body terms in numpy, the 3-body triplet loop compiled with numba in
+:mod:`~gapkit.descriptors.symmetry_kernels`, its numpy form kept as the reference); :class:`SymmetryFunctionDescriptor` is the part of the
 descriptor interface that :class:`~gapkit.descriptors.ACSF` and
 :class:`~gapkit.descriptors.TwoBody` share (``r_cut`` / ``normalize`` checks, the
 optional normalisation).
@@ -58,6 +59,8 @@ from ase import Atoms
 from .base import Descriptor, Engine, EngineResult, species_index, species_numbers
 from .neighbours import neighbour_pairs
 from .segments import fold_pair_gradient, segment_matrix, segment_sum
+from .symmetry_kernels import three_body
+from .threads import engine_threads
 
 __all__ = ["SymmetryFunctionDescriptor", "SymmetryFunctionEngine"]
 
@@ -253,6 +256,27 @@ class SymmetryFunctionEngine(Engine):
 
     # ------------------------------------------------------------------ compute
     def _three_body(self, i, sj, d, D, N, gradients):
+        """:meth:`_three_body_numpy` by the compiled triplet loop
+        (:func:`~gapkit.descriptors.symmetry_kernels.three_body`): nothing per triplet
+        is stored."""
+        ns, na, P = self.n_species, self.n_angular, len(i)
+        p3 = np.zeros((N * self.n_spair, na))
+        gC3 = np.zeros((P, ns, 3, na) if gradients else (0, ns, 3, na))
+        if P:
+            starts = np.searchsorted(i, np.arange(N + 1)).astype(np.int64)
+            fc, dfc = self._cutoff(d)
+            params = np.ascontiguousarray(np.concatenate([self.g4, self.g5]))
+            with_jk = np.arange(na) < len(self.g4)
+            with engine_threads():
+                three_body(starts, sj.astype(np.int64), d, np.ascontiguousarray(D), fc, dfc / d,
+                           self._its.astype(np.int64), self.n_spair, self.r_cut, params, with_jk,
+                           bool(gradients), p3, gC3)
+        p3 = p3.reshape(N, self.n_spair * na)
+        if not gradients:
+            return p3, None
+        return p3, gC3.transpose(0, 2, 1, 3).reshape(P, 3, ns * na)
+
+    def _three_body_numpy(self, i, sj, d, D, N, gradients):
         """G4/G5 values (N, n_spair * n_angular) and, with ``gradients``, their
         derivatives with respect to the neighbour vectors in compact form
         (P, 3, n_species * n_angular): pair ``p`` (neighbour species ``s_p``), partner
