@@ -67,7 +67,7 @@ def one(args) -> dict:
 
     train, tests, e0 = load(args.set, args.n_train, args.n_test)
     if args.one == "refit":
-        def refit(est, state, groups, val, val_groups=None):
+        def refit(est, state, groups, val, val_groups=None, **kw):
             new, new_groups = training.fit_state(est, train, False)
             return new.replace(extra=state.extra), new_groups
         training.add_rows = refit

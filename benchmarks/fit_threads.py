@@ -16,13 +16,20 @@ round so that a drift of the load hits all alike):
 Printed per configuration: median, min and max of the wall time and the CPU time of
 the fit (``time.process_time`` of the worker, all its threads), and the median speed-up
 against ``serial-1blas`` with its range over rounds. Goal (issue 17): >= 1.6x from the
-second core on an idle machine. The fit's own phases are logged at INFO with
-``--verbose``.
+second core on an idle machine.
 
-Example::
+``--default-fit`` instead fits once per ``--n-sparse`` value (comma-separated, e.g.
+``1000,2000,auto``) with the default settings (``n_jobs=None``: every core; E0 from
+the isolated atoms, as in ``benchmarks/accuracy.py``), each in a fresh process, and
+prints wall and CPU time of the fit, its peak RSS, M and the test MAE on
+``--n-test`` evenly spaced ``test_MD`` frames (issue #14: the default 1000-frame fit
+under 5 minutes and 8 GB on a 2-core machine; issue #17: 40 s).
 
-    python benchmarks/fit_threads.py --rounds 5 --json /tmp/fit_threads.json
+Examples::
+
+    python benchmarks/fit_threads.py --n-frames 1000 --rounds 5 --json /tmp/fit_threads.json
     python benchmarks/fit_threads.py --n-frames 100 --n-sparse 200 --rounds 5   # quick
+    python benchmarks/fit_threads.py --default-fit --n-frames 1000 --n-sparse 1000,2000,auto
 """
 
 from __future__ import annotations
@@ -43,35 +50,82 @@ GOAL = 1.6
 
 
 def one(args) -> dict:
+    import resource
+
+    import numpy as np
     from ase.io import read
 
     from gapkit import GAP
+    from gapkit.metrics import error_metrics
 
     frames = read(str(args.data / "train.xyz"), f":{args.n_frames}")
+    e0 = {a.get_chemical_symbols()[0]: float(a.get_potential_energy())
+          for a in read(str(args.data / "isolated_atoms.xyz"), ":") if len(a) == 1}
     n_sparse = args.n_sparse if args.n_sparse == "auto" else int(args.n_sparse)
+    jobs = None if args.one_jobs == 0 else args.one_jobs
     t0, c0 = time.perf_counter(), time.process_time()
-    model = GAP(n_sparse=n_sparse, random_state=args.seed, n_jobs=args.one_jobs).fit(frames)
-    import numpy as np
+    model = GAP(n_sparse=n_sparse, e0=e0, random_state=args.seed, n_jobs=jobs).fit(frames)
+    out = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "M": int(len(model.sparse_species_)), "alpha_norm": float(np.linalg.norm(model.alpha_))}
+    if args.n_test:
+        test = read(str(args.data / "test_MD.xyz"), ":")
+        test = [test[k] for k in np.linspace(0, len(test) - 1, args.n_test).astype(int)]
+        m = error_metrics(model.predict(test), test)
+        out.update(E_mae_meV=1e3 * m["energy_mae"], F_mae_meV_A=1e3 * m["forces_mae"])
+    return out
 
-    return {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
-            "M": int(len(model.sparse_species_)), "alpha_norm": float(np.linalg.norm(model.alpha_))}
+
+def default_fits(args) -> int:
+    """One fresh default fit per n_sparse value: wall, CPU, peak RSS, M, test MAE."""
+    rows = []
+    print(f"# default fit: rMD17 ethanol, {args.n_frames} frames, n_jobs=None on "
+          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}", flush=True)
+    for n_sparse in args.n_sparse.split(","):
+        cmd = [sys.executable, str(SCRIPT), "--one-jobs", "0", "--n-frames", str(args.n_frames),
+               "--n-sparse", n_sparse, "--data", str(args.data), "--seed", str(args.seed),
+               "--n-test", str(args.n_test)]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode:
+            print(out.stderr[-3000:])
+            return 1
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        row.update(n_sparse=n_sparse, load=os.getloadavg()[0])
+        rows.append(row)
+        print(f"n_sparse {n_sparse:>5s}  M {row['M']:5d}  fit wall {row['wall_s']:6.1f} s  "
+              f"cpu {row['cpu_s']:6.1f} s  peak RSS {row['peak_rss_mb']:6.0f} MB  test_MD "
+              f"({args.n_test}) E {row.get('E_mae_meV', float('nan')):.2f} meV  "
+              f"F {row.get('F_mae_meV_A', float('nan')):.1f} meV/Å  load {row['load']:.2f}",
+              flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n-frames", type=int, default=1000)
-    p.add_argument("--n-sparse", default="1000", help="per species, or 'auto'")
+    p.add_argument("--n-sparse", default="1000",
+                   help="per species, or 'auto' (--default-fit: a comma-separated list)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset")
     p.add_argument("--data", type=Path, default=Path(os.environ.get(
         "GAPKIT_SHARED_DATA", DATA.parent)) / "ethanol_rmd17")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--default-fit", action="store_true",
+                   help="one default fit per --n-sparse value (see the module docstring)")
+    p.add_argument("--n-test", type=int, default=None,
+                   help="test_MD frames for the MAE (default: 1000 with --default-fit, else 0)")
     p.add_argument("--one-jobs", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.n_test is None:
+        args.n_test = 1000 if args.default_fit else 0
     if args.one_jobs is not None:
         print(json.dumps(one(args)))
         return 0
+    if args.default_fit:
+        return default_fits(args)
     names = args.configs.split(",")
     times = {k: [] for k in names}
     print(f"# fit threads: rMD17 ethanol, {args.n_frames} frames, n_sparse {args.n_sparse}, "

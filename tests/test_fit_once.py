@@ -11,7 +11,7 @@ import pytest
 
 from gapkit import GAP, SOAP
 from gapkit.gp import solver as gp
-from gapkit.gp import streaming
+from gapkit.gp import sparsify, streaming
 from gapkit.model import training
 from gapkit.model import sparse_counts as sc
 
@@ -71,12 +71,14 @@ def test_default_fit_builds_each_frames_rows_once(train_frames, spied, n_jobs):
     assert final.calibration is not None and final.calibration is not split.calibration
 
 
-def test_added_rows_equal_a_fit_of_all_rows(train_frames):
-    """add_rows on the split model = the exact solve with every frame's rows and the
-    split model's sparse set, E0 and hyperparameters."""
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_added_rows_equal_a_fit_of_all_rows(train_frames, n_jobs):
+    """add_rows on the split model (its rows folded into the split model's factors,
+    serial or in threads) = the exact solve with every frame's rows and the split
+    model's sparse set, E0 and hyperparameters."""
     frames = train_frames[:16]
     est = GAP(SOAP(**SMALL_SOAP), n_sparse=30, e0="lstsq", random_state=0, calibrate=False,
-              n_jobs=1)
+              n_jobs=n_jobs, chunk_size=2)
     state, groups = training.fit_state(est, frames[:10], False)
     added, merged = training.add_rows(est, state, groups, frames[10:])
     data = training.training_data(frames, est.label_keys, est.use_forces)
@@ -97,3 +99,21 @@ def test_checked_skips_only_the_geometry_check(train_frames):
         training.training_data(frames, keys, True)
     data = training.training_data(frames, keys, True, checked=True)
     assert len(data.labels) == 3
+
+
+@pytest.mark.parametrize("memory_budget", [None, 0])
+def test_threaded_sparse_selection_equals_serial(train_frames, memory_budget):
+    """The descriptors of the CUR passes computed by threads give the same choice."""
+    frames = train_frames[:12]
+    desc = SOAP(species=["H", "C", "O"], **SMALL_SOAP)
+    counts = {1: 20, 6: 6, 8: 3}
+    ref = sparsify.select_from_frames(desc, frames, counts, "cur", 0, memory_budget=memory_budget)
+    got = sparsify.select_from_frames(desc, frames, counts, "cur", 0, memory_budget=memory_budget,
+                                      threads=2)
+    np.testing.assert_array_equal(got[1], ref[1])
+    np.testing.assert_array_equal(got[0], ref[0])
+    ks = [5, 0, 3]
+    pairs = list(sparsify.frame_descriptors(desc, frames, ks, threads=2))
+    assert [k for k, _ in pairs] == ks
+    for k, q in pairs:
+        np.testing.assert_array_equal(q, desc.compute(frames[k]).q)

@@ -34,6 +34,11 @@ all pairwise distances and keeps the descriptors.
 
 from __future__ import annotations
 
+import collections
+import copy
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import scipy.linalg as sla
 from scipy.linalg.blas import dsyrk
@@ -302,9 +307,57 @@ def _sample_by_leverage(lev: np.ndarray, n: int, rng: np.random.RandomState) -> 
     return np.argsort(-keys)[:n]
 
 
+def frame_descriptors(descriptor, frames, which, threads: int = 1, progress: bool | None = False,
+                      desc: str = "sparse points"):
+    """``(k, q_k)`` for the frames ``which``, in that order: the descriptors (no
+    gradients) of ``frames[k]``.
+
+    With ``threads > 1`` they are computed by a pool of threads, each with its own copy
+    of ``descriptor`` (engines and scratch buffers are per thread; the engines release
+    the GIL), at most ``2 threads + 2`` frames ahead of the consumer, so the consumer's
+    work (Gram updates, scores) overlaps the descriptors and memory stays bounded.
+    The results are those of the serial loop.
+    """
+    which = [int(k) for k in which]
+    bar = progress_bar(total=len(which), desc=desc, unit="frame", progress=progress)
+    if threads <= 1 or len(which) < 2:
+        for k in which:
+            yield k, descriptor.compute(frames[k], gradients=False, index=k).q
+            bar.update(1)
+        bar.close()
+        return
+    local = threading.local()
+
+    def compute(k):
+        own = getattr(local, "descriptor", None)
+        if own is None:
+            own = local.descriptor = copy.deepcopy(descriptor)
+        return own.compute(frames[k], gradients=False, index=k).q
+
+    pending: collections.deque = collections.deque()
+    todo = iter(which)
+    with ThreadPoolExecutor(int(threads)) as pool:
+        for k in todo:
+            pending.append((k, pool.submit(compute, k)))
+            if len(pending) >= 2 * threads + 2:
+                break
+        try:
+            while pending:
+                k, fut = pending.popleft()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    pending.append((nxt, pool.submit(compute, nxt)))
+                yield k, fut.result()
+                bar.update(1)
+        finally:
+            for _, fut in pending:
+                fut.cancel()
+            bar.close()
+
+
 def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", random_state=None,
                        progress: bool | None = False, memory_budget: int | None = None,
-                       sketch: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                       sketch: bool = True, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Sparse environments per species, streaming over ``frames``.
 
     Parameters
@@ -328,6 +381,9 @@ def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", ra
     sketch : bool, default True
         Let :class:`GramSketch` use its randomized sketch when ``2 (2 k + 10) < F``;
         ``False`` always streams the exact (F, F) Gram matrix.
+    threads : int, default 1
+        Threads computing the descriptors (:func:`frame_descriptors`); the choice is
+        the same for any number.
 
     Returns
     -------
@@ -348,8 +404,7 @@ def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", ra
     numbers = np.concatenate([a.numbers for a in frames])
 
     def descriptors(desc_frames):
-        for k in progress_bar(desc_frames, desc="sparse points", unit="frame", progress=progress):
-            yield k, descriptor.compute(frames[k], gradients=False, index=int(k)).q
+        return frame_descriptors(descriptor, frames, desc_frames, threads, progress)
 
     chosen: dict[int, np.ndarray] = {}
     if method == "fps":
@@ -370,8 +425,11 @@ def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", ra
     need = np.unique(owner[wanted])
     rows: dict[int, np.ndarray] = {}
     for k, q in descriptors(need):
-        for i in wanted[owner[wanted] == k]:
-            rows[int(i)] = q[atom[i]]
+        here = wanted[owner[wanted] == k]
+        # copies of the chosen rows only (a view would keep the frame's whole array
+        # alive: memory growing with the number of frames that hold a sparse point)
+        for i, row in zip(here, q[atom[here]]):
+            rows[int(i)] = row
     Q = np.vstack([rows[int(i)] for i in wanted])
     Z = numbers[wanted].astype(np.int64)
     keep = np.concatenate([np.flatnonzero(Z == z)[distinct_rows(Q[Z == z])] for z in species])

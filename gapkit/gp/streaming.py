@@ -196,7 +196,8 @@ def _own_spec(spec: RowSpec) -> RowSpec:
 
 def accumulate(spec: RowSpec, frames: Sequence[Atoms], labels: Sequence[Labels],
                resid: np.ndarray, chunk_size: int = 32, n_jobs: int | None = None,
-               client=None, progress: bool | None = False) -> dict[str, gp.RowGroup]:
+               client=None, progress: bool | None = False,
+               start: dict[str, gp.RowGroup] | None = None) -> dict[str, gp.RowGroup]:
     """Per-group triangular factors of all training rows.
 
     Parameters
@@ -220,24 +221,32 @@ def accumulate(spec: RowSpec, frames: Sequence[Atoms], labels: Sequence[Labels],
     progress : bool or None
         Show a progress bar over the chunks (``None``: decide from the terminal; see
         :func:`gapkit.progress.progress_bar`).
+    start : dict of :class:`gapkit.gp.RowGroup`, optional
+        Factors of earlier rows (same columns) to continue from: the rows of
+        ``frames`` are folded into them, so no merge of a separate factor is needed.
+        They are consumed (updated in place).
 
     Returns
     -------
     dict of :class:`gapkit.gp.RowGroup`
+        With ``start``: the factors of its rows and those of ``frames``.
     """
     n = len(frames)
     bounds = _chunk_bounds(n, int(chunk_size))
     total = gp.RowAccumulator(spec.n_columns, block_rows=spec.block_rows)
+    seed = dict(start) if start else {}
 
     def args(lo, hi):
         return spec, list(frames[lo:hi]), list(labels[lo:hi]), list(resid[lo:hi]), lo
 
     if client is not None:
+        total.groups = seed
         return _accumulate_dask(client, spec, args, n, int(chunk_size), total, progress)
     threads = resolve_threads(n_jobs, len(bounds))
     bar = progress_bar(total=len(bounds), desc="fit chunks", unit="chunk", progress=progress)
     if threads == 1:
         # serial: stream chunk after chunk into one accumulator
+        total.groups = seed
         for lo, hi in bounds:
             accumulate_chunk(*args(lo, hi), acc=total)
             bar.update(1)
@@ -251,6 +260,8 @@ def accumulate(spec: RowSpec, frames: Sequence[Atoms], labels: Sequence[Labels],
     def work(share):
         own = _own_spec(spec)
         acc = gp.RowAccumulator(spec.n_columns, block_rows=spec.block_rows)
+        if share is shares[0]:  # the first share continues from ``start`` (merged for free)
+            acc.groups = seed
         for c in share:
             lo, hi = bounds[c]
             accumulate_chunk(own, *args(lo, hi)[1:], acc=acc)

@@ -138,12 +138,13 @@ def energy_residuals(data: TrainingData, e0) -> np.ndarray:
 
 
 def accumulate_rows(est, spec: streaming.RowSpec, data: TrainingData, resid: np.ndarray,
-                    client=None) -> dict:
+                    client=None, start: dict | None = None) -> dict:
     """Per-group triangular row factors of ``data`` with the estimator's chunking,
-    threads and progress (:func:`gapkit.gp.streaming.accumulate`)."""
+    threads and progress (:func:`gapkit.gp.streaming.accumulate`; ``start``: factors
+    to continue from, consumed)."""
     return streaming.accumulate(spec, data.frames, data.labels, resid,
                                 chunk_size=int(est.chunk_size), n_jobs=est.n_jobs,
-                                client=client, progress=est.verbose)
+                                client=client, progress=est.verbose, start=start)
 
 
 def reference_energies(e0, data: TrainingData, keys: LabelKeys, species, baseline=None):
@@ -192,7 +193,9 @@ def select_sparse(est, specs, descs, frames, species, rng) -> list[terms.FittedT
         counts = all_counts[t]
         Q, Z = sparsify.select_from_frames(desc, frames, counts,
                                            spec.sparse_method or est.sparse_method, rng,
-                                           progress=est.verbose)
+                                           progress=est.verbose,
+                                           threads=streaming.resolve_threads(est.n_jobs,
+                                                                             len(frames)))
         weight = terms.auto_weight(Q, zeta) if spec.weight == "auto" else float(spec.weight)
         fitted.append(terms.FittedTerm(desc, zeta, weight, Q, Z, start))
         start += len(Z)
@@ -342,14 +345,17 @@ def add_rows(est, state: FittedState, groups: dict, frames: Sequence[Atoms],
     hyperparameters (``extra``: their row factors, if already computed; ``checked``:
     the geometries of ``frames`` were checked already).
 
-    Only the design rows of ``frames`` are computed (once), merged into ``groups`` by
-    a QR of the stacked triangles, and the system is solved again: no sparse
-    selection, no ``K_MM`` factorisation and no row of the earlier frames again."""
+    Only the design rows of ``frames`` are computed (once) and folded into the factors
+    ``groups`` (consumed: updated in place), or ``extra`` is merged with them by a QR of
+    the stacked triangles; then the system is solved again: no sparse selection, no
+    ``K_MM`` factorisation and no row of the earlier frames again."""
     if extra is None:
         data = training_data(frames, est.label_keys, est.use_forces, est.baseline, checked)
         spec = streaming.RowSpec(list(state.terms), est.noise_by_config_type)
-        extra = accumulate_rows(est, spec, data, energy_residuals(data, state.e0))
-    merged = gp.merge_groups(groups, extra)
+        merged = accumulate_rows(est, spec, data, energy_residuals(data, state.e0),
+                                 start=groups)
+    else:
+        merged = gp.merge_groups(groups, extra)
     sigmas = {g: state.noise[g] if g in state.noise else initial_noise(est, g.kind, frames)
               for g in merged}
     sol = gp.solve(merged, state.kmm_cholesky, state.delta, sigmas)
