@@ -13,11 +13,14 @@ energy + forces + stress call on its cell through :class:`gapkit.GAPCalculator`.
 Printed per size: median wall and CPU time per atom (and their range), the peak RSS and
 its growth over the warm-up, and the ratio of the time per atom to the smallest
 cell's (goal <= 1.2 up to 100,000 atoms; peak RSS of the 100,000-atom cell < 2 GB).
-``--threads N`` sets the engine threads (``GAPKIT_NUM_THREADS``) and BLAS threads.
-Exits 0 with a message when the data is absent.
+``--threads N`` sets the block threads (``GAPKIT_NUM_THREADS``: cells of more than 512
+atoms run their blocks on N worker threads) and the BLAS threads; ``--threads 0``
+leaves ``GAPKIT_NUM_THREADS`` unset (the default: one worker per free core). Exits 0
+with a message when the data is absent.
 
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/large_cell.py
     python benchmarks/large_cell.py --repeats 2,4,8,16,23 --rounds 3   # up to 97,336 atoms
+    python benchmarks/large_cell.py --repeats 2,4,8,16,23 --rounds 3 --threads 2
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--repeats", type=h.int_list, default=[2, 4, 8, 12],
                     help="supercell repeats of the 8-atom cell (8 r^3 atoms each)")
     ap.add_argument("--rounds", type=int, default=3, help="passes over the sizes")
-    ap.add_argument("--threads", type=int, default=1, help="engine and BLAS threads")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="block threads (GAPKIT_NUM_THREADS; 0: unset, the default)")
     ap.add_argument("--n-train", type=int, default=20)
     ap.add_argument("--n-sparse", type=int, default=300)
     ap.add_argument("--json", type=Path, default=None)
@@ -89,9 +93,12 @@ def main(argv=None) -> int:
     data_dir = h.find_data_dir(args.data, "si_mlearn", ("train.xyz",), "the mlearn Si folder")
     if data_dir is None:
         return 0
-    env, pinned = h.worker_env(args.threads)
-    env["GAPKIT_NUM_THREADS"] = str(args.threads)
-    print(h.host_line(pinned), f"GAPKIT_NUM_THREADS={args.threads}")
+    env, pinned = h.worker_env(max(1, args.threads))
+    if args.threads > 0:
+        env["GAPKIT_NUM_THREADS"] = str(args.threads)
+    else:
+        env.pop("GAPKIT_NUM_THREADS", None)
+    print(h.host_line(pinned), f"GAPKIT_NUM_THREADS={env.get('GAPKIT_NUM_THREADS', 'unset')}")
     print("command:", " ".join(sys.argv))
     from gapkit import GAP, SOAP
 
