@@ -117,3 +117,15 @@ def test_threaded_sparse_selection_equals_serial(train_frames, memory_budget):
     assert [k for k, _ in pairs] == ks
     for k, q in pairs:
         np.testing.assert_array_equal(q, desc.compute(frames[k]).q)
+
+
+def test_threaded_calibration_equals_serial(train_frames):
+    """The validation frames predicted by threads give the same calibration."""
+    frames = train_frames[:12]
+    est = GAP(SOAP(**SMALL_SOAP), n_sparse=30, e0="lstsq", random_state=0, calibrate=False,
+              n_jobs=1)
+    state, _ = training.fit_state(est, frames[:8], False)
+    val = train_frames[20:27]
+    one = training.calibrate_on(state, val, est.label_keys, None, "v", threads=1)
+    two = training.calibrate_on(state, val, est.label_keys, None, "v", threads=2)
+    assert one.as_dict() == two.as_dict() and one.as_dict()["source"] == "v"

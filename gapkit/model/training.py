@@ -9,9 +9,14 @@ a projected process by a streaming QR (:mod:`gapkit.gp.solver`).
 
 from __future__ import annotations
 
+import collections
+import copy
+import dataclasses
 import logging
 import math
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -317,26 +322,75 @@ def split_validation(frames_all: Sequence[Atoms], fraction: float, random_state
 
 def calibrate_on(state: FittedState, frames: Sequence[Atoms], keys: LabelKeys, baseline,
                  source: str, keep_nystrom: bool = False, progress: bool | None = False,
-                 checked: bool = False) -> Calibration:
-    """Calibration of ``state`` on labelled validation structures, one at a time (the
-    descriptor derivatives of a frame are dropped before the next); ``progress``: a bar
-    over them (see :func:`gapkit.progress.progress_bar`); ``checked``: their geometries
-    were checked already."""
+                 checked: bool = False, threads: int = 1) -> Calibration:
+    """Calibration of ``state`` on labelled validation structures, one at a time per
+    thread (the descriptor derivatives of a frame are dropped before the next);
+    ``progress``: a bar over them (see :func:`gapkit.progress.progress_bar`);
+    ``checked``: their geometries were checked already; ``threads``: frames predicted
+    by a pool of threads (each with its own copy of the descriptors), with the same
+    result as one thread."""
     ref = reference_arrays(frames, keys)
-    parts, e_err, f_err = [], [], []
-    for k, atoms in enumerate(progress_bar(frames, desc="calibrate", unit="frame",
-                                           progress=progress)):
+    for k, atoms in enumerate(frames):
         if not checked:
             check_geometry(atoms, k)
         state.descriptor.check_species(atoms, k)
-        f_ref = ref["forces"][k]
-        pred = predict_batch(state, [atoms], f_ref is not None, False, f_ref is not None,
+
+    def one(st, k):
+        atoms, f_ref = frames[k], ref["forces"][k]
+        pred = predict_batch(st, [atoms], f_ref is not None, False, f_ref is not None,
                              baseline=baseline, offset=k)[0]
-        parts.append(validation_parts(state, atoms, pred, f_ref))
-        e_err.append(pred.energy - ref["energy"][k])
-        f_err.append(None if f_ref is None else pred.forces - f_ref)
+        return (validation_parts(st, atoms, pred, f_ref), pred.energy - ref["energy"][k],
+                None if f_ref is None else pred.forces - f_ref)
+
+    with progress_bar(total=len(frames), desc="calibrate", unit="frame",
+                      progress=progress) as bar:
+        out = list(_map_frames(state, one, len(frames), threads, bar))
+    parts, e_err, f_err = (list(x) for x in zip(*out))
     return fit_calibration(state, frames, parts, np.array(e_err), f_err, source,
                            keep_nystrom=keep_nystrom)
+
+
+def _map_frames(state: FittedState, fn, n: int, threads: int, bar):
+    """``fn(state_copy, k)`` for ``k < n`` in order; with ``threads > 1`` frame 0 runs
+    here first (filling the state's caches), the rest on a thread pool whose threads
+    each own a copy of the state with private descriptors (engines are not shared)
+    and the caches of ``state``, at most ``2 threads + 2`` frames ahead."""
+    if threads <= 1 or n < 3:
+        for k in range(n):
+            yield fn(state, k)
+            bar.update(1)
+        return
+    yield fn(state, 0)
+    bar.update(1)
+    local = threading.local()
+
+    def work(k):
+        st = getattr(local, "state", None)
+        if st is None:
+            own = tuple(dataclasses.replace(t, descriptor=copy.deepcopy(t.descriptor))
+                        for t in state.terms)
+            st = local.state = state.replace(terms=own)
+            st._cache.update(state._cache)  # derived from the same arrays
+        return fn(st, k)
+
+    pending: collections.deque = collections.deque()
+    todo = iter(range(1, n))
+    with ThreadPoolExecutor(int(threads)) as pool:
+        for k in todo:
+            pending.append(pool.submit(work, k))
+            if len(pending) >= 2 * threads + 2:
+                break
+        try:
+            while pending:
+                fut = pending.popleft()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    pending.append(pool.submit(work, nxt))
+                yield fut.result()
+                bar.update(1)
+        finally:
+            for fut in pending:
+                fut.cancel()
 
 
 def add_rows(est, state: FittedState, groups: dict, frames: Sequence[Atoms],
@@ -392,7 +446,8 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
         if not est.calibrate:
             return state, groups
         cal = calibrate_on(state, valid, est.label_keys, est.baseline,
-                           source=f"validation file: {len(valid)} frames", progress=est.verbose)
+                           source=f"validation file: {len(valid)} frames", progress=est.verbose,
+                           threads=streaming.resolve_threads(est.n_jobs, len(valid)))
         cal = with_training_range(cal, frames_all, reference_arrays(frames_all, est.label_keys)
                                   ["forces"], state.descriptor.interaction_range)
         return state.replace(calibration=cal), groups
@@ -415,7 +470,8 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
         n_all = len(train) + len(val) - len(split_isolated(train)[1])
         cal = calibrate_on(state, val, est.label_keys, est.baseline,
                            source=f"validation split: {len(val)} of {n_all} frames",
-                           progress=est.verbose, checked=True)
+                           progress=est.verbose, checked=True,
+                           threads=streaming.resolve_threads(est.n_jobs, len(val)))
         # the compression term's range: every frame the final model is trained on
         cal = with_training_range(cal, frames_all, reference_arrays(frames_all, est.label_keys)
                                   ["forces"], state.descriptor.interaction_range)
