@@ -176,7 +176,6 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
         ls = np.arange(self.l_max + 1)[:, None]
         fac = math.pi**1.5 * eta**-1.5 * q ** (ls + 1.5)  # (L+1, k)
         self._B = self.betas * fac[:, None, :]  # (L+1, n, k)
-        self._Bt = np.ascontiguousarray(self._B.transpose(0, 2, 1))  # (L+1, k, n)
         self._gidx, self._gcoef = solid_harmonic_gradient_table(self.l_max)
         # The centre's own Gaussian at the origin: only l = 0, S_00 = 1/sqrt(4 pi).
         self._self_c0 = self._B[0].sum(axis=1) / math.sqrt(4 * math.pi)  # (n,)
@@ -296,7 +295,7 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
         Rq = np.empty_like(R) if derivative else np.empty((0, 0, 0))
         E = np.multiply.outer(env.r2, self._A)  # (P, L+1, K)
         np.exp(E, out=E)
-        kern.radial_basis(env.starts, E, env.w, env.wq, self._A, self._Bt, R, Rq, derivative)
+        kern.radial_basis(env.starts, E, env.w, env.wq, self._A, self._B, R, Rq, derivative)
         return R, (Rq if derivative else None)
 
     def _harmonics(self, D: np.ndarray, derivative: bool) -> tuple[np.ndarray, np.ndarray | None]:

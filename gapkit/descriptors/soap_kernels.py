@@ -60,42 +60,40 @@ class _Kernel:
         return self._parallel(*args)
 
 
-def radial_basis(starts, E, w, wq, A, Bt, R, Rq, derivative):  # pragma: no cover - jitted
+def radial_basis(starts, E, w, wq, A, B, R, Rq, derivative):  # pragma: no cover - jitted
     """Fill ``R`` (P, L+1, n) and, with ``derivative``, ``Rq`` (P, L+1, n).
 
     ``E[p, l, k] = exp(A[l, k] r_p^2)`` (P, L+1, K) (numpy's vectorised ``exp``);
-    ``A`` (L+1, K) and ``Bt[l, k, n] = B[l, n, k]`` are the closed-form GTO integrals
-    of the engine; ``w`` and ``wq`` the cutoff weight and ``w'(r)/r`` of every pair.
+    ``A`` (L+1, K) and ``B`` (L+1, n, K) are the closed-form GTO integrals of the
+    engine; ``w`` and ``wq`` the cutoff weight and ``w'(r)/r`` of every pair. Each
+    value is one dot product over ``k`` (accumulated in registers).
     """
     n_centres = starts.shape[0] - 1
-    L1, K, nm = Bt.shape
+    L1, nm, K = B.shape
     for c in nb.prange(n_centres):
         f = np.empty(K)
         for p in range(starts[c], starts[c + 1]):
             wp = w[p]
             wqp = wq[p]
             for l in range(L1):
-                for a in range(nm):
-                    R[p, l, a] = 0.0
                 if derivative:
                     for k in range(K):
                         f[k] = E[p, l, k] * (wqp + 2.0 * A[l, k] * wp)
                     for a in range(nm):
-                        Rq[p, l, a] = 0.0
-                    for k in range(K):  # R and Rq share the loads of Bt
-                        e = E[p, l, k]
-                        fk = f[k]
-                        for a in range(nm):
-                            b = Bt[l, k, a]
-                            R[p, l, a] += b * e
-                            Rq[p, l, a] += b * fk
+                        s0 = 0.0
+                        s1 = 0.0
+                        for k in range(K):  # R and Rq share the loads of B
+                            b = B[l, a, k]
+                            s0 += b * E[p, l, k]
+                            s1 += b * f[k]
+                        R[p, l, a] = wp * s0
+                        Rq[p, l, a] = s1
                 else:
-                    for k in range(K):
-                        e = E[p, l, k]
-                        for a in range(nm):
-                            R[p, l, a] += Bt[l, k, a] * e
-                for a in range(nm):
-                    R[p, l, a] *= wp
+                    for a in range(nm):
+                        s0 = 0.0
+                        for k in range(K):
+                            s0 += B[l, a, k] * E[p, l, k]
+                        R[p, l, a] = wp * s0
 
 
 def expand(starts, s, R, S, c):  # pragma: no cover - jitted
