@@ -134,7 +134,9 @@ def test_variance_sparse_all_is_todays_full_std(frames, test_frames):
     d = st.delta
     parts = variance.variance_parts(st, ds)
     got = np.concatenate([[parts.energy.nystrom], parts.energies.nystrom])
-    np.testing.assert_allclose(got, d ** 2 * (prior - np.sum(A * A, 0)), rtol=1e-12, atol=1e-15)
+    # V_N = d^2 (prior - |A|^2) cancels: to 1e-12 of the prior variance
+    np.testing.assert_allclose(got, d ** 2 * (prior - np.sum(A * A, 0)), rtol=1e-12,
+                               atol=1e-12 * d ** 2 * prior.max())
     got = np.concatenate([[parts.energy.posterior], parts.energies.posterior])
     np.testing.assert_allclose(got, d ** 4 * np.sum(B * B, 0), rtol=1e-12, atol=1e-15)
 
@@ -228,3 +230,13 @@ def test_cli_flag_config_and_round_trip(tmp_path, capsys):
     cfg.write_text(json.dumps(dumped))
     assert main(["fit", "--config", str(cfg), "--dump-config"]) == 0
     assert json.loads(capsys.readouterr().out)["variance_sparse"] == 400
+
+
+def test_local_prior_sum_and_diagonal_without_the_matrix(sub_model, test_frames):
+    st = sub_model.state_
+    for atoms in test_frames[:3]:
+        ds = _descriptors(sub_model, atoms)
+        kqq = terms.local_prior(st.terms, ds)
+        total, diag = terms.local_prior_sum_diag(st.terms, ds, block=4)
+        assert total == pytest.approx(kqq.sum(), rel=1e-12)
+        np.testing.assert_allclose(diag, np.diag(kqq), rtol=1e-12)

@@ -182,6 +182,29 @@ def local_prior(terms: Sequence[FittedTerm], dsets: Sequence[DescriptorSet]) -> 
     return out
 
 
+def local_prior_sum_diag(terms: Sequence[FittedTerm], dsets: Sequence[DescriptorSet],
+                        block: int = 1024) -> tuple[float, np.ndarray]:
+    """The sum of all entries and the diagonal of :func:`local_prior`, without the
+    (n, n) matrix: per species and in row blocks of ``block`` atoms (memory O(block n)).
+
+    Returns
+    -------
+    total : float
+        Unit-scale prior variance of the total energy.
+    diag : ndarray of shape (n_atoms,)
+        Unit-scale prior variances of the local energies.
+    """
+    n = dsets[0].n_atoms
+    total, diag = 0.0, np.zeros(n)
+    for t, ds in zip(terms, dsets):
+        diag += t.scale * kernels._pow(np.einsum("if,if->i", ds.q, ds.q), t.zeta)
+        for z in np.unique(ds.numbers):
+            q = ds.q[ds.numbers == z]
+            for b0 in range(0, len(q), block):
+                total += t.scale * float(kernels.dot_kernel(q[b0:b0 + block], q, t.zeta).sum())
+    return total, diag
+
+
 def force_prior(terms: Sequence[FittedTerm], dsets: Sequence[DescriptorSet]) -> np.ndarray:
     """Unit-scale prior variance of every force component, shape (3 n_atoms,)."""
     return sum(t.scale * kernels.force_prior_variance(ds, t.zeta) for t, ds in zip(terms, dsets))

@@ -220,9 +220,9 @@ def variance_parts(state: FittedState, dsets: Sequence, forces: str | None = Non
     d = state.delta
     fac = variance_factors(state, full)
     local = terms.local_rows(fac.terms, dsets)  # (n, M_v)
-    kqq = terms.local_prior(state.terms, dsets)
+    k_total, k_diag = terms.local_prior_sum_diag(state.terms, dsets)
     rows = np.vstack([local.sum(0, keepdims=True), local])
-    prior = np.concatenate([[kqq.sum()], np.diag(kqq)])
+    prior = np.concatenate([[k_total], k_diag])
     nys, post = gp.predictive_variance(rows, prior, fac.kmm_cholesky, fac.posterior_factor, d,
                                        parts=True)
     out = VarianceParts(numbers=dsets[0].numbers, energy=Term3(nys[0], post[0], prior[0]),
