@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import zipfile
@@ -240,3 +241,17 @@ def test_local_prior_sum_and_diagonal_without_the_matrix(sub_model, test_frames)
         total, diag = terms.local_prior_sum_diag(st.terms, ds, block=4)
         assert total == pytest.approx(kqq.sum(), rel=1e-12)
         np.testing.assert_allclose(diag, np.diag(kqq), rtol=1e-12)
+
+
+def test_calibration_is_fitted_on_the_basis_terms(frames, test_frames):
+    """The fit chooses the basis before calibrating: recalibrating the fitted model on the
+    same frames reproduces its scales, and they differ from those of all M columns."""
+    train, val = frames[:40], frames[40:]
+    kw = dict(n_sparse=60, e0="lstsq", random_state=0)
+    sub = GAP(SOAP(**SMALL_SOAP), variance_sparse=N_V, **kw).fit(train, valid=val)
+    full = GAP(SOAP(**SMALL_SOAP), variance_sparse="all", **kw).fit(train, valid=val)
+    np.testing.assert_allclose(sub.alpha_, full.alpha_, rtol=1e-10)  # same model
+    cal = sub.calibration_
+    again = copy.copy(sub).recalibrate(val).calibration_
+    assert again.energy == cal.energy and again.forces_fast == cal.forces_fast
+    assert full.calibration_.energy != cal.energy
