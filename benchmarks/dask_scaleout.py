@@ -33,8 +33,10 @@ Then the agreement of every Dask model with the serial one (weights, and the ene
 forces and virials of ``--n-test`` new cells).
 
 The same code runs on a multi-node cluster: give ``--scheduler ADDRESS`` of a running
-scheduler (e.g. one started by dask-jobqueue's ``SLURMCluster``; see
-``docs/guide/scaling.md``) instead of LocalClusters.
+scheduler (e.g. one started by dask-jobqueue's ``SLURMCluster``) or
+``--scheduler-file FILE`` (``dask scheduler --scheduler-file FILE`` and ``dask worker
+--scheduler-file FILE`` started by ``srun``; see ``docs/guide/scaling.md``) instead of
+LocalClusters.
 
 Examples::
 
@@ -110,9 +112,16 @@ def build_model(n_sparse: int, seed: int, **kw):
 
 
 def worker_usage() -> dict:
-    """Peak and current RSS (MiB) and CPU time (s) of this (worker) process."""
+    """Peak and current RSS (MiB) and CPU time (s) of this (worker) process; Linux
+    units, and nothing from ``harness`` (workers on other nodes cannot import it)."""
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    return {"peak_mib": maxrss_mib(), "current_mib": current_rss_mib(),
+    cur = None
+    try:
+        with open("/proc/self/status") as fh:
+            cur = next(int(x.split()[1]) / 1024.0 for x in fh if x.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        pass
+    return {"peak_mib": ru.ru_maxrss / 1024.0, "current_mib": cur,
             "cpu_s": ru.ru_utime + ru.ru_stime}
 
 
@@ -206,6 +215,9 @@ def main(argv=None) -> int:
     p.add_argument("--memory-limit", default="3GiB", help="per LocalCluster worker")
     p.add_argument("--scheduler", default=None,
                    help="address of a running Dask scheduler (instead of LocalClusters)")
+    p.add_argument("--scheduler-file", type=Path, default=None,
+                   help="scheduler file of a running Dask scheduler (dask scheduler "
+                        "--scheduler-file, e.g. in a SLURM job)")
     p.add_argument("--n-sparse", type=int, default=500, help="random sparse points per species")
     p.add_argument("--n-test", type=int, default=50, help="new cells to compare predictions on")
     p.add_argument("--rounds", type=int, default=1,
@@ -222,8 +234,10 @@ def main(argv=None) -> int:
     logging.getLogger("distributed").setLevel(logging.WARNING)
     print(host_line({v: os.environ.get(v) for v in THREAD_VARS}))
     clients, clusters = {}, []
-    if args.scheduler:
-        clients[f"scheduler {args.scheduler}"] = Client(args.scheduler)
+    if args.scheduler or args.scheduler_file:
+        client = (Client(args.scheduler) if args.scheduler
+                  else Client(scheduler_file=str(args.scheduler_file)))
+        clients[f"dask {len(client.scheduler_info()['workers'])} workers"] = client
     else:
         for w in args.workers:
             cl = LocalCluster(n_workers=w, threads_per_worker=args.threads_per_worker,
