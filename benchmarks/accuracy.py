@@ -10,7 +10,10 @@ Rows (``--rows``; default all):
     rMD17 ethanol, 1000 train frames, scored on all 1000 ``test_MD`` frames:
     ``eth_old_default`` (``n_sparse=1000``, the default before ``"auto"``),
     ``eth_default`` (today's defaults), ``eth_all_env`` (every environment:
-    C 2000 / H 6000 / O 1000, random) and ``eth_optimize``.
+    C 2000 / H 6000 / O 1000, random), ``eth_optimize``, and the road one change at a
+    time on the 1000 frames: ``eth_2b_soap`` (2-body zeta 1, 50 points per species,
+    + SOAP), ``eth_zeta2``, ``eth_cw05`` (cosine taper 0.5 Å), ``eth_nl_10_8``,
+    ``eth_nl_6_4``, ``eth_sigma04``, ``eth_multi_cutoff`` (SOAP r_cut 3 + 5 Å).
 ``road_*``
     one change at a time on 300 evenly spaced rMD17 train frames (``auto`` takes
     every environment there), scored on 300 ``test_MD`` frames: defaults, zeta 2 and
@@ -19,11 +22,12 @@ Rows (``--rows``; default all):
     chosen settings).
 ``si_*``
     mlearn Si (214 train / 25 test, virials from the kbar labels): defaults, the
-    old default, ``optimize``.
+    old default, ``optimize``, 2-body + SOAP.
 ``own_*``
     data made here (not the shared sets): GFN2-xTB ethanol at 500 K (300 train;
     tested at 500 K and 1000 K), GFN2-xTB isopropanol 500 K, EMT Cu 300 K (tested at
-    300 K and 600 K): old default against today's default
+    300 K and 600 K), EMT Cu-Al cells (``resolve_grid.py``): old default against
+    today's default, zeta 2 and 2-body + SOAP
     (cached by ``sparse_gain.py`` / ``uncertainty_calibration.py``).
 
 Fit CPU seconds (``time.process_time``) and peak RSS are recorded per row, and the
@@ -85,6 +89,9 @@ def si():
 
 
 def own(name):
+    if name == "emt_cual":
+        from resolve_grid import load as grid_load
+        return grid_load(name, CACHE)
     from sparse_gain import data_set
     train, tests, e0 = data_set(name, CACHE)
     return train, tests, e0
@@ -115,6 +122,13 @@ def rows():
         "eth_all_env": (eth, {"n_sparse": {"C": 2000, "H": 6000, "O": 1000},
                               "sparse_method": "random"}, "fit"),
         "eth_optimize": (eth, {"optimize": True}, "fit"),
+        "eth_2b_soap": (eth, {"descriptor": ("2b",)}, "fit"),
+        "eth_zeta2": (eth, {"zeta": 2.0}, "fit"),
+        "eth_cw05": (eth, {"descriptor": ("soap", {"cutoff_width": 0.5})}, "fit"),
+        "eth_nl_10_8": (eth, {"descriptor": ("soap", {"n_max": 10, "l_max": 8})}, "fit"),
+        "eth_nl_6_4": (eth, {"descriptor": ("soap", {"n_max": 6, "l_max": 4})}, "fit"),
+        "eth_sigma04": (eth, {"descriptor": ("soap", {"sigma": 0.4})}, "fit"),
+        "eth_multi_cutoff": (eth, {"descriptor": ("multi",)}, "fit"),
         "road_default": (road, {}, "fit"),
         "road_old_default": (road, {"n_sparse": 1000}, "fit"),
         "road_zeta2": (road, {"zeta": 2.0}, "fit"),
@@ -129,8 +143,9 @@ def rows():
         "si_default": (("si",), {}, "fit"),
         "si_old_default": (("si",), {"n_sparse": 1000}, "fit"),
         "si_optimize": (("si",), {"optimize": True}, "fit"),
+        "si_2b_soap": (("si",), {"descriptor": ("2b",)}, "fit"),
     }
-    for name in ("xtb_ethanol", "xtb_isopropanol", "emt_cu"):
+    for name in ("xtb_ethanol", "xtb_isopropanol", "emt_cu", "emt_cual"):
         out[f"own_{name}_default"] = (("own", name), {}, "fit")
         out[f"own_{name}_old_default"] = (("own", name), {"n_sparse": 1000}, "fit")
         out[f"own_{name}_zeta2"] = (("own", name), {"zeta": 2.0}, "fit")
