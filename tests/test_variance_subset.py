@@ -255,3 +255,21 @@ def test_calibration_is_fitted_on_the_basis_terms(frames, test_frames):
     again = copy.copy(sub).recalibrate(val).calibration_
     assert again.energy == cal.energy and again.forces_fast == cal.forces_fast
     assert full.calibration_.energy != cal.energy
+
+
+def test_basis_across_kernel_terms_and_a_term_without_columns(frames, test_frames):
+    from gapkit import Term
+    from gapkit.descriptors import TwoBody
+
+    model = GAP([Term(TwoBody(r_cut=4.0), zeta=1, n_sparse=10), Term(SOAP(**SMALL_SOAP))],
+                n_sparse=40, e0="lstsq", random_state=0, variance_sparse=60).fit(frames[:30])
+    st = model.state_
+    owner = np.searchsorted([t.start for t in st.terms], st.variance_basis.columns, "right") - 1
+    assert set(owner.tolist()) == {0, 1}  # the greedy choice spans both terms
+    start = st.terms[1].start
+    model.state_ = st.replace(variance_basis=VarianceBasis(np.arange(start, start + 50)))
+    assert len(variance.variance_factors(model.state_).terms[0].sparse_species) == 0
+    assert model.force_std_mode("fast") == "fast"
+    for mode in ("fast", "exact"):
+        _, std = model.predict(test_frames[:2], return_std=True, force_std=mode)
+        assert np.all(np.isfinite(std.energy)) and np.all(np.isfinite(std.forces[0]))
