@@ -22,8 +22,9 @@ sparse points per species; not calibrated) is fitted
   ``Atoms``) and only those factors travel back; the client merges them in task order.
 
 ``--rounds`` rounds alternate the fits (serial, each cluster, ...); the workers are
-restarted before every Dask fit (so their ``ru_maxrss`` is that fit's) and warmed up
-with a tiny fit (imports, compiled engine loops) that is not timed.
+restarted before every Dask fit and warmed up with a tiny fit (imports, compiled engine
+loops) that is not timed; then every process's peak RSS (``VmHWM``) is reset, so the
+peaks printed are the fit's own.
 
 Printed per fit: wall time, CPU time (driver + workers), throughput (structures/s and
 training rows/s, by wall and by CPU), the peak RSS of the driver and of every worker,
@@ -65,7 +66,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness.cli import int_list  # noqa: E402
-from harness.host import current_rss_mib, host_line, maxrss_mib, THREAD_VARS  # noqa: E402
+from harness.host import current_rss_mib, host_line, THREAD_VARS  # noqa: E402
 
 SPECIES = ["Al", "Cu"]
 SOAP_SETTINGS = dict(r_cut=4.5, n_max=6, l_max=4, sigma=0.5, cutoff_width=1.0)
@@ -112,17 +113,33 @@ def build_model(n_sparse: int, seed: int, **kw):
 
 
 def worker_usage() -> dict:
-    """Peak and current RSS (MiB) and CPU time (s) of this (worker) process; Linux
-    units, and nothing from ``harness`` (workers on other nodes cannot import it)."""
+    """Peak and current RSS (MiB) and CPU time (s) of this (worker) process: ``VmHWM``
+    and ``VmRSS`` of ``/proc/self/status`` (``ru_maxrss`` is no use here: Linux keeps it
+    across ``execve``, so a worker spawned by a 1 GB driver starts with a 1 GB "peak").
+    Nothing from ``harness``: workers on other nodes cannot import it."""
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    cur = None
+    out = {"peak_mib": ru.ru_maxrss / 1024.0, "current_mib": None,
+           "cpu_s": ru.ru_utime + ru.ru_stime}
     try:
         with open("/proc/self/status") as fh:
-            cur = next(int(x.split()[1]) / 1024.0 for x in fh if x.startswith("VmRSS:"))
-    except (OSError, StopIteration):
+            for line in fh:
+                if line.startswith(("VmHWM:", "VmRSS:")):
+                    key = "peak_mib" if line.startswith("VmHWM") else "current_mib"
+                    out[key] = int(line.split()[1]) / 1024.0
+    except OSError:
         pass
-    return {"peak_mib": ru.ru_maxrss / 1024.0, "current_mib": cur,
-            "cpu_s": ru.ru_utime + ru.ru_stime}
+    return out
+
+
+def reset_peak() -> bool:
+    """Reset this process's peak RSS (``VmHWM``) to its current RSS (Linux >= 4.0:
+    ``echo 5 > /proc/self/clear_refs``), so that the next peak is the next fit's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def warm_up(frames, seed: int) -> None:
@@ -147,6 +164,9 @@ def dask_fit(client, frames, warm, args) -> tuple[object, dict]:
     """One timed Dask fit on fresh, warmed-up workers."""
     client.restart()  # fresh workers: their peak RSS is this fit's
     client.run(warm_up, warm, args.seed)
+    client.run(reset_peak)
+    reset_peak()
+    rss0 = worker_usage()["current_mib"]
     before = client.run(worker_usage)
     w0, c0 = time.perf_counter(), time.process_time()
     model = build_model(args.n_sparse, args.seed).fit(frames, client=client)
@@ -155,18 +175,20 @@ def dask_fit(client, frames, warm, args) -> tuple[object, dict]:
     workers = {w: {"rss_before_mib": before[w]["current_mib"],
                    "peak_before_mib": before[w]["peak_mib"], "peak_mib": after[w]["peak_mib"],
                    "cpu_s": after[w]["cpu_s"] - before[w]["cpu_s"]} for w in after}
-    return model, {"wall_s": wall, "driver_cpu_s": cpu,
+    return model, {"wall_s": wall, "driver_cpu_s": cpu, "driver_rss_before_mib": rss0,
                    "cpu_s": cpu + sum(w["cpu_s"] for w in workers.values()),
-                   "driver_peak_mib": maxrss_mib(), "workers": workers}
+                   "driver_peak_mib": worker_usage()["peak_mib"], "workers": workers}
 
 
 def serial_fit(frames, args) -> tuple[object, dict]:
     gc.collect()
+    reset_peak()
+    rss0 = worker_usage()["current_mib"]
     w0, c0 = time.perf_counter(), time.process_time()
     model = build_model(args.n_sparse, args.seed, n_jobs=1).fit(frames)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-    return model, {"wall_s": wall, "cpu_s": cpu, "driver_cpu_s": cpu,
-                   "driver_peak_mib": maxrss_mib()}
+    return model, {"wall_s": wall, "cpu_s": cpu, "driver_cpu_s": cpu, "driver_rss_before_mib": rss0,
+                   "driver_peak_mib": worker_usage()["peak_mib"]}
 
 
 def memory_bound(model, n_features: int) -> dict:
@@ -263,7 +285,8 @@ def main(argv=None) -> int:
            "load_start": os.getloadavg()[0], "runs": {}}
     warm = frames[:8]
     warm_up(warm, args.seed)
-    names = ([] if args.no_serial else ["serial"]) + list(clients)
+    # the Dask fits first (their numbers come out first); agreement once the serial one is in
+    names = list(clients) + ([] if args.no_serial else ["serial"])
     runs = {k: [] for k in names}
     models = {}
     for r in range(args.rounds):
@@ -276,7 +299,8 @@ def main(argv=None) -> int:
             runs[name].append(run)
             line = (f"round {r + 1} {name:>10}: wall {run['wall_s']:7.1f} s, CPU {run['cpu_s']:7.1f} s "
                     f"(driver {run['driver_cpu_s']:.1f} s), driver peak RSS "
-                    f"{run['driver_peak_mib']:.0f} MiB, load {run['load']:.1f}")
+                    f"{run['driver_peak_mib']:.0f} MiB (before {run['driver_rss_before_mib']:.0f}), "
+                    f"load {run['load']:.1f}")
             print(line, flush=True)
             for w, u in run.get("workers", {}).items():
                 print(f"    worker {w}: peak RSS {u['peak_mib']:.0f} MiB (RSS before the fit "
@@ -315,10 +339,12 @@ def main(argv=None) -> int:
               f"{s['driver_peak_mib']:7.0f} MiB {wp} {wg}")
     if "serial" in res["summary"]:
         base = res["summary"]["serial"]
-        for name in names[1:]:
+        for name in clients:
             s = res["summary"][name]
             s["speedup_wall"] = base["wall_s"]["median"] / s["wall_s"]["median"]
             s["cpu_ratio"] = s["cpu_s"]["median"] / base["cpu_s"]["median"]
+            if "agreement" not in runs[name][-1]:
+                runs[name][-1]["agreement"] = agreement(models["serial"], models[name], test)
             s["agreement"] = runs[name][-1]["agreement"]
             print(f"{name} vs serial: wall speed-up {s['speedup_wall']:.2f}x, CPU "
                   f"{s['cpu_ratio']:.2f}x; same model: "
