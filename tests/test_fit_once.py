@@ -4,6 +4,7 @@ sparse set), and the geometries are checked once."""
 
 import collections
 import copy
+import math
 import warnings
 
 import numpy as np
@@ -45,14 +46,15 @@ def spied(monkeypatch):
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2])
-def test_default_fit_builds_each_frames_rows_once(train_frames, spied, n_jobs):
+def test_calibrated_fit_builds_each_frames_rows_once(train_frames, spied, n_jobs):
+    """A sparse subset: the held-out rows are added to the split model (its sparse set),
+    every frame's design rows are built once and its geometry checked once."""
     frames = train_frames[:20]
-    n_env = sc.environment_counts(frames)
-    assert max(n_env.values()) <= sc.ALL_UP_TO  # "auto" takes every environment
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = GAP(SOAP(**SMALL_SOAP), random_state=0, chunk_size=4, n_jobs=n_jobs).fit(frames)
-    assert model.n_sparse == "auto" and model.calibrate
+        model = GAP(SOAP(**SMALL_SOAP), n_sparse=15, random_state=0, chunk_size=4,
+                    n_jobs=n_jobs).fit(frames)
+    assert model.calibrate
     assert spied["rows"] == collections.Counter({id(a): 1 for a in frames})
     # the training checks look at every frame once (the fit does not check them again)
     assert all(spied["geometry"][id(a)] == 1 for a in frames)
@@ -62,13 +64,32 @@ def test_default_fit_builds_each_frames_rows_once(train_frames, spied, n_jobs):
         np.testing.assert_array_equal(a.sparse_q, b.sparse_q)
         np.testing.assert_array_equal(a.sparse_species, b.sparse_species)
     np.testing.assert_array_equal(split.kmm_cholesky, final.kmm_cholesky)
-    # fewer sparse points than environments: the held-out ones are not in the set
-    assert len(final.alpha) < sum(n_env.values())
-    # ... but their rows are in the fit
-    n_rows = {g.kind: n for g, n in final.n_train.items()}
+    n_rows = {g.kind: n for g, n in final.n_train.items()}  # ... and every frame's rows
     assert n_rows["energy"] == len(frames)
     assert n_rows["forces"] == 3 * sum(len(a) for a in frames)
     assert final.calibration is not None and final.calibration is not split.calibration
+
+
+def test_every_environment_fit_refits_with_the_held_out_environments(train_frames, spied):
+    """n_sparse="auto" on small data takes every environment: the final model is
+    refitted on all frames so that the held-out environments are sparse points too."""
+    frames = train_frames[:20]
+    n_env = sc.environment_counts(frames)
+    assert max(n_env.values()) <= sc.ALL_UP_TO
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = GAP(SOAP(**SMALL_SOAP), random_state=0, n_jobs=1).fit(frames)
+    (split,) = spied["split"]
+    Z_split, Z = split.terms[0].sparse_species, model.state_.terms[0].sparse_species
+    for z, n in n_env.items():
+        assert np.sum(Z_split == z) < np.sum(Z == z) <= n
+        assert np.sum(Z == z) >= 0.9 * n  # all distinct environments of all frames
+    assert all(spied["geometry"][id(a)] == 1 for a in frames)
+    rows = spied["rows"]  # the training part's rows twice (split and refit), held-out once
+    once = [a for a in frames if rows[id(a)] == 1]
+    assert len(once) == math.ceil(0.2 * len(frames))
+    assert all(rows[id(a)] == 2 for a in frames if rows[id(a)] != 1)
+    assert model.state_.calibration.source.startswith("validation split")
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2])
