@@ -38,3 +38,36 @@ def test_delta_learning_fits_the_residual():
     err_plain = np.abs(plain.predict(test).forces_flat.ravel() - ref).mean()
     err_delta = np.abs(delta.predict(test).forces_flat.ravel() - ref).mean()
     assert err_delta < 1e-6 < err_plain
+
+
+class _OneAtATimeEMT(EMT):
+    """EMT that records whether two threads were ever inside it at once."""
+
+    def __init__(self):
+        super().__init__()
+        import threading
+        self._lock = threading.Lock()
+        self.overlaps = 0
+        self.calls = 0
+
+    def calculate(self, *args, **kwargs):
+        import time
+        if not self._lock.acquire(blocking=False):
+            self.overlaps += 1
+            self._lock.acquire()
+        try:
+            self.calls += 1
+            time.sleep(0.002)  # widen the window a concurrent call would hit
+            super().calculate(*args, **kwargs)
+        finally:
+            self._lock.release()
+
+
+def test_the_baseline_is_never_called_from_two_threads_at_once():
+    # tblite aborts the process (Fortran runtime error) when called concurrently, so the
+    # threaded calibration must not share the baseline between its threads
+    calc = _OneAtATimeEMT()
+    model = GAP(SOAP(**SOAP_CU), n_sparse=20, random_state=0, baseline=calc,
+                n_jobs=2).fit(frames(30))
+    assert model.calibration_.calibrated
+    assert calc.calls > 0 and calc.overlaps == 0

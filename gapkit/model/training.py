@@ -328,8 +328,11 @@ def calibrate_on(state: FittedState, frames: Sequence[Atoms], keys: LabelKeys, b
     ``progress``: a bar over them (see :func:`gapkit.progress.progress_bar`);
     ``checked``: their geometries were checked already; ``threads``: frames predicted
     by a pool of threads (each with its own copy of the descriptors), with the same
-    result as one thread."""
+    result as one thread; one thread with a ``baseline`` (calculators are not
+    thread-safe: tblite aborted the process)."""
     ref = reference_arrays(frames, keys)
+    if baseline is not None:
+        threads = 1  # a baseline calculator (tblite, EMT, ...) is not thread-safe
     for k, atoms in enumerate(frames):
         if not checked:
             check_geometry(atoms, k)
