@@ -98,13 +98,10 @@ def descriptor(variant):
 
 
 def errors(model, frames):
-    E = np.array([a.get_potential_energy() for a in frames])
-    n = np.array([len(a) for a in frames])
-    F = np.concatenate([a.get_forces().ravel() for a in frames])
-    p = model.predict(frames)
-    return {"E_meV_atom": float(1e3 * np.mean(np.abs(p.energy - E) / n)),
-            "E_meV": float(1e3 * np.mean(np.abs(p.energy - E))),
-            "F_meV_A": float(1e3 * np.mean(np.abs(p.forces_flat.ravel() - F)))}
+    from harness import model_maes
+    m = model_maes(model, frames)
+    return {"E_meV_atom": m["energy_mae_meV_atom"], "E_meV": m["energy_mae_meV"],
+            "F_meV_A": m["force_mae_meV_A"]}
 
 
 def reweighted(state, groups, w_mult):

@@ -92,13 +92,8 @@ def data_set(name, cache):
 
 
 def errors(model, frames):
-    E = np.array([a.get_potential_energy() for a in frames])
-    n = np.array([len(a) for a in frames])
-    F = np.concatenate([a.get_forces().ravel() for a in frames])
-    p = model.predict(frames)
-    return {"energy_mae_meV_atom": float(1e3 * np.mean(np.abs(p.energy - E) / n)),
-            "energy_mae_meV": float(1e3 * np.mean(np.abs(p.energy - E))),
-            "force_mae_meV_A": float(1e3 * np.mean(np.abs(p.forces_flat.ravel() - F)))}
+    from harness import model_maes
+    return model_maes(model, frames)
 
 
 def subset_state(state, groups, cols):

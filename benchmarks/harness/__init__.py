@@ -32,7 +32,7 @@ from .cli import (add_noise_arguments, add_run_arguments, add_soap_arguments,
                   add_sparse_method_argument, command_line, int_list, new_parser,
                   parse_species_counts, save_results, settings, temp_dir)
 from .datasets import (BENCH, ETHANOL_FILES, KBAR_PER_EV_A3, REPO, SHARED_DATA, SI_FILES,
-                       STRESS_KEY, add_data_dir_argument, error_metrics, evenly_spaced,
+                       STRESS_KEY, add_data_dir_argument, error_metrics, evenly_spaced, model_maes,
                        find_data_dir, isolated_energies, load_si, mlearn_matrix,
                        reference_labels, resolve_data_dir)
 from .host import (THREAD_VARS, current_rss_mib, host_fields, host_line, loadavg, maxrss_mib,
@@ -53,7 +53,7 @@ __all__ = [
     # datasets
     "BENCH", "REPO", "SHARED_DATA", "ETHANOL_FILES", "SI_FILES", "STRESS_KEY",
     "KBAR_PER_EV_A3", "add_data_dir_argument", "resolve_data_dir", "find_data_dir",
-    "evenly_spaced", "reference_labels", "isolated_energies", "error_metrics",
+    "evenly_spaced", "reference_labels", "isolated_energies", "error_metrics", "model_maes",
     "mlearn_matrix", "load_si",
     # models
     "add_si_model_arguments", "parse_delta", "parse_e0", "build_si_model",

@@ -85,6 +85,19 @@ def isolated_energies(path: Path) -> dict[str, float]:
             for a in read(str(path), index=":") if len(a) == 1}
 
 
+def model_maes(model, frames) -> dict:
+    """Test MAEs of ``model`` on labelled ``frames``: energy in meV/atom and meV per
+    structure, force components in meV/Å."""
+    import numpy as np
+    E = np.array([a.get_potential_energy() for a in frames])
+    n = np.array([len(a) for a in frames])
+    F = np.concatenate([a.get_forces().ravel() for a in frames])
+    p = model.predict(frames)
+    return {"energy_mae_meV_atom": float(1e3 * np.mean(np.abs(p.energy - E) / n)),
+            "energy_mae_meV": float(1e3 * np.mean(np.abs(p.energy - E))),
+            "force_mae_meV_A": float(1e3 * np.mean(np.abs(p.forces_flat.ravel() - F)))}
+
+
 def error_metrics(E_ref, F_ref, E_pred, F_pred) -> dict:
     """Energy MAE/RMSE in meV per structure, force MAE/RMSE in meV/Å per component."""
     import numpy as np
