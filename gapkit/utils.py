@@ -9,7 +9,9 @@ import glob
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +140,40 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+_END = object()
+
+
+def ordered_map(fn: Callable, items: Iterable, threads: int = 1, ahead: int | None = None
+                ) -> Iterator:
+    """``fn(item)`` for every item, yielded in the order of ``items``.
+
+    With ``threads > 1`` the calls run on a pool of that many threads, at most
+    ``ahead`` (default ``2 threads + 2``) submitted beyond the one whose result is
+    awaited, so the consumer's work overlaps the calls and memory stays bounded;
+    futures not yet started are cancelled when the consumer stops early. Per-thread resources (descriptor engines
+    are not shared between threads) are ``fn``'s business, e.g. a ``threading.local``.
+    """
+    if threads <= 1:
+        for item in items:
+            yield fn(item)
+        return
+    ahead = 2 * threads + 2 if ahead is None else max(1, int(ahead))
+    todo = iter(items)
+    pending: deque = deque()
+    with ThreadPoolExecutor(int(threads)) as pool:
+        try:
+            for item in todo:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= ahead:
+                    break
+            while pending:
+                fut = pending.popleft()
+                nxt = next(todo, _END)
+                if nxt is not _END:
+                    pending.append(pool.submit(fn, nxt))
+                yield fut.result()
+        finally:
+            for fut in pending:
+                fut.cancel()

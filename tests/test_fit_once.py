@@ -150,3 +150,29 @@ def test_threaded_calibration_equals_serial(train_frames):
     one = training.calibrate_on(state, val, est.label_keys, None, "v", threads=1)
     two = training.calibrate_on(state, val, est.label_keys, None, "v", threads=2)
     assert one.as_dict() == two.as_dict() and one.as_dict()["source"] == "v"
+
+
+def test_ordered_map_keeps_order_and_bounds_what_is_in_flight():
+    import threading
+    import time
+
+    from gapkit.utils import ordered_map
+
+    lock, state = threading.Lock(), {"live": 0, "most": 0}
+
+    def slow(k):
+        with lock:
+            state["live"] += 1
+            state["most"] = max(state["most"], state["live"])
+        time.sleep(0.002 * (k % 3))
+        with lock:
+            state["live"] -= 1
+        return k * k
+
+    assert list(ordered_map(slow, range(20), threads=1)) == [k * k for k in range(20)]
+    got = []
+    for r in ordered_map(slow, range(20), threads=4, ahead=2):
+        got.append(r)
+    # four threads, but never more than ``ahead`` calls beyond the awaited one
+    assert state["most"] <= 3
+    assert got == [k * k for k in range(20)]

@@ -34,10 +34,8 @@ all pairwise distances and keeps the descriptors.
 
 from __future__ import annotations
 
-import collections
 import copy
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.linalg as sla
@@ -46,6 +44,7 @@ from sklearn.utils import check_random_state
 
 from gapkit.data import duplicate_frames
 from gapkit.progress import progress_bar
+from gapkit.utils import ordered_map
 
 METHODS = ("cur", "random", "fps")
 #: Rows per streamed Gram update (one BLAS syrk) and per leverage-score batch.
@@ -341,27 +340,14 @@ def frame_descriptors(descriptor, frames, which, threads: int = 1, progress: boo
         own = getattr(local, "descriptor", None)
         if own is None:
             own = local.descriptor = copy.deepcopy(descriptor)
-        return own.compute(frames[k], gradients=False, index=k).q
+        return k, own.compute(frames[k], gradients=False, index=k).q
 
-    pending: collections.deque = collections.deque()
-    todo = iter(which)
-    with ThreadPoolExecutor(int(threads)) as pool:
-        for k in todo:
-            pending.append((k, pool.submit(compute, k)))
-            if len(pending) >= 2 * threads + 2:
-                break
-        try:
-            while pending:
-                k, fut = pending.popleft()
-                nxt = next(todo, None)
-                if nxt is not None:
-                    pending.append((nxt, pool.submit(compute, nxt)))
-                yield k, fut.result()
-                bar.update(1)
-        finally:
-            for _, fut in pending:
-                fut.cancel()
-            bar.close()
+    try:
+        for kq in ordered_map(compute, which, threads):
+            yield kq
+            bar.update(1)
+    finally:
+        bar.close()
 
 
 def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", random_state=None,

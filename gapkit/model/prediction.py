@@ -15,8 +15,6 @@ O(n_atoms) for the neighbour list, the descriptors and the forces).
 
 from __future__ import annotations
 
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Iterator, Sequence
@@ -30,6 +28,7 @@ from gapkit.descriptors.threads import block_threads, engine_threads
 from gapkit.gp import terms
 from gapkit.model.delta import baseline_labels
 from gapkit.model.state import FittedState
+from gapkit.utils import ordered_map
 
 #: Atoms per batch at prediction: the kernel rows of a batch are one matrix product.
 PREDICT_BATCH_ATOMS = 512
@@ -201,14 +200,8 @@ def _run_blocks(job, tasks: list) -> Iterator:
         with engine_threads(1):
             return job(task)
 
-    with engine_threads(1), ThreadPoolExecutor(workers) as pool:  # BLAS capped once, here
-        pending = deque()
-        for task in tasks:
-            pending.append(pool.submit(run, task))
-            if len(pending) > workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+    with engine_threads(1):  # BLAS capped once, here
+        yield from ordered_map(run, tasks, workers, ahead=workers)
 
 
 def _energies(state: FittedState, atoms: Atoms, eps: np.ndarray, dsets, baseline,

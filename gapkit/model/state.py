@@ -16,6 +16,7 @@ Notation (unit-scale kernels ``k~``, signal scale ``delta`` in eV):
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Iterator
@@ -312,6 +313,16 @@ class FittedState:
         if key not in self._cache:
             self._cache[key] = make()
         return self._cache[key]
+
+    def with_private_descriptors(self) -> "FittedState":
+        """A copy whose terms hold their own deep copies of the descriptors (an engine
+        is not shared between threads), with this state's cached derived data: they
+        come from the sparse sets and factors, not from the descriptor objects."""
+        own = tuple(replace(t, descriptor=copy.deepcopy(t.descriptor))
+                    for t in self.terms)
+        new = replace(self, terms=own)
+        new._cache.update(self._cache)
+        return new
 
     def replace(self, **changes) -> "FittedState":
         """A copy with some fields changed (the state itself is immutable); the cached

@@ -9,14 +9,10 @@ a projected process by a streaming QR (:mod:`gapkit.gp.solver`).
 
 from __future__ import annotations
 
-import collections
-import copy
-import dataclasses
 import logging
 import math
 import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -41,7 +37,7 @@ from gapkit.model.sparse_counts import auto_counts, environment_counts
 from gapkit.model.state import Calibration, FittedState, GroupValues
 from gapkit.model.variance import with_variance_basis
 from gapkit.progress import progress_bar
-from gapkit.utils import check_random_state
+from gapkit.utils import check_random_state, ordered_map
 
 #: Fewest frames on either side of a calibration split.
 MIN_SPLIT_FRAMES = 3
@@ -302,7 +298,7 @@ def _fit(est, frames_all, optimize, client, valid, hyper, checked=False):
         n_train=GroupValues({g: int(r.n_rows) for g, r in groups.items()}),
         log_marginal_likelihood=sol.log_likelihood, extra=extra)
     # the sparse columns of the std, chosen before any calibration (gapkit.model.variance)
-    state = with_variance_basis(state, getattr(est, "variance_sparse", "auto"))
+    state = with_variance_basis(state, est.variance_sparse)
     return state, groups, val_groups
 
 
@@ -357,7 +353,7 @@ def _map_frames(state: FittedState, fn, n: int, threads: int, bar):
     """``fn(state_copy, k)`` for ``k < n`` in order; with ``threads > 1`` frame 0 runs
     here first (filling the state's caches), the rest on a thread pool whose threads
     each own a copy of the state with private descriptors (engines are not shared)
-    and the caches of ``state``, at most ``2 threads + 2`` frames ahead."""
+    and the caches of ``state`` (:func:`gapkit.utils.ordered_map`)."""
     if threads <= 1 or n < 3:
         for k in range(n):
             yield fn(state, k)
@@ -370,30 +366,12 @@ def _map_frames(state: FittedState, fn, n: int, threads: int, bar):
     def work(k):
         st = getattr(local, "state", None)
         if st is None:
-            own = tuple(dataclasses.replace(t, descriptor=copy.deepcopy(t.descriptor))
-                        for t in state.terms)
-            st = local.state = state.replace(terms=own)
-            st._cache.update(state._cache)  # derived from the same arrays
+            st = local.state = state.with_private_descriptors()
         return fn(st, k)
 
-    pending: collections.deque = collections.deque()
-    todo = iter(range(1, n))
-    with ThreadPoolExecutor(int(threads)) as pool:
-        for k in todo:
-            pending.append(pool.submit(work, k))
-            if len(pending) >= 2 * threads + 2:
-                break
-        try:
-            while pending:
-                fut = pending.popleft()
-                nxt = next(todo, None)
-                if nxt is not None:
-                    pending.append(pool.submit(work, nxt))
-                yield fut.result()
-                bar.update(1)
-        finally:
-            for fut in pending:
-                fut.cancel()
+    for out in ordered_map(work, range(1, n), threads):
+        yield out
+        bar.update(1)
 
 
 def add_rows(est, state: FittedState, groups: dict, frames: Sequence[Atoms],
@@ -452,9 +430,7 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
         cal = calibrate_on(state, valid, est.label_keys, est.baseline,
                            source=f"validation file: {len(valid)} frames", progress=est.verbose,
                            threads=streaming.resolve_threads(est.n_jobs, len(valid)))
-        cal = with_training_range(cal, frames_all, reference_arrays(frames_all, est.label_keys)
-                                  ["forces"], state.descriptor.interaction_range)
-        return state.replace(calibration=cal), groups
+        return state.replace(calibration=_with_range(est, cal, frames_all, state)), groups
     split = split_validation(frames_all, est.valid_fraction, est.random_state)
     if split is None:
         what = [w for w, on in (("calibrate the predictive std (it is the raw DTC std)",
@@ -476,9 +452,7 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
                            source=f"validation split: {len(val)} of {n_all} frames",
                            progress=est.verbose, checked=True,
                            threads=streaming.resolve_threads(est.n_jobs, len(val)))
-        # the compression term's range: every frame the final model is trained on
-        cal = with_training_range(cal, frames_all, reference_arrays(frames_all, est.label_keys)
-                                  ["forces"], state.descriptor.interaction_range)
+        cal = _with_range(est, cal, frames_all, state)
     if _takes_every_environment(est, state, train):
         # the sparse set is every training environment of some species (the exact local
         # GP): refit with the held-out environments in it too, rather than only adding
@@ -492,6 +466,14 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
     else:
         state, groups = add_rows(est, state, groups, val, val_groups, checked=True)
     return state.replace(calibration=cal), groups
+
+
+def _with_range(est, cal: Calibration, frames_all: Sequence[Atoms], state: FittedState
+                ) -> Calibration:
+    """``cal`` with the compression term's training range: every frame the final model
+    is trained on (:func:`gapkit.model.calibration.with_training_range`)."""
+    forces = reference_arrays(frames_all, est.label_keys)["forces"]
+    return with_training_range(cal, frames_all, forces, state.descriptor.interaction_range)
 
 
 def _takes_every_environment(est, state: FittedState, frames: Sequence[Atoms]) -> bool:
@@ -508,4 +490,3 @@ def _takes_every_environment(est, state: FittedState, frames: Sequence[Atoms]) -
             if counts[z] > got or got >= n_env.get(z, 0):
                 return True
     return False
-
