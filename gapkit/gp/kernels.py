@@ -24,6 +24,12 @@ def dot_kernel(Q1: np.ndarray, Q2: np.ndarray, zeta: float) -> np.ndarray:
     return _pow(Q1 @ Q2.T, zeta)
 
 
+def self_kernel(Q: np.ndarray, zeta: float) -> np.ndarray:
+    """``(q_i . q_i)**zeta`` for every row of ``Q`` (n, F): the diagonal of
+    ``dot_kernel(Q, Q, zeta)`` without the (n, n) matrix, shape (n,)."""
+    return _pow(np.einsum("if,if->i", Q, Q), zeta)
+
+
 def _pow(x: np.ndarray, p: float) -> np.ndarray:
     # (q . q') is >= 0 for SOAP power spectra up to round-off; clip so that
     # non-integer zeta never produces NaN.

@@ -39,8 +39,7 @@ REDUNDANT_RTOL = 1e-10
 
 def _prior_diagonal(terms: Sequence[FittedTerm]) -> np.ndarray:
     """Unit-scale ``diag K~_MM`` (no jitter), shape (M,)."""
-    return np.concatenate([t.scale * kernels._pow(np.einsum("mf,mf->m", t.sparse_q, t.sparse_q),
-                                                  t.zeta) for t in terms])
+    return np.concatenate([t.scale * kernels.self_kernel(t.sparse_q, t.zeta) for t in terms])
 
 
 def greedy_columns(terms: Sequence[FittedTerm], n: int, return_residual: bool = False):

@@ -116,7 +116,7 @@ class FittedTerm:
 
 def auto_weight(sparse_q: np.ndarray, zeta: float) -> float:
     """``1 / sqrt(mean_m (q_m . q_m)**zeta)``: unit mean prior variance per sparse point."""
-    prior = kernels._pow(np.einsum("mf,mf->m", sparse_q, sparse_q), zeta)
+    prior = kernels.self_kernel(sparse_q, zeta)
     mean = float(np.mean(prior)) if len(prior) else 1.0
     if not mean > 0:
         raise ValueError("the sparse descriptors of a term are all zero: check its cutoff")
@@ -197,7 +197,7 @@ def local_prior_sum_diag(terms: Sequence[FittedTerm], dsets: Sequence[Descriptor
     n = dsets[0].n_atoms
     total, diag = 0.0, np.zeros(n)
     for t, ds in zip(terms, dsets):
-        diag += t.scale * kernels._pow(np.einsum("if,if->i", ds.q, ds.q), t.zeta)
+        diag += t.scale * kernels.self_kernel(ds.q, t.zeta)
         for z in np.unique(ds.numbers):
             q = ds.q[ds.numbers == z]
             for b0 in range(0, len(q), block):
