@@ -102,14 +102,19 @@ def soap(**kw):
     return SOAP(**kw)
 
 
-def two_body_soap():
+def two_body_soap(**soap_kw):
     from gapkit import SOAP, Term, TwoBody
-    return [Term(TwoBody(r_cut=5.0), zeta=1, n_sparse=50), Term(SOAP())]
+    return [Term(TwoBody(r_cut=5.0), zeta=1, n_sparse=50), Term(SOAP(**soap_kw))]
 
 
 def multi_cutoff():
     from gapkit import SOAP, Term
     return [Term(SOAP(r_cut=3.0)), Term(SOAP(r_cut=5.0))]
+
+
+def multi_sigma():
+    from gapkit import SOAP, Term
+    return [Term(SOAP(sigma=0.3)), Term(SOAP(sigma=0.6))]
 
 
 def rows():
@@ -129,6 +134,18 @@ def rows():
         "eth_nl_6_4": (eth, {"descriptor": ("soap", {"n_max": 6, "l_max": 4})}, "fit"),
         "eth_sigma04": (eth, {"descriptor": ("soap", {"sigma": 0.4})}, "fit"),
         "eth_multi_cutoff": (eth, {"descriptor": ("multi",)}, "fit"),
+        "eth_multi_sigma": (eth, {"descriptor": ("multi_sigma",)}, "fit"),
+        "eth_nl_8_4": (eth, {"descriptor": ("soap", {"n_max": 8, "l_max": 4})}, "fit"),
+        "eth_nl_6_6": (eth, {"descriptor": ("soap", {"n_max": 6, "l_max": 6})}, "fit"),
+        "eth_nl_4_4": (eth, {"descriptor": ("soap", {"n_max": 4, "l_max": 4})}, "fit"),
+        "eth_nl_6_4_m7000": (eth, {"descriptor": ("soap", {"n_max": 6, "l_max": 4}),
+                                   "n_sparse": {"C": 2000, "H": 4000, "O": 1000}}, "fit"),
+        # the same changes on top of 2-body + SOAP (the default from session 6 on)
+        "eth2b_zeta2": (eth, {"descriptor": ("2b",), "zeta": 2.0}, "fit"),
+        "eth2b_cw05": (eth, {"descriptor": ("2b", {"cutoff_width": 0.5})}, "fit"),
+        "eth2b_nl_10_8": (eth, {"descriptor": ("2b", {"n_max": 10, "l_max": 8})}, "fit"),
+        "eth2b_nl_6_4": (eth, {"descriptor": ("2b", {"n_max": 6, "l_max": 4})}, "fit"),
+        "eth2b_sigma04": (eth, {"descriptor": ("2b", {"sigma": 0.4})}, "fit"),
         "road_default": (road, {}, "fit"),
         "road_old_default": (road, {"n_sparse": 1000}, "fit"),
         "road_zeta2": (road, {"zeta": 2.0}, "fit"),
@@ -175,16 +192,17 @@ def errors(model, frames):
             "n_atoms": m["n_atoms"]}
 
 
-def run_row(name):
+def run_row(name, calibrate=True):
     from gapkit import GAP
     data, kw, mode = rows()[name]
-    kw = dict(kw)
+    kw = dict(kw, calibrate=calibrate)
     train, tests, e0 = load(data)
     desc = kw.pop("descriptor", None)
     if desc is not None:
-        kw["descriptor"] = {"soap": lambda: soap(**desc[1]), "2b": two_body_soap,
-                            "multi": multi_cutoff}[desc[0]]()
-    out = {"row": name, "n_train": len(train)}
+        args = desc[1] if len(desc) > 1 else {}
+        kw["descriptor"] = {"soap": soap, "2b": two_body_soap,
+                            "multi": multi_cutoff, "multi_sigma": multi_sigma}[desc[0]](**args)
+    out = {"row": name, "n_train": len(train), "calibrate": calibrate}
     t0 = time.process_time()
     if mode == "tune":
         from gapkit.model.tuning import tune
@@ -234,10 +252,14 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", nargs="+", default=None, help=f"rows (default all): {list(rows())}")
     p.add_argument("--row", help=argparse.SUPPRESS)
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="calibrate=False for every row: the mean model of all training "
+                        "frames in one fit (the calibrated default fits twice when a "
+                        "species takes every environment); results keyed NAME@nocal")
     p.add_argument("--json", type=Path, default=Path("/tmp/accuracy.json"))
     args = p.parse_args(argv)
     if args.row:
-        print("RESULT " + json.dumps(run_row(args.row)), flush=True)
+        print("RESULT " + json.dumps(run_row(args.row, not args.no_calibrate)), flush=True)
         return
     names = args.rows or list(rows())
     unknown = [n for n in names if n not in rows()]
@@ -246,17 +268,19 @@ def main(argv=None):
     results = json.loads(args.json.read_text()) if args.json.is_file() else {}
     for name in names:
         t = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(SCRIPT), "--row", name],
+        key = f"{name}@nocal" if args.no_calibrate else name
+        proc = subprocess.run([sys.executable, str(SCRIPT), "--row", name]
+                              + ["--no-calibrate"] * args.no_calibrate,
                               capture_output=True, text=True)
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode or not line:
             print(f"{name}: failed (rc {proc.returncode})\n{proc.stderr[-2000:]}", flush=True)
             continue
-        results[name] = json.loads(line[0][7:])
-        results[name]["wall_s_not_a_timing"] = time.perf_counter() - t
+        results[key] = json.loads(line[0][7:])
+        results[key]["wall_s_not_a_timing"] = time.perf_counter() - t
         args.json.write_text(json.dumps(results, indent=1))
-        r = results[name]
-        print(name, {k: (round(v["E_mae_meV"], 2), round(v["E_mae_meV_atom"], 3),
+        r = results[key]
+        print(key, {k: (round(v["E_mae_meV"], 2), round(v["E_mae_meV_atom"], 3),
                          round(v["F_mae_meV_A"], 1)) for k, v in r["test"].items()},
               f"M={r['M']} fit_cpu={r['fit_cpu_s']:.0f}s peak={r['peak_rss_mb']:.0f}MB "
               f"file={r['file_mb']:.0f}MB", flush=True)

@@ -62,6 +62,14 @@ class SOAP(Descriptor):
         Width of the cosine taper in Å (``r_cut - cutoff_width`` to ``r_cut``).
     backend : {"engine", "dscribe"}, default "engine"
         gapkit's numpy SOAP engine, or DScribe itself (needs ``cutoff="dscribe"``).
+    radial_scaling : float, default 0.0
+        Exponent ``m`` of a radial scaling of the neighbour density (engine only):
+        each neighbour's Gaussian is multiplied by ``u(r) = 2 / (1 + (r / r0)**m)``
+        (DScribe's ``"pow"`` weighting with ``c = d = 1``, times 2, so that
+        ``u(r0) = 1``), the centre's own Gaussian is not. Larger ``m`` weighs near
+        neighbours more. ``0`` (the default) is no scaling.
+    radial_scaling_r0 : float, default 1.0
+        ``r0`` of the radial scaling, in Å.
     cluster_threshold : int, default 48
         ``backend="dscribe"`` only: finite systems with more atoms than this (and
         every periodic system) use the per-centre cluster route.
@@ -85,7 +93,8 @@ class SOAP(Descriptor):
     def __init__(self, species: Sequence[str | int] | None = None, *, r_cut: float = 5.0,
                  n_max: int = 8, l_max: int = 6, sigma: float = 0.5,
                  cutoff: str = "cosine", cutoff_width: float = 1.0, backend: str = "engine",
-                 cluster_threshold: int = 48):
+                 cluster_threshold: int = 48, radial_scaling: float = 0.0,
+                 radial_scaling_r0: float = 1.0):
         self.species = species
         self.r_cut = r_cut
         self.n_max = n_max
@@ -95,6 +104,8 @@ class SOAP(Descriptor):
         self.cutoff_width = cutoff_width
         self.backend = backend
         self.cluster_threshold = cluster_threshold
+        self.radial_scaling = radial_scaling
+        self.radial_scaling_r0 = radial_scaling_r0
 
     def _check_params(self) -> None:
         if not (np.isfinite(self.r_cut) and self.r_cut > 1.0):
@@ -112,6 +123,12 @@ class SOAP(Descriptor):
                              "cutoff='dscribe', or backend='engine' for a smooth cutoff")
         if self.cutoff == "cosine" and not (0 < self.cutoff_width < self.r_cut):
             raise ValueError(f"cutoff_width must be in (0, r_cut), got {self.cutoff_width}")
+        if not (np.isfinite(self.radial_scaling) and self.radial_scaling >= 0):
+            raise ValueError(f"radial_scaling must be >= 0, got {self.radial_scaling}")
+        if not (np.isfinite(self.radial_scaling_r0) and self.radial_scaling_r0 > 0):
+            raise ValueError(f"radial_scaling_r0 must be > 0 Å, got {self.radial_scaling_r0}")
+        if self.backend == "dscribe" and self.radial_scaling:
+            raise ValueError("radial_scaling needs backend='engine'")
 
     @property
     def interaction_range(self) -> float:
@@ -128,4 +145,6 @@ class SOAP(Descriptor):
         if self.backend == "dscribe":
             return DScribeSOAPEngine(*args, interaction_range=self.interaction_range,
                                      cluster_threshold=self.cluster_threshold)
-        return SOAPEngine(*args, cutoff=self.cutoff, cutoff_width=float(self.cutoff_width))
+        return SOAPEngine(*args, cutoff=self.cutoff, cutoff_width=float(self.cutoff_width),
+                          radial_scaling=float(self.radial_scaling),
+                          radial_scaling_r0=float(self.radial_scaling_r0))

@@ -129,6 +129,12 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
         for ``r_cut - w < r < r_cut`` and 0 beyond, so the descriptor is C¹.
     cutoff_width : float
         Width ``w`` of the cosine taper in Å (ignored for ``"dscribe"``).
+    radial_scaling : float
+        Exponent ``m`` of the radial scaling ``u(r) = 2 / (1 + (r / r0)**m)`` that
+        multiplies each neighbour's Gaussian (not the centre's own), on top of the
+        cutoff weight; ``u(r0) = 1`` and ``m = 0`` (the default) is no scaling.
+    radial_scaling_r0 : float
+        ``r0`` in Å.
     """
 
     #: Centres per block when streaming the coefficients (p only, nothing cached).
@@ -145,6 +151,8 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
         sigma: float,
         cutoff: str = "dscribe",
         cutoff_width: float = 1.0,
+        radial_scaling: float = 0.0,
+        radial_scaling_r0: float = 1.0,
     ) -> None:
         self.species = species_numbers(species)
         if not self.species:
@@ -159,6 +167,10 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
             raise ValueError("cutoff must be 'dscribe' or 'cosine'")
         if cutoff == "cosine" and not (0 < cutoff_width <= r_cut):
             raise ValueError("cutoff_width must be in (0, r_cut]")
+        if not (math.isfinite(radial_scaling) and radial_scaling >= 0):
+            raise ValueError("radial_scaling must be >= 0")
+        if not (math.isfinite(radial_scaling_r0) and radial_scaling_r0 > 0):
+            raise ValueError("radial_scaling_r0 must be > 0 Å")
         keep_freed_memory()  # temporaries reused between calls, not re-mapped (glibc)
         self.r_cut = float(r_cut)
         self.n_max = int(n_max)
@@ -166,6 +178,8 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
         self.sigma = float(sigma)
         self.cutoff = cutoff
         self.cutoff_width = float(cutoff_width)
+        self.radial_scaling = float(radial_scaling)
+        self.radial_scaling_r0 = float(radial_scaling_r0)
         self.padding = self.sigma * math.sqrt(-2.0 * math.log(GTO_THRESHOLD))
 
         # Radial integrals in closed form (see module docstring).
@@ -221,12 +235,27 @@ class SOAPEngine(_PowerSpectrumDerivatives, Engine):
             f"SOAPEngine(species={self.species}, r_cut={self.r_cut}, n_max={self.n_max}, "
             f"l_max={self.l_max}, sigma={self.sigma}, cutoff={self.cutoff!r}"
             + (f", cutoff_width={self.cutoff_width}" if self.cutoff == "cosine" else "")
+            + (f", radial_scaling={self.radial_scaling}, radial_scaling_r0="
+               f"{self.radial_scaling_r0}" if self.radial_scaling else "")
             + ")"
         )
 
     # ------------------------------------------------------------ internals
     def _cutoff_fn(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Weights ``f(r)`` and ``f'(r) / r`` of the neighbours."""
+        """Weights ``f(r) u(r)`` and ``(f u)'(r) / r`` of the neighbours (cutoff
+        ``f`` times the radial scaling ``u``)."""
+        f, fq = self._taper(r)
+        m = self.radial_scaling
+        if m == 0.0:
+            return f, fq
+        x = (r / self.radial_scaling_r0) ** m
+        u = 2.0 / (1.0 + x)
+        # u'(r) / r = -2 m x / (r^2 (1 + x)^2); neighbours are never at r = 0
+        uq = -2.0 * m * x / (r * r * (1.0 + x) ** 2)
+        return f * u, fq * u + f * uq
+
+    def _taper(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cutoff weights ``f(r)`` and ``f'(r) / r``."""
         if self.cutoff == "dscribe":
             return np.ones_like(r), np.zeros_like(r)
         w = self.cutoff_width
