@@ -38,8 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg as sla
-from scipy.linalg import lapack
-
+from gapkit.gp import lapack
 from gapkit.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -66,7 +65,8 @@ def tri_update(R: np.ndarray | None, B: np.ndarray, triangular: bool = False,
                overwrite: bool = False) -> np.ndarray:
     """R factor of ``[R; B]`` where ``R`` is (n, n) upper triangular (TSQR step).
 
-    LAPACK ``dtpqrt`` on Fortran-ordered arrays, updated in place: about
+    LAPACK ``dtpqrt`` on Fortran-ordered arrays, updated in place and without the GIL
+    (:func:`gapkit.gp.lapack.tpqrt`, so threads fold rows at the same time): about
     ``2 m n**2`` flops for a dense m-row ``B``; for an upper-triangular (n, n) ``B``
     (``triangular=True``: merging two factors) its structure is used (``l = n``,
     ``2 n**3 / 3`` flops; 2.6x less time than the dense path with one OpenBLAS
@@ -98,8 +98,7 @@ def tri_update(R: np.ndarray | None, B: np.ndarray, triangular: bool = False,
     a = _fortran(R) if overwrite_r else np.array(R, dtype=np.float64, order="F")
     b = _fortran(B) if overwrite else np.array(B, dtype=np.float64, order="F")
     nb = max(1, min(QR_BLOCK, n))
-    a, _, _, info = lapack.dtpqrt(n if triangular and b.shape[0] == n else 0, nb, a, b,
-                                  overwrite_a=1, overwrite_b=1)
+    info = lapack.tpqrt(a, b, n if triangular and b.shape[0] == n else 0, nb)
     if info != 0:
         raise FactorisationError(f"LAPACK dtpqrt failed (info={info})")
     return a
@@ -310,7 +309,7 @@ def solve(groups: dict[str, RowGroup], Lchol: np.ndarray, delta: float,
             "The stacked QR factor is singular: the training rows do not determine the "
             "weights. Increase the noise (energy_noise/force_noise), increase `jitter`, or "
             "reduce `n_sparse`.")
-    alpha = sla.solve_triangular(R, z, lower=False, check_finite=False)
+    alpha = lapack.trsm(R, z)
     n_rows = sum(g.n_rows for g in groups.values() if g.R is not None)
     log_lam = sum(g.n_rows * np.log(sigmas[k] ** 2) + g.log_inv_w
                   for k, g in groups.items() if g.R is not None)
@@ -468,8 +467,8 @@ def predictive_variance(rows: np.ndarray, prior: np.ndarray, Lchol: np.ndarray,
     ``(nystrom, posterior)``. Negative values from round-off are clipped to zero with
     a ``RuntimeWarning``.
     """
-    A = sla.solve_triangular(Lchol, rows.T, lower=True, check_finite=False)
-    B = sla.solve_triangular(R, rows.T, trans="T", lower=False, check_finite=False)
+    A = lapack.trsm(Lchol, rows.T, lower=True)  # without the GIL (threaded calibration)
+    B = lapack.trsm(R, rows.T, trans=True)
     nystrom = clip_variance(delta ** 2 * (prior - np.sum(A * A, axis=0)), "Nyström variance",
                             scale=delta ** 2 * np.abs(prior))
     posterior = delta ** 4 * np.sum(B * B, axis=0)
