@@ -18,18 +18,26 @@ the fit (``time.process_time`` of the worker, all its threads), and the median s
 against ``serial-1blas`` with its range over rounds. Goal (issue 17): >= 1.6x from the
 second core on an idle machine.
 
-``--default-fit`` instead fits once per ``--n-sparse`` value (comma-separated, e.g.
-``1000,2000,auto``) with the default settings (``n_jobs=None``: every core; E0 from
-the isolated atoms, as in ``benchmarks/accuracy.py``), each in a fresh process, and
-prints wall and CPU time of the fit, its peak RSS, M and the test MAE on
-``--n-test`` evenly spaced ``test_MD`` frames (issue #14: the default 1000-frame fit
-under 5 minutes and 8 GB on a 2-core machine; issue #17: 40 s).
+``--default-fit`` fits the default model (E0 from the isolated atoms, as in
+``benchmarks/accuracy.py``; ``--n-sparse auto`` is the default's own count). With one
+``--n-sparse`` value the configurations alternate as above (the 1000-frame default
+fit of issue #17: >= 1.6x from the second core); with several (comma-separated, e.g.
+``1000,2000,auto``) it fits once per value with ``n_jobs=None`` (every core) and
+prints wall and CPU time of the fit, its peak RSS, M and the test MAE on ``--n-test``
+evenly spaced ``test_MD`` frames (issue #14: the default 1000-frame fit under 5
+minutes and 8 GB on a 2-core machine; issue #17: 40 s).
+
+Every alternating run also prints the largest weight difference of each
+configuration's model from the first configuration's (relative to the largest weight):
+the fits must agree to round-off (1e-10 or less).
 
 Examples::
 
     python benchmarks/fit_threads.py --n-frames 1000 --rounds 5 --json /tmp/fit_threads.json
     python benchmarks/fit_threads.py --n-frames 100 --n-sparse 200 --rounds 5   # quick
     python benchmarks/fit_threads.py --default-fit --n-frames 1000 --n-sparse 1000,2000,auto
+    python benchmarks/fit_threads.py --default-fit --n-frames 1000 --n-sparse auto --rounds 5 \
+        --configs serial-1blas,threads-2
 """
 
 from __future__ import annotations
@@ -68,6 +76,8 @@ def one(args) -> dict:
     out = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "M": int(len(model.sparse_species_)), "alpha_norm": float(np.linalg.norm(model.alpha_))}
+    if args.alpha_out:
+        np.save(args.alpha_out, model.alpha_)
     if args.n_test:
         test = read(str(args.data / "test_MD.xyz"), ":")
         test = [test[k] for k in np.linspace(0, len(test) - 1, args.n_test).astype(int)]
@@ -84,7 +94,7 @@ def default_fits(args) -> int:
     for n_sparse in args.n_sparse.split(","):
         cmd = [sys.executable, str(SCRIPT), "--one-jobs", "0", "--n-frames", str(args.n_frames),
                "--n-sparse", n_sparse, "--data", str(args.data), "--seed", str(args.seed),
-               "--n-test", str(args.n_test)]
+               "--n-test", str(args.n_test), "--default-fit"]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode:
             print(out.stderr[-3000:])
@@ -118,18 +128,32 @@ def main(argv=None) -> int:
     p.add_argument("--n-test", type=int, default=None,
                    help="test_MD frames for the MAE (default: 1000 with --default-fit, else 0)")
     p.add_argument("--one-jobs", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--alpha-out", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    sweep = args.default_fit and "," in args.n_sparse
     if args.n_test is None:
-        args.n_test = 1000 if args.default_fit else 0
+        args.n_test = 1000 if sweep else 0
     if args.one_jobs is not None:
         print(json.dumps(one(args)))
         return 0
-    if args.default_fit:
+    if sweep:
         return default_fits(args)
+    return alternate(args)
+
+
+def alternate(args) -> int:
+    """The configurations in turn, ``--rounds`` (>= 5) times, each fit a fresh process."""
+    import tempfile
+
+    import numpy as np
+
+    tmp = Path(tempfile.mkdtemp(prefix="fit_threads_"))
+    diffs = {}
     names = args.configs.split(",")
     times = {k: [] for k in names}
-    print(f"# fit threads: rMD17 ethanol, {args.n_frames} frames, n_sparse {args.n_sparse}, "
-          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}", flush=True)
+    print(f"# fit threads: rMD17 ethanol, {args.n_frames} frames, n_sparse {args.n_sparse}"
+          f"{' (default model)' if args.default_fit else ''}, {os.cpu_count()} CPUs, load "
+          f"{os.getloadavg()[0]:.2f}", flush=True)
     for r in range(max(5, args.rounds)):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
@@ -139,7 +163,9 @@ def main(argv=None) -> int:
                 env[var] = str(blas)
             cmd = [sys.executable, str(SCRIPT), "--one-jobs", str(jobs), "--n-frames",
                    str(args.n_frames), "--n-sparse", str(args.n_sparse), "--data", str(args.data),
-                   "--seed", str(args.seed)]
+                   "--seed", str(args.seed), "--n-test", "0", "--alpha-out", str(tmp / f"{name}.npy")]
+            if args.default_fit:
+                cmd.append("--default-fit")
             out = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if out.returncode:
                 print(out.stderr[-3000:])
@@ -147,8 +173,14 @@ def main(argv=None) -> int:
             row = json.loads(out.stdout.strip().splitlines()[-1])
             row["load"] = os.getloadavg()[0]
             times[name].append(row)
+            alpha = np.load(tmp / f"{name}.npy")
+            ref = np.load(tmp / f"{names[0]}.npy") if (tmp / f"{names[0]}.npy").exists() else alpha
+            row["alpha_rel_diff"] = (float(np.abs(alpha - ref).max() / np.abs(ref).max())
+                                     if alpha.shape == ref.shape else float("inf"))
+            diffs[name] = max(diffs.get(name, 0.0), row["alpha_rel_diff"])
             print(f"round {r}  {name:13s} wall {row['wall_s']:7.1f} s  cpu {row['cpu_s']:7.1f} s  "
-                  f"M {row['M']}  load {row['load']:.2f}", flush=True)
+                  f"peak RSS {row['peak_rss_mb']:6.0f} MB  M {row['M']}  weights vs "
+                  f"{names[0]} {row['alpha_rel_diff']:.1e}  load {row['load']:.2f}", flush=True)
     base = names[0]
     summary = {}
     for name in names:
@@ -160,10 +192,11 @@ def main(argv=None) -> int:
                          f"speedup_vs_{base}_median": statistics.median(ratio),
                          "speedup_range": (min(ratio), max(ratio))}
         s = summary[name]
+        s["alpha_rel_diff_max"] = diffs.get(name, 0.0)
         print(f"{name:13s} wall median {s['wall_median_s']:7.1f} s [{s['wall_min_s']:.1f}, "
               f"{s['wall_max_s']:.1f}]  cpu {s['cpu_median_s']:7.1f} s  speed-up vs {base} "
               f"{s[f'speedup_vs_{base}_median']:.2f}x [{s['speedup_range'][0]:.2f}, "
-              f"{s['speedup_range'][1]:.2f}]")
+              f"{s['speedup_range'][1]:.2f}]  weights vs {base} <= {s['alpha_rel_diff_max']:.1e}")
     if "threads-2" in summary:
         got = summary["threads-2"][f"speedup_vs_{base}_median"]
         print(f"second core: {got:.2f}x (goal >= {GOAL}: {'met' if got >= GOAL else 'NOT met'})")

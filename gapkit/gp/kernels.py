@@ -43,9 +43,22 @@ def species_mask(z1: np.ndarray, z2: np.ndarray) -> np.ndarray:
     return np.asarray(z1)[:, None] == np.asarray(z2)[None, :]
 
 
-def kernel_mm(Qm: np.ndarray, zm: np.ndarray, zeta: float) -> np.ndarray:
-    """Unit-scale K_MM (block diagonal in species), shape (M, M)."""
-    return dot_kernel(Qm, Qm, zeta) * species_mask(zm, zm)
+def kernel_mm(Qm: np.ndarray, zm: np.ndarray, zeta: float, scale: float = 1.0) -> np.ndarray:
+    """Unit-scale K_MM (block diagonal in species) times ``scale``, shape (M, M).
+
+    Only the species blocks are computed (the cross-species products are never formed
+    and masked away: 2.6x fewer flops for ethanol's H/C/O sets)."""
+    out = np.zeros((len(zm), len(zm)))
+    for _, cols in species_blocks(zm):
+        Qz = Qm[cols]
+        block = _pow(Qz @ Qz.T, zeta)
+        if scale != 1.0:
+            block *= scale
+        if isinstance(cols, slice):
+            out[cols, cols] = block
+        else:
+            out[np.ix_(cols, cols)] = block
+    return out
 
 
 def species_blocks(zm: np.ndarray) -> list[tuple[int, np.ndarray | slice]]:

@@ -225,8 +225,9 @@ def merge_groups(a: dict, b: dict) -> dict:
 # ----------------------------------------------------------------------------------
 # the sparse kernel factor
 # ----------------------------------------------------------------------------------
-def cholesky_kmm(Kmm: np.ndarray, jitter: float) -> np.ndarray:
-    """Lower Cholesky factor of ``K~_MM + jitter I``.
+def cholesky_kmm(Kmm: np.ndarray, jitter: float, overwrite: bool = False) -> np.ndarray:
+    """Lower Cholesky factor of ``K~_MM + jitter I`` (``overwrite``: the jitter is added
+    to the diagonal of ``Kmm`` in place, saving two (M, M) temporaries).
 
     Raises
     ------
@@ -235,7 +236,11 @@ def cholesky_kmm(Kmm: np.ndarray, jitter: float) -> np.ndarray:
     """
     M = Kmm.shape[0]
     try:
-        return np.linalg.cholesky(Kmm + jitter * np.eye(M))
+        if overwrite:
+            Kmm[np.diag_indices(M)] += jitter
+        else:
+            Kmm = Kmm + jitter * np.eye(M)
+        return np.linalg.cholesky(Kmm)
     except np.linalg.LinAlgError as exc:
         raise FactorisationError(
             f"Cholesky of K_MM + jitter*I failed (M={M}, jitter={jitter:g}): the sparse "

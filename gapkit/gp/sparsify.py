@@ -34,6 +34,7 @@ all pairwise distances and keeps the descriptors.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 
@@ -41,6 +42,7 @@ import numpy as np
 import scipy.linalg as sla
 from scipy.linalg.blas import dsyrk
 from sklearn.utils import check_random_state
+from threadpoolctl import threadpool_limits
 
 from gapkit.data import duplicate_frames
 from gapkit.progress import progress_bar
@@ -51,6 +53,9 @@ METHODS = ("cur", "random", "fps")
 FOLD_ROWS = 512
 #: Extra columns of a randomized Gram sketch beyond 2 k.
 SKETCH_OVERSAMPLE = 10
+#: Smallest eigenproblem order run with BLAS on several threads (as
+#: :data:`gapkit.gp.streaming.DENSE_MIN`: idle OpenBLAS threads spin).
+DENSE_MIN = 1500
 #: Environments whose descriptors agree to this many decimals are the same.
 _DECIMALS = 10
 
@@ -226,14 +231,15 @@ class GramSketch:
 
 
 def _cur_from_frames(descriptors, frames, counts, species, numbers, rng, n_features: int,
-                     memory_budget, sketch) -> dict[int, np.ndarray]:
+                     memory_budget, sketch, threads: int = 1) -> dict[int, np.ndarray]:
     """Chosen environment indices per species by leverage-score CUR, streaming.
 
     Species whose descriptors fit in ``memory_budget`` bytes are kept and scored
     exactly from their smaller Gram matrix; the others are folded into a :class:`GramSketch` in a first pass over the frames, and every
     environment is scored in a second pass. Rows are batched (``FOLD_ROWS``) so that
     every update is one large matrix product. Species with no more environments than
-    wanted take them all and are not scored.
+    wanted take them all and are not scored. The eigenpairs run between the passes,
+    alone, with BLAS on ``threads`` threads.
     """
     F = int(n_features)
     pos = {int(z): np.nonzero(numbers == z)[0] for z in species}
@@ -271,14 +277,16 @@ def _cur_from_frames(descriptors, frames, counts, species, numbers, rng, n_featu
             if z in sketches and buffered[z] >= FOLD_ROWS:
                 fold(z)
     bases = {}
-    for z in sketches:  # reduce each summary to its basis before anything else
-        fold(z)
-        bases[z] = sketches[z].leverage_basis(counts[z], len(pos[z]))
-    sketches.clear()
-    for z in scored:  # kept in memory: exact scores
-        if z not in bases:
-            Qz = np.vstack(stored.pop(z))
-            chosen[z] = np.sort(pos[z][_cur(Qz, counts[z], rng)])
+    big = threads > 1 and max(min(F, len(pos[z])) for z in scored) >= DENSE_MIN
+    with threadpool_limits(limits=threads) if big else contextlib.nullcontext():
+        for z in sketches:  # reduce each summary to its basis before anything else
+            fold(z)
+            bases[z] = sketches[z].leverage_basis(counts[z], len(pos[z]))
+        sketches.clear()
+        for z in scored:  # kept in memory: exact scores
+            if z not in bases:
+                Qz = np.vstack(stored.pop(z))
+                chosen[z] = np.sort(pos[z][_cur(Qz, counts[z], rng)])
     if bases:
         rows = {z: [] for z in bases}
         scores = {z: [] for z in bases}
@@ -377,8 +385,8 @@ def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", ra
         Let :class:`GramSketch` use its randomized sketch when ``2 (2 k + 10) < F``;
         ``False`` always streams the exact (F, F) Gram matrix.
     threads : int, default 1
-        Threads computing the descriptors (:func:`frame_descriptors`); the choice is
-        the same for any number.
+        Threads computing the descriptors (:func:`frame_descriptors`) and BLAS threads
+        of the CUR eigenpairs; the choice is the same for any number up to round-off.
 
     Returns
     -------
@@ -414,7 +422,7 @@ def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", ra
             chosen[z] = idx[select(np.empty((len(idx), 0)), counts[z], "random", rng)]
     else:
         chosen = _cur_from_frames(descriptors, frames, counts, species, numbers, rng,
-                                  descriptor.n_features, memory_budget, sketch)
+                                  descriptor.n_features, memory_budget, sketch, threads)
     # descriptors of the chosen environments only
     wanted = np.concatenate([chosen[z] for z in species])
     need = np.unique(owner[wanted])

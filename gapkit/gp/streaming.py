@@ -25,7 +25,7 @@ import logging
 import numbers
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
@@ -177,6 +177,49 @@ def fit_blas_limits(n_jobs: int | None):
     return contextlib.nullcontext()
 
 
+#: Smallest matrix order of a dense phase run with BLAS on several threads (below it,
+#: the spinning of idle OpenBLAS threads costs more than the phase: a 30-frame fit,
+#: M = 260, used 5x the CPU with them on a loaded 2-core machine).
+DENSE_MIN = 1500
+
+
+def dense_blas(n_jobs: int | None, size: int = DENSE_MIN):
+    """Context of a dense phase of a fit that runs alone (the CUR eigenpairs, the
+    solves, the factors of the variance basis) on matrices of order ``size``: BLAS on
+    the fit's threads when it runs on several (inside :func:`fit_blas_limits`) and
+    ``size >= DENSE_MIN``, so the second core works there too; a no-op otherwise and
+    for ``n_jobs=1``. Nothing else may run BLAS meanwhile (the limit is process-wide)."""
+    threads = resolve_threads(n_jobs, usable_cores())
+    if threads > 1 and size >= DENSE_MIN:
+        return threadpool_limits(limits=threads)
+    return contextlib.nullcontext()
+
+
+class SideTasks:
+    """Work of a fit that needs no training rows (``K_MM`` and its factor, the
+    variance basis), run on one more thread while the rows stream when the fit runs
+    on several threads (BLAS at one thread, as the stream's); at once, in the calling
+    thread, for ``n_jobs=1``. Either way the results are the same: each task is
+    deterministic. Use as a context manager; :meth:`submit` returns a future."""
+
+    def __init__(self, n_jobs: int | None):
+        self._pool = ThreadPoolExecutor(1) if resolve_threads(n_jobs, 2) > 1 else None
+
+    def submit(self, fn, *args) -> Future:
+        if self._pool is not None:
+            return self._pool.submit(fn, *args)
+        fut: Future = Future()
+        fut.set_result(fn(*args))
+        return fut
+
+    def __enter__(self) -> "SideTasks":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 def limit_fit_blas(fit):
     """Decorator of a fit function ``fit(est, ...)``: runs it inside
     :func:`fit_blas_limits` of ``est.n_jobs``."""
@@ -271,10 +314,27 @@ def accumulate(spec: RowSpec, frames: Sequence[Atoms], labels: Sequence[Labels],
         return acc
 
     with threadpool_limits(limits=1), ThreadPoolExecutor(threads) as pool:
-        for acc in pool.map(work, shares):  # merged in share order
-            total.merge(acc)
+        accs = list(pool.map(work, shares))
+        # each group's factors merged in share order, the groups on the pool's threads
+        names = list(dict.fromkeys(name for acc in accs for name in acc.groups))
+        merged = pool.map(lambda name: _merge_group([a.groups[name] for a in accs
+                                                      if name in a.groups]), names)
+        total.groups = dict(zip(names, merged))
     bar.close()
     return total.finalize()
+
+
+def _merge_group(parts: list) -> gp.RowGroup:
+    """One :class:`gapkit.gp.RowGroup` of the rows of ``parts`` (consumed), merged in
+    order by QRs of the stacked triangles."""
+    out = parts[0]
+    for g in parts[1:]:
+        out.R = g.R if out.R is None else (out.R if g.R is None else
+                                           gp.tri_update(out.R, g.R, triangular=True,
+                                                         overwrite=True))
+        out.n_rows += g.n_rows
+        out.log_inv_w += g.log_inv_w
+    return out
 
 
 def _accumulate_dask(client, spec, args, n, chunk_size, total, progress):

@@ -35,7 +35,7 @@ from gapkit.model.params import auto_delta, auto_virial_noise, check_n_sparse
 from gapkit.model.prediction import predict_batch
 from gapkit.model.sparse_counts import auto_counts, environment_counts
 from gapkit.model.state import Calibration, FittedState, GroupValues
-from gapkit.model.variance import with_variance_basis
+from gapkit.model.variance import variance_basis, variance_factors
 from gapkit.progress import progress_bar
 from gapkit.utils import check_random_state, ordered_map
 
@@ -263,43 +263,54 @@ def _fit(est, frames_all, optimize, client, valid, hyper, checked=False):
 
     rng = check_random_state(est.random_state)
     fitted = select_sparse(est, specs, descs, frames, species, rng)
-    with progress_bar(total=1, desc="factorise K_MM", progress=est.verbose) as bar:
-        Lchol = gp.cholesky_kmm(terms.kernel_mm(fitted), est.jitter)
-        bar.update(1)
-
     spec = streaming.RowSpec(fitted, est.noise_by_config_type)
-    groups = accumulate_rows(est, spec, data, resid, client)
-    if est.delta == "auto":
-        delta, how = auto_delta(groups, Lchol, resid, n_atoms, est.force_noise)
-        logger.info("delta='auto': %.4g eV (%s)", delta, how)
-    else:
-        delta = float(est.delta)
-    sigmas = {g: initial_noise(est, g.kind, frames) for g in groups}
-    extra, val_groups = {}, None
-    if hyper is not None:
-        delta = float(hyper[0])
-        sigmas.update({g: float(v) for g, v in hyper[1].items() if g in sigmas})
-    elif optimize:
-        if valid is not None:
+    with streaming.SideTasks(est.n_jobs) as side:
+        # K_MM, its factor and the variance basis need no rows: on one more thread
+        # while the rows stream (in turn with n_jobs=1)
+        kmm = side.submit(_kmm_factor, est, fitted)
+        basis = side.submit(variance_basis, fitted, est.variance_sparse)
+        groups = accumulate_rows(est, spec, data, resid, client)
+        val_groups = None
+        if hyper is None and optimize and valid is not None:
             vdata = training_data(valid, keys, est.use_forces, est.baseline)
             val_groups = accumulate_rows(est, spec, vdata, energy_residuals(vdata, e0), client)
-        choice = choose_hyperparameters(groups, Lchol, delta, sigmas, val_groups,
-                                        n_restarts=est.n_restarts, random_state=rng,
-                                        progress=est.verbose)
-        delta, sigmas = choice.delta, choice.sigmas
-        extra = {"hyperparameters": choice.report}
-    with progress_bar(total=1, desc="solve", progress=est.verbose) as bar:
-        sol = gp.solve(groups, Lchol, delta, sigmas)
-        bar.update(1)
+        Lchol, vbasis = kmm.result(), basis.result()
+    sigmas = {g: initial_noise(est, g.kind, frames) for g in groups}
+    extra = {}
+    with streaming.dense_blas(est.n_jobs, len(Lchol)):  # alone: BLAS on the fit's threads
+        if est.delta == "auto":
+            delta, how = auto_delta(groups, Lchol, resid, n_atoms, est.force_noise)
+            logger.info("delta='auto': %.4g eV (%s)", delta, how)
+        else:
+            delta = float(est.delta)
+        if hyper is not None:
+            delta = float(hyper[0])
+            sigmas.update({g: float(v) for g, v in hyper[1].items() if g in sigmas})
+        elif optimize:
+            choice = choose_hyperparameters(groups, Lchol, delta, sigmas, val_groups,
+                                            n_restarts=est.n_restarts, random_state=rng,
+                                            progress=est.verbose)
+            delta, sigmas = choice.delta, choice.sigmas
+            extra = {"hyperparameters": choice.report}
+        with progress_bar(total=1, desc="solve", progress=est.verbose) as bar:
+            sol = gp.solve(groups, Lchol, delta, sigmas)
+            bar.update(1)
     state = FittedState(
         terms=tuple(fitted), species=tuple(int(z) for z in species), e0=e0, alpha=sol.alpha,
         kmm_cholesky=Lchol, posterior_factor=sol.R, delta=float(delta),
         noise=GroupValues({g: float(v) for g, v in sigmas.items()}),
         n_train=GroupValues({g: int(r.n_rows) for g, r in groups.items()}),
-        log_marginal_likelihood=sol.log_likelihood, extra=extra)
-    # the sparse columns of the std, chosen before any calibration (gapkit.model.variance)
-    state = with_variance_basis(state, est.variance_sparse)
+        log_marginal_likelihood=sol.log_likelihood, extra=extra,
+        variance_basis=vbasis)  # the std's sparse columns, before any calibration
     return state, groups, val_groups
+
+
+def _kmm_factor(est, fitted: Sequence[terms.FittedTerm]) -> np.ndarray:
+    """Lower Cholesky factor of the unit-scale ``K_MM`` (+ jitter) of the sparse set."""
+    with progress_bar(total=1, desc="factorise K_MM", progress=est.verbose) as bar:
+        Lchol = gp.cholesky_kmm(terms.kernel_mm(fitted), est.jitter, overwrite=True)
+        bar.update(1)
+    return Lchol
 
 
 def split_validation(frames_all: Sequence[Atoms], fraction: float, random_state
@@ -341,6 +352,8 @@ def calibrate_on(state: FittedState, frames: Sequence[Atoms], keys: LabelKeys, b
         return (validation_parts(st, atoms, pred, f_ref), pred.energy - ref["energy"][k],
                 None if f_ref is None else pred.forces - f_ref)
 
+    with streaming.dense_blas(threads, len(state.alpha)):  # the variance basis' factors
+        variance_factors(state)
     with progress_bar(total=len(frames), desc="calibrate", unit="frame",
                       progress=progress) as bar:
         out = list(_map_frames(state, one, len(frames), threads, bar))
@@ -393,7 +406,8 @@ def add_rows(est, state: FittedState, groups: dict, frames: Sequence[Atoms],
         merged = gp.merge_groups(groups, extra)
     sigmas = {g: state.noise[g] if g in state.noise else initial_noise(est, g.kind, frames)
               for g in merged}
-    sol = gp.solve(merged, state.kmm_cholesky, state.delta, sigmas)
+    with streaming.dense_blas(est.n_jobs, len(state.alpha)):
+        sol = gp.solve(merged, state.kmm_cholesky, state.delta, sigmas)
     return state.replace(alpha=sol.alpha, posterior_factor=sol.R,
                          noise=GroupValues(sigmas),
                          n_train=GroupValues({g: int(r.n_rows) for g, r in merged.items()}),

@@ -153,14 +153,18 @@ def resolve_variance_sparse(value, M: int) -> int | None:
     return None if n >= M else n
 
 
+def variance_basis(kernel_terms: Sequence, variance_sparse) -> VarianceBasis | None:
+    """The variance basis of ``variance_sparse`` (see :func:`resolve_variance_sparse`)
+    for the sparse set of ``kernel_terms`` (``FittedTerm``), chosen by
+    :func:`gapkit.gp.subset.greedy_columns`; ``None`` when all columns are used. Needs no fit: the fit computes it while the
+    rows stream."""
+    n = resolve_variance_sparse(variance_sparse, terms.n_columns(kernel_terms))
+    return None if n is None else VarianceBasis(subset.greedy_columns(kernel_terms, n))
+
+
 def with_variance_basis(state: FittedState, variance_sparse) -> FittedState:
-    """``state`` with the variance basis of ``variance_sparse`` (see
-    :func:`resolve_variance_sparse`), chosen by :func:`gapkit.gp.subset.greedy_columns`
-    on its sparse set; ``variance_basis=None`` when all columns are used."""
-    n = resolve_variance_sparse(variance_sparse, len(state.alpha))
-    if n is None:
-        return state.replace(variance_basis=None)
-    return state.replace(variance_basis=VarianceBasis(subset.greedy_columns(state.terms, n)))
+    """``state`` with :func:`variance_basis` of its sparse set."""
+    return state.replace(variance_basis=variance_basis(state.terms, variance_sparse))
 
 
 @dataclass
