@@ -60,8 +60,11 @@ def test_fit_with_acsf_and_two_body_terms(tiny, tmp_path, capsys):
     assert main(["fit", str(tr), "--test", str(te), "-o", str(model), "--e0", "lstsq",
                  "--descriptor", "acsf", "--two-body", "10", *SMALL]) == 0
     loaded = load(model)
-    assert [type(t.descriptor).__name__ for t in loaded.terms_] == ["TwoBody", "ACSF"]
-    assert loaded.terms_[0].zeta == 1.0 and len(loaded.terms_[0].sparse_species) == 30
+    # the many-body term first (it is descriptor_), the 2-body term second
+    assert [type(t.descriptor).__name__ for t in loaded.terms_] == ["ACSF", "TwoBody"]
+    assert type(loaded.descriptor_).__name__ == "ACSF"
+    assert loaded.terms_[1].zeta == 1.0 and len(loaded.terms_[1].sparse_species) == 30
+    assert loaded.terms_[1].descriptor.r_cut == loaded.descriptor_.r_cut
 
 
 def test_cli_errors_are_reported(tmp_path, capsys):

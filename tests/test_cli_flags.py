@@ -90,11 +90,12 @@ def test_new_flags_reach_the_model():
     from gapkit.cli.config import resolve
 
     model = model_from_args(resolve(args), "lstsq")
-    assert model.descriptor.cutoff_width == 0.7
+    soap, pair = model.descriptor  # SOAP + 2-body by default
+    assert soap.descriptor.cutoff_width == 0.7 and pair.descriptor.r_cut == soap.descriptor.r_cut
     assert model.n_jobs == 2 and model.noise_by_config_type is True
     assert model.verbose is None  # bars follow gapkit.progress
     default = model_from_args(resolve(build_parser().parse_args(["fit"])), "lstsq")
-    assert default.descriptor.cutoff_width == 1.0 and default.n_jobs is None
+    assert default.descriptor[0].descriptor.cutoff_width == 1.0 and default.n_jobs is None
     assert default.noise_by_config_type is False
 
 

@@ -51,9 +51,12 @@ def test_info_json(fitted, capsys):
     assert info["format_version"] == 4 and info["gapkit_version"]
     assert info["file_size_bytes"] == out.stat().st_size
     assert info["species"] == ["H", "C", "O"]
-    (term,) = info["terms"]
+    term, pair = info["terms"]  # the default model: SOAP, then the 2-body term
     assert term["descriptor"] == "SOAP" and term["settings"]["n_max"] == 3
-    assert sum(term["n_sparse"].values()) == info["n_sparse"] == 45
+    assert pair["descriptor"] == "TwoBody" and pair["zeta"] == 1
+    assert pair["settings"]["r_cut"] == term["settings"]["r_cut"] == 3.5
+    assert sum(term["n_sparse"].values()) == 45
+    assert info["n_sparse"] == 45 + sum(pair["n_sparse"].values())
     assert set(info["noise"]) == {"energy", "forces"}
     assert info["calibration"]["calibrated"] is False
     assert info["provenance"]["training_files"][0]["sha256"] == \

@@ -16,8 +16,8 @@ from typing import Sequence
 
 from gapkit.data import default_data_dir
 from gapkit.data.reference import parse_e0
-from gapkit.descriptors import ACSF, SOAP, TwoBody
-from gapkit.gp.terms import Term
+from gapkit.descriptors import ACSF, SOAP
+from gapkit.gp.terms import DEFAULT_TWO_BODY_SPARSE, default_terms
 from gapkit.model import GAP
 from gapkit.model.params import check_n_sparse
 
@@ -127,6 +127,18 @@ def _positive_float(text: str) -> float:
     return val
 
 
+def _non_negative_int(text: str) -> int:
+    """An integer >= 0 for argparse (``--two-body``)."""
+    try:
+        val = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if val < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (0: no 2-body term), "
+                                         f"got {text!r}")
+    return val
+
+
 def _n_jobs_type(text: str) -> int:
     """A non-zero integer (joblib's convention: -1 all cores, -2 all but one)."""
     try:
@@ -217,9 +229,11 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                         "data/isolated_atoms.xyz for the default data)")
     p.add_argument("--descriptor", default="soap", choices=["soap", "acsf"],
                    help="many-body descriptor: SOAP (default) or Behler-Parrinello ACSF")
-    p.add_argument("--two-body", type=int, default=0, metavar="N",
-                   help="add a 2-body (distance) term with N sparse points per species at "
-                        "zeta=1, i.e. GAP's 2b+SOAP (default 0: none)")
+    p.add_argument("--two-body", type=_non_negative_int, default=DEFAULT_TWO_BODY_SPARSE,
+                   metavar="N",
+                   help="the 2-body (distance) term beside the many-body one, GAP's 2b+SOAP: "
+                        f"N sparse points per species at zeta=1, cutoff --r-cut (default "
+                        f"{DEFAULT_TWO_BODY_SPARSE}; 0: the many-body descriptor alone)")
     p.add_argument("--r-cut", type=float, default=5.0, help="descriptor cutoff, Å (default 5.0)")
     p.add_argument("--n-max", type=int, default=8, help="SOAP radial functions (default 8)")
     p.add_argument("--l-max", type=int, default=6, help="SOAP angular channels (default 6)")
@@ -325,9 +339,9 @@ def model_from_args(args: argparse.Namespace, e0: str, verbose: bool | None = No
     else:
         descriptor = SOAP(r_cut=args.r_cut, n_max=args.n_max, l_max=args.l_max, sigma=args.sigma,
                           **({} if width is None else {"cutoff_width": width}))
-    if getattr(args, "two_body", 0) > 0:
-        descriptor = [Term(TwoBody(r_cut=args.r_cut), zeta=1, n_sparse=args.two_body),
-                      Term(descriptor)]
+    two_body = getattr(args, "two_body", DEFAULT_TWO_BODY_SPARSE)
+    if two_body:
+        descriptor = default_terms(descriptor, two_body)
     return GAP(descriptor,
                zeta=args.zeta, delta=delta, n_sparse=args.n_sparse,
                sparse_method=args.sparse_method, energy_noise=args.energy_noise,

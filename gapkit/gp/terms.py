@@ -14,6 +14,21 @@ energy is the sum of the terms' local energies, and forces, virials and every
 variance are sums over terms.
 
 A plain single-descriptor model is the one-term case (``w = 1``).
+
+The default model
+-----------------
+``GAP(descriptor=None)`` is the two-term model of :func:`default_terms`: the default
+:class:`~gapkit.descriptors.SOAP` term first, then a
+:class:`~gapkit.descriptors.TwoBody` term with ``zeta=1`` (an exact pair potential)
+and :data:`DEFAULT_TWO_BODY_SPARSE` sparse points per species. The SOAP term comes
+first so that a model's ``descriptor_`` (its cutoff, species checks, fingerprints,
+the MD engines) is the SOAP descriptor. The 2-body cutoff follows the many-body one:
+``TwoBody(r_cut=soap.r_cut)``, with the same species. A descriptor given explicitly
+(``GAP(descriptor=SOAP(r_cut=6))``) is that descriptor alone; ``default_terms(SOAP(r_cut=6))``
+is the default model with another SOAP. Measured against SOAP alone (docs/guide/accuracy.md):
+force errors 3-62 % lower on every set tried (EMT Cu and Cu-Al, xTB ethanol and
+isopropanol made by the project, rMD17 ethanol, mlearn Si), for 50 more sparse points
+per species and a cheap descriptor.
 """
 
 from __future__ import annotations
@@ -27,7 +42,11 @@ from ase import Atoms
 from sklearn.base import BaseEstimator
 
 from gapkit.gp import kernels
+from gapkit.descriptors import SOAP, TwoBody
 from gapkit.descriptors.base import DescriptorSet
+
+#: Sparse points per species of the default model's 2-body term (:func:`default_terms`).
+DEFAULT_TWO_BODY_SPARSE = 50
 
 
 class Term(BaseEstimator):
@@ -70,11 +89,54 @@ class Term(BaseEstimator):
         self.sparse_method = sparse_method
 
 
+def default_terms(descriptor=None, two_body: int = DEFAULT_TWO_BODY_SPARSE) -> list[Term]:
+    """The terms of the default model: ``descriptor`` (default ``SOAP()``), then a 2-body term.
+
+    Parameters
+    ----------
+    descriptor : descriptor, optional
+        The many-body descriptor of the first term (a :class:`~gapkit.descriptors.SOAP`
+        or :class:`~gapkit.descriptors.ACSF`; ``None``: ``SOAP()``). It is used as
+        given (not copied); its ``r_cut`` (Å) and ``species`` are the 2-body term's.
+    two_body : int, default :data:`DEFAULT_TWO_BODY_SPARSE`
+        Sparse points per species of the ``TwoBody`` term (``zeta=1``); 0 leaves it out.
+
+    Returns
+    -------
+    list of Term
+        ``[Term(descriptor), Term(TwoBody(r_cut=descriptor.r_cut), zeta=1,
+        n_sparse=two_body)]``, or ``[Term(descriptor)]`` for ``two_body=0``.
+
+    Raises
+    ------
+    ValueError
+        If ``two_body`` is not a non-negative integer.
+
+    Examples
+    --------
+    >>> from gapkit import GAP, SOAP
+    >>> from gapkit.gp.terms import default_terms
+    >>> model = GAP(default_terms(SOAP(r_cut=6.0)))  # the default model with a 6 Å cutoff
+    """
+    if (isinstance(two_body, (bool, np.bool_)) or not isinstance(two_body, (int, np.integer))
+            or two_body < 0):
+        raise ValueError(f"two_body must be a non-negative integer (sparse points per "
+                         f"species of the 2-body term; 0: none), got {two_body!r}")
+    many = SOAP() if descriptor is None else descriptor
+    out = [Term(many)]
+    if two_body:
+        species = getattr(many, "species", None)
+        pair = TwoBody(species=None if species is None else list(species),
+                       r_cut=float(many.r_cut))
+        out.append(Term(pair, zeta=1, n_sparse=int(two_body)))
+    return out
+
+
 def as_terms(descriptor) -> list[Term]:
     """Normalise a GAP ``descriptor`` parameter (None, a descriptor, a Term or a list of
-    them) to a list of :class:`Term`."""
+    them) to a list of :class:`Term`; ``None`` is :func:`default_terms` (SOAP + 2-body)."""
     if descriptor is None:
-        return [Term(None)]
+        return default_terms()
     items = list(descriptor) if isinstance(descriptor, (list, tuple)) else [descriptor]
     if not items:
         raise ValueError("descriptor is an empty list: give at least one descriptor")

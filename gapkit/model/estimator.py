@@ -32,9 +32,9 @@ from gapkit.data import LabelKeys, as_frame_list, check_geometry, get_labels
 from gapkit.gp import solver as gp
 from gapkit.gp import terms
 from gapkit.model import model_file, std
+from gapkit.model.attributes import FittedAttributes
 from gapkit.model.prediction import (PREDICT_BATCH_ATOMS, Prediction, StructurePrediction,
                                      batches, predict_batch)
-from gapkit.model.state import FittedState
 from gapkit.model.params import check_params
 from gapkit.model.training import calibrate_on, fit_calibrated_state
 from gapkit.model.variance import (PredictionStd, check_variance_sparse,
@@ -46,20 +46,24 @@ logger = logging.getLogger(__name__)
 __all__ = ["GAP", "save", "Prediction", "PredictionStd", "StructurePrediction"]
 
 
-class GAP(BaseEstimator):
-    """Gaussian Approximation Potential: a sparse GP on local descriptors (SOAP by default).
+class GAP(FittedAttributes, BaseEstimator):
+    """Gaussian Approximation Potential: a sparse GP on local descriptors (SOAP + 2-body by default).
 
     Parameters
     ----------
     descriptor : descriptor, Term or list of them, optional
         Descriptor (cloned at fit): :class:`~gapkit.descriptors.SOAP`,
         :class:`~gapkit.descriptors.ACSF` or :class:`~gapkit.descriptors.TwoBody`.
-        ``None`` means ``SOAP()``. Descriptors left with ``species=None`` take the
+        ``None`` (default): SOAP + 2-body, ``[Term(SOAP()), Term(TwoBody(r_cut=5),
+        zeta=1, n_sparse=50)]`` (:func:`gapkit.gp.terms.default_terms`, which gives it
+        with another SOAP: the 2-body cutoff follows SOAP's). One descriptor given is
+        that descriptor alone. Descriptors left with ``species=None`` take the
         species of the training data. A list gives an additive kernel with one
-        :class:`~gapkit.terms.Term` per descriptor (GAP's "2b+SOAP"), each with its own
-        exponent, weight and sparse set; see :mod:`gapkit.terms`.
+        :class:`~gapkit.gp.terms.Term` per descriptor (GAP's "2b+SOAP"), each with its
+        own exponent, weight and sparse set; see :mod:`gapkit.gp.terms`.
     zeta : float, default 4
-        Kernel exponent of ``delta**2 (q . q')**zeta``.
+        Kernel exponent of ``delta**2 (q . q')**zeta`` (of the terms without their own:
+        the SOAP term of the default model; its 2-body term has 1).
     delta : float or "auto", default "auto"
         Signal scale in eV. ``"auto"``: the larger of the RMS training energy per atom
         after E0 and 1.5x the force moment estimate of δ (the δ at which the prior gives
@@ -147,13 +151,15 @@ class GAP(BaseEstimator):
     Attributes
     ----------
     descriptor_ : descriptor
-        The fitted descriptor of the first term (all terms share its species).
+        The fitted descriptor of the first term (all terms share its species): the
+        SOAP term of the default model.
     terms_ : list of FittedTerm
         Every kernel term with its descriptor, exponent, weight and sparse set.
     species_ : list of int
     e0_ : ReferenceEnergies
     sparse_q_ : ndarray of shape (M, F)
-        Sparse environments (one-term models; see ``terms_`` otherwise).
+        Sparse environments of a one-term model (``AttributeError`` with several
+        terms, such as the default model: use ``terms_[t].sparse_q``).
     sparse_species_ : ndarray of shape (M,)
         Species of all sparse environments, stacked over terms.
     alpha_ : ndarray of shape (M,)
@@ -205,56 +211,6 @@ class GAP(BaseEstimator):
         self.force_std = force_std
         self.variance_sparse = variance_sparse
         self.verbose = verbose
-
-    # ------------------------------------------------------------------ fitted state
-    def _check_fitted(self) -> None:
-        if getattr(self, "state_", None) is None:
-            raise NotFittedError("This GAP is not fitted yet: call fit(frames) first, or "
-                                 "gapkit.load(path) a saved model")
-
-    def _state(self) -> FittedState:
-        self._check_fitted()
-        return self.state_
-
-    terms_ = property(lambda self: list(self._state().terms),
-                      doc="Kernel terms (list of FittedTerm).")
-    descriptor_ = property(lambda self: self._state().descriptor,
-                           doc="Fitted descriptor of the first term.")
-    species_ = property(lambda self: list(self._state().species), doc="Atomic numbers.")
-    e0_ = property(lambda self: self._state().e0, doc="ReferenceEnergies (eV).")
-    alpha_ = property(lambda self: self._state().alpha, doc="Unit-scale weights, (M,).")
-    delta_ = property(lambda self: self._state().delta, doc="Signal scale, eV.")
-    noise_ = property(lambda self: self._state().noise, doc="Noise per NoiseGroup.")
-    n_train_ = property(lambda self: self._state().n_train, doc="Training rows per group.")
-    calibration_ = property(lambda self: self._state().calibration, doc="Calibration.")
-    kmm_cholesky_ = property(lambda self: self._state().kmm_cholesky, doc="Cholesky of K_MM.")
-    posterior_factor_ = property(lambda self: self._state().posterior_factor,
-                                 doc="Upper R_P of the weight posterior.")
-    log_marginal_likelihood_ = property(lambda self: self._state().log_marginal_likelihood,
-                                        doc="DTC log evidence of the training data.")
-
-    @property
-    def extra_(self) -> dict:
-        """Free-form JSON-able entries stored with the model."""
-        return self._state().extra
-
-    @extra_.setter
-    def extra_(self, value: dict) -> None:
-        self.state_ = self._state().replace(extra=dict(value))
-
-    @property
-    def sparse_q_(self) -> np.ndarray:
-        """Sparse environments, shape (M, F), of a one-term model."""
-        state = self._state()
-        if len(state.terms) != 1:
-            raise AttributeError("sparse_q_ is defined for one-term models only; this model "
-                                 "has several terms: use terms_[t].sparse_q")
-        return state.terms[0].sparse_q
-
-    @property
-    def sparse_species_(self) -> np.ndarray:
-        """Species of the stacked sparse environments, shape (M,)."""
-        return terms.sparse_species(self._state().terms)
 
     @property
     def label_keys(self) -> LabelKeys:

@@ -154,7 +154,8 @@ def save(path: str | os.PathLike, state: FittedState, params: dict, descriptor=N
     if params.get("random_state") is not None and not isinstance(params["random_state"], int):
         params["random_state"] = None
     specs = as_terms(descriptor)
-    plain = not any(isinstance(d, Term) for d in (
+    # the default descriptor (None) is several terms: keep their specs (zeta, n_sparse)
+    plain = descriptor is not None and not any(isinstance(d, Term) for d in (
         descriptor if isinstance(descriptor, (list, tuple)) else [descriptor]))
     term_meta = [{"descriptor": {"class": type(t.descriptor).__name__,
                                  "params": t.descriptor.get_params(deep=False)},
