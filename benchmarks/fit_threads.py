@@ -11,7 +11,10 @@ round so that a drift of the load hits all alike):
 * ``serial-1blas``: ``n_jobs=1``, ``OMP/OPENBLAS_NUM_THREADS=1``;
 * ``serial-2blas``: ``n_jobs=1``, 2 BLAS threads;
 * ``threads-2``: ``n_jobs=2`` (the default on a 2-core machine is ``n_jobs=None``:
-  every usable core), BLAS threads 2 outside the row stream.
+  every usable core): the row stream on two threads, ``K_MM`` and the variance basis
+  on a side thread beside it, the dense phases that run alone with 2 BLAS threads;
+* ``threads-2-dense1``: the same with the dense phases on one BLAS thread
+  (``GAPKIT_DENSE_BLAS_MIN`` set huge), to see what the BLAS threads bring.
 
 Printed per configuration: median, min and max of the wall time and the CPU time of
 the fit (``time.process_time`` of the worker, all its threads), and the median speed-up
@@ -53,7 +56,10 @@ from pathlib import Path
 
 SCRIPT = Path(__file__).resolve()
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ethanol_rmd17"
-CONFIGS = {"serial-1blas": (1, 1), "serial-2blas": (1, 2), "threads-2": (2, 2)}
+CONFIGS = {"serial-1blas": (1, 1), "serial-2blas": (1, 2), "threads-2": (2, 2),
+           "threads-2-dense1": (2, 2)}
+#: Extra environment of a configuration.
+CONFIG_ENV = {"threads-2-dense1": {"GAPKIT_DENSE_BLAS_MIN": str(10 ** 9)}}
 GOAL = 1.6
 
 
@@ -161,6 +167,8 @@ def alternate(args) -> int:
             env = dict(os.environ)
             for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
                 env[var] = str(blas)
+            env.pop("GAPKIT_DENSE_BLAS_MIN", None)
+            env.update(CONFIG_ENV.get(name, {}))
             cmd = [sys.executable, str(SCRIPT), "--one-jobs", str(jobs), "--n-frames",
                    str(args.n_frames), "--n-sparse", str(args.n_sparse), "--data", str(args.data),
                    "--seed", str(args.seed), "--n-test", "0", "--alpha-out", str(tmp / f"{name}.npy")]

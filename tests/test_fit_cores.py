@@ -76,6 +76,9 @@ def test_dense_phases_run_blas_on_the_fit_threads(monkeypatch):
         with streaming.dense_blas(2, streaming.DENSE_MIN - 1):  # small: idle threads spin
             assert _blas_threads() == {1}
         assert _blas_threads() == {1}
+    monkeypatch.setenv("GAPKIT_DENSE_BLAS_MIN", "100000")
+    with streaming.fit_blas_limits(None), streaming.dense_blas(None, 99999):
+        assert _blas_threads() == {1}
     before = _blas_threads()
     with streaming.dense_blas(1):  # serial: the process's BLAS threads, untouched
         assert _blas_threads() == before

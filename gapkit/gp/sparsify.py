@@ -34,7 +34,6 @@ all pairwise distances and keeps the descriptors.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import threading
 
@@ -42,9 +41,9 @@ import numpy as np
 import scipy.linalg as sla
 from scipy.linalg.blas import dsyrk
 from sklearn.utils import check_random_state
-from threadpoolctl import threadpool_limits
 
 from gapkit.data import duplicate_frames
+from gapkit.gp import streaming
 from gapkit.progress import progress_bar
 from gapkit.utils import ordered_map
 
@@ -53,9 +52,6 @@ METHODS = ("cur", "random", "fps")
 FOLD_ROWS = 512
 #: Extra columns of a randomized Gram sketch beyond 2 k.
 SKETCH_OVERSAMPLE = 10
-#: Smallest eigenproblem order run with BLAS on several threads (as
-#: :data:`gapkit.gp.streaming.DENSE_MIN`: idle OpenBLAS threads spin).
-DENSE_MIN = 1500
 #: Environments whose descriptors agree to this many decimals are the same.
 _DECIMALS = 10
 
@@ -277,8 +273,7 @@ def _cur_from_frames(descriptors, frames, counts, species, numbers, rng, n_featu
             if z in sketches and buffered[z] >= FOLD_ROWS:
                 fold(z)
     bases = {}
-    big = threads > 1 and max(min(F, len(pos[z])) for z in scored) >= DENSE_MIN
-    with threadpool_limits(limits=threads) if big else contextlib.nullcontext():
+    with streaming.dense_blas(threads, max(min(F, len(pos[z])) for z in scored)):
         for z in sketches:  # reduce each summary to its basis before anything else
             fold(z)
             bases[z] = sketches[z].leverage_basis(counts[z], len(pos[z]))

@@ -179,7 +179,8 @@ def fit_blas_limits(n_jobs: int | None):
 
 #: Smallest matrix order of a dense phase run with BLAS on several threads (below it,
 #: the spinning of idle OpenBLAS threads costs more than the phase: a 30-frame fit,
-#: M = 260, used 5x the CPU with them on a loaded 2-core machine).
+#: M = 260, used 5x the CPU with them on a loaded 2-core machine). The environment
+#: variable ``GAPKIT_DENSE_BLAS_MIN`` overrides it (a huge value: never).
 DENSE_MIN = 1500
 
 
@@ -190,7 +191,7 @@ def dense_blas(n_jobs: int | None, size: int = DENSE_MIN):
     ``size >= DENSE_MIN``, so the second core works there too; a no-op otherwise and
     for ``n_jobs=1``. Nothing else may run BLAS meanwhile (the limit is process-wide)."""
     threads = resolve_threads(n_jobs, usable_cores())
-    if threads > 1 and size >= DENSE_MIN:
+    if threads > 1 and size >= int(os.environ.get("GAPKIT_DENSE_BLAS_MIN", DENSE_MIN)):
         return threadpool_limits(limits=threads)
     return contextlib.nullcontext()
 
