@@ -11,8 +11,8 @@ workers) are merged by a QR of the stacked triangles, so
 * the result equals the one-shot QR of all rows up to round-off (the R factor of
   a matrix is unique up to row signs);
 * the map (chunks) and the reduce (pairwise merges) parallelise naturally:
-  ``n_jobs`` threads on one machine (BLAS capped at one thread each), ``client`` a
-  ``dask.distributed.Client`` for a cluster.
+  ``n_jobs`` threads on one machine (BLAS capped at one thread each) here, chains of
+  bounded tasks on a Dask cluster in :mod:`gapkit.gp.distributed`.
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ def _own_spec(spec: RowSpec) -> RowSpec:
 
 def accumulate(spec: RowSpec, frames: Sequence[Atoms], labels: Sequence[Labels],
                resid: np.ndarray, chunk_size: int = 32, n_jobs: int | None = None,
-               client=None, progress: bool | None = False,
+               progress: bool | None = False,
                start: dict[str, gp.RowGroup] | None = None) -> dict[str, gp.RowGroup]:
     """Per-group triangular factors of all training rows.
 
@@ -259,9 +259,6 @@ def accumulate(spec: RowSpec, frames: Sequence[Atoms], labels: Sequence[Labels],
         threads; ``-1``: all cores. The split depends only on ``n_jobs`` and the data,
         so a fit is reproducible for a given ``n_jobs`` (and equal to the serial one
         to round-off).
-    client : dask.distributed.Client, optional
-        Map the chunks over a Dask cluster instead; the factors are reduced on the
-        client.
     progress : bool or None
         Show a progress bar over the chunks (``None``: decide from the terminal; see
         :func:`gapkit.progress.progress_bar`).
@@ -283,9 +280,6 @@ def accumulate(spec: RowSpec, frames: Sequence[Atoms], labels: Sequence[Labels],
     def args(lo, hi):
         return spec, list(frames[lo:hi]), list(labels[lo:hi]), list(resid[lo:hi]), lo
 
-    if client is not None:
-        total.groups = seed
-        return _accumulate_dask(client, spec, args, n, int(chunk_size), total, progress)
     threads = resolve_threads(n_jobs, len(bounds))
     bar = progress_bar(total=len(bounds), desc="fit chunks", unit="chunk", progress=progress)
     if threads == 1:
@@ -337,18 +331,3 @@ def _merge_group(parts: list) -> gp.RowGroup:
         out.log_inv_w += g.log_inv_w
     return out
 
-
-def _accumulate_dask(client, spec, args, n, chunk_size, total, progress):
-    """The chunks mapped over a Dask cluster: a few large tasks per worker, each
-    streaming into its own accumulator; merging two factors costs O(M**3), so tasks
-    are kept few. Factors are merged on the client in task order (deterministic)."""
-    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-    task = max(chunk_size, -(-n // (2 * n_workers)))
-    bounds = _chunk_bounds(n, task)
-    spec_f = client.scatter(spec, broadcast=True)
-    futures = [client.submit(accumulate_chunk, spec_f, *args(lo, hi)[1:], pure=False)
-               for lo, hi in bounds]
-    for fut in progress_bar(futures, desc="fit tasks", unit="task", progress=progress):
-        total.merge(fut.result())
-        fut.release()
-    return total.finalize()

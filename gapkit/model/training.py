@@ -9,6 +9,7 @@ a projected process by a streaming QR (:mod:`gapkit.gp.solver`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -26,7 +27,7 @@ from gapkit.data import (LabelKeys, Labels, check_geometry, check_virial_scale,
                          isolated_atom_energies, split_isolated)
 from gapkit.descriptors import SOAP
 from gapkit.gp import solver as gp
-from gapkit.gp import sparsify, streaming, terms
+from gapkit.gp import distributed, sparsify, streaming, terms
 from gapkit.metrics import reference_arrays
 from gapkit.model.calibration import fit_calibration, validation_parts, with_training_range
 from gapkit.model.delta import baseline_e0, subtract_baseline
@@ -142,10 +143,16 @@ def accumulate_rows(est, spec: streaming.RowSpec, data: TrainingData, resid: np.
                     client=None, start: dict | None = None) -> dict:
     """Per-group triangular row factors of ``data`` with the estimator's chunking,
     threads and progress (:func:`gapkit.gp.streaming.accumulate`; ``start``: factors
-    to continue from, consumed)."""
+    to continue from, consumed); on a Dask ``client`` :func:`gapkit.gp.distributed.accumulate`."""
+    if client is not None:
+        labels_of = functools.partial(training_data, keys=est.label_keys, use_forces=est.use_forces,
+                                      baseline=est.baseline, checked=True)
+        return distributed.accumulate(client, spec, data.frames, data.labels, resid, labels_of,
+                                      chunk_size=int(est.chunk_size), progress=est.verbose,
+                                      start=start)
     return streaming.accumulate(spec, data.frames, data.labels, resid,
                                 chunk_size=int(est.chunk_size), n_jobs=est.n_jobs,
-                                client=client, progress=est.verbose, start=start)
+                                progress=est.verbose, start=start)
 
 
 def reference_energies(e0, data: TrainingData, keys: LabelKeys, species, baseline=None):
