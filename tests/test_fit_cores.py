@@ -145,3 +145,20 @@ def test_two_cores_fit_equals_serial_fit(two_term_fits):
     # phases too)
     ca, cb = a.calibration.energy.as_dict(), b.calibration.energy.as_dict()
     assert cb == pytest.approx(ca, rel=1e-3)
+
+
+def test_lower_solve_lower_equals_a_full_solve(monkeypatch):
+    rng = np.random.default_rng(4)
+    n = 50
+    a = np.tril(rng.standard_normal((n, n))) + 8 * np.eye(n)
+    r = np.triu(rng.standard_normal((n, n)))
+    monkeypatch.setattr(lapack, "TRI_BLOCK", 16)  # several blocks, a short last one
+    got = lapack.lower_solve_lower(a, r.T)
+    ref = sla.solve_triangular(a, r.T, lower=True, check_finite=False)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-13 * np.abs(ref).max())
+    assert np.all(np.triu(got, 1) == 0)
+    with pytest.raises(ValueError, match="square and of one shape"):
+        lapack.lower_solve_lower(a, r[:4])
+    with pytest.raises(np.linalg.LinAlgError, match="zero at diagonal 20"):
+        a[20, 20] = 0.0
+        lapack.lower_solve_lower(a, r.T)

@@ -18,7 +18,7 @@ import ctypes
 import numpy as np
 from scipy.linalg import cython_lapack
 
-__all__ = ["tpqrt", "trsm"]
+__all__ = ["tpqrt", "trsm", "lower_solve_lower"]
 
 _INT = ctypes.c_int
 _IP = ctypes.POINTER(_INT)
@@ -126,3 +126,39 @@ def trsm(a: np.ndarray, b: np.ndarray, lower: bool = False, trans: bool = False)
         if info.value > 0:
             raise np.linalg.LinAlgError(f"singular matrix: zero at diagonal {info.value - 1}")
     return x.reshape(b.shape)
+
+
+#: Columns per block of :func:`lower_solve_lower` (512-1024 took 0.65x the time of a
+#: full solve for n = 3000 on one OpenBLAS thread; 256 was no faster than it).
+TRI_BLOCK = 1024
+
+
+def lower_solve_lower(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``A^-1 B`` for lower-triangular ``A`` and ``B`` (both (n, n)): lower triangular,
+    by column blocks that solve only the trailing system below each block's first row
+    (the rows above it are zero), about ``n**3 / 3`` flops instead of a full solve's
+    ``n**3``. Only the lower triangle of ``b`` is read.
+
+    Parameters
+    ----------
+    a, b : ndarray of shape (n, n)
+
+    Returns
+    -------
+    ndarray of shape (n, n), Fortran order; zero above the diagonal.
+    """
+    n = a.shape[0]
+    if a.shape != (n, n) or b.shape != (n, n):
+        raise ValueError(f"a and b must be square and of one shape, got {a.shape}, {b.shape}")
+    a = np.asfortranarray(a, dtype=np.float64)
+    out = np.asfortranarray(np.tril(b), dtype=np.float64)
+    info = _INT(0)
+    for j0 in range(0, n, TRI_BLOCK):  # in place, on views (leading dimension n)
+        off = 8 * (j0 + j0 * n)
+        _dtrtrs(b"L", b"N", b"N", _ref(n - j0), _ref(min(TRI_BLOCK, n - j0)),
+                a.ctypes.data + off, _ref(n), out.ctypes.data + off, _ref(n),
+                ctypes.byref(info))
+        if info.value > 0:
+            raise np.linalg.LinAlgError(f"singular matrix: zero at diagonal "
+                                        f"{j0 + info.value - 1}")
+    return out

@@ -46,13 +46,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import scipy.linalg as sla
 from ase import Atoms
 from ase.data import chemical_symbols
 
 from gapkit.data import check_e0_dict
 from gapkit.data.reference import E0_METHODS
-from gapkit.gp import sparsify, terms
+from gapkit.gp import lapack, sparsify, terms
 
 __all__ = ["MAX_DELTA", "DELTA_FORCE_FACTOR", "MIN_DELTA_NO_FORCES", "VIRIAL_LENGTH_FACTOR",
            "check_params", "check_n_sparse", "auto_delta", "auto_virial_noise"]
@@ -167,7 +166,7 @@ def _moment(group, Lchol: np.ndarray, noise: float) -> tuple[float, float, int]:
     rows) of one :class:`gapkit.gp.solver.RowGroup`."""
     M = Lchol.shape[0]
     R = group.R
-    X = sla.solve_triangular(Lchol, R[:M, :M].T, lower=True, check_finite=False)
+    X = lapack.lower_solve_lower(Lchol, R[:M, :M].T)  # lower triangular: M**3/3 flops
     yy = float(R[:M, M] @ R[:M, M] + R[M, M] ** 2)
     return yy - group.n_rows * noise ** 2, float(np.sum(X * X)), int(group.n_rows)
 
