@@ -110,7 +110,12 @@ def main(argv=None):
     p.add_argument("--delta-mult", type=float, nargs="+", default=[0.5, 0.71, 1.0, 1.41, 2.0])
     p.add_argument("--w-mult", type=float, nargs="+", default=[0.5, 1.0, 2.0])
     p.add_argument("--e-mult", type=float, nargs="+", default=[1.0, 3.0])
-    p.add_argument("--ct-mult", type=float, default=3.0)
+    p.add_argument("--ct-mult", type=float, default=3.0,
+                   help="each config_type's energy noise times this in turn (0: skip)")
+    p.add_argument("--ct-evidence", type=float, nargs="*", default=None,
+                   help="rule: one sweep over the config_types, each energy noise set to the "
+                        "multiple (of these, >= 1) with the largest log evidence, the others "
+                        "kept; e.g. --ct-evidence 1 3 10")
     p.add_argument("--cache", type=Path,
                    default=Path.home() / ".cache/gapkit-bench/uncertainty_calibration")
     p.add_argument("--json", type=Path)
@@ -192,7 +197,7 @@ def main(argv=None):
                  f"sigma_E x{v['e_mult']:g}):", v)
     # one config_type's energy noise at a time (the others at the default)
     cts = sorted({g.config_type for g in noise if g.kind == "energy"}, key=str)
-    if len(cts) > 1:
+    if len(cts) > 1 and args.ct_mult:
         for ct in cts:
             cache.clear()
             sig = {g: (v * args.ct_mult if g.kind == "energy" and g.config_type == ct else v)
@@ -202,6 +207,27 @@ def main(argv=None):
             out["ct"].append(row)
             show(f"sigma_E({ct}) x{args.ct_mult:g}:", row)
             dump()
+    if len(cts) > 1 and args.ct_evidence:
+        cache.clear()
+        own = (lambda g: (g.kind, g.config_type) if g.kind == "energy" else "rest")
+        mult = {ct: 1.0 for ct in cts}
+
+        def sig_of(m):
+            return {g: (v * m[g.config_type] if g.kind == "energy" else v)
+                    for g, v in noise.items()}
+        best_ev, best_test = resolve(1.0, 1.0, sig_of(mult), own)
+        for ct in cts:
+            for x in args.ct_evidence:
+                if x == mult[ct]:
+                    continue
+                trial = dict(mult, **{ct: x})
+                ev, test = resolve(1.0, 1.0, sig_of(trial), own)
+                print(f"  ct-evidence try {trial}: log_ev {ev:.1f}", flush=True)
+                if ev > best_ev:
+                    best_ev, best_test, mult = ev, test, trial
+        row = {"ct_mult": mult, "log_ev": best_ev, "test": best_test}
+        out["ct_evidence"] = row
+        show(f"RULE ct_evidence {mult}:", row)
     dump()
 
 
