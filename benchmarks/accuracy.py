@@ -163,9 +163,10 @@ def rows():
         "si_2b_soap": (("si",), {"descriptor": ("2b",)}, "fit"),
     }
     # radial scaling u(r) = 2 / (1 + (r / r0)**m) of the SOAP neighbour density
+    # (road_rs_*: on top of 2-body + SOAP, the default from session 6 on)
     for r0, m in ((1.5, 2), (2, 4), (3, 4), (3, 6)):
         tag, kw_rs = f"rs_{r0:g}_{m}", {"radial_scaling": float(m), "radial_scaling_r0": float(r0)}
-        out[f"road_{tag}"] = (road, {"descriptor": ("soap", kw_rs)}, "fit")
+        out[f"road_{tag}"] = (road, {"descriptor": ("2b", kw_rs)}, "fit")
         out[f"eth_{tag}"] = (eth, {"descriptor": ("soap", kw_rs)}, "fit")
         out[f"eth2b_{tag}"] = (eth, {"descriptor": ("2b", kw_rs)}, "fit")
     for name in ("xtb_ethanol", "xtb_isopropanol", "emt_cu", "emt_cual"):
