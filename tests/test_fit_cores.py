@@ -63,24 +63,23 @@ def _blas_threads():
     return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
 
 
-def test_dense_phases_run_blas_on_the_fit_threads(monkeypatch):
+def test_dense_phases_run_blas_on_the_fit_threads_when_asked(monkeypatch):
     from gapkit.gp import streaming
 
     monkeypatch.setattr(streaming, "usable_cores", lambda: 2)
+    monkeypatch.delenv(streaming.DENSE_ENV, raising=False)
     with streaming.fit_blas_limits(None):
+        with streaming.dense_blas(None, 10 ** 6):  # default: off
+            assert _blas_threads() == {1}
+        monkeypatch.setenv(streaming.DENSE_ENV, "1500")
         assert _blas_threads() == {1}
-        with streaming.dense_blas(None):
+        with streaming.dense_blas(None, 1500):
             assert _blas_threads() == {2}
-        with streaming.dense_blas(2, streaming.DENSE_MIN):
-            assert _blas_threads() == {2}
-        with streaming.dense_blas(2, streaming.DENSE_MIN - 1):  # small: idle threads spin
+        with streaming.dense_blas(2, 1499):  # small: idle threads spin
             assert _blas_threads() == {1}
         assert _blas_threads() == {1}
-    monkeypatch.setenv("GAPKIT_DENSE_BLAS_MIN", "100000")
-    with streaming.fit_blas_limits(None), streaming.dense_blas(None, 99999):
-        assert _blas_threads() == {1}
     before = _blas_threads()
-    with streaming.dense_blas(1):  # serial: the process's BLAS threads, untouched
+    with streaming.dense_blas(1, 10 ** 6):  # serial: the process's BLAS threads, untouched
         assert _blas_threads() == before
 
 

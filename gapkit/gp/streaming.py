@@ -177,21 +177,26 @@ def fit_blas_limits(n_jobs: int | None):
     return contextlib.nullcontext()
 
 
-#: Smallest matrix order of a dense phase run with BLAS on several threads (below it,
-#: the spinning of idle OpenBLAS threads costs more than the phase: a 30-frame fit,
-#: M = 260, used 5x the CPU with them on a loaded 2-core machine). The environment
-#: variable ``GAPKIT_DENSE_BLAS_MIN`` overrides it (a huge value: never).
-DENSE_MIN = 1500
+#: Smallest matrix order of a dense phase run with BLAS on several threads, from the
+#: environment variable ``GAPKIT_DENSE_BLAS_MIN`` (e.g. 1500); unset: never. Off by
+#: default: on the loaded 2-core development machine (load average 12) two OpenBLAS
+#: threads made the solves of a 1000-frame fit take 5x the CPU and 9x the wall time
+#: of one thread (their many small calls wait on a descheduled thread), and a 30-frame
+#: fit (M = 260) used 5x the CPU. Whether they help on an idle machine is measured by
+#: ``benchmarks/fit_threads.py --configs serial-1blas,threads-2,threads-2-dense2``.
+DENSE_ENV = "GAPKIT_DENSE_BLAS_MIN"
 
 
-def dense_blas(n_jobs: int | None, size: int = DENSE_MIN):
+def dense_blas(n_jobs: int | None, size: int):
     """Context of a dense phase of a fit that runs alone (the CUR eigenpairs, the
     solves, the factors of the variance basis) on matrices of order ``size``: BLAS on
     the fit's threads when it runs on several (inside :func:`fit_blas_limits`) and
-    ``size >= DENSE_MIN``, so the second core works there too; a no-op otherwise and
-    for ``n_jobs=1``. Nothing else may run BLAS meanwhile (the limit is process-wide)."""
+    ``size`` is at least :data:`DENSE_ENV`'s value; a no-op otherwise (the default)
+    and for ``n_jobs=1``. Nothing else may run BLAS meanwhile (the limit is
+    process-wide)."""
     threads = resolve_threads(n_jobs, usable_cores())
-    if threads > 1 and size >= int(os.environ.get("GAPKIT_DENSE_BLAS_MIN", DENSE_MIN)):
+    least = os.environ.get(DENSE_ENV, "").strip()
+    if threads > 1 and least and size >= int(least):
         return threadpool_limits(limits=threads)
     return contextlib.nullcontext()
 

@@ -284,7 +284,7 @@ def _fit(est, frames_all, optimize, client, valid, hyper, checked=False):
         Lchol, vbasis = kmm.result(), basis.result()
     sigmas = {g: initial_noise(est, g.kind, frames) for g in groups}
     extra = {}
-    with streaming.dense_blas(est.n_jobs, len(Lchol)):  # alone: BLAS on the fit's threads
+    with streaming.dense_blas(est.n_jobs, len(Lchol)):  # runs alone (see dense_blas)
         if est.delta == "auto":
             delta, how = auto_delta(groups, Lchol, resid, n_atoms, est.force_noise)
             logger.info("delta='auto': %.4g eV (%s)", delta, how)
