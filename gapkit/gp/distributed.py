@@ -276,7 +276,7 @@ def accumulate(client, spec: RowSpec, frames: Sequence[Atoms], labels: Sequence[
         from dask.distributed import as_completed
 
         bar = progress_bar(total=len(ticks), desc="fit chunks", unit="chunk", progress=progress)
-        for fut in as_completed(ticks):
+        for fut in as_completed(ticks, loop=client.loop):
             fut.result()  # raises a task's error here
             bar.update(1)
         bar.close()
