@@ -1,50 +1,51 @@
 #!/usr/bin/env python
 """A gapkit fit scaled out over Dask ``LocalCluster`` s, against the same fit run serially.
 
-Training data are made on the fly on the cluster (nothing is committed):
-:func:`emt_cells` draws small fcc Cu/Al cells of 4-16 atoms (conventional cubic 1x1x1,
-2x1x1, 2x2x1 and primitive 2x2x2, 2x2x3, 2x2x4, 3x3x1 cells), 0-50 % Al, lattice
-expanded with the Al fraction (Vegard-like, up to +12 %), a random symmetric strain of
-up to ±3 % and a thermal-like Gaussian rattle of ``0.1 Å * sqrt(T / 1000 K)`` with T
-uniform in 100-1500 K, labelled with ASE's EMT (energies, forces, virials). Structure
-k depends only on ``--seed`` and k, so every cluster sees the same cells; they are made
-in blocks on the workers and only the labelled ``ase.Atoms`` (about 1.7 kB each) come
-back to the driver, which never holds a descriptor array of the training set.
+Training data are made on the fly (nothing is committed): :func:`emt_cell` draws small
+fcc Cu/Al cells of 4-16 atoms (conventional cubic 1x1x1, 2x1x1, 2x2x1 and primitive
+2x2x2, 2x2x3, 2x2x4, 3x3x1 cells), 0-50 % Al, lattice expanded with the Al fraction
+(Vegard-like, up to +12 %), a random symmetric strain of up to ±3 % and a thermal-like
+Gaussian rattle of ``0.1 Å * sqrt(T / 1000 K)`` with T uniform in 100-1500 K, labelled
+with ASE's EMT (energies, forces, virials). Structure k depends only on ``--seed`` and
+k. The client's copy is made in blocks on the cluster and gathered (about 1.7 kB per
+``Atoms``).
 
 The same model (SOAP n_max 6, l_max 4, r_cut 4.5 Å, F = 390; ``--n-sparse`` random
-sparse points per species; not calibrated) is fitted
+sparse points per species; not calibrated) is fitted, for every ``--sizes`` entry,
 
-* **serially**: ``GAP(..., n_jobs=1).fit(frames)`` in this process, and
-* **on Dask**: ``GAP(...).fit(frames, client=client)`` on one ``LocalCluster`` per entry
-  of ``--workers`` (processes x ``--threads-per-worker`` threads). Each task streams a
-  share of the structures into its own per-group triangular factors (memory
-  O(M**2) + one structure's descriptor derivatives and design rows + the task's
-  ``Atoms``) and only those factors travel back; the client merges them in task order.
+* **on Dask**: ``GAP(...).fit(source, client=client)`` on one ``LocalCluster`` per
+  entry of ``--workers``. With ``--source seed`` (default) the source is a
+  :class:`gapkit.data.sources.GeneratedFrames` of :func:`emt_cell`: every task of a
+  worker's chain carries only the source indices, digests and energies of one chunk
+  of ``chunk_size`` (32) structures; the worker makes the structures again from the seed,
+  folds their rows into its accumulator and drops them
+  (:mod:`gapkit.gp.distributed`). ``--source file`` writes an extxyz file (under
+  ``--tmp``) that the workers read by byte offset; ``--source graph`` gives the plain
+  list (the chunks travel in the tasks);
+* **serially**: ``GAP(..., n_jobs=1).fit(frames)`` in this process.
 
-``--rounds`` rounds alternate the fits (serial, each cluster, ...); the workers are
-restarted before every Dask fit and warmed up with a tiny fit (imports, compiled engine
-loops) that is not timed; then every process's peak RSS (``VmHWM``) is reset, so the
-peaks printed are the fit's own.
-
-Printed per fit: wall time, CPU time (driver + workers), throughput (structures/s and
-training rows/s, by wall and by CPU), the peak RSS of the driver and of every worker,
-each worker's RSS before the fit, and the memory bound ``G (M+1)**2 + G B (M+1)``
-doubles (G noise groups, B = max(2M, 2000) buffered rows) next to the measured growth.
-Then the agreement of every Dask model with the serial one (weights, and the energies,
-forces and virials of ``--n-test`` new cells).
+Workers are restarted before every Dask fit and warmed up with a tiny fit (imports,
+compiled engine loops) that is not timed; then every process's peak RSS (``VmHWM``) is
+reset, so the peaks printed are the fit's own. Printed per fit: wall and CPU time
+(driver + workers), throughput, the peak RSS of the driver and of every worker, each
+worker's live-chunk counter (chunks in flight at once, most structures in one), the
+memory bound ``G (M+1)**2 + G B (M+1)`` doubles next to it, and the agreement with the
+serial model (weights; energies, forces, stresses of ``--n-test`` new cells). At the
+end: the per-worker peak RSS at the largest size over the smallest (the bound says
+about 1; it was 1.4x for 2x the structures when each task carried N / (2 workers)
+structures).
 
 The same code runs on a multi-node cluster: give ``--scheduler ADDRESS`` of a running
 scheduler (e.g. one started by dask-jobqueue's ``SLURMCluster``) or
 ``--scheduler-file FILE`` (``dask scheduler --scheduler-file FILE`` and ``dask worker
---scheduler-file FILE`` started by ``srun``; see ``docs/guide/scaling.md``) instead of
-LocalClusters.
+--scheduler-file FILE`` started by ``srun``; see ``docs/guide/scaling.md``).
 
 Examples::
 
-    python benchmarks/dask_scaleout.py --n-structures 400 --n-sparse 100   # quick check
-    python benchmarks/dask_scaleout.py --n-structures 20000 --n-sparse 500 \\
-        --workers 2,4 --json /tmp/dask20k.json                              # the 20k run
-    python benchmarks/dask_scaleout.py --n-structures 5000 --rounds 5 --workers 2  # timing
+    python benchmarks/dask_scaleout.py --sizes 100,200 --n-sparse 40   # quick check
+    python benchmarks/dask_scaleout.py --sizes 5000,20000 --n-sparse 300 --workers 2 \\
+        --json /tmp/dask20k.json                          # memory bound, 20k structures
+    python benchmarks/dask_scaleout.py --sizes 5000 --rounds 5 --workers 2  # timing
 """
 
 from __future__ import annotations
@@ -75,33 +76,34 @@ CELLS = ((True, (1, 1, 1)), (True, (2, 1, 1)), (True, (2, 2, 1)), (False, (2, 2,
          (False, (2, 2, 3)), (False, (2, 2, 4)), (False, (3, 3, 1)))
 
 
-def emt_cells(n: int, seed: int = 0, start: int = 0) -> list:
-    """``n`` labelled Cu/Al cells of 4-16 atoms, structures ``start`` ... ``start + n - 1``
-    (structure k depends only on ``seed`` and k): EMT energy (eV), forces (eV/Å) and
-    stress as a SinglePointCalculator; ``info["temperature_K"]`` is the rattle's T."""
+def emt_cell(k: int, seed: int = 0):
+    """Labelled Cu/Al cell number ``k`` (depends only on ``seed`` and k): EMT energy
+    (eV), forces (eV/Å) and stress as a SinglePointCalculator; ``info["temperature_K"]``
+    is the rattle's T. Made on any process (the workers' ``GeneratedFrames``)."""
     from ase.build import bulk
     from ase.calculators.emt import EMT
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    calc = EMT()
-    out = []
-    for k in range(start, start + n):
-        rng = np.random.default_rng([seed, k])
-        cubic, reps = CELLS[int(rng.integers(len(CELLS)))]
-        atoms = bulk("Cu", "fcc", a=3.61, cubic=cubic).repeat(reps)
-        n_al = int(rng.binomial(len(atoms), rng.uniform(0.0, 0.5)))
-        atoms.numbers[rng.choice(len(atoms), n_al, replace=False)] = 13
-        eps = rng.uniform(-0.03, 0.03, size=(3, 3))
-        scale = 1.0 + 0.12 * n_al / len(atoms)
-        atoms.set_cell(atoms.cell @ (scale * np.eye(3) + 0.5 * (eps + eps.T)), scale_atoms=True)
-        T = float(rng.uniform(100.0, 1500.0))
-        atoms.positions += rng.normal(scale=0.1 * np.sqrt(T / 1000.0), size=atoms.positions.shape)
-        atoms.info["temperature_K"] = T
-        atoms.calc = calc
-        e, f, s = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
-        atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f, stress=s)
-        out.append(atoms)
-    return out
+    rng = np.random.default_rng([seed, k])
+    cubic, reps = CELLS[int(rng.integers(len(CELLS)))]
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=cubic).repeat(reps)
+    n_al = int(rng.binomial(len(atoms), rng.uniform(0.0, 0.5)))
+    atoms.numbers[rng.choice(len(atoms), n_al, replace=False)] = 13
+    eps = rng.uniform(-0.03, 0.03, size=(3, 3))
+    scale = 1.0 + 0.12 * n_al / len(atoms)
+    atoms.set_cell(atoms.cell @ (scale * np.eye(3) + 0.5 * (eps + eps.T)), scale_atoms=True)
+    T = float(rng.uniform(100.0, 1500.0))
+    atoms.positions += rng.normal(scale=0.1 * np.sqrt(T / 1000.0), size=atoms.positions.shape)
+    atoms.info["temperature_K"] = T
+    atoms.calc = EMT()
+    e, f, s = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+    atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f, stress=s)
+    return atoms
+
+
+def emt_cells(n: int, seed: int = 0, start: int = 0) -> list:
+    """Cells ``start`` ... ``start + n - 1`` of :func:`emt_cell`."""
+    return [emt_cell(k, seed) for k in range(start, start + n)]
 
 
 def build_model(n_sparse: int, seed: int, **kw):
@@ -160,21 +162,58 @@ def make_frames(client, n: int, seed: int, block: int = 500) -> tuple[list, floa
     return frames, sum(u["cpu_s"] for u in client.run(worker_usage).values()) - c0
 
 
-def dask_fit(client, frames, warm, args) -> tuple[object, dict]:
+def chunk_stats() -> dict:
+    """This worker's live-chunk counter (:data:`gapkit.gp.distributed.live_chunks`)."""
+    from gapkit.gp.distributed import live_chunks
+
+    return live_chunks.stats()
+
+
+def reset_chunks() -> None:
+    from gapkit.gp.distributed import live_chunks
+
+    live_chunks.reset()
+
+
+def training_input(frames, args, tmp: Path):
+    """What the Dask fit is given: a source the workers load their chunks from
+    (``--source seed``: :class:`GeneratedFrames` of :func:`emt_cell`; ``file``: an
+    extxyz file read by byte offset), or the plain list (``graph``: chunks travel in
+    the tasks)."""
+    from gapkit.data.sources import FileFrames, GeneratedFrames
+
+    if args.source == "graph":
+        return frames
+    if args.source == "seed":
+        src = GeneratedFrames(emt_cell, len(frames), seed=args.seed)
+    else:
+        from ase.io import write
+
+        path = tmp / f"dask_scaleout_{len(frames)}.xyz"
+        write(path, frames, format="extxyz")
+        src = FileFrames(path)
+    src.attach(frames)  # the client's copy: the frames made on the cluster
+    return src
+
+
+def dask_fit(client, train, warm, args) -> tuple[object, dict]:
     """One timed Dask fit on fresh, warmed-up workers."""
     client.restart()  # fresh workers: their peak RSS is this fit's
     client.run(warm_up, warm, args.seed)
+    client.run(reset_chunks)
     client.run(reset_peak)
     reset_peak()
     rss0 = worker_usage()["current_mib"]
     before = client.run(worker_usage)
     w0, c0 = time.perf_counter(), time.process_time()
-    model = build_model(args.n_sparse, args.seed).fit(frames, client=client)
+    model = build_model(args.n_sparse, args.seed).fit(train, client=client)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     after = client.run(worker_usage)
+    chunks = client.run(chunk_stats)
     workers = {w: {"rss_before_mib": before[w]["current_mib"],
                    "peak_before_mib": before[w]["peak_mib"], "peak_mib": after[w]["peak_mib"],
-                   "cpu_s": after[w]["cpu_s"] - before[w]["cpu_s"]} for w in after}
+                   "cpu_s": after[w]["cpu_s"] - before[w]["cpu_s"], "chunks": chunks[w]}
+               for w in after}
     return model, {"wall_s": wall, "driver_cpu_s": cpu, "driver_rss_before_mib": rss0,
                    "cpu_s": cpu + sum(w["cpu_s"] for w in workers.values()),
                    "driver_peak_mib": worker_usage()["peak_mib"], "workers": workers}
@@ -227,23 +266,33 @@ def summary(runs: list[dict], n_struct: int, n_rows: int) -> dict:
             "driver_peak_mib": max(r["driver_peak_mib"] for r in runs)}
 
 
+def fmt(d: dict) -> str:
+    return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in d.items())
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--n-structures", type=int, default=20000)
-    p.add_argument("--workers", type=int_list, default=[2, 4],
+    p.add_argument("--sizes", type=int_list, default=[5000, 20000],
+                   help="training-set sizes (structures), each fitted on every cluster; "
+                        "the per-worker peak RSS is compared between the smallest and largest")
+    p.add_argument("--workers", type=int_list, default=[2],
                    help="one LocalCluster per entry, e.g. 2,4")
     p.add_argument("--threads-per-worker", type=int, default=1)
     p.add_argument("--memory-limit", default="3GiB", help="per LocalCluster worker")
+    p.add_argument("--source", choices=["seed", "file", "graph"], default="seed",
+                   help="how workers get their chunks: made from the seed, read from an extxyz "
+                        "file, or sent in the task graph (the plain frame list)")
+    p.add_argument("--tmp", type=Path, default=Path("/tmp"), help="folder for --source file")
     p.add_argument("--scheduler", default=None,
                    help="address of a running Dask scheduler (instead of LocalClusters)")
     p.add_argument("--scheduler-file", type=Path, default=None,
                    help="scheduler file of a running Dask scheduler (dask scheduler "
                         "--scheduler-file, e.g. in a SLURM job)")
-    p.add_argument("--n-sparse", type=int, default=500, help="random sparse points per species")
+    p.add_argument("--n-sparse", type=int, default=300, help="random sparse points per species")
     p.add_argument("--n-test", type=int, default=50, help="new cells to compare predictions on")
     p.add_argument("--rounds", type=int, default=1,
-                   help="alternating rounds (serial, each cluster); >= 5 for timings")
+                   help="alternating rounds (each cluster, serial); >= 5 for timings")
     p.add_argument("--no-serial", action="store_true", help="skip the serial fit")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None)
@@ -267,89 +316,89 @@ def main(argv=None) -> int:
                               dashboard_address=None, silence_logs=logging.WARNING)
             clusters.append(cl)
             clients[f"dask {w}x{args.threads_per_worker}"] = Client(cl, set_as_default=False)
-    # the data are made on the cluster with the most workers
     first = max(clients.values(), key=lambda c: len(c.scheduler_info()["workers"]))
-    print(f"# Dask fit: {args.n_structures} EMT Cu/Al cells of 4-16 atoms, SOAP {SOAP_SETTINGS}, "
+    n_max = max(args.sizes)
+    print(f"# Dask fit: up to {n_max} EMT Cu/Al cells of 4-16 atoms, SOAP {SOAP_SETTINGS}, "
           f"{args.n_sparse} random sparse points per species, clusters {list(clients)}, "
-          f"load {os.getloadavg()[0]:.1f}", flush=True)
+          f"source {args.source}, sizes {args.sizes}, load {os.getloadavg()[0]:.1f}", flush=True)
     w0 = time.perf_counter()
-    frames, gen_cpu = make_frames(first, args.n_structures, args.seed)
+    frames_all, gen_cpu = make_frames(first, n_max, args.seed)
     test = emt_cells(args.n_test, args.seed, start=10 ** 7)  # not among the training cells
-    n_atoms = sum(len(a) for a in frames)
-    print(f"made and labelled {len(frames)} cells ({n_atoms} atoms) on the cluster: wall "
+    print(f"made and labelled {len(frames_all)} cells on the cluster: wall "
           f"{time.perf_counter() - w0:.1f} s, worker CPU {gen_cpu:.1f} s; driver RSS "
           f"{current_rss_mib():.0f} MiB", flush=True)
-    res = {"n_structures": len(frames), "n_atoms": n_atoms, "n_sparse_per_species": args.n_sparse,
+    res = {"sizes": args.sizes, "source": args.source, "n_sparse_per_species": args.n_sparse,
            "threads_per_worker": args.threads_per_worker, "soap": SOAP_SETTINGS,
-           "generation": {"worker_cpu_s": gen_cpu}, "driver_rss_after_data_mib": current_rss_mib(),
-           "load_start": os.getloadavg()[0], "runs": {}}
-    warm = frames[:8]
+           "generation": {"worker_cpu_s": gen_cpu}, "load_start": os.getloadavg()[0], "by_size": {}}
+    warm = frames_all[:8]
     warm_up(warm, args.seed)
-    # the Dask fits first (their numbers come out first); agreement once the serial one is in
     names = list(clients) + ([] if args.no_serial else ["serial"])
-    runs = {k: [] for k in names}
-    models = {}
-    for r in range(args.rounds):
-        for name in names:
-            if name == "serial":
-                models[name], run = serial_fit(frames, args)
-            else:
-                models[name], run = dask_fit(clients[name], frames, warm, args)
-            run["load"] = os.getloadavg()[0]
-            runs[name].append(run)
-            line = (f"round {r + 1} {name:>10}: wall {run['wall_s']:7.1f} s, CPU {run['cpu_s']:7.1f} s "
-                    f"(driver {run['driver_cpu_s']:.1f} s), driver peak RSS "
-                    f"{run['driver_peak_mib']:.0f} MiB (before {run['driver_rss_before_mib']:.0f}), "
-                    f"load {run['load']:.1f}")
-            print(line, flush=True)
-            for w, u in run.get("workers", {}).items():
-                print(f"    worker {w}: peak RSS {u['peak_mib']:.0f} MiB (RSS before the fit "
-                      f"{u['rss_before_mib']:.0f} MiB, growth {u['peak_mib'] - u['rss_before_mib']:.0f}"
-                      f" MiB), CPU {u['cpu_s']:.1f} s", flush=True)
+    for n in sorted(args.sizes):
+        frames = frames_all[:n]
+        train = training_input(frames, args, args.tmp)
+        runs = {k: [] for k in names}
+        models = {}
+        for r in range(args.rounds):
+            for name in names:
+                if name == "serial":
+                    models[name], run = serial_fit(frames, args)
+                else:
+                    models[name], run = dask_fit(clients[name], train, warm, args)
+                run["load"] = os.getloadavg()[0]
+                runs[name].append(run)
+                print(f"N {n} round {r + 1} {name:>10}: wall {run['wall_s']:7.1f} s, CPU "
+                      f"{run['cpu_s']:7.1f} s (driver {run['driver_cpu_s']:.1f} s), driver peak RSS "
+                      f"{run['driver_peak_mib']:.0f} MiB (before {run['driver_rss_before_mib']:.0f}), "
+                      f"load {run['load']:.1f}", flush=True)
+                for w, u in run.get("workers", {}).items():
+                    print(f"    worker {w}: peak RSS {u['peak_mib']:.0f} MiB (before the fit "
+                          f"{u['rss_before_mib']:.0f} MiB, growth {u['peak_mib'] - u['rss_before_mib']:.0f}"
+                          f" MiB), CPU {u['cpu_s']:.1f} s, chunks {fmt(u['chunks'])}", flush=True)
+        ref = models["serial"] if "serial" in models else next(iter(models.values()))
+        n_rows = int(sum(ref.state_.n_train.values()))
+        bound = memory_bound(ref, ref.state_.terms[0].sparse_q.shape[1])
+        out = {"n_rows": n_rows, "n_atoms": sum(len(a) for a in frames), "bound": bound,
+               "runs": runs, "summary": {}}
+        print(f"N {n}: {n_rows} training rows, M = {bound['M']}; per-worker bound: factors "
+              f"{bound['factors_mib']:.1f} + row buffers {bound['row_buffers_mib']:.1f} + sparse set "
+              f"{bound['sparse_set_mib']:.1f} + one structure's rows "
+              f"{bound['one_structure_rows_mib']:.1f} = {bound['total_mib']:.1f} MiB")
+        for name in sorted(names, key=lambda x: x != "serial"):  # serial first: the ratios
+            s = summary(runs[name], n, n_rows)
+            wk = [u for run in runs[name] for u in run.get("workers", {}).values()]
+            if wk:
+                s["worker_peak_mib"] = max(u["peak_mib"] for u in wk)
+                s["worker_growth_mib"] = max(u["peak_mib"] - u["rss_before_mib"] for u in wk)
+                s["live_chunks_peak"] = max(u["chunks"]["peak"] for u in wk)
+                s["frames_per_chunk_max"] = max(u["chunks"]["max_frames"] for u in wk)
             if name != "serial" and "serial" in models:
-                run["agreement"] = agreement(models["serial"], models[name], test)
-                print("    same model as serial: " + ", ".join(
-                    f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
-                    for k, v in run["agreement"].items()), flush=True)
-    ref = models["serial"] if "serial" in models else next(iter(models.values()))
-    n_rows = int(sum(ref.state_.n_train.values()))
-    bound = memory_bound(ref, ref.state_.terms[0].sparse_q.shape[1])
-    res.update(n_rows=n_rows, bound=bound, runs=runs, load_end=os.getloadavg()[0])
-    print(f"\n{len(frames)} structures, {n_rows} training rows "
-          f"({ {str(g): int(v) for g, v in ref.state_.n_train.items()} }), M = {bound['M']}")
-    print(f"per-worker bound O(M^2) + one chunk: factors {bound['factors_mib']:.1f} + row buffers "
-          f"{bound['row_buffers_mib']:.1f} ({bound['groups']} groups x {bound['block_rows']} rows) "
-          f"+ sparse set {bound['sparse_set_mib']:.1f} + one structure's rows "
-          f"{bound['one_structure_rows_mib']:.1f} = {bound['total_mib']:.1f} MiB")
-    print(f"{'fit':>12} {'wall s (median [range])':>26} {'CPU s':>9} {'struct/s':>9} {'rows/s':>9} "
-          f"{'struct/CPU-s':>12} {'driver peak':>11} {'worker peak':>11} {'worker growth':>13}")
-    res["summary"] = {}
-    for name in names:
-        s = summary(runs[name], len(frames), n_rows)
-        wk = [u for run in runs[name] for u in run.get("workers", {}).values()]
-        if wk:
-            s["worker_peak_mib"] = max(u["peak_mib"] for u in wk)
-            s["worker_growth_mib"] = max(u["peak_mib"] - u["rss_before_mib"] for u in wk)
-        res["summary"][name] = s
-        wp = f"{s['worker_peak_mib']:8.0f} MiB" if wk else f"{'-':>11}"
-        wg = f"{s['worker_growth_mib']:10.0f} MiB" if wk else f"{'-':>13}"
-        print(f"{name:>12} {s['wall_s']['median']:9.1f} [{s['wall_s']['min']:6.1f}, "
-              f"{s['wall_s']['max']:6.1f}] {s['cpu_s']['median']:9.1f} {s['structures_per_s']:9.1f} "
-              f"{s['rows_per_s']:9.0f} {s['structures_per_cpu_s']:12.1f} "
-              f"{s['driver_peak_mib']:7.0f} MiB {wp} {wg}")
-    if "serial" in res["summary"]:
-        base = res["summary"]["serial"]
+                s["agreement"] = agreement(models["serial"], models[name], test)
+            out["summary"][name] = s
+            print(f"  {name:>10}: wall {s['wall_s']['median']:.1f} s [{s['wall_s']['min']:.1f}, "
+                  f"{s['wall_s']['max']:.1f}], CPU {s['cpu_s']['median']:.1f} s "
+                  f"[{s['cpu_s']['min']:.1f}, {s['cpu_s']['max']:.1f}], "
+                  f"{s['structures_per_cpu_s']:.1f} structures/CPU-s, {s['structures_per_s']:.1f}/wall-s"
+                  + (f", worker peak {s['worker_peak_mib']:.0f} MiB (growth "
+                     f"{s['worker_growth_mib']:.0f}), live chunks <= {s['live_chunks_peak']}, "
+                     f"<= {s['frames_per_chunk_max']} structures each" if wk else ""), flush=True)
+            if "agreement" in s:
+                print(f"    same model as serial: {fmt(s['agreement'])}; CPU "
+                      f"{s['cpu_s']['median'] / out['summary']['serial']['cpu_s']['median']:.2f}x, wall "
+                      f"{s['wall_s']['median'] / out['summary']['serial']['wall_s']['median']:.2f}x "
+                      f"the serial fit's", flush=True)
+        res["by_size"][n] = out
+    lo, hi = min(args.sizes), max(args.sizes)
+    if lo != hi:
         for name in clients:
-            s = res["summary"][name]
-            s["speedup_wall"] = base["wall_s"]["median"] / s["wall_s"]["median"]
-            s["cpu_ratio"] = s["cpu_s"]["median"] / base["cpu_s"]["median"]
-            if "agreement" not in runs[name][-1]:
-                runs[name][-1]["agreement"] = agreement(models["serial"], models[name], test)
-            s["agreement"] = runs[name][-1]["agreement"]
-            print(f"{name} vs serial: wall speed-up {s['speedup_wall']:.2f}x, CPU "
-                  f"{s['cpu_ratio']:.2f}x; same model: "
-                  + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
-                              for k, v in s["agreement"].items()))
+            a, b = res["by_size"][lo]["summary"][name], res["by_size"][hi]["summary"][name]
+            res.setdefault("memory_ratio", {})[name] = {
+                "worker_peak": b["worker_peak_mib"] / a["worker_peak_mib"],
+                "worker_growth": b["worker_growth_mib"] / a["worker_growth_mib"]}
+            print(f"{name}: per-worker peak RSS {a['worker_peak_mib']:.0f} -> {b['worker_peak_mib']:.0f} MiB "
+                  f"({b['worker_peak_mib'] / a['worker_peak_mib']:.3f}x) from {lo} to {hi} structures; "
+                  f"growth over the warmed-up worker {a['worker_growth_mib']:.0f} -> "
+                  f"{b['worker_growth_mib']:.0f} MiB ({b['worker_growth_mib'] / a['worker_growth_mib']:.3f}x)")
+    res["load_end"] = os.getloadavg()[0]
     print(f"load {res['load_start']:.1f} -> {res['load_end']:.1f}")
     if args.json:
         args.json.write_text(json.dumps(res, indent=2, default=str))
