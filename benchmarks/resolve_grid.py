@@ -17,7 +17,8 @@ Cu-Al cells with vacancies and strain, stress labels: ``virials.py``), and the s
 ``rmd17_300`` / ``rmd17_1000`` (evenly spaced train frames, E0 of the isolated atoms;
 tested on 500 ``test_MD`` frames) and ``si`` (mlearn split, virials).
 
-Variants (``--variant``): ``default``; ``cw05`` (cosine taper 0.5 Å);
+Variants (``--variant``): ``default`` (``GAP()``: SOAP + 2-body since the default
+change of issue #14); ``soap`` (SOAP alone, the earlier default); ``cw05`` (cosine taper 0.5 Å);
 ``nl_10_8`` / ``nl_6_4`` (n_max / l_max); ``2b`` (2-body zeta 1, 50 points per
 species, + SOAP); ``zeta2``.
 
@@ -49,7 +50,7 @@ sys.path.insert(0, str(SCRIPT.parent))
 REPO = SCRIPT.parent.parent
 SHARED = Path(os.environ.get("GAPKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
 SETS = ("xtb_ethanol", "xtb_isopropanol", "emt_cu", "emt_cual", "rmd17_300", "rmd17_1000", "si")
-VARIANTS = ("default", "cw05", "nl_10_8", "nl_6_4", "2b", "zeta2", "cw05_2b")
+VARIANTS = ("default", "soap", "cw05", "nl_10_8", "nl_6_4", "2b", "zeta2", "cw05_2b")
 
 
 def load(name, cache):
@@ -84,6 +85,8 @@ def descriptor(variant):
     from gapkit.descriptors import TwoBody
     if variant in ("default", "zeta2"):
         return None
+    if variant == "soap":
+        return SOAP()
     if variant == "cw05":
         return SOAP(cutoff_width=0.5)
     if variant == "nl_10_8":
