@@ -106,6 +106,8 @@ def main(argv=None):
     p.add_argument("--soap-rcut", type=float, default=None)
     p.add_argument("--n-max", type=int, default=None)
     p.add_argument("--l-max", type=int, default=None)
+    p.add_argument("--radial-scaling", type=float, nargs=2, default=None, metavar=("M", "R0"),
+                   help="SOAP radial scaling exponent m and r0 (Å)")
     p.add_argument("--n-sparse", default="auto", help="'auto' or an integer per species")
     p.add_argument("--delta-mult", type=float, nargs="+", default=[0.5, 0.71, 1.0, 1.41, 2.0])
     p.add_argument("--w-mult", type=float, nargs="+", default=[0.5, 1.0, 2.0])
@@ -124,6 +126,9 @@ def main(argv=None):
     train, tests, e0 = load(args.set, args.cache)
     soap_kw = {k: v for k, v in (("r_cut", args.soap_rcut), ("n_max", args.n_max),
                                  ("l_max", args.l_max)) if v is not None}
+    if args.radial_scaling:
+        soap_kw.update(radial_scaling=args.radial_scaling[0],
+                       radial_scaling_r0=args.radial_scaling[1])
     desc = descriptor(args.variant, args.two_body_rcut, soap_kw)
     n_sparse = args.n_sparse if args.n_sparse == "auto" else int(args.n_sparse)
     t0 = time.process_time()
