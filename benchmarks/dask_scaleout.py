@@ -45,7 +45,7 @@ Examples::
     python benchmarks/dask_scaleout.py --sizes 100,200 --n-sparse 40   # quick check
     python benchmarks/dask_scaleout.py --sizes 5000,20000 --n-sparse 300 --workers 2 \\
         --json /tmp/dask20k.json                          # memory bound, 20k structures
-    python benchmarks/dask_scaleout.py --sizes 5000 --rounds 5 --workers 2  # timing
+    python benchmarks/dask_scaleout.py --sizes 3000 --rounds 5 --workers 2 --source file  # timing
 """
 
 from __future__ import annotations
