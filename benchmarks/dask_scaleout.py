@@ -191,7 +191,7 @@ def training_input(frames, args, tmp: Path):
 
         path = tmp / f"dask_scaleout_{len(frames)}.xyz"
         write(path, frames, format="extxyz")
-        src = FileFrames(path)
+        return FileFrames(path)  # the client reads it too (extxyz rounds positions to 1e-8 Å)
     src.attach(frames)  # the client's copy: the frames made on the cluster
     return src
 
@@ -336,6 +336,8 @@ def main(argv=None) -> int:
     for n in sorted(args.sizes):
         frames = frames_all[:n]
         train = training_input(frames, args, args.tmp)
+        if args.source == "file":
+            frames = train.frames()  # the serial fit gets the same (file) structures
         runs = {k: [] for k in names}
         models = {}
         for r in range(args.rounds):
