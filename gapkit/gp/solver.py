@@ -124,6 +124,15 @@ class RowGroup:
     _buf: np.ndarray | None = field(default=None, repr=False)
     _fill: int = 0
 
+    def absorb(self, other: "RowGroup") -> None:
+        """Fold the (finalized) rows of ``other`` into this (finalized) group in place,
+        by a QR of the stacked triangles; ``other``'s factor may be overwritten."""
+        if other.R is not None:
+            self.R = other.R if self.R is None else tri_update(self.R, other.R, triangular=True,
+                                                               overwrite=True)
+        self.n_rows += other.n_rows
+        self.log_inv_w += other.log_inv_w
+
 
 class RowAccumulator:
     """Stream training rows into per-group triangular factors (TSQR).
@@ -198,10 +207,7 @@ class RowAccumulator:
         other.finalize()
         self.finalize()
         for name, og in other.groups.items():
-            g = self.groups.setdefault(name, RowGroup())
-            g.R = og.R if g.R is None else tri_update(g.R, og.R, triangular=True, overwrite=True)
-            g.n_rows += og.n_rows
-            g.log_inv_w += og.log_inv_w
+            self.groups.setdefault(name, RowGroup()).absorb(og)
 
 
 def merge_groups(a: dict, b: dict) -> dict:

@@ -329,10 +329,6 @@ def _merge_group(parts: list) -> gp.RowGroup:
     order by QRs of the stacked triangles."""
     out = parts[0]
     for g in parts[1:]:
-        out.R = g.R if out.R is None else (out.R if g.R is None else
-                                           gp.tri_update(out.R, g.R, triangular=True,
-                                                         overwrite=True))
-        out.n_rows += g.n_rows
-        out.log_inv_w += g.log_inv_w
+        out.absorb(g)
     return out
 
