@@ -44,7 +44,7 @@ from ase import Atoms
 from gapkit.data import Labels
 from gapkit.data.sources import FrameSource, frame_digest, source_of
 from gapkit.gp import solver as gp
-from gapkit.gp.streaming import RowSpec, accumulate_chunk, _chunk_bounds
+from gapkit.gp.streaming import RowSpec, accumulate_chunk, chunk_bounds
 from gapkit.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def plan_chunks(frames: Sequence[Atoms], labels: Sequence[Labels], resid: np.nda
     ``indices``, :class:`ChunkData` otherwise."""
     resid = np.asarray(resid, dtype=np.float64)
     out = []
-    for lo, hi in _chunk_bounds(len(frames), int(chunk_size)):
+    for lo, hi in chunk_bounds(len(frames), int(chunk_size)):
         if indices is None:
             out.append(ChunkData(lo, list(frames[lo:hi]), list(labels[lo:hi]), resid[lo:hi].copy()))
         else:

@@ -136,7 +136,7 @@ def accumulate_chunk(spec: RowSpec, frames: Sequence[Atoms], labels: Sequence[La
     return acc
 
 
-def _chunk_bounds(n: int, size: int) -> list[tuple[int, int]]:
+def chunk_bounds(n: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, n)) for s in range(0, n, size)]
 
 
@@ -278,7 +278,7 @@ def accumulate(spec: RowSpec, frames: Sequence[Atoms], labels: Sequence[Labels],
         With ``start``: the factors of its rows and those of ``frames``.
     """
     n = len(frames)
-    bounds = _chunk_bounds(n, int(chunk_size))
+    bounds = chunk_bounds(n, int(chunk_size))
     total = gp.RowAccumulator(spec.n_columns, block_rows=spec.block_rows)
     seed = dict(start) if start else {}
 
