@@ -137,6 +137,7 @@ def accumulate_chunk(spec: RowSpec, frames: Sequence[Atoms], labels: Sequence[La
 
 
 def chunk_bounds(n: int, size: int) -> list[tuple[int, int]]:
+    """``[(lo, hi), ...]`` of consecutive chunks of ``size`` items covering ``range(n)``."""
     return [(s, min(s + size, n)) for s in range(0, n, size)]
 
 
