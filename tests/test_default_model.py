@@ -1,5 +1,6 @@
-"""The default model is SOAP + 2-body (``GAP(descriptor=None)``, ``gapkit fit``): its
-terms, the cutoff rule, save/load, exact forces, and the CLI's ``--two-body``."""
+"""The default model is SOAP with radial scaling + 2-body (``GAP(descriptor=None)``,
+``gapkit fit``): its terms, the cutoff rule, save/load (files of the old, unscaled
+default too), exact forces, and the CLI's ``--two-body`` and ``--radial-scaling``."""
 
 import json
 import warnings
@@ -14,7 +15,9 @@ from gapkit.cli.app import build_parser
 from gapkit.cli.common import model_from_args
 from gapkit.cli.config import resolve
 from gapkit.descriptors import ACSF, TwoBody
-from gapkit.gp.terms import DEFAULT_TWO_BODY_SPARSE, Term, as_terms, default_terms
+from gapkit.gp.terms import (DEFAULT_RADIAL_SCALING, DEFAULT_RADIAL_SCALING_R0,
+                              DEFAULT_TWO_BODY_SPARSE, Term, as_terms, default_soap,
+                              default_terms)
 
 
 def _fit(frames, **kw):
@@ -32,11 +35,39 @@ def default_model(train_frames):
 def test_the_default_descriptor_is_soap_then_two_body():
     assert GAP().descriptor is None
     soap, pair = as_terms(None)
-    assert type(soap.descriptor) is SOAP and soap.descriptor.get_params() == SOAP().get_params()
+    assert type(soap.descriptor) is SOAP
+    assert soap.descriptor.get_params() == SOAP(radial_scaling=4.0,
+                                                radial_scaling_r0=2.0).get_params()
+    assert (DEFAULT_RADIAL_SCALING, DEFAULT_RADIAL_SCALING_R0) == (4.0, 2.0)
     assert soap.zeta is None and soap.n_sparse is None  # the model's zeta and n_sparse
     assert type(pair.descriptor) is TwoBody and pair.zeta == 1
     assert pair.n_sparse == DEFAULT_TWO_BODY_SPARSE == 50
     assert pair.descriptor.r_cut == soap.descriptor.r_cut == 5.0
+
+
+def test_only_the_default_model_has_radial_scaling():
+    # SOAP() itself is DScribe's SOAP, without scaling, alone or in default_terms
+    assert SOAP().radial_scaling == 0
+    assert default_terms(SOAP())[0].descriptor.radial_scaling == 0
+    # default_soap: the scaling with r0 = 2 Å whatever the cutoff; 0 is SOAP() exactly
+    for r_cut in (4.0, 6.5):
+        soap = default_soap(r_cut=r_cut)
+        assert (soap.radial_scaling, soap.radial_scaling_r0, soap.r_cut) == (4.0, 2.0, r_cut)
+    assert default_soap(r_cut=4.0, radial_scaling=0).get_params() == SOAP(r_cut=4.0).get_params()
+    assert default_soap(radial_scaling=6, radial_scaling_r0=2.5).radial_scaling_r0 == 2.5
+    for bad, match in (({"radial_scaling": -1}, "radial_scaling must be >= 0"),
+                       ({"radial_scaling_r0": 0.0}, "radial_scaling_r0 must be > 0"),
+                       ({"backend": "dscribe", "cutoff": "dscribe"},
+                        "radial_scaling needs backend='engine'")):
+        with pytest.raises(ValueError, match=match):
+            default_soap(species=["H"], **bad).validate()
+
+
+def test_the_default_scaling_changes_the_features(train_frames):
+    atoms = train_frames[0]
+    plain = SOAP(species=["H", "C", "O"]).compute(atoms).q
+    scaled = default_soap(species=["H", "C", "O"]).compute(atoms).q
+    assert plain.shape == scaled.shape and np.abs(plain - scaled).max() > 1e-2
 
 
 def test_the_two_body_cutoff_and_species_follow_the_many_body_descriptor():
@@ -55,6 +86,7 @@ def test_the_two_body_cutoff_and_species_follow_the_many_body_descriptor():
 
 def test_the_fitted_default_model_has_both_terms(default_model, train_frames):
     soap, pair = default_model.terms_
+    assert (soap.descriptor.radial_scaling, soap.descriptor.radial_scaling_r0) == (4.0, 2.0)
     assert type(default_model.descriptor_) is SOAP and default_model.descriptor_ is soap.descriptor
     assert type(pair.descriptor) is TwoBody and pair.zeta == 1.0 and soap.zeta == 4.0
     assert pair.descriptor.r_cut == soap.descriptor.r_cut
@@ -73,6 +105,35 @@ def test_an_explicit_descriptor_is_used_alone(train_frames):
     model = _fit(train_frames[:6], descriptor=SOAP(r_cut=4.0, n_max=4, l_max=3))
     (term,) = model.terms_
     assert type(term.descriptor) is SOAP and model.sparse_q_.shape[0] == len(model.alpha_)
+    assert term.descriptor.radial_scaling == 0  # as given: no scaling added
+
+
+def _drop_radial_scaling_keys(path):
+    """Rewrite a model file as a gapkit without radial scaling wrote it (no such keys)."""
+    with np.load(path) as npz:
+        arrays = dict(npz)
+    meta = json.loads(arrays["__meta__"].tobytes().decode())
+    for term in meta["terms"]:
+        for key in ("radial_scaling", "radial_scaling_r0"):
+            term["descriptor"]["params"].pop(key, None)
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez_compressed(path, **arrays)
+
+
+def test_a_model_of_the_old_unscaled_default_loads_and_predicts_the_same(
+        train_frames, test_frames, tmp_path):
+    """Files saved under the previous default (SOAP() + 2-body, no scaling; written
+    before the scaling existed, without its keys) load as that model, not the new one."""
+    old = _fit(train_frames[:6], descriptor=default_terms(SOAP(r_cut=4.0, n_max=4, l_max=3)))
+    path = old.save(tmp_path / "old_default.npz")
+    _drop_radial_scaling_keys(path)
+    loaded = load(path)
+    assert loaded.terms_[0].descriptor.radial_scaling == 0
+    assert loaded.descriptor[0].descriptor.radial_scaling == 0  # a refit stays unscaled
+    p, q = old.predict(test_frames[:2]), loaded.predict(test_frames[:2])
+    np.testing.assert_allclose(q.energy, p.energy, rtol=0, atol=1e-10)
+    for f, g in zip(p.forces, q.forces):
+        np.testing.assert_allclose(g, f, rtol=0, atol=1e-10)
 
 
 def test_the_default_model_saves_and_loads_equal(default_model, test_frames, tmp_path):
@@ -91,9 +152,11 @@ def test_the_default_model_saves_and_loads_equal(default_model, test_frames, tmp
     # the loaded model keeps the term settings: a refit is the default model again
     soap, pair = loaded.descriptor
     assert pair.zeta == 1 and pair.n_sparse == 50 and soap.zeta is None
+    assert (soap.descriptor.radial_scaling, soap.descriptor.radial_scaling_r0) == (4.0, 2.0)
 
 
 def test_default_model_forces_are_minus_the_energy_gradient(default_model, test_frames):
+    assert default_model.terms_[0].descriptor.radial_scaling == DEFAULT_RADIAL_SCALING
     atoms = test_frames[0]
     e_fn = lambda x: default_model.predict_structure(x, forces=False).energy
     got = default_model.predict_structure(atoms).forces
@@ -104,6 +167,7 @@ def test_default_model_forces_and_stress_on_a_periodic_cell(rng):
     frames = emt_cu_frames(8, rng)
     model = _fit(frames)
     assert [type(t.descriptor).__name__ for t in model.terms_] == ["SOAP", "TwoBody"]
+    assert model.terms_[0].descriptor.radial_scaling == DEFAULT_RADIAL_SCALING
     atoms = frames[1].copy()
     atoms.positions += 0.05 * rng.normal(size=atoms.positions.shape)
     e_fn = lambda x: model.predict_structure(x, forces=False, stress=False).energy
@@ -137,6 +201,41 @@ def test_cli_dump_config_holds_the_two_body_default(capsys):
     assert json.loads(capsys.readouterr().out)["two_body"] == 50
     assert main(["fit", "--two-body", "0", "--dump-config"]) == 0
     assert json.loads(capsys.readouterr().out)["two_body"] == 0
+
+
+def test_cli_radial_scaling_flags_and_config(tmp_path, capsys):
+    soap = _cli_model("--r-cut", "6").descriptor[0].descriptor
+    assert (soap.radial_scaling, soap.radial_scaling_r0, soap.r_cut) == (4.0, 2.0, 6.0)
+    soap = _cli_model("--radial-scaling", "6", "--radial-scaling-r0", "2.5").descriptor[0]
+    assert (soap.descriptor.radial_scaling, soap.descriptor.radial_scaling_r0) == (6.0, 2.5)
+    off = _cli_model("--radial-scaling", "0", "--two-body", "0").descriptor
+    assert off.get_params() == SOAP().get_params()  # 0: DScribe's plain SOAP
+    # the resolved config holds the setting, and reading it back gives the same model
+    assert main(["fit", "--radial-scaling", "3", "--dump-config"]) == 0
+    dumped = json.loads(capsys.readouterr().out)
+    assert (dumped["radial_scaling"], dumped["radial_scaling_r0"]) == (3.0, 2.0)
+    cfg = tmp_path / "fit.json"
+    cfg.write_text(json.dumps(dumped))
+    assert _cli_model("--config", str(cfg)).descriptor[0].descriptor.radial_scaling == 3.0
+    cfg.write_text(json.dumps({"radial_scaling": 0}))
+    assert _cli_model("--config", str(cfg)).descriptor[0].descriptor.radial_scaling == 0
+    cfg.write_text(json.dumps({"radial_scaling": "-2"}))
+    with pytest.raises(ValueError, match="radial_scaling: expected a finite number >= 0"):
+        _cli_model("--config", str(cfg))
+    with pytest.raises(ValueError, match="--radial-scaling is SOAP's; ACSF has no radial"):
+        _cli_model("--descriptor", "acsf", "--radial-scaling", "6")
+    assert type(_cli_model("--descriptor", "acsf").descriptor[0].descriptor) is ACSF
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--radial-scaling", "-1"], "expected a finite number >= 0 (0: no radial scaling)"),
+    (["--radial-scaling", "inf"], "expected a finite number >= 0"),
+    (["--radial-scaling", "nan"], "expected a finite number >= 0"),
+    (["--radial-scaling-r0", "0"], "expected a number > 0, got '0'")])
+def test_cli_rejects_bad_radial_scaling(flags, message, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["fit", *flags])
+    assert message in capsys.readouterr().err
 
 
 def test_cli_rejects_a_negative_two_body(capsys):

@@ -11,7 +11,7 @@ from gapkit.model.tuning import DEFAULTS, tune
 TINY = {"r_cut": [3.5, 4.0], "sigma": [0.5], "n_max": [3, 4], "l_max": [2, 3],
         "zeta": [2.0, 4.0], "n_sparse": [40]}
 BASE = {"r_cut": 4.0, "sigma": 0.5, "n_max": 4, "l_max": 3, "zeta": 4.0, "n_sparse": 40,
-        "two_body": 10}
+        "two_body": 10, "radial_scaling": 4.0}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_the_written_config_is_read_by_fit(result, tmp_path, capsys):
     assert json.loads(cfg.read_text()) == result.best
     assert main(["fit", "--config", str(cfg), "--dump-config"]) == 0
     dumped = json.loads(capsys.readouterr().out)
-    for key in ("r_cut", "sigma", "n_max", "l_max", "zeta", "two_body"):
+    for key in ("r_cut", "sigma", "n_max", "l_max", "zeta", "two_body", "radial_scaling"):
         assert dumped[key] == result.best[key]
     assert dumped["n_sparse"] == result.best["n_sparse"]
 

@@ -16,8 +16,9 @@ from typing import Sequence
 
 from gapkit.data import default_data_dir
 from gapkit.data.reference import parse_e0
-from gapkit.descriptors import ACSF, SOAP
-from gapkit.gp.terms import DEFAULT_TWO_BODY_SPARSE, default_terms
+from gapkit.descriptors import ACSF
+from gapkit.gp.terms import (DEFAULT_RADIAL_SCALING, DEFAULT_RADIAL_SCALING_R0,
+                              DEFAULT_TWO_BODY_SPARSE, default_soap, default_terms)
 from gapkit.model import GAP
 from gapkit.model.params import check_n_sparse
 
@@ -124,6 +125,18 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not val > 0:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return val
+
+
+def _non_negative_float(text: str) -> float:
+    """A finite number >= 0 for argparse (``--radial-scaling``)."""
+    try:
+        val = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (val >= 0 and val != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0 (0: no radial "
+                                         f"scaling), got {text!r}")
     return val
 
 
@@ -241,6 +254,15 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cutoff-width", type=_positive_float, default=None, metavar="Å",
                    help="width of SOAP's smooth (cosine) cutoff, from r_cut - width to r_cut "
                         "(QUIP's cutoff_transition_width; default: SOAP's 1.0 Å)")
+    p.add_argument("--radial-scaling", type=_non_negative_float,
+                   default=DEFAULT_RADIAL_SCALING, metavar="M",
+                   help="SOAP radial scaling exponent: each neighbour's density is weighed "
+                        "by u(r) = 2 / (1 + (r / r0)^M) (default "
+                        f"{DEFAULT_RADIAL_SCALING:g}; 0: none, DScribe's plain SOAP)")
+    p.add_argument("--radial-scaling-r0", type=_positive_float,
+                   default=DEFAULT_RADIAL_SCALING_R0, metavar="Å",
+                   help="r0 of the radial scaling, where u = 1 (default "
+                        f"{DEFAULT_RADIAL_SCALING_R0:g} Å, whatever --r-cut is)")
     p.add_argument("--zeta", type=float, default=4.0, help="kernel exponent (default 4)")
     p.add_argument("--delta", type=_auto_or_float, default="auto",
                    help="signal scale in eV, or 'auto' (default)")
@@ -331,14 +353,21 @@ def model_from_args(args: argparse.Namespace, e0: str, verbose: bool | None = No
     """
     delta = args.delta
     width = getattr(args, "cutoff_width", None)
+    scaling = getattr(args, "radial_scaling", DEFAULT_RADIAL_SCALING)
     if getattr(args, "descriptor", "soap") == "acsf":
         if width is not None:
             raise ValueError("--cutoff-width is SOAP's smooth cutoff; ACSF has its own cosine "
                              "cutoff over the whole of r_cut: leave --cutoff-width out")
+        if scaling not in (0, DEFAULT_RADIAL_SCALING):
+            raise ValueError("--radial-scaling is SOAP's; ACSF has no radial scaling: leave "
+                             "--radial-scaling out (or give 0)")
         descriptor = ACSF(r_cut=args.r_cut)
     else:
-        descriptor = SOAP(r_cut=args.r_cut, n_max=args.n_max, l_max=args.l_max, sigma=args.sigma,
-                          **({} if width is None else {"cutoff_width": width}))
+        r0 = getattr(args, "radial_scaling_r0", DEFAULT_RADIAL_SCALING_R0)
+        descriptor = default_soap(r_cut=args.r_cut, n_max=args.n_max, l_max=args.l_max,
+                                  sigma=args.sigma, radial_scaling=scaling,
+                                  **({"radial_scaling_r0": r0} if scaling else {}),
+                                  **({} if width is None else {"cutoff_width": width}))
     two_body = getattr(args, "two_body", DEFAULT_TWO_BODY_SPARSE)
     if two_body:
         descriptor = default_terms(descriptor, two_body)

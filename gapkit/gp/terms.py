@@ -17,18 +17,29 @@ A plain single-descriptor model is the one-term case (``w = 1``).
 
 The default model
 -----------------
-``GAP(descriptor=None)`` is the two-term model of :func:`default_terms`: the default
-:class:`~gapkit.descriptors.SOAP` term first, then a
+``GAP(descriptor=None)`` is the two-term model of :func:`default_terms`: the SOAP of
+:func:`default_soap` (the default :class:`~gapkit.descriptors.SOAP` with the radial
+scaling ``u(r) = 2 / (1 + (r / r0)**m)``, ``m =`` :data:`DEFAULT_RADIAL_SCALING`,
+``r0 =`` :data:`DEFAULT_RADIAL_SCALING_R0` Å) first, then a
 :class:`~gapkit.descriptors.TwoBody` term with ``zeta=1`` (an exact pair potential)
 and :data:`DEFAULT_TWO_BODY_SPARSE` sparse points per species. The SOAP term comes
 first so that a model's ``descriptor_`` (its cutoff, species checks, fingerprints,
 the MD engines) is the SOAP descriptor. The 2-body cutoff follows the many-body one:
 ``TwoBody(r_cut=soap.r_cut)``, with the same species. A descriptor given explicitly
-(``GAP(descriptor=SOAP(r_cut=6))``) is that descriptor alone; ``default_terms(SOAP(r_cut=6))``
-is the default model with another SOAP. Measured against SOAP alone (docs/guide/accuracy.md):
-force errors 3-62 % lower on every set tried (EMT Cu and Cu-Al, xTB ethanol and
-isopropanol made by the project, rMD17 ethanol, mlearn Si), for 50 more sparse points
-per species and a cheap descriptor.
+(``GAP(descriptor=SOAP(r_cut=6))``) is that descriptor alone, as given: ``SOAP()``
+itself is DScribe's SOAP, without radial scaling. ``default_terms(default_soap(r_cut=6))``
+is the default model with a 6 Å cutoff; ``default_terms(SOAP(r_cut=6))`` is the
+2-body + SOAP model with that (unscaled) SOAP. Measured against SOAP alone
+(docs/guide/accuracy.md): force errors 3-62 % lower on every set tried (EMT Cu and
+Cu-Al, xTB ethanol and isopropanol made by the project, rMD17 ethanol, mlearn Si), for
+50 more sparse points per species and a cheap descriptor. The radial scaling, at no
+extra cost, lowers the force errors by a further 18 % on rMD17 ethanol and about a
+third on the project's EMT and xTB sets, and mlearn Si's energy error by 17 % (its
+forces within 3 %).
+
+The scaling's ``r0`` is a distance of the first neighbour shells, not a fraction of
+the cutoff: it stays 2 Å whatever ``r_cut`` is (a longer cutoff adds far neighbours,
+which the scaling weighs down; it does not move the near ones).
 """
 
 from __future__ import annotations
@@ -47,6 +58,10 @@ from gapkit.descriptors.base import DescriptorSet
 
 #: Sparse points per species of the default model's 2-body term (:func:`default_terms`).
 DEFAULT_TWO_BODY_SPARSE = 50
+#: Exponent ``m`` of the radial scaling of the default model's SOAP (:func:`default_soap`).
+DEFAULT_RADIAL_SCALING = 4.0
+#: ``r0`` (Å) of that scaling: ``u(r0) = 1``; fixed, whatever the cutoff.
+DEFAULT_RADIAL_SCALING_R0 = 2.0
 
 
 class Term(BaseEstimator):
@@ -89,15 +104,45 @@ class Term(BaseEstimator):
         self.sparse_method = sparse_method
 
 
+def default_soap(**params) -> SOAP:
+    """The SOAP of the default model: ``SOAP(**params)`` with the default radial scaling.
+
+    Parameters
+    ----------
+    **params
+        :class:`~gapkit.descriptors.SOAP` parameters (``r_cut``, ``sigma``, ...).
+        ``radial_scaling`` (default :data:`DEFAULT_RADIAL_SCALING`; ``0``: none, the
+        plain ``SOAP(**params)``) and ``radial_scaling_r0`` (Å, default
+        :data:`DEFAULT_RADIAL_SCALING_R0`, whatever ``r_cut`` is) may be given too.
+
+    Returns
+    -------
+    SOAP
+        Unfitted; its parameters are checked when it is first used.
+
+    Examples
+    --------
+    >>> from gapkit.gp.terms import default_soap
+    >>> default_soap(r_cut=6.0).radial_scaling_r0
+    2.0
+    """
+    params.setdefault("radial_scaling", DEFAULT_RADIAL_SCALING)
+    if params["radial_scaling"]:  # no scaling: SOAP()'s own r0, so that it equals SOAP()
+        params.setdefault("radial_scaling_r0", DEFAULT_RADIAL_SCALING_R0)
+    return SOAP(**params)
+
+
 def default_terms(descriptor=None, two_body: int = DEFAULT_TWO_BODY_SPARSE) -> list[Term]:
-    """The terms of the default model: ``descriptor`` (default ``SOAP()``), then a 2-body term.
+    """The terms of the default model: ``descriptor`` (default :func:`default_soap`),
+    then a 2-body term.
 
     Parameters
     ----------
     descriptor : descriptor, optional
         The many-body descriptor of the first term (a :class:`~gapkit.descriptors.SOAP`
-        or :class:`~gapkit.descriptors.ACSF`; ``None``: ``SOAP()``). It is used as
-        given (not copied); its ``r_cut`` (Å) and ``species`` are the 2-body term's.
+        or :class:`~gapkit.descriptors.ACSF`; ``None``: :func:`default_soap`, SOAP with
+        radial scaling). It is used as given (not copied, no scaling added); its
+        ``r_cut`` (Å) and ``species`` are the 2-body term's.
     two_body : int, default :data:`DEFAULT_TWO_BODY_SPARSE`
         Sparse points per species of the ``TwoBody`` term (``zeta=1``); 0 leaves it out.
 
@@ -114,15 +159,15 @@ def default_terms(descriptor=None, two_body: int = DEFAULT_TWO_BODY_SPARSE) -> l
 
     Examples
     --------
-    >>> from gapkit import GAP, SOAP
-    >>> from gapkit.gp.terms import default_terms
-    >>> model = GAP(default_terms(SOAP(r_cut=6.0)))  # the default model with a 6 Å cutoff
+    >>> from gapkit import GAP
+    >>> from gapkit.gp.terms import default_soap, default_terms
+    >>> model = GAP(default_terms(default_soap(r_cut=6.0)))  # the default model, 6 Å cutoff
     """
     if (isinstance(two_body, (bool, np.bool_)) or not isinstance(two_body, (int, np.integer))
             or two_body < 0):
         raise ValueError(f"two_body must be a non-negative integer (sparse points per "
                          f"species of the 2-body term; 0: none), got {two_body!r}")
-    many = SOAP() if descriptor is None else descriptor
+    many = default_soap() if descriptor is None else descriptor
     out = [Term(many)]
     if two_body:
         species = getattr(many, "species", None)

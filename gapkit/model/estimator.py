@@ -54,9 +54,11 @@ class GAP(FittedAttributes, BaseEstimator):
     descriptor : descriptor, Term or list of them, optional
         Descriptor (cloned at fit): :class:`~gapkit.descriptors.SOAP`,
         :class:`~gapkit.descriptors.ACSF` or :class:`~gapkit.descriptors.TwoBody`.
-        ``None`` (default): SOAP + 2-body, ``[Term(SOAP()), Term(TwoBody(r_cut=5),
+        ``None`` (default): SOAP with radial scaling + 2-body,
+        ``[Term(SOAP(radial_scaling=4, radial_scaling_r0=2)), Term(TwoBody(r_cut=5),
         zeta=1, n_sparse=50)]`` (:func:`gapkit.gp.terms.default_terms`, which gives it
-        with another SOAP: the 2-body cutoff follows SOAP's). One descriptor given is
+        with another SOAP, e.g. :func:`gapkit.gp.terms.default_soap` ``(r_cut=6)``:
+        the 2-body cutoff follows SOAP's). One descriptor given is
         that descriptor alone. Descriptors left with ``species=None`` take the
         species of the training data. A list gives an additive kernel with one
         :class:`~gapkit.gp.terms.Term` per descriptor (GAP's "2b+SOAP"), each with its

@@ -7,11 +7,12 @@ A random search on a subsample, within a time budget:
    (``valid_fraction``, default 0.25).
 2. The first trial is the default settings (or the ``base`` ones); the others are
    drawn without repetition from the grid :data:`SPACE` (``r_cut``, ``sigma``,
-   ``n_max``, ``l_max``, ``zeta``, ``n_sparse`` and ``two_body``), each a fit of the
-   model ``gapkit fit`` builds from them (the default SOAP + 2-body model of
-   :func:`gapkit.gp.terms.default_terms`, the 2-body cutoff following ``r_cut``;
-   ``two_body=0``: SOAP alone) on the training part
-   with the validation frames scored, until the time budget (seconds of wall time) or
+   ``n_max``, ``l_max``, ``zeta``, ``n_sparse``, ``two_body`` and ``radial_scaling``),
+   each a fit of the model ``gapkit fit`` builds from them (the default SOAP + 2-body
+   model of :func:`gapkit.gp.terms.default_terms` with the SOAP of
+   :func:`gapkit.gp.terms.default_soap`, the 2-body cutoff following ``r_cut``;
+   ``two_body=0``: SOAP alone; ``radial_scaling`` the SOAP's exponent ``m``, ``r0``
+   2 Å, 0: no scaling) on the training part with the validation frames scored, until the time budget (seconds of wall time) or
    ``max_trials`` is used up. The first trial always runs; a trial that starts
    before the budget ends runs to its end.
 3. The score of a trial is the mean, over energy per atom and force components, of
@@ -24,11 +25,13 @@ local GP), so the default grid keeps ``n_sparse="auto"``, the data-scaled rule o
 and memory budget on the full data; give ``space={"n_sparse": [...]}`` to search
 counts. The 2-body term keeps its default count (``two_body``
 :data:`~gapkit.gp.terms.DEFAULT_TWO_BODY_SPARSE`; ``space={"two_body": [0, 50]}``
-also tries SOAP alone). Fits during the search are not calibrated (``calibrate=False``).
+also tries SOAP alone), and so does the radial scaling (``space={"radial_scaling":
+[0, 4]}`` also tries SOAP without it). Fits during the search are not calibrated
+(``calibrate=False``).
 
 :meth:`TuneResult.write_config` writes the chosen settings as a JSON config that
 ``gapkit fit --config`` reads (keys ``r_cut``, ``sigma``, ``n_max``, ``l_max``,
-``zeta``, ``n_sparse``, ``two_body``).
+``zeta``, ``n_sparse``, ``two_body``, ``radial_scaling``).
 """
 
 from __future__ import annotations
@@ -46,8 +49,8 @@ from ase import Atoms
 from ase.data import chemical_symbols
 
 from gapkit.data import as_frame_list, split_isolated
-from gapkit.descriptors import SOAP
-from gapkit.gp.terms import DEFAULT_TWO_BODY_SPARSE, default_terms
+from gapkit.gp.terms import (DEFAULT_RADIAL_SCALING, DEFAULT_TWO_BODY_SPARSE, default_soap,
+                              default_terms)
 from gapkit.metrics import error_metrics
 from gapkit.model.estimator import GAP
 from gapkit.progress import progress_bar
@@ -60,11 +63,11 @@ logger = logging.getLogger(__name__)
 #: The default search grid.
 SPACE = {"r_cut": (4.0, 5.0, 6.0), "sigma": (0.3, 0.4, 0.5, 0.6), "n_max": (6, 8, 10),
          "l_max": (4, 6, 8), "zeta": (2.0, 4.0, 6.0), "n_sparse": ("auto",),
-         "two_body": (DEFAULT_TWO_BODY_SPARSE,)}
+         "two_body": (DEFAULT_TWO_BODY_SPARSE,), "radial_scaling": (DEFAULT_RADIAL_SCALING,)}
 #: The settings of the first trial (gapkit's defaults).
 DEFAULTS = {"r_cut": 5.0, "sigma": 0.5, "n_max": 8, "l_max": 6, "zeta": 4.0, "n_sparse": "auto",
-            "two_body": DEFAULT_TWO_BODY_SPARSE}
-_SOAP_KEYS = ("r_cut", "sigma", "n_max", "l_max")
+            "two_body": DEFAULT_TWO_BODY_SPARSE, "radial_scaling": DEFAULT_RADIAL_SCALING}
+_SOAP_KEYS = ("r_cut", "sigma", "n_max", "l_max", "radial_scaling")
 
 
 @dataclass
@@ -195,7 +198,7 @@ def tune(frames: Sequence[Atoms] | str, *, time_budget: float = 300.0,
             if k and time.perf_counter() - t_start > time_budget:
                 break
             t0 = time.perf_counter()
-            soap = SOAP(species=symbols, **{s: settings[s] for s in _SOAP_KEYS})
+            soap = default_soap(species=symbols, **{s: settings[s] for s in _SOAP_KEYS})
             model = GAP(default_terms(soap, settings["two_body"]), zeta=settings["zeta"],
                         n_sparse=settings["n_sparse"], **params)
             model.fit(train)
