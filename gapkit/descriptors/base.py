@@ -37,6 +37,7 @@ from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
 from sklearn.base import BaseEstimator
 
+from .norm_kernels import normalise_rows, normalised_gradient
 from .results import (DescriptorBlock, DescriptorSet, EngineBlock, EngineResult, _accumulate,
                       normalise, normalise_strain, scatter_matrix)
 
@@ -259,14 +260,11 @@ class Descriptor(BaseEstimator, abc.ABC):
                 return res.vjp(np.asarray(grad_q, dtype=np.float64), strain)
 
             return DescriptorSet(q=res.p, numbers=atoms.numbers.copy()), vjp
-        self._check_norms(res.p, atoms, index)
-        norms = np.linalg.norm(res.p, axis=1)
-        q = res.p / norms[:, None]
+        q, norms = normalise_rows(res.p)
+        self._check_norms(res.p, atoms, index, norms=norms)
 
         def vjp(grad_q):
-            grad_q = np.asarray(grad_q, dtype=np.float64)
-            grad_p = (grad_q - q * np.sum(q * grad_q, axis=1, keepdims=True)) / norms[:, None]
-            return res.vjp(grad_p, strain)
+            return res.vjp(normalised_gradient(q, norms, grad_q), strain)
 
         return DescriptorSet(q=q, numbers=atoms.numbers.copy()), vjp
 
@@ -312,9 +310,8 @@ class Descriptor(BaseEstimator, abc.ABC):
         if not self._normalised:
             return DescriptorBlock(blk.start, blk.stop, blk.p, blk.numbers,
                                    partial(_raw_vjp, blk))
-        self._check_norms(blk.p, atoms[blk.start:blk.stop], index, offset=blk.start)
-        norms = np.linalg.norm(blk.p, axis=1)
-        q = blk.p / norms[:, None]
+        q, norms = normalise_rows(blk.p)
+        self._check_norms(blk.p, atoms[blk.start:blk.stop], index, offset=blk.start, norms=norms)
         return DescriptorBlock(blk.start, blk.stop, q, blk.numbers,
                                partial(_normalised_vjp, blk, q, norms))
 
@@ -336,10 +333,13 @@ class Descriptor(BaseEstimator, abc.ABC):
         return DescriptorSet(q=q, numbers=numbers, pair_i=res.pair_i, pair_j=res.pair_j, dq=dq,
                              dq_strain=dq_strain)
 
-    def _check_norms(self, p: np.ndarray, atoms: Atoms, index: int, offset: int = 0) -> None:
+    def _check_norms(self, p: np.ndarray, atoms: Atoms, index: int, offset: int = 0,
+                     norms: np.ndarray | None = None) -> None:
         """``ValueError`` naming the first atom whose raw vector is zero (cannot be
-        normalised); ``p`` and ``atoms`` start at atom ``offset``."""
-        norms = np.linalg.norm(p, axis=1)
+        normalised); ``p`` and ``atoms`` start at atom ``offset``; ``norms`` (the row
+        norms of ``p``) if already known."""
+        if norms is None:
+            norms = np.linalg.norm(p, axis=1)
         bad = np.flatnonzero(~(norms > 0))
         if len(bad):
             k = int(bad[0])
@@ -357,11 +357,7 @@ def _raw_vjp(blk: EngineBlock, grad_q, strain, out):
 
 def _normalised_vjp(blk: EngineBlock, q: np.ndarray, norms: np.ndarray, grad_q, strain, out):
     """VJP through ``q = p / |p|``: ``dE/dp = (g - q (q . g)) / |p|``."""
-    proj = np.einsum("ij,ij->i", q, grad_q)
-    grad_p = q * -proj[:, None]
-    grad_p += grad_q
-    grad_p /= norms[:, None]
-    return blk.vjp(grad_p, strain, out)
+    return blk.vjp(normalised_gradient(q, norms, grad_q), strain, out)
 
 
 def species_numbers(species) -> list[int]:

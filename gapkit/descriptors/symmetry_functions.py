@@ -58,6 +58,7 @@ from ase import Atoms
 
 from .base import Descriptor, Engine, EngineResult, species_index, species_numbers
 from .neighbours import neighbour_pairs
+from .pair_kernels import compact_pair_vjp
 from .segments import fold_pair_gradient, segment_matrix, segment_sum
 from .symmetry_kernels import three_body
 from .threads import engine_threads
@@ -83,12 +84,12 @@ def _ipow(x: np.ndarray, k: float) -> np.ndarray:
 
 
 
-def _pair_vjp(i: np.ndarray, j: np.ndarray, D: np.ndarray, gD: np.ndarray, n_atoms: int,
-              grad_p: np.ndarray, strain: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """``(dE/dr, dE/deta)`` from ``grad_p = dE/dp`` (N, F) and the kept per-pair
-    derivatives ``gD = dp_i/dD_p`` (P, 3, F)."""
-    gv = np.einsum("paf,pf->pa", gD, grad_p[i])  # dE/dD_p
-    return fold_pair_gradient(i, j, D, gv, n_atoms, strain)
+def _compact_vjp(i: np.ndarray, j: np.ndarray, D: np.ndarray, gC: np.ndarray, cols: np.ndarray,
+                 n_atoms: int, grad_p: np.ndarray, strain: bool
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(dE/dr, dE/deta)`` from ``grad_p = dE/dp`` (N, F) and the kept compact per-pair
+    derivatives ``gC`` (P, 3, K) of the feature columns ``cols`` (P, K)."""
+    return fold_pair_gradient(i, j, D, compact_pair_vjp(i, cols, gC, grad_p), n_atoms, strain)
 
 
 class SymmetryFunctionEngine(Engine):
@@ -376,11 +377,12 @@ class SymmetryFunctionEngine(Engine):
             np.multiply((D / d[:, None])[:, :, None], dg[:, None, :], out=gC[:, :, :nr])
             if na:
                 gC[:, :, nr:] = gC3
-            gD = np.zeros((P, 3, F))
-            np.put_along_axis(gD, self._tcols[sj][:, None, :], gC, axis=2)
+            if gradients or strain:  # the dense array only for the derivative arrays
+                gD = np.zeros((P, 3, F))
+                np.put_along_axis(gD, self._tcols[sj][:, None, :], gC, axis=2)
         res = EngineResult(p=p, numbers=np.asarray(atoms.numbers).copy())
         if keep:
-            res._vjp = partial(_pair_vjp, i, j, D, gD, N)
+            res._vjp = partial(_compact_vjp, i, j, D, gC, self._tcols[sj], N)
         if gradients:
             # unique (i, j) blocks, self pairs included; images folded onto their atom
             keys = np.concatenate([i * N + j, np.arange(N) * (N + 1)])
