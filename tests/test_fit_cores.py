@@ -161,3 +161,67 @@ def test_lower_solve_lower_equals_a_full_solve(monkeypatch):
     with pytest.raises(np.linalg.LinAlgError, match="zero at diagonal 20"):
         a[20, 20] = 0.0
         lapack.lower_solve_lower(a, r.T)
+
+
+@pytest.mark.parametrize("n, nb, threads", [(300, 64, 2), (257, 16, 3), (130, 32, 2)])
+@pytest.mark.parametrize("triangular", [True, False])
+def test_tpqrt_threads_equals_tpqrt_bit_for_bit(n, nb, threads, triangular):
+    rng = np.random.default_rng(5)
+    a = _tri(rng, n)
+    b = np.asfortranarray(np.triu(rng.standard_normal((n, n))) if triangular
+                          else rng.standard_normal((n + 37, n)))
+    l = n if triangular else 0
+    ref, got = a.copy(order="F"), a.copy(order="F")
+    assert lapack.tpqrt(ref, b.copy(order="F"), l, nb) == 0
+    assert lapack.tpqrt_threads(got, b.copy(order="F"), l, nb, threads) == 0
+    assert np.array_equal(np.triu(got), np.triu(ref))
+    # and it is the R factor of the stacked matrix (rows' signs aside)
+    r = np.linalg.qr(np.vstack([a, b]), mode="r")
+    np.testing.assert_allclose(np.abs(np.triu(got)), np.abs(r), rtol=0, atol=1e-10)
+    with pytest.raises(ValueError, match=r"expected \(5, 5\)"):
+        lapack.tpqrt_threads(np.zeros((4, 4), order="F"), np.zeros((2, 5), order="F"), 0, 2)
+
+
+def test_solve_on_threads_equals_serial_solve_bit_for_bit():
+    from gapkit.gp import solver
+
+    rng = np.random.default_rng(6)
+    M = 300
+    X = rng.standard_normal((2 * M, M))
+    Lchol = np.linalg.cholesky(X.T @ X / (2 * M) + np.eye(M))
+    groups = {}
+    for name, rows in (("energy", 400), ("forces", 900)):
+        acc = solver.RowAccumulator(M)
+        acc.add(name, rng.standard_normal((rows, M)), rng.standard_normal(rows), 0.5)
+        groups.update(acc.finalize())
+    sig = {"energy": 0.01, "forces": 0.1}
+    one = solver.solve(groups, Lchol, 0.7, sig)
+    two = solver.solve(groups, Lchol, 0.7, sig, threads=2)
+    assert np.array_equal(one.alpha, two.alpha)
+    assert np.array_equal(one.R, two.R)
+    assert one.log_likelihood == two.log_likelihood
+
+
+def test_lower_solve_lower_on_threads_equals_one_thread(monkeypatch):
+    rng = np.random.default_rng(7)
+    n = 70
+    a = np.tril(rng.standard_normal((n, n))) + 8 * np.eye(n)
+    r = np.triu(rng.standard_normal((n, n)))
+    monkeypatch.setattr(lapack, "TRI_BLOCK", 16)
+    one = lapack.lower_solve_lower(a, r.T)
+    assert np.array_equal(lapack.lower_solve_lower(a, r.T, threads=3), one)
+    a[50, 50] = 0.0
+    with pytest.raises(np.linalg.LinAlgError, match="zero at diagonal 50"):
+        lapack.lower_solve_lower(a, r.T, threads=2)
+
+
+def test_dense_threads_follow_n_jobs_and_give_way_to_blas_threads(monkeypatch):
+    from gapkit.gp import streaming
+
+    monkeypatch.setattr(streaming, "usable_cores", lambda: 2)
+    monkeypatch.delenv(streaming.DENSE_ENV, raising=False)
+    assert streaming.dense_threads(None, 5000) == 2
+    assert streaming.dense_threads(1, 5000) == 1
+    monkeypatch.setenv(streaming.DENSE_ENV, "1500")  # BLAS threads run it instead
+    assert streaming.dense_threads(None, 5000) == 1
+    assert streaming.dense_threads(None, 1000) == 2

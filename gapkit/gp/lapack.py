@@ -18,7 +18,7 @@ import ctypes
 import numpy as np
 from scipy.linalg import cython_lapack
 
-__all__ = ["tpqrt", "trsm", "lower_solve_lower"]
+__all__ = ["tpqrt", "tpqrt_threads", "trsm", "lower_solve_lower"]
 
 _INT = ctypes.c_int
 _IP = ctypes.POINTER(_INT)
@@ -39,6 +39,13 @@ def _pointer(module, name: str) -> int:
 # void dtpqrt(m, n, l, nb, a, lda, b, ldb, t, ldt, work, info)
 _dtpqrt = ctypes.CFUNCTYPE(None, _IP, _IP, _IP, _IP, _DP, _IP, _DP, _IP, _DP, _IP, _DP, _IP)(
     _pointer(cython_lapack, "dtpqrt"))
+# void dtpqrt2(m, n, l, a, lda, b, ldb, t, ldt, info)
+_dtpqrt2 = ctypes.CFUNCTYPE(None, _IP, _IP, _IP, _DP, _IP, _DP, _IP, _DP, _IP, _IP)(
+    _pointer(cython_lapack, "dtpqrt2"))
+# void dtprfb(side, trans, direct, storev, m, n, k, l, v, ldv, t, ldt, a, lda, b, ldb,
+#             work, ldwork)
+_dtprfb = ctypes.CFUNCTYPE(None, _CP, _CP, _CP, _CP, _IP, _IP, _IP, _IP, _DP, _IP, _DP, _IP,
+                           _DP, _IP, _DP, _IP, _DP, _IP)(_pointer(cython_lapack, "dtprfb"))
 # void dtrtrs(uplo, trans, diag, n, nrhs, a, lda, b, ldb, info)
 _dtrtrs = ctypes.CFUNCTYPE(None, _CP, _CP, _CP, _IP, _IP, _DP, _IP, _DP, _IP, _IP)(
     _pointer(cython_lapack, "dtrtrs"))
@@ -83,6 +90,105 @@ def tpqrt(a: np.ndarray, b: np.ndarray, l: int, nb: int) -> int:
     _dtpqrt(_ref(m), _ref(n), _ref(l), _ref(nb), a.ctypes.data, _ref(max(1, n)), b.ctypes.data,
             _ref(max(1, m)), t.ctypes.data, _ref(nb), work.ctypes.data, ctypes.byref(info))
     return int(info.value)
+
+
+#: Cost of factoring one panel (``dtpqrt2``, level-2 BLAS) in columns of the trailing
+#: update (``dtprfb``) of the same panel: the share of the thread that factors the
+#: next panel is smaller by this many columns (measured ~2-3 on one OpenBLAS thread).
+PANEL_COST = 2.5
+#: Column ranges of a threaded update start on multiples of this (rounded to a multiple
+#: of the panel width) from the first trailing column, so that each column falls in
+#: the same BLAS kernel block as in one call on all trailing columns (unaligned cuts
+#: changed the last bit).
+ALIGN = 64
+
+
+def tpqrt_threads(a: np.ndarray, b: np.ndarray, l: int, nb: int, threads: int = 2) -> int:
+    """:func:`tpqrt` on ``threads`` threads: the blocked loop of LAPACK ``dtpqrt``
+    written out (per panel of ``nb`` columns: ``dtpqrt2``, then ``dtprfb`` on the
+    trailing columns), with the trailing update split into column ranges, one per
+    thread, and a look-ahead: the calling thread first updates and factors the next
+    panel, then its share, while the others update theirs (every call without the
+    GIL). Each column sees the same operations in the same order as in ``dtpqrt``
+    (the update of a column does not depend on the others), so the result equals
+    :func:`tpqrt`'s (bit for bit with OpenBLAS, ``tests/test_fit_cores.py``).
+
+    Parameters
+    ----------
+    a, b, l, nb
+        As for :func:`tpqrt` (``a`` (n, n) and ``b`` (m, n) overwritten).
+    threads : int
+        Threads; 1 (or a small ``n``) calls :func:`tpqrt`.
+
+    Returns
+    -------
+    int
+        ``info`` (0 on success).
+    """
+    _check_f64("a", a)
+    _check_f64("b", b)
+    m, n = b.shape
+    if a.shape != (n, n):
+        raise ValueError(f"a has shape {a.shape}, expected ({n}, {n})")
+    if threads <= 1 or n < 4 * nb or not 1 <= nb <= n:
+        return tpqrt(a, b, l, nb)
+    from concurrent.futures import ThreadPoolExecutor
+
+    lda, ldb = max(1, n), max(1, m)
+    t = np.empty((nb, n), order="F")
+    works = [np.empty(nb * n) for _ in range(threads)]
+    pa, pb, pt = a.ctypes.data, b.ctypes.data, t.ctypes.data
+    info = _INT(0)
+
+    def dims(i):  # LAPACK dtpqrt's IB, MB and LB of the panel at column i (0-based)
+        ib = min(n - i, nb)
+        mb = min(m - l + i + ib, m)
+        return ib, mb, (0 if i + 1 >= l else mb - m + l - i)
+
+    def factor(i):
+        ib, mb, lb = dims(i)
+        _dtpqrt2(_ref(mb), _ref(ib), _ref(lb), pa + 8 * (i + i * lda), _ref(lda),
+                 pb + 8 * i * ldb, _ref(ldb), pt + 8 * i * nb, _ref(nb), ctypes.byref(info))
+        return int(info.value)
+
+    def update(i, c0, c1, work):  # panel i's reflectors applied to columns [c0, c1)
+        if c1 <= c0:
+            return
+        ib, mb, lb = dims(i)
+        _dtprfb(b"L", b"T", b"F", b"C", _ref(mb), _ref(c1 - c0), _ref(ib), _ref(lb),
+                pb + 8 * i * ldb, _ref(ldb), pt + 8 * i * nb, _ref(nb),
+                pa + 8 * (i + c0 * lda), _ref(lda), pb + 8 * c0 * ldb, _ref(ldb),
+                work.ctypes.data, _ref(ib))
+
+    if factor(0):
+        return int(info.value)
+    with ThreadPoolExecutor(threads - 1) as pool:
+        for i in range(0, n, nb):
+            lo = i + nb  # first trailing column (the next panel's)
+            if lo >= n:
+                break
+            nxt = min(lo + nb, n)
+            # split what follows the next panel so that every thread has about the same
+            # work; the calling thread's share is smaller by the next panel's update and
+            # factorisation
+            rest = n - nxt
+            lead = max(0, int((rest + (nxt - lo) * (1 + PANEL_COST)) / threads
+                              - (nxt - lo) * (1 + PANEL_COST)))
+            # cuts on multiples of ALIGN columns from ``lo``: each column then falls in
+            # the same BLAS kernel block as in one call on all trailing columns
+            step = nb * max(1, ALIGN // nb)
+            bounds = [min(n, max(nxt, lo + step * round((c - lo) / step)))
+                      for c in np.linspace(min(nxt + lead, n), n, threads)[:-1]] + [n]
+            futs = [pool.submit(update, i, bounds[k], bounds[k + 1], works[k + 1])
+                    for k in range(threads - 1)]
+            update(i, lo, nxt, works[0])
+            bad = factor(lo)
+            update(i, nxt, bounds[0], works[0])
+            for f in futs:
+                f.result()
+            if bad:
+                return bad
+    return 0
 
 
 def trsm(a: np.ndarray, b: np.ndarray, lower: bool = False, trans: bool = False) -> np.ndarray:
@@ -133,7 +239,7 @@ def trsm(a: np.ndarray, b: np.ndarray, lower: bool = False, trans: bool = False)
 TRI_BLOCK = 1024
 
 
-def lower_solve_lower(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def lower_solve_lower(a: np.ndarray, b: np.ndarray, threads: int = 1) -> np.ndarray:
     """``A^-1 B`` for lower-triangular ``A`` and ``B`` (both (n, n)): lower triangular,
     by column blocks that solve only the trailing system below each block's first row
     (the rows above it are zero), about ``n**3 / 3`` flops instead of a full solve's
@@ -142,6 +248,9 @@ def lower_solve_lower(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     a, b : ndarray of shape (n, n)
+    threads : int
+        Threads solving the column blocks (independent: the same calls, so the same
+        result bit for bit), the largest first.
 
     Returns
     -------
@@ -152,13 +261,28 @@ def lower_solve_lower(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         raise ValueError(f"a and b must be square and of one shape, got {a.shape}, {b.shape}")
     a = np.asfortranarray(a, dtype=np.float64)
     out = np.asfortranarray(np.tril(b), dtype=np.float64)
-    info = _INT(0)
-    for j0 in range(0, n, TRI_BLOCK):  # in place, on views (leading dimension n)
+
+    def block(j0):  # in place, on views (leading dimension n)
+        info = _INT(0)
         off = 8 * (j0 + j0 * n)
         _dtrtrs(b"L", b"N", b"N", _ref(n - j0), _ref(min(TRI_BLOCK, n - j0)),
                 a.ctypes.data + off, _ref(n), out.ctypes.data + off, _ref(n),
                 ctypes.byref(info))
-        if info.value > 0:
-            raise np.linalg.LinAlgError(f"singular matrix: zero at diagonal "
-                                        f"{j0 + info.value - 1}")
+        return j0 + info.value - 1 if info.value > 0 else -1
+
+    starts = range(0, n, TRI_BLOCK)
+    if threads > 1 and len(starts) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(threads, len(starts))) as pool:
+            bad = [k for k in pool.map(block, starts) if k >= 0]
+    else:
+        bad = []
+        for j0 in starts:
+            k = block(j0)
+            if k >= 0:
+                bad.append(k)
+                break
+    if bad:
+        raise np.linalg.LinAlgError(f"singular matrix: zero at diagonal {min(bad)}")
     return out

@@ -62,7 +62,7 @@ def _fortran(A: np.ndarray) -> np.ndarray:
 
 
 def tri_update(R: np.ndarray | None, B: np.ndarray, triangular: bool = False,
-               overwrite: bool = False) -> np.ndarray:
+               overwrite: bool = False, threads: int = 1) -> np.ndarray:
     """R factor of ``[R; B]`` where ``R`` is (n, n) upper triangular (TSQR step).
 
     LAPACK ``dtpqrt`` on Fortran-ordered arrays, updated in place and without the GIL
@@ -83,6 +83,9 @@ def tri_update(R: np.ndarray | None, B: np.ndarray, triangular: bool = False,
     overwrite : bool
         ``R`` and ``B`` may be overwritten (``R`` then holds the result when it is a
         Fortran-ordered float64 array); otherwise neither input is changed.
+    threads : int
+        Threads of the update (:func:`gapkit.gp.lapack.tpqrt_threads`: the trailing
+        updates of each panel split by columns; the same result bit for bit).
 
     Returns
     -------
@@ -98,7 +101,7 @@ def tri_update(R: np.ndarray | None, B: np.ndarray, triangular: bool = False,
     a = _fortran(R) if overwrite_r else np.array(R, dtype=np.float64, order="F")
     b = _fortran(B) if overwrite else np.array(B, dtype=np.float64, order="F")
     nb = max(1, min(QR_BLOCK, n))
-    info = lapack.tpqrt(a, b, n if triangular and b.shape[0] == n else 0, nb)
+    info = lapack.tpqrt_threads(a, b, n if triangular and b.shape[0] == n else 0, nb, threads)
     if info != 0:
         raise FactorisationError(f"LAPACK dtpqrt failed (info={info})")
     return a
@@ -280,7 +283,7 @@ class Solution:
 
 
 def _stack(groups: dict[str, RowGroup], Lchol: np.ndarray, delta: float,
-           sigmas: dict[str, float]) -> np.ndarray:
+           sigmas: dict[str, float], threads: int = 1) -> np.ndarray:
     M = Lchol.shape[0]
     a = np.zeros((M + 1, M + 1), order="F")
     a[:M, :M] = delta * Lchol.T
@@ -291,12 +294,12 @@ def _stack(groups: dict[str, RowGroup], Lchol: np.ndarray, delta: float,
         b = np.array(g.R, order="F")
         b[:, :M] *= delta ** 2 / s
         b[:, M] /= s
-        a = tri_update(a, b, triangular=True, overwrite=True)
+        a = tri_update(a, b, triangular=True, overwrite=True, threads=threads)
     return a
 
 
 def solve(groups: dict[str, RowGroup], Lchol: np.ndarray, delta: float,
-          sigmas: dict[str, float]) -> Solution:
+          sigmas: dict[str, float], threads: int = 1) -> Solution:
     """Solve the projected-process system for given ``delta`` (eV) and noises ``sigmas``.
 
     Parameters
@@ -310,9 +313,12 @@ def solve(groups: dict[str, RowGroup], Lchol: np.ndarray, delta: float,
     sigmas : dict
         Noise of each group, in the group's units (eV per sqrt(atom), eV/Å, eV per
         sqrt(atom)).
+    threads : int
+        Threads of the QR of the stacked triangles (:func:`tri_update`); the result
+        is the same bit for bit for any number.
     """
     M = Lchol.shape[0]
-    a = _stack(groups, Lchol, delta, sigmas)
+    a = _stack(groups, Lchol, delta, sigmas, threads)
     R, z, rho = a[:M, :M], a[:M, M], abs(a[M, M])
     d = np.abs(np.diag(R))
     if np.any(d <= d.max() * 1e-14):

@@ -202,6 +202,19 @@ def dense_blas(n_jobs: int | None, size: int):
     return contextlib.nullcontext()
 
 
+def dense_threads(n_jobs: int | None, size: int) -> int:
+    """Threads of gapkit's own split of a dense phase that runs alone (the QR of the
+    stacked triangles of the solve, :func:`gapkit.gp.lapack.tpqrt_threads`; the
+    column blocks of :func:`gapkit.gp.lapack.lower_solve_lower`), each on one BLAS
+    thread: the fit's threads (:func:`resolve_threads` of ``n_jobs`` over the usable
+    cores), or 1 when :func:`dense_blas` runs that phase on BLAS threads instead (for
+    ``size`` at least :data:`DENSE_ENV`'s value) or for ``n_jobs=1``. The results do not
+    depend on it."""
+    threads = resolve_threads(n_jobs, usable_cores())
+    least = os.environ.get(DENSE_ENV, "").strip()
+    return 1 if least and size >= int(least) else threads
+
+
 class SideTasks:
     """Work of a fit that needs no training rows (``K_MM`` and its factor, the
     variance basis), run on one more thread while the rows stream when the fit runs

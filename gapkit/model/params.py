@@ -161,18 +161,20 @@ def _check_integer(name: str, val, low: int, what: str | None = None) -> None:
         raise ValueError(f"{name} must be {what or f'an integer >= {low}'}, got {val!r}")
 
 
-def _moment(group, Lchol: np.ndarray, noise: float) -> tuple[float, float, int]:
+def _moment(group, Lchol: np.ndarray, noise: float, threads: int = 1
+            ) -> tuple[float, float, int]:
     """(sum of weighted squared targets minus their noise, Nyström prior trace per δ²,
     rows) of one :class:`gapkit.gp.solver.RowGroup`."""
     M = Lchol.shape[0]
     R = group.R
-    X = lapack.lower_solve_lower(Lchol, R[:M, :M].T)  # lower triangular: M**3/3 flops
+    X = lapack.lower_solve_lower(Lchol, R[:M, :M].T, threads)  # lower triangular: M**3/3
     yy = float(R[:M, M] @ R[:M, M] + R[M, M] ** 2)
     return yy - group.n_rows * noise ** 2, float(np.sum(X * X)), int(group.n_rows)
 
 
 def auto_delta(groups: dict, Lchol: np.ndarray, energy_resid: np.ndarray,
-               n_atoms: np.ndarray, force_noise: float) -> tuple[float, dict]:
+               n_atoms: np.ndarray, force_noise: float, threads: int = 1
+               ) -> tuple[float, dict]:
     """``delta="auto"``: the rule of the module docstring.
 
     Parameters
@@ -187,6 +189,8 @@ def auto_delta(groups: dict, Lchol: np.ndarray, energy_resid: np.ndarray,
     n_atoms : ndarray of shape (n_frames,)
     force_noise : float
         σ_F, eV/Å (subtracted from the force variance).
+    threads : int
+        Threads of the triangular solve (the same result for any number).
 
     Returns
     -------
@@ -200,7 +204,7 @@ def auto_delta(groups: dict, Lchol: np.ndarray, energy_resid: np.ndarray,
     num = trace = 0.0
     for g, r in groups.items():
         if g.kind == "forces" and r.R is not None and r.n_rows:
-            a, b, _ = _moment(r, Lchol, force_noise)
+            a, b, _ = _moment(r, Lchol, force_noise, threads)
             num, trace = num + a, trace + b
     if trace <= 0:
         delta = max(e_rms, MIN_DELTA_NO_FORCES)

@@ -286,7 +286,8 @@ def _fit(est, frames_all, optimize, client, valid, hyper, checked=False):
     extra = {}
     with streaming.dense_blas(est.n_jobs, len(Lchol)):  # runs alone (see dense_blas)
         if est.delta == "auto":
-            delta, how = auto_delta(groups, Lchol, resid, n_atoms, est.force_noise)
+            delta, how = auto_delta(groups, Lchol, resid, n_atoms, est.force_noise,
+                                    threads=streaming.dense_threads(est.n_jobs, len(Lchol)))
             logger.info("delta='auto': %.4g eV (%s)", delta, how)
         else:
             delta = float(est.delta)
@@ -300,7 +301,8 @@ def _fit(est, frames_all, optimize, client, valid, hyper, checked=False):
             delta, sigmas = choice.delta, choice.sigmas
             extra = {"hyperparameters": choice.report}
         with progress_bar(total=1, desc="solve", progress=est.verbose) as bar:
-            sol = gp.solve(groups, Lchol, delta, sigmas)
+            sol = gp.solve(groups, Lchol, delta, sigmas,
+                           threads=streaming.dense_threads(est.n_jobs, len(Lchol)))
             bar.update(1)
     state = FittedState(
         terms=tuple(fitted), species=tuple(int(z) for z in species), e0=e0, alpha=sol.alpha,
@@ -414,7 +416,8 @@ def add_rows(est, state: FittedState, groups: dict, frames: Sequence[Atoms],
     sigmas = {g: state.noise[g] if g in state.noise else initial_noise(est, g.kind, frames)
               for g in merged}
     with streaming.dense_blas(est.n_jobs, len(state.alpha)):
-        sol = gp.solve(merged, state.kmm_cholesky, state.delta, sigmas)
+        sol = gp.solve(merged, state.kmm_cholesky, state.delta, sigmas,
+                       threads=streaming.dense_threads(est.n_jobs, len(state.alpha)))
     return state.replace(alpha=sol.alpha, posterior_factor=sol.R,
                          noise=GroupValues(sigmas),
                          n_train=GroupValues({g: int(r.n_rows) for g, r in merged.items()}),
