@@ -10,6 +10,11 @@ settings and the same number of sparse points per species:
   ``--n-train`` frames of ``train.xyz`` with ``--n-sparse`` CUR points per species;
 * ``si_512``: a rattled 512-atom diamond Si cell (4x4x4 conventional); SOAP n_max 8,
   l_max 8, r_cut 5.4 Å, width 1 Å; models fitted on ``--n-train`` mlearn Si cells;
+* ``default`` columns (``--no-default`` to skip): the same cases with gapkit's default
+  model at the same SOAP settings (:func:`gapkit.gp.terms.default_terms`: SOAP with the
+  default radial scaling ``m = 4``, ``r0 = 2`` Å, plus the 2-body term, 50 sparse points
+  per species), timed in the same alternation; printed: its time and its cost over
+  plain SOAP (default / plain), and its ratio to quippy's plain SOAP;
 * ``si_large`` (threads): a ``8 * --large-repeat**3``-atom Si cell (4096 atoms by
   default: 8 blocks of 512), gapkit only, alternating 1 and 2 worker threads over the
   atom blocks (``set_engine_threads``; each worker one engine and one BLAS thread),
@@ -63,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--large-repeat", type=int, default=8,
                    help="Si cell of the threads row: 8 * repeat**3 atoms (0: skip)")
     p.add_argument("--no-quip", action="store_true", help="gapkit only")
+    p.add_argument("--no-default", action="store_true",
+                   help="skip the default model (SOAP + radial scaling + 2-body) column")
     p.add_argument("--threads-only", action="store_true",
                    help="only the threads row (fits the Si model, no quippy)")
     p.add_argument("--json", type=Path, default=None, help="write every number here")
@@ -108,6 +115,20 @@ def fit_gapkit(train, soap: dict, n_sparse: int, e0, seed: int):
     from gapkit import GAP, SOAP
 
     return GAP(SOAP(cutoff="cosine", **soap), zeta=4.0, delta=1.0, n_sparse=n_sparse,
+               sparse_method="cur", energy_noise=0.001, force_noise=0.02, e0=e0,
+               random_state=seed, calibrate=False).fit(train)
+
+
+def fit_gapkit_default(train, soap: dict, n_sparse: int, e0, seed: int):
+    """The default model (SOAP with the default radial scaling, then the 2-body term) at
+    the SOAP settings ``soap``."""
+    from gapkit import GAP, SOAP
+    from gapkit.gp.terms import (DEFAULT_RADIAL_SCALING, DEFAULT_RADIAL_SCALING_R0,
+                                 default_terms)
+
+    many = SOAP(cutoff="cosine", radial_scaling=DEFAULT_RADIAL_SCALING,
+                radial_scaling_r0=DEFAULT_RADIAL_SCALING_R0, **soap)
+    return GAP(default_terms(many), zeta=4.0, delta=1.0, n_sparse=n_sparse,
                sparse_method="cur", energy_noise=0.001, force_noise=0.02, e0=e0,
                random_state=seed, calibrate=False).fit(train)
 
@@ -272,16 +293,22 @@ def main(argv=None) -> int:
             model = fit_gapkit(train, ETH_SOAP, args.n_sparse, e0_file, args.seed)
             pot = (fit_quip(train, ETH_SOAP, args.n_sparse, h.isolated_energies(e0_file),
                             False, tmp / "eth", args.seed) if quip_ok else None)
-            cases.append(("ethanol_box", model, pot, ethanol_box(train[0])))
+            dflt = (None if args.no_default else
+                    fit_gapkit_default(train, ETH_SOAP, args.n_sparse, e0_file, args.seed))
+            cases.append(("ethanol_box", model, pot, ethanol_box(train[0]), dflt))
         if si_dir is not None:
             train, _ = h.load_si(si_dir, args.n_train, 1, virials=False)
             e0 = float(sum(a.get_potential_energy() for a in train) / sum(len(a) for a in train))
             model = fit_gapkit(train, SI_SOAP, args.n_sparse, {"Si": e0}, args.seed)
             pot = (fit_quip(train, SI_SOAP, args.n_sparse, {"Si": e0}, True, tmp / "si",
                             args.seed) if quip_ok and not args.threads_only else None)
-            cases.append(("si_512", model, pot, si_cell(4, args.seed)))
-        for name, model, pot, atoms in ([] if args.threads_only else cases):
+            dflt = (None if args.no_default or args.threads_only else
+                    fit_gapkit_default(train, SI_SOAP, args.n_sparse, {"Si": e0}, args.seed))
+            cases.append(("si_512", model, pot, si_cell(4, args.seed), dflt))
+        for name, model, pot, atoms, dflt in ([] if args.threads_only else cases):
             calls = {"gapkit": gapkit_call(model)}
+            if dflt is not None:
+                calls["gapkit_default"] = gapkit_call(dflt)
             if pot is not None:
                 calls["quippy"] = quip_call(pot)
             r = alternate(calls, atoms, args.rounds, args.seed)
@@ -292,10 +319,17 @@ def main(argv=None) -> int:
             r["fraction_of_limit"] = r["flops"]["total"] / (g * rate)
             if pot is not None:
                 r["ratio_gapkit_over_quippy"] = g / r["quippy"]["median_s"]
+            if dflt is not None:
+                r["default_over_plain"] = r["gapkit_default"]["median_s"] / g
+                r["default_over_plain_cpu"] = (r["gapkit_default"]["cpu_median_s"]
+                                               / r["gapkit"]["cpu_median_s"])
+                if pot is not None:
+                    r["ratio_default_over_quippy"] = (r["gapkit_default"]["median_s"]
+                                                      / r["quippy"]["median_s"])
             results["cases"][name] = r
             _print_case(name, r)
         if args.large_repeat and si_dir is not None:
-            model = next(m for n, m, _, _ in cases if n == "si_512")
+            model = next(c[1] for c in cases if c[0] == "si_512")
             r = threads_row(model, si_cell(args.large_repeat, args.seed), args.rounds, args.seed)
             results["cases"]["si_large_threads"] = r
             print(f"si_large: {r['n_atoms']} atoms, gapkit E+F, {max(5, args.rounds)} "
@@ -324,6 +358,17 @@ def _print_case(name: str, r: dict) -> None:
         line += (f", quippy {_span(r['quippy'])}, ratio {r['ratio_gapkit_over_quippy']:.3f} "
                  f"(goal <= {GOAL_RATIO})")
     print(line)
+    print(f"  gapkit CPU {r['gapkit']['cpu_median_s'] * 1e3:.1f} ms (median)"
+          + (f", quippy CPU {r['quippy']['cpu_median_s'] * 1e3:.1f} ms, CPU ratio "
+             f"{r['gapkit']['cpu_median_s'] / r['quippy']['cpu_median_s']:.3f}"
+             if "quippy" in r else ""))
+    if "gapkit_default" in r:
+        d = r["gapkit_default"]
+        print(f"  default model (SOAP + radial scaling + 2-body) E+F {_span(d)}, CPU "
+              f"{d['cpu_median_s'] * 1e3:.1f} ms: {r['default_over_plain']:.2f}x plain SOAP "
+              f"(CPU {r['default_over_plain_cpu']:.2f}x)"
+              + (f", ratio to quippy (plain SOAP) {r['ratio_default_over_quippy']:.3f}"
+                 if "ratio_default_over_quippy" in r else ""))
     print(f"  FLOPs {fl['total'] / 1e9:.3f} G (kernel {fl['kernel'] / 1e9:.3f}, engine "
           f"{fl['engine'] / 1e9:.3f}); fraction of the dgemm limit "
           f"{100 * r['fraction_of_limit']:.1f} % (goal >= {100 * GOAL_FRACTION[name]:.0f} %)")
