@@ -164,7 +164,7 @@ def test_variance_scales_are_recovered(rng):
     var = nys * rho ** 2.0 + 2.0 * t.posterior + 0.5 * a
     e = np.sqrt(var) * rng.normal(size=n)
     beta, sc = fit_exponent_and_scales({"x": _Block(e, t, a, 1.0)})
-    assert beta == pytest.approx(2.0, abs=0.3)
+    assert beta[0] == pytest.approx(2.0, abs=0.3)
     assert sc["x"].posterior == pytest.approx(2.0, rel=0.1)
     assert sc["x"].aleatoric == pytest.approx(0.5, rel=0.25)
     # noise-free labels: the aleatoric scale goes (close) to zero
@@ -246,8 +246,10 @@ def test_fast_force_std_tracks_the_exact_one(medium_model, test_frames):
         assert std.forces_epistemic[-1].max() > 2 * typical
     for lo, mid, hi in model.calibration_.fast_force_ratio.values():
         assert 0 < lo <= mid <= hi
-    # energies do not depend on the force mode
-    np.testing.assert_allclose(fast.energy, exact.energy, rtol=1e-12)
+    # energies do not depend on the force mode (to rounding: descriptors with and without
+    # derivatives agree to ~1e-15, and the Nyström residual V_N = k** - k K^-1 k is a
+    # cancelling difference raised to the calibrated exponent)
+    np.testing.assert_allclose(fast.energy, exact.energy, rtol=1e-7)
 
 
 def test_default_calibration_survives_save_and_load(calibrated_model, test_frames, tmp_path):

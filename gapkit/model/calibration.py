@@ -3,17 +3,24 @@
 The scales of :class:`~gapkit.model.state.VarianceScale` are fitted by maximum
 likelihood of the validation errors, ``sum_k log N(e_k; 0, var_k)``:
 
-1. **Energies and exact force components, jointly**: one exponent ``beta`` of the
-   Nyström map ``V_N -> V_N min(1, rho / knee)**beta`` shared by all, and a posterior
-   scale and an aleatoric scale for energies and for the forces of each species.
+1. **Energies and exact force components, jointly**, each block (energies; the force
+   components of each species) with a Nyström exponent ``beta`` of its own in
+   ``V_N -> V_N min(1, rho / knee)**beta``, a posterior scale and power
+   (``s_P V_P (V_P / ref)**(p - 1)``, ``ref`` the median validation ``V_P``: the
+   monotone power map that lets the std spread as the errors do) and an aleatoric scale.
    ``rho`` is the fraction of the prior variance the sparse set does not explain:
-   small where the model knows the region, growing away from it. The validation data
-   say how the error relates to ``rho`` only up to the largest ``rho`` they contain;
-   the knee is :data:`KNEE_FACTOR` times that largest value, and beyond it the raw
-   Nyström term is kept (the GP's own statement, with no calibration evidence against
-   it). The Nyström multiplier stays 1, so the std keeps growing away from the
-   training data while it is calibrated inside it; the aleatoric scale may shrink to
-   ~0 where the labels are noise-free and the learned "noise" was model error.
+   small where the model knows the region, growing away from it. The knee is fitted
+   between the largest ``rho`` of the validation data and 1, so the map meets the raw
+   Nyström term no earlier than where the calibration evidence ends and at the latest
+   at the prior (``rho = 1``); beyond the knee the raw term is kept. A free knee is a
+   free overall scale of the mapped term inside the data with that bound (a block
+   whose validation errors are much smaller than its raw Nyström term, e.g. molecular
+   energies, would otherwise be held at the raw term at its largest ``rho``). The
+   Nyström multiplier stays 1, so the std keeps growing away from the training data
+   while it is calibrated inside it; the aleatoric scale may shrink to ~0 where the
+   labels are noise-free and the learned "noise" was model error. Files calibrated
+   before (one shared exponent, the knee at the largest ``rho``, power 1) load with
+   those scales and give the same std.
 2. **Fast force stds**, per species: multipliers that map the neighbourhood sums of
    the local-energy Nyström and posterior terms onto the calibrated exact force
    variance of step 1 on the validation atoms (no labels enter; atoms whose force is
@@ -37,7 +44,8 @@ from scipy.optimize import minimize
 from gapkit.model.distance_variance import training_range
 from gapkit.model.state import ALL_SPECIES, Calibration, FittedState, VarianceScale
 from gapkit.model.variance import (Term3, VarianceParts, collect_std, epistemic_variance,
-                                   fast_force_terms, neighbour_weights, variance_parts)
+                                   fast_force_terms, neighbour_weights, posterior_map,
+                                   variance_parts)
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +63,11 @@ SYMMETRY_FLOOR = 0.01
 #: The knee of the Nyström map is this many times the largest ``rho`` of the
 #: validation data: beyond the calibrated range the raw term returns.
 KNEE_FACTOR = 1.0
+#: Standard deviation of the weak Gaussian prior on the power of the posterior map,
+#: centred on 1 (the raw term).
+POWER_PRIOR_STD = 1.0
+#: Bounds of the power of the posterior map.
+POWER_BOUNDS = (0.5, 3.0)
 #: Bounds of the fitted quantities: log-scales and the Nyström exponent.
 LOG_SCALE_BOUNDS = (np.log(1e-8), np.log(1e6))
 EXPONENT_BOUNDS = (0.0, 8.0)
@@ -76,64 +89,121 @@ def _nll(e2: np.ndarray, var: np.ndarray) -> float:
 
 
 class _Block:
-    """Validation errors of one property with their raw variance terms."""
+    """Validation errors of one property with their raw variance terms.
+
+    ``knee_bounds`` are the bounds of ``log knee``: from the largest validation ``rho``
+    (:func:`_knee`, the map meets the raw term where the calibration evidence ends) to
+    ``log 1`` (the raw term returns only where the sparse set explains nothing, i.e. at
+    the prior).
+    """
 
     def __init__(self, err: np.ndarray, t: Term3, ale: np.ndarray, delta: float):
         self.e2 = np.asarray(err, dtype=np.float64).ravel() ** 2
         self.nys = np.asarray(t.nystrom, dtype=np.float64).ravel()
         self.post = np.asarray(t.posterior, dtype=np.float64).ravel()
+        pos = self.post[self.post > 0]
+        self.post_ref = float(np.median(pos)) if pos.size else 1.0
+        self.log_post_rel = np.log(np.maximum(self.post, 1e-300) / self.post_ref)
         rho = np.asarray(t.rho(delta), dtype=np.float64).ravel()
         self.knee = _knee(rho)
-        self.log_rho = _log_mapped_rho(rho, self.knee)
+        self.log_rho = np.log(np.maximum(rho, 1e-300))
+        self.knee_bounds = (float(np.log(self.knee)), 0.0)
         self.ale = np.broadcast_to(np.asarray(ale, dtype=np.float64), self.e2.shape)
 
-    def nll(self, beta: float, log_post: float, log_ale: float) -> float:
-        var = (self.nys * np.exp(beta * self.log_rho) + np.exp(log_post) * self.post
-               + np.exp(log_ale) * self.ale)
-        return _nll(self.e2, var)
+    def variance(self, beta: float, log_post: float, log_ale: float,
+                 log_knee: float | None = None, power: float = 1.0) -> np.ndarray:
+        """The calibrated variance of every item (``log_knee``: default the smallest;
+        ``power``: of the posterior map about :attr:`post_ref`)."""
+        lk = self.knee_bounds[0] if log_knee is None else log_knee
+        mapped = np.minimum(0.0, self.log_rho - lk)
+        post = self.post if power == 1.0 else self.post * np.exp((power - 1.0) * self.log_post_rel)
+        return (self.nys * np.exp(beta * mapped) + np.exp(log_post) * post
+                + np.exp(log_ale) * self.ale)
+
+    def nll(self, beta: float, log_post: float, log_ale: float,
+            log_knee: float | None = None, power: float = 1.0) -> float:
+        return _nll(self.e2, self.variance(beta, log_post, log_ale, log_knee, power))
 
 
-def fit_exponent_and_scales(blocks: dict, fix_exponent: float | None = None
-                            ) -> tuple[float, dict]:
-    """Joint maximum-likelihood fit of the exponent and per-block (posterior, aleatoric).
+def fit_exponent_and_scales(blocks: dict, fix_exponent: float | None = None,
+                            groups: dict | None = None, free_knee: bool = False,
+                            free_power: bool = False) -> tuple[dict, dict]:
+    """Joint maximum-likelihood fit of the exponents and per-block (posterior, aleatoric)
+    scales, with ``free_knee`` the knee and with ``free_power`` the posterior power of
+    each block.
 
     Parameters
     ----------
     blocks : dict of name to _Block
     fix_exponent : float, optional
-        Keep the exponent at this value (0: the raw Nyström term).
+        Keep every exponent at this value (0: the raw Nyström term, and no knee).
+    groups : dict of name to hashable, optional
+        The exponent group of each block: blocks of one group share one Nyström
+        exponent (default: one exponent for all blocks).
+    free_knee : bool
+        Fit each block's knee between its largest validation ``rho`` and 1 (see
+        :class:`_Block`); otherwise the knee is the largest validation ``rho``.
+    free_power : bool
+        Fit each block's power of the posterior map (:data:`POWER_BOUNDS`, weak prior
+        :data:`POWER_PRIOR_STD` about 1); otherwise 1.
 
     Returns
     -------
-    beta : float
+    exponents : dict of group to float
     scales : dict of name to VarianceScale
     """
     names = list(blocks)
-    n_free = 0 if fix_exponent is not None else 1
+    groups = {n: 0 for n in names} if groups is None else {n: groups[n] for n in names}
+    gnames = list(dict.fromkeys(groups.values()))
+    n_free = 0 if fix_exponent is not None else len(gnames)
+    free_knee = free_knee and fix_exponent != 0
+    n_per = 2 + int(free_knee) + int(free_power)
 
     def unpack(theta):
-        beta = fix_exponent if fix_exponent is not None else theta[0]
-        rest = theta[n_free:].reshape(-1, 2)
-        return beta, {n: r for n, r in zip(names, rest)}
+        if fix_exponent is not None:
+            beta = {g: float(fix_exponent) for g in gnames}
+        else:
+            beta = dict(zip(gnames, theta[:n_free]))
+        rest = theta[n_free:].reshape(-1, n_per)
+        per = {}
+        for n, r in zip(names, rest):
+            lk = r[2] if free_knee else blocks[n].knee_bounds[0]
+            per[n] = (r[0], r[1], lk, r[-1] if free_power else 1.0)
+        return beta, per
 
     def objective(theta):
         beta, per = unpack(theta)
-        prior = 0.5 * float(np.sum((theta[n_free:] / LOG_SCALE_PRIOR_STD) ** 2))
-        if n_free:
-            prior += 0.5 * (theta[0] / EXPONENT_PRIOR_STD) ** 2
-        return sum(blocks[n].nll(beta, *per[n]) for n in names) + prior
+        prior = 0.5 * float(np.sum((theta[:n_free] / EXPONENT_PRIOR_STD) ** 2))
+        for n in names:
+            lp, la, lk, pw = per[n]
+            prior += 0.5 * ((lp / LOG_SCALE_PRIOR_STD) ** 2 + (la / LOG_SCALE_PRIOR_STD) ** 2
+                            + ((lk - blocks[n].knee_bounds[0]) / LOG_SCALE_PRIOR_STD) ** 2
+                            + ((pw - 1.0) / POWER_PRIOR_STD) ** 2)
+        return sum(blocks[n].nll(beta[groups[n]], *per[n]) for n in names) + prior
 
-    bounds = ([EXPONENT_BOUNDS] if n_free else []) + [LOG_SCALE_BOUNDS] * (2 * len(names))
+    bounds = [EXPONENT_BOUNDS] * n_free
+    for n in names:
+        bounds += ([LOG_SCALE_BOUNDS] * 2 + ([blocks[n].knee_bounds] if free_knee else [])
+                   + ([POWER_BOUNDS] if free_power else []))
+    starts = [(b0, k0) for b0 in ((1.0, 3.0) if n_free else (None,))
+              for k0 in ((0.0, 0.5) if free_knee else (0.0,))]
     best = None
-    for b0 in ((1.0,), (3.0,)) if n_free else ((),):
-        theta0 = np.array(list(b0) + [0.0, 0.0] * len(names))
-        res = minimize(objective, theta0, method="L-BFGS-B", bounds=bounds)
+    for b0, k0 in starts:
+        theta0 = [b0] * n_free
+        for n in names:
+            lo, hi = blocks[n].knee_bounds
+            theta0 += ([0.0, 0.0] + ([lo + k0 * (hi - lo)] if free_knee else [])
+                       + ([1.0] if free_power else []))
+        res = minimize(objective, np.array(theta0, dtype=float), method="L-BFGS-B",
+                       bounds=bounds)
         if best is None or res.fun < best.fun:
             best = res
     beta, per = unpack(best.x)
-    return float(beta), {n: VarianceScale(1.0, float(np.exp(lp)), float(np.exp(la)), float(beta),
-                                          blocks[n].knee)
-                         for n, (lp, la) in per.items()}
+    beta = {g: float(b) for g, b in beta.items()}
+    return beta, {n: VarianceScale(1.0, float(np.exp(lp)), float(np.exp(la)),
+                                   beta[groups[n]], float(np.exp(lk)), float(pw),
+                                   blocks[n].post_ref)
+                  for n, (lp, la, lk, pw) in per.items()}
 
 
 def fit_fast_force_scales(exact: Term3, fast: Term3, scale: VarianceScale, delta: float
@@ -181,13 +251,22 @@ def fit_fast_force_scales(exact: Term3, fast: Term3, scale: VarianceScale, delta
     knee = _knee(rho)
     x = _log_mapped_rho(rho, knee)
     good = ok & live & (n_ex > 0) & (fast.nystrom > 0) & (x < 0)
-    y = np.log(n_ex[good] / (cN * fast.nystrom[good])) if np.any(good) else np.zeros(0)
-    expo = float(np.clip(np.sum(x[good] * y) / np.sum(x[good] ** 2), *EXPONENT_BOUNDS)
-                 ) if np.any(good) else scale.exponent
+    expo = scale.exponent
+    if np.sum(good) > 1 and np.ptp(x[good]) > 0:
+        y = np.log(n_ex[good] / (cN * fast.nystrom[good]))
+        slope, icpt = np.polyfit(x[good], y, 1)
+        expo = float(np.clip(slope, *EXPONENT_BOUNDS))
+        if expo > 0:  # an intercept below 0: the map meets the raw term beyond the knee
+            icpt = float(np.mean(y - expo * x[good]))
+            knee = float(np.exp(np.clip(np.log(knee) - icpt / expo, np.log(knee), 0.0)))
     okp = live & (exact.posterior > 0) & (fast.posterior > 0)
-    cP = scale.posterior * (float(np.exp(np.mean(np.log(exact.posterior[okp] / fast.posterior[okp]))))
-                            if np.any(okp) else 1.0)
-    out = VarianceScale(cN, cP, scale.aleatoric, expo, knee)
+    unit = VarianceScale(1.0, 1.0, 0.0, 0.0, 1.0, scale.posterior_power,
+                         float(np.median(fast.posterior[okp])) if np.any(okp) else 1.0)
+    cP = (float(np.exp(np.mean(np.log(scale.posterior * posterior_map(exact.posterior[okp], scale)
+                                      / posterior_map(fast.posterior[okp], unit)))))
+          if np.any(okp) else scale.posterior)
+    out = VarianceScale(cN, cP, scale.aleatoric, expo, knee, unit.posterior_power,
+                        unit.posterior_ref)
     f = epistemic_variance(fast, out, delta)
     e = epistemic_variance(exact, scale, delta)
     pos = live & (e > 0) & (f >= 0)
@@ -207,7 +286,8 @@ def validation_parts(state: FittedState, atoms: Atoms, pred, ref_forces) -> Vari
 
 def fit_calibration(state: FittedState, frames: Sequence[Atoms], parts: Sequence[VarianceParts],
                     energy_errors: np.ndarray, force_errors: Sequence, source: str,
-                    keep_nystrom: bool = False) -> Calibration:
+                    keep_nystrom: bool = False, free_knee: bool = True,
+                    per_block: bool = True, free_power: bool = True) -> Calibration:
     """Calibration fitted on labelled validation structures.
 
     Parameters
@@ -247,7 +327,11 @@ def fit_calibration(state: FittedState, frames: Sequence[Atoms], parts: Sequence
             m = z == s
             blocks[int(s)] = _Block(f_err[m], Term3(ft.nystrom[m], ft.posterior[m],
                                                     ft.prior[m]), sF2, d)
-    beta, scales = fit_exponent_and_scales(blocks, fix_exponent=0.0 if keep_nystrom else None)
+    groups = ({n: n for n in blocks} if per_block else
+              {n: "energy" if n == "energy" else "forces" for n in blocks})
+    beta, scales = fit_exponent_and_scales(blocks, fix_exponent=0.0 if keep_nystrom else None,
+                                           groups=groups, free_knee=free_knee,
+                                           free_power=free_power)
     energy = scales.pop("energy")
     fast, ratios = {}, {}
     if has_f:
@@ -263,7 +347,7 @@ def fit_calibration(state: FittedState, frames: Sequence[Atoms], parts: Sequence
     # the reference stds of relative flags are those of the calibrated model itself
     cal = replace(cal, reference=_reference_stds(state.replace(calibration=cal), parts,
                                                  frames, bool(has_f)))
-    logger.info("calibration on %s: exponent %.3g, energy %s, forces %s", source, beta,
+    logger.info("calibration on %s: exponents %s, energy %s, forces %s", source, beta,
                 energy, scales)
     return cal
 

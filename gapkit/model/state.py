@@ -89,14 +89,18 @@ def noise_level(noise: Mapping, kind: str, default: float = 0.0) -> float:
 class VarianceScale:
     """How the three variance terms of one property are scaled.
 
-    ``var = nystrom * V_N * min(1, rho / knee)**exponent + posterior * V_P
+    ``var = nystrom * V_N * min(1, rho / knee)**exponent
+    + posterior * V_P * (V_P / posterior_ref)**(posterior_power - 1)
     + aleatoric * sigma_noise**2`` where ``V_N`` is the Nyström residual
     ``delta**2 (k~** - k~^T K~_MM^-1 k~)``, ``rho = V_N / (delta**2 k~**)`` in [0, 1]
     the fraction of the prior variance the sparse set does not explain, ``V_P`` the
     weight-posterior term ``delta**4 k~^T Sigma k~`` and ``sigma_noise`` the learned
     noise. With ``exponent > 0`` the Nyström term shrinks where the model knows the
     region (``rho`` well below ``knee``) and is the raw term beyond ``knee``, i.e.
-    away from the data. The defaults (1, 1, 1, 0, 1) are the raw DTC variance.
+    away from the data. ``posterior_power`` (a monotone power map of the posterior
+    term about ``posterior_ref``, same units as ``V_P``) lets that term spread as the
+    errors do. The defaults (1, 1, 1, 0, 1, 1, 1) are the raw DTC variance; files
+    written before the power map existed have no power keys and load with power 1.
     """
 
     nystrom: float = 1.0
@@ -104,10 +108,15 @@ class VarianceScale:
     aleatoric: float = 1.0
     exponent: float = 0.0
     knee: float = 1.0
+    posterior_power: float = 1.0
+    posterior_ref: float = 1.0
 
     def as_dict(self) -> dict:
-        return {"nystrom": self.nystrom, "posterior": self.posterior,
-                "aleatoric": self.aleatoric, "exponent": self.exponent, "knee": self.knee}
+        out = {"nystrom": self.nystrom, "posterior": self.posterior,
+               "aleatoric": self.aleatoric, "exponent": self.exponent, "knee": self.knee}
+        if self.posterior_power != 1.0:  # files without the map stay readable by older gapkit
+            out.update(posterior_power=self.posterior_power, posterior_ref=self.posterior_ref)
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "VarianceScale":

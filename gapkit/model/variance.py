@@ -254,10 +254,19 @@ def nystrom_map(rho: np.ndarray, scale: VarianceScale) -> np.ndarray:
     return np.minimum(1.0, np.asarray(rho) / scale.knee) ** scale.exponent
 
 
+def posterior_map(v_post: np.ndarray, scale: VarianceScale) -> np.ndarray:
+    """``V_P (V_P / ref)**(power - 1)``: the posterior term through its power map."""
+    v = np.asarray(v_post, dtype=np.float64)
+    if scale.posterior_power == 1.0:
+        return v
+    return v * (np.maximum(v, 0.0) / scale.posterior_ref) ** (scale.posterior_power - 1.0)
+
+
 def epistemic_variance(t: Term3, scale: VarianceScale, delta: float) -> np.ndarray:
-    """``s_N V_N min(1, rho / knee)**beta + s_P V_P`` for one property."""
+    """``s_N V_N min(1, rho / knee)**beta + s_P V_P (V_P / ref)**(p - 1)`` for one
+    property."""
     nys = t.nystrom if scale.exponent == 0 else t.nystrom * nystrom_map(t.rho(delta), scale)
-    return scale.nystrom * nys + scale.posterior * np.asarray(t.posterior)
+    return scale.nystrom * nys + scale.posterior * posterior_map(t.posterior, scale)
 
 
 def fast_force_terms(parts: VarianceParts) -> Term3:
