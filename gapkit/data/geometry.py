@@ -21,6 +21,10 @@ from ase import Atoms
 from ase.geometry import complete_cell
 from scipy.spatial import cKDTree
 
+from gapkit.data._vesin_views import install as _install_vesin_views
+
+_install_vesin_views()  # vesin's result arrays without a ctypes type per call (a leak)
+
 __all__ = ["MIN_DISTANCE", "check_geometry", "clear_neighbour_cache", "closest_distance",
            "neighbour_list"]
 
