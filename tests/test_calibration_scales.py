@@ -89,3 +89,11 @@ def test_old_calibration_files_keep_the_old_map():
     with pytest.raises(TypeError, match="unexpected keyword"):
         VarianceScale.from_dict({**old, "banana": 1.0})
 
+
+
+def test_unknown_exponent_form_is_refused(small_model, parts_of_held_out):
+    frames, parts = parts_of_held_out
+    err = [np.zeros((len(a), 3)) for a in frames[:3]]
+    with pytest.raises(ValueError, match="exponents must be 'block' or 'shared'"):
+        fit_calibration(small_model.state_, frames[:3], parts[:3], np.zeros(3), err, "x",
+                        exponents="species")

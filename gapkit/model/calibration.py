@@ -286,8 +286,8 @@ def validation_parts(state: FittedState, atoms: Atoms, pred, ref_forces) -> Vari
 
 def fit_calibration(state: FittedState, frames: Sequence[Atoms], parts: Sequence[VarianceParts],
                     energy_errors: np.ndarray, force_errors: Sequence, source: str,
-                    keep_nystrom: bool = False, free_knee: bool = True,
-                    per_block: bool = True, free_power: bool = True) -> Calibration:
+                    keep_nystrom: bool = False, exponents: str = "block",
+                    free_knee: bool = True, free_power: bool = True) -> Calibration:
     """Calibration fitted on labelled validation structures.
 
     Parameters
@@ -307,6 +307,13 @@ def fit_calibration(state: FittedState, frames: Sequence[Atoms], parts: Sequence
         What the validation data are (recorded).
     keep_nystrom : bool
         Keep the raw Nyström terms (exponent 0) and fit the other scales only.
+    exponents : {"block", "shared"}
+        One Nyström exponent per block (energies, the forces of each species), or one
+        for all (the form before session 7, for comparisons).
+    free_knee, free_power : bool
+        Fit the knee and the posterior power of each block (see
+        :func:`fit_exponent_and_scales`); off: knee at the largest validation ``rho``,
+        power 1 (the form before session 7).
 
     Returns
     -------
@@ -327,8 +334,9 @@ def fit_calibration(state: FittedState, frames: Sequence[Atoms], parts: Sequence
             m = z == s
             blocks[int(s)] = _Block(f_err[m], Term3(ft.nystrom[m], ft.posterior[m],
                                                     ft.prior[m]), sF2, d)
-    groups = ({n: n for n in blocks} if per_block else
-              {n: "energy" if n == "energy" else "forces" for n in blocks})
+    if exponents not in ("block", "shared"):
+        raise ValueError(f"exponents must be 'block' or 'shared', got {exponents!r}")
+    groups = {n: n if exponents == "block" else 0 for n in blocks}
     beta, scales = fit_exponent_and_scales(blocks, fix_exponent=0.0 if keep_nystrom else None,
                                            groups=groups, free_knee=free_knee,
                                            free_power=free_power)
