@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """CPU time of a fit phase by phase: the Amdahl table of the fit (issue #17).
 
-Each phase of :func:`gapkit.model.training.fit_calibrated_state` is wrapped and timed
+Each phase of :func:`gapkit.model.fit_once.fit_calibrated_state` is wrapped and timed
 with CPU clocks, not the wall clock (which means little on a loaded machine):
 
 * ``cpu``: ``time.process_time`` over the phase (all threads of the process);
@@ -48,6 +48,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ethanol_rmd17"
 PHASES = [
     ("gapkit.model.training", "check_training_set", "check training set"),
     ("gapkit.model.training", "_fit", "fit (split or all frames)"),
+    ("gapkit.model.fit_once", "fit_split_and_all", "split and final fit (rows once)"),
     ("gapkit.model.training", "training_data", "labels"),
     ("gapkit.model.training", "reference_energies", "E0"),
     ("gapkit.model.training", "select_sparse", "sparse selection (CUR)"),
@@ -58,13 +59,14 @@ PHASES = [
     ("gapkit.gp.solver", "cholesky_kmm", "Cholesky of K_MM"),
     ("gapkit.model.training", "variance_basis", "variance basis (greedy columns)"),
     ("gapkit.model.training", "accumulate_rows", "row stream (descriptors, rows, QR)"),
+    ("gapkit.gp.solver", "column_factor", "split factors (QR of columns)"),
     ("gapkit.gp.solver", "merge_groups", "merge factors"),
     ("gapkit.model.training", "auto_delta", "delta auto"),
     ("gapkit.gp.solver", "solve", "solve (stacked QR + triangular solve)"),
     ("gapkit.model.training", "variance_factors", "variance basis factors"),
     ("gapkit.model.training", "calibrate_on", "calibration"),
-    ("gapkit.model.training", "_with_range", "compression range"),
-    ("gapkit.model.training", "_takes_every_environment", "every-environment check"),
+    ("gapkit.model.fit_once", "_with_range", "compression range"),
+    ("gapkit.model.fit_once", "takes_every_environment", "every-environment check"),
     ("gapkit.model.training", "add_rows", "add rows"),
 ]
 
@@ -112,7 +114,8 @@ def install(rec: Recorder) -> None:
 
     main = threading.main_thread()
     mods = {m: importlib.import_module(m) for m, _, _ in PHASES}
-    users = [importlib.import_module(m) for m in ("gapkit.model.training", "gapkit.gp.solver",
+    users = [importlib.import_module(m) for m in ("gapkit.model.training",
+                                                  "gapkit.model.fit_once", "gapkit.gp.solver",
                                                   "gapkit.gp.sparsify", "gapkit.model.params",
                                                   "gapkit.gp.streaming")]
     for modname, attr, label in PHASES:

@@ -1,21 +1,24 @@
 #!/usr/bin/env python
-"""The calibrated default fit: held-out rows added (``add_rows``) against a refit.
+"""The calibrated default fit: rows once, held-out rows added, or a refit.
 
 ``GAP().fit(frames)`` holds out ``valid_fraction`` of the frames, fits on the rest,
-calibrates on the held-out frames and then either adds their rows to the fit
-(:func:`gapkit.model.training.add_rows`: same sparse set, each frame's rows built
-once) or, when a species' sparse set is every training environment
-(``n_sparse="auto"`` with at most 2000 environments: the common case), refits on all
-frames (CUR and every design row again, the held-out environments joining the sparse
-set). This script measures both, each in a fresh process:
+calibrates on the held-out frames and then makes the final model. When a species'
+sparse set is every training environment (``n_sparse="auto"`` with at most 2000
+environments: the common case), the final model has the held-out environments as
+sparse points too. This script measures the three ways, each in a fresh process:
 
-* ``add_rows``: the held-out rows added to the split model (its sparse set);
-* ``refit``: the model refitted on all frames (the held-out environments join the
-  sparse set), the split model's calibration kept.
+* ``once`` (the default since session 7, :mod:`gapkit.model.fit_once`): the sparse
+  set of all frames chosen once, the training frames' rows streamed once with its
+  columns, the split model's factors from their columns;
+* ``refit`` (the default before): the split model fitted, then a refit on all frames
+  (CUR, ``K_MM`` and the training part's rows again), the split model's calibration
+  kept;
+* ``add_rows``: the held-out rows added to the split model (its sparse set).
 
-Measured (issues #14, #17): the refit costs about twice the CPU and gives a 10-12 %
-lower force MAE on ethanol (rMD17 and xTB, 300 frames), the same on EMT Cu; so
-``fit_calibrated_state`` keeps the refit for that case.
+Measured (issues #14, #17): the refit costs about twice the CPU of ``add_rows`` and
+gives a 10-12 % lower force MAE on ethanol (rMD17 and xTB, 300 frames), the same on
+EMT Cu; ``once`` gives the refit's final model (the same model as a fit on all frames)
+and computes each frame's descriptor gradients once.
 
 Printed: fit CPU time (``time.process_time``), peak RSS, M, and the test energy and
 force MAE. Sets: rMD17 ethanol (``--set ethanol``: 1000 training frames, E0 from the
@@ -27,7 +30,7 @@ Example (one BLAS thread)::
 
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/fit_refit.py --set emt_cu
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/fit_refit.py --set ethanol \
-        --modes add_rows,refit --json /tmp/fit_refit.json
+        --modes once,refit,add_rows --json /tmp/fit_refit.json
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ import numpy as np
 SCRIPT = Path(__file__).resolve()
 sys.path.insert(0, str(SCRIPT.parent))
 SHARED = Path(os.environ.get("GAPKIT_SHARED_DATA", SCRIPT.parents[2] / "shared" / "data"))
-MODES = ("add_rows", "refit")
+MODES = ("once", "refit", "add_rows")
 
 
 def load(name: str, n_train: int, n_test: int):
@@ -66,18 +69,20 @@ def load(name: str, n_train: int, n_test: int):
 def one(args) -> dict:
     from gapkit import GAP
     from gapkit.metrics import error_metrics
-    from gapkit.model import training
+    from gapkit.model import fit_once, training
 
     train, tests, e0 = load(args.set, args.n_train, args.n_test)
     # the choice of fit_calibrated_state, forced one way or the other
-    training._takes_every_environment = lambda *a: args.one == "refit"
+    if args.one != "once":
+        fit_once.takes_every_environment = lambda *a: False
+        fit_once._split_takes_every_environment = lambda *a: args.one == "refit"
     calls = {"rows": 0}
-    chunk = training.streaming.accumulate_chunk
+    compute = training.terms.compute
 
-    def counted(spec, frames, *a, **k):  # the design rows of these frames
-        calls["rows"] += len(frames)
-        return chunk(spec, frames, *a, **k)
-    training.streaming.accumulate_chunk = counted
+    def counted(ts, atoms, gradients=True, **k):  # a frame's design rows with gradients
+        calls["rows"] += bool(gradients)
+        return compute(ts, atoms, gradients=gradients, **k)
+    training.terms.compute = counted
     c0, t0 = time.process_time(), time.perf_counter()
     model = GAP(e0=e0, random_state=args.seed, n_jobs=args.n_jobs).fit(train)
     out = {"mode": args.one, "set": args.set, "n_train": len(train),
@@ -122,8 +127,8 @@ def main(argv=None) -> int:
                           f"F {v['F_mae_meV_A']:.1f} meV/Å" for k, v in row.items()
                           if isinstance(v, dict) and "E_mae_meV" in v)
         print(f"{mode:8s} M {row['M']:5d} {row['per_species']}  fit cpu {row['fit_cpu_s']:7.1f} s  "
-              f"peak RSS {row['peak_rss_mb']:7.0f} MB  design rows of {row['design_row_frames']} "
-              f"frames  {tests}", flush=True)
+              f"peak RSS {row['peak_rss_mb']:7.0f} MB  descriptor gradients of "
+              f"{row['design_row_frames']} frames  {tests}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0

@@ -123,7 +123,8 @@ def main(argv=None) -> int:
     p.add_argument("--n-frames", type=int, default=1000)
     p.add_argument("--n-sparse", default="1000",
                    help="per species, or 'auto' (--default-fit: a comma-separated list)")
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=5,
+                   help="alternating rounds (>= 5 to quote; 1-2 for a quick check)")
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset")
     p.add_argument("--data", type=Path, default=Path(os.environ.get(
         "GAPKIT_SHARED_DATA", DATA.parent)) / "ethanol_rmd17")
@@ -148,7 +149,8 @@ def main(argv=None) -> int:
 
 
 def alternate(args) -> int:
-    """The configurations in turn, ``--rounds`` (>= 5) times, each fit a fresh process."""
+    """The configurations in turn, ``--rounds`` times (>= 5 for a number to quote; fewer,
+    e.g. 1 or 2, as a quick check), each fit a fresh process."""
     import tempfile
 
     import numpy as np
@@ -160,7 +162,10 @@ def alternate(args) -> int:
     print(f"# fit threads: rMD17 ethanol, {args.n_frames} frames, n_sparse {args.n_sparse}"
           f"{' (default model)' if args.default_fit else ''}, {os.cpu_count()} CPUs, load "
           f"{os.getloadavg()[0]:.2f}", flush=True)
-    for r in range(max(5, args.rounds)):
+    if args.rounds < 5:
+        print(f"# {args.rounds} round(s): a quick check; quote >= 5 rounds (median, range)",
+              flush=True)
+    for r in range(args.rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             jobs, blas = CONFIGS[name]

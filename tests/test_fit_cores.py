@@ -225,3 +225,112 @@ def test_dense_threads_follow_n_jobs_and_give_way_to_blas_threads(monkeypatch):
     monkeypatch.setenv(streaming.DENSE_ENV, "1500")  # BLAS threads run it instead
     assert streaming.dense_threads(None, 5000) == 1
     assert streaming.dense_threads(None, 1000) == 2
+
+
+def test_column_factor_is_the_factor_of_the_chosen_columns():
+    from gapkit.gp import solver
+
+    rng = np.random.default_rng(8)
+    M, cols = 12, np.array([0, 3, 4, 9, 11])
+    K, y, w = rng.standard_normal((40, M)), rng.standard_normal(40), rng.uniform(0.5, 2, 40)
+    acc = solver.RowAccumulator(M, block_rows=16)
+    acc.add("g", K, y, w)
+    full = acc.finalize()["g"]
+    scale = rng.uniform(0.5, 2.0, len(cols))
+    got = solver.column_factor(full, cols, scale)
+    ref = solver.RowAccumulator(len(cols))
+    ref.add("g", K[:, cols] * scale, y, w)
+    ref = ref.finalize()["g"]
+    np.testing.assert_allclose(np.abs(got.R), np.abs(ref.R), rtol=0, atol=1e-12)
+    assert np.all(np.tril(got.R, -1) == 0) and got.R.flags.f_contiguous
+    assert (got.n_rows, got.log_inv_w) == (ref.n_rows, ref.log_inv_w)
+    assert full.R.shape == (M + 1, M + 1)  # not changed
+
+
+@pytest.fixture(scope="module")
+def every_environment_fit(train_frames):
+    """The calibrated every-environment fit (n_sparse="auto" on 24 frames), the
+    frames whose descriptor gradients it computed, and the split model."""
+    import collections
+    import warnings
+
+    from gapkit import GAP, SOAP
+    from gapkit.gp import terms
+    from gapkit.model import training
+
+    from conftest import SMALL_SOAP
+
+    frames = train_frames[:24]
+    seen, split = collections.Counter(), []
+    compute, calibrate = terms.compute, training.calibrate_on
+
+    def spy(ts, atoms, gradients=True, **kw):
+        if gradients:
+            seen[id(atoms)] += 1
+        return compute(ts, atoms, gradients=gradients, **kw)
+
+    def keep(state, *a, **k):
+        split.append(state)
+        return calibrate(state, *a, **k)
+
+    terms.compute, training.calibrate_on = spy, keep
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = GAP(SOAP(**SMALL_SOAP), random_state=0, chunk_size=4, n_jobs=2).fit(frames)
+    finally:
+        terms.compute, training.calibrate_on = compute, calibrate
+    return model, frames, seen, split[0]
+
+
+def test_every_environment_fit_computes_each_frames_gradients_once(every_environment_fit):
+    model, frames, seen, split = every_environment_fit
+    assert seen == {id(a): 1 for a in frames}
+    final = model.state_
+    Z, Zs = final.terms[0].sparse_species, split.terms[0].sparse_species
+    assert len(Zs) < len(Z)  # the held-out environments are sparse points of the final model
+    assert {g.kind: n for g, n in final.n_train.items()}["energy"] == len(frames)
+    assert model.state_.calibration.source.startswith("validation split")
+
+
+def test_every_environment_fit_equals_fits_from_scratch(every_environment_fit):
+    """The final model = a fit on all frames with its hyperparameters; the split model
+    = a fit of the training frames on its sparse points."""
+    import warnings
+
+    from gapkit.gp import solver as gp
+    from gapkit.model import training
+
+    model, frames, _, split = every_environment_fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref, _ = training.fit_state(model, frames, False)  # delta="auto" on all frames
+    st = model.state_
+    for a, b in zip(st.terms, ref.terms):
+        np.testing.assert_array_equal(a.sparse_q, b.sparse_q)
+    assert st.delta == pytest.approx(ref.delta, rel=1e-12)
+    assert dict(st.noise) == dict(ref.noise)
+    np.testing.assert_allclose(st.alpha, ref.alpha, rtol=0, atol=1e-7 * np.abs(ref.alpha).max())
+    assert st.log_marginal_likelihood == pytest.approx(ref.log_marginal_likelihood, rel=1e-9)
+    # the split model from its own rows: the training frames on its sparse set, with
+    # its E0 and hyperparameters
+    from gapkit.gp import streaming
+
+    val_ids = _held_out_ids(model, frames)
+    data = training.training_data([a for a in frames if id(a) not in val_ids],
+                                  model.label_keys, True)
+    assert {g.kind: n for g, n in split.n_train.items()}["energy"] == len(data.frames)
+    rows = streaming.accumulate(streaming.RowSpec(list(split.terms)), data.frames, data.labels,
+                                training.energy_residuals(data, split.e0), n_jobs=1)
+    sol = gp.solve(rows, split.kmm_cholesky, split.delta, dict(split.noise))
+    np.testing.assert_allclose(split.alpha, sol.alpha, rtol=0,
+                               atol=1e-7 * np.abs(sol.alpha).max())
+    # ... whose points are the final model's points that lie in the training frames
+    assert len(split.alpha) < len(st.alpha)
+
+
+def _held_out_ids(model, frames):
+    from gapkit.model import training
+
+    _, val = training.split_validation(frames, model.valid_fraction, model.random_state)
+    return {id(a) for a in val}

@@ -71,8 +71,9 @@ def test_calibrated_fit_builds_each_frames_rows_once(train_frames, spied, n_jobs
 
 
 def test_every_environment_fit_refits_with_the_held_out_environments(train_frames, spied):
-    """n_sparse="auto" on small data takes every environment: the final model is
-    refitted on all frames so that the held-out environments are sparse points too."""
+    """n_sparse="auto" on small data takes every environment: the final model has the
+    held-out environments as sparse points too (the sparse set of all frames; the split
+    model has its points from the training frames)."""
     frames = train_frames[:20]
     n_env = sc.environment_counts(frames)
     assert max(n_env.values()) <= sc.ALL_UP_TO
@@ -85,7 +86,9 @@ def test_every_environment_fit_refits_with_the_held_out_environments(train_frame
         assert np.sum(Z_split == z) < np.sum(Z == z) <= n
         assert np.sum(Z == z) >= 0.9 * n  # all distinct environments of all frames
     assert all(spied["geometry"][id(a)] == 1 for a in frames)
-    rows = spied["rows"]  # the training part's rows twice (split and refit), held-out once
+    # the training part's chunks twice (all rows once; the split model's energy rows,
+    # without descriptor gradients: tests/test_fit_cores.py), held-out once
+    rows = spied["rows"]
     once = [a for a in frames if rows[id(a)] == 1]
     assert len(once) == math.ceil(0.2 * len(frames))
     assert all(rows[id(a)] == 2 for a in frames if rows[id(a)] != 1)

@@ -213,6 +213,32 @@ class RowAccumulator:
             self.groups.setdefault(name, RowGroup()).absorb(og)
 
 
+def column_factor(group: RowGroup, columns: np.ndarray, scale: np.ndarray) -> RowGroup:
+    """The row group of the same rows restricted to some columns (and the target),
+    each column scaled by a positive factor: the R factor of ``[K[:, c] s | y]`` from
+    that of ``[K | y]`` (``K = Q R`` gives ``K[:, c] s = Q R[:, c] s``), by one QR of
+    the chosen columns of ``R``, about ``2 (M+1) m**2`` flops.
+
+    Parameters
+    ----------
+    group : RowGroup
+        Finalized, with ``M + 1`` columns (the target last); not changed.
+    columns : ndarray of int, shape (m,)
+    scale : ndarray of shape (m,)
+
+    Returns
+    -------
+    RowGroup
+        With ``m + 1`` columns; the same rows (count and weights).
+    """
+    M = group.R.shape[0] - 1
+    cols = np.append(np.asarray(columns, dtype=np.int64), M)
+    X = group.R[:, cols] * np.append(np.asarray(scale, dtype=np.float64), 1.0)[None, :]
+    R = sla.qr(X, mode="r", overwrite_a=True, check_finite=False)[0]
+    return RowGroup(R=np.asfortranarray(R[:len(cols)]), n_rows=group.n_rows,
+                    log_inv_w=group.log_inv_w)
+
+
 def merge_groups(a: dict, b: dict) -> dict:
     """Row groups of the union of two sets of training rows (a QR of the stacked
     triangles per group); neither input is changed."""

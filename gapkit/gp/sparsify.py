@@ -355,7 +355,7 @@ def frame_descriptors(descriptor, frames, which, threads: int = 1, progress: boo
 
 def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", random_state=None,
                        progress: bool | None = False, memory_budget: int | None = None,
-                       sketch: bool = True, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+                       sketch: bool = True, threads: int = 1, owners: bool = False) -> tuple:
     """Sparse environments per species, streaming over ``frames``.
 
     Parameters
@@ -382,6 +382,8 @@ def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", ra
     threads : int, default 1
         Threads computing the descriptors (:func:`frame_descriptors`) and BLAS threads
         of the CUR eigenpairs; the choice is the same for any number up to round-off.
+    owners : bool, default False
+        Also return the index in ``frames`` of each chosen environment's frame.
 
     Returns
     -------
@@ -389,13 +391,16 @@ def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", ra
         Descriptors of the chosen environments, grouped by species in ascending
         atomic number.
     Z : ndarray of shape (M,)
+    frame : ndarray of int, shape (M,)
+        Only with ``owners``.
     """
     if method not in METHODS:
         raise ValueError(f"sparse method must be one of {METHODS}, got '{method}'")
     rng = check_random_state(random_state)
     repeated = {later for _, later in duplicate_frames(frames)}
+    kept = np.array([k for k in range(len(frames)) if k not in repeated], dtype=np.int64)
     if repeated:  # choose among the environments of distinct frames only
-        frames = [a for k, a in enumerate(frames) if k not in repeated]
+        frames = [frames[k] for k in kept]
     species = sorted(counts)
     owner = np.concatenate([np.full(len(a), k) for k, a in enumerate(frames)])
     atom = np.concatenate([np.arange(len(a)) for a in frames])
@@ -431,7 +436,10 @@ def select_from_frames(descriptor, frames, counts: dict, method: str = "cur", ra
     Q = np.vstack([rows[int(i)] for i in wanted])
     Z = numbers[wanted].astype(np.int64)
     keep = np.concatenate([np.flatnonzero(Z == z)[distinct_rows(Q[Z == z])] for z in species])
-    return Q[np.sort(keep)], Z[np.sort(keep)]
+    keep = np.sort(keep)
+    if owners:
+        return Q[keep], Z[keep], kept[owner[wanted][keep]]
+    return Q[keep], Z[keep]
 
 
 def _fps(Q: np.ndarray, n: int, rng: np.random.RandomState) -> np.ndarray:

@@ -36,7 +36,8 @@ from gapkit.model.attributes import FittedAttributes
 from gapkit.model.prediction import (PREDICT_BATCH_ATOMS, Prediction, StructurePrediction,
                                      batches, predict_batch)
 from gapkit.model.params import check_params
-from gapkit.model.training import calibrate_on, fit_calibrated_state
+from gapkit.model.fit_once import fit_calibrated_state
+from gapkit.model.training import calibrate_on
 from gapkit.model.variance import (PredictionStd, check_variance_sparse,
                                    local_energy_covariance)
 from gapkit.progress import progress_bar

@@ -29,7 +29,7 @@ from gapkit.descriptors import SOAP
 from gapkit.gp import solver as gp
 from gapkit.gp import distributed, sparsify, streaming, terms
 from gapkit.metrics import reference_arrays
-from gapkit.model.calibration import fit_calibration, validation_parts, with_training_range
+from gapkit.model.calibration import fit_calibration, validation_parts
 from gapkit.model.delta import baseline_e0, subtract_baseline
 from gapkit.model.hyperparameters import choose_hyperparameters
 from gapkit.model.params import auto_delta, auto_virial_noise, check_n_sparse
@@ -192,24 +192,27 @@ def sparse_counts(est, specs, descs, frames, species) -> list[dict]:
     return out
 
 
-def select_sparse(est, specs, descs, frames, species, rng) -> list[terms.FittedTerm]:
-    """Sparse environments of every term (descriptors without gradients)."""
-    fitted, start = [], 0
+def select_sparse(est, specs, descs, frames, species, rng, owners: bool = False):
+    """Sparse environments of every term (descriptors without gradients): a list of
+    :class:`gapkit.gp.terms.FittedTerm`; with ``owners`` also, per term, the index in
+    ``frames`` of each sparse point's frame."""
+    fitted, start, frame_of = [], 0, []
     all_counts = sparse_counts(est, specs, descs, frames, species)
     for t, (spec, desc) in enumerate(zip(specs, descs)):
         zeta = float(est.zeta if spec.zeta is None else spec.zeta)
         counts = all_counts[t]
-        Q, Z = sparsify.select_from_frames(desc, frames, counts,
-                                           spec.sparse_method or est.sparse_method, rng,
-                                           progress=est.verbose,
-                                           threads=streaming.resolve_threads(est.n_jobs,
-                                                                             len(frames)))
+        Q, Z, own = sparsify.select_from_frames(desc, frames, counts,
+                                                spec.sparse_method or est.sparse_method, rng,
+                                                progress=est.verbose, owners=True,
+                                                threads=streaming.resolve_threads(est.n_jobs,
+                                                                                  len(frames)))
+        frame_of.append(own)
         weight = terms.auto_weight(Q, zeta) if spec.weight == "auto" else float(spec.weight)
         fitted.append(terms.FittedTerm(desc, zeta, weight, Q, Z, start))
         start += len(Z)
         logger.info("term %d (%s): sparse points %s, weight %.4g", t, type(desc).__name__,
                     {chemical_symbols[z]: int(np.sum(Z == z)) for z in species}, weight)
-    return fitted
+    return (fitted, frame_of) if owners else fitted
 
 
 def initial_noise(est, kind: str, frames: Sequence[Atoms] = ()) -> float:
@@ -282,36 +285,47 @@ def _fit(est, frames_all, optimize, client, valid, hyper, checked=False):
             vdata = training_data(valid, keys, est.use_forces, est.baseline)
             val_groups = accumulate_rows(est, spec, vdata, energy_residuals(vdata, e0), client)
         Lchol, vbasis = kmm.result(), basis.result()
+    state = solve_state(est, fitted, species, e0, groups, Lchol, vbasis, resid, n_atoms,
+                        frames, optimize, val_groups, hyper, rng)
+    return state, groups, val_groups
+
+
+def solve_state(est, fitted, species, e0, groups: dict, Lchol: np.ndarray, vbasis, resid,
+                n_atoms, frames, optimize: bool, val_groups=None, hyper=None, rng=None
+                ) -> FittedState:
+    """The hyperparameters (defaults, ``delta="auto"``, ``hyper`` or the evidence) and
+    the solve of a fit whose row factors ``groups`` (of the ``frames``, with energy
+    residuals ``resid`` (eV) and atom counts ``n_atoms``), sparse terms ``fitted`` and
+    ``K_MM`` factor ``Lchol`` are known: an uncalibrated :class:`FittedState`."""
     sigmas = {g: initial_noise(est, g.kind, frames) for g in groups}
     extra = {}
+    threads = streaming.dense_threads(est.n_jobs, len(Lchol))
     with streaming.dense_blas(est.n_jobs, len(Lchol)):  # runs alone (see dense_blas)
-        if est.delta == "auto":
-            delta, how = auto_delta(groups, Lchol, resid, n_atoms, est.force_noise,
-                                    threads=streaming.dense_threads(est.n_jobs, len(Lchol)))
-            logger.info("delta='auto': %.4g eV (%s)", delta, how)
-        else:
-            delta = float(est.delta)
         if hyper is not None:
             delta = float(hyper[0])
             sigmas.update({g: float(v) for g, v in hyper[1].items() if g in sigmas})
-        elif optimize:
+        elif est.delta == "auto":
+            delta, how = auto_delta(groups, Lchol, resid, n_atoms, est.force_noise,
+                                    threads=threads)
+            logger.info("delta='auto': %.4g eV (%s)", delta, how)
+        else:
+            delta = float(est.delta)
+        if hyper is None and optimize:
             choice = choose_hyperparameters(groups, Lchol, delta, sigmas, val_groups,
                                             n_restarts=est.n_restarts, random_state=rng,
                                             progress=est.verbose)
             delta, sigmas = choice.delta, choice.sigmas
             extra = {"hyperparameters": choice.report}
         with progress_bar(total=1, desc="solve", progress=est.verbose) as bar:
-            sol = gp.solve(groups, Lchol, delta, sigmas,
-                           threads=streaming.dense_threads(est.n_jobs, len(Lchol)))
+            sol = gp.solve(groups, Lchol, delta, sigmas, threads=threads)
             bar.update(1)
-    state = FittedState(
+    return FittedState(
         terms=tuple(fitted), species=tuple(int(z) for z in species), e0=e0, alpha=sol.alpha,
         kmm_cholesky=Lchol, posterior_factor=sol.R, delta=float(delta),
         noise=GroupValues({g: float(v) for g, v in sigmas.items()}),
         n_train=GroupValues({g: int(r.n_rows) for g, r in groups.items()}),
         log_marginal_likelihood=sol.log_likelihood, extra=extra,
         variance_basis=vbasis)  # the std's sparse columns, before any calibration
-    return state, groups, val_groups
 
 
 def _kmm_factor(est, fitted: Sequence[terms.FittedTerm]) -> np.ndarray:
@@ -422,95 +436,3 @@ def add_rows(est, state: FittedState, groups: dict, frames: Sequence[Atoms],
                          noise=GroupValues(sigmas),
                          n_train=GroupValues({g: int(r.n_rows) for g, r in merged.items()}),
                          log_marginal_likelihood=sol.log_likelihood), merged
-
-
-@streaming.limit_fit_blas
-def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, client=None,
-                         valid: Sequence[Atoms] | None = None) -> tuple[FittedState, dict]:
-    """:func:`fit_state`, then (with ``est.calibrate``) the calibration of the std.
-
-    With ``valid`` the model is calibrated on it and never trained on it; otherwise a
-    random ``est.valid_fraction`` of the frames is held out, the model fitted on the
-    rest is calibrated on it, and its rows are then added to the fit by
-    :func:`add_rows` (the calibration of the model without them is kept: slightly
-    conservative): the design rows of every frame are computed once and the sparse set
-    stays the one chosen from the training part. When the sparse set of some species
-    is every training environment (``n_sparse="auto"`` with at most 2000 of them, the
-    exact local GP), the model is instead refitted on all frames, so that the held-out
-    environments join the sparse set: about twice the CPU, for a 10-12 % lower force
-    error on molecules (measured on rMD17 and xTB ethanol, equal on EMT Cu; see
-    ``docs/guide/scaling.md``). With ``optimize`` the hyperparameters are chosen on the
-    same held-out frames (see :mod:`gapkit.model.hyperparameters`), also when
-    ``est.calibrate`` is off. The geometries are checked once, by
-    :func:`check_training_set`.
-    """
-    check_training_set(est, frames_all)
-    if not est.calibrate and not optimize:
-        return fit_state(est, frames_all, optimize, client, checked=True)
-    if valid is not None:
-        state, groups = fit_state(est, frames_all, optimize, client, valid=valid, checked=True)
-        if not est.calibrate:
-            return state, groups
-        cal = calibrate_on(state, valid, est.label_keys, est.baseline,
-                           source=f"validation file: {len(valid)} frames", progress=est.verbose,
-                           threads=streaming.resolve_threads(est.n_jobs, len(valid)))
-        return state.replace(calibration=_with_range(est, cal, frames_all, state)), groups
-    split = split_validation(frames_all, est.valid_fraction, est.random_state)
-    if split is None:
-        what = [w for w, on in (("calibrate the predictive std (it is the raw DTC std)",
-                                 est.calibrate),
-                                ("check the optimised hyperparameters on held-out data (the "
-                                 "bounded evidence optimum is taken unchecked)", optimize))
-                if on]
-        warnings.warn(f"too few frames ({len(frames_all)}) to hold out a validation set: "
-                      f"cannot {' or '.join(what)}. Give more data or valid=... frames"
-                      f"{', or calibrate=False to silence this' if est.calibrate else ''}.",
-                      UserWarning, stacklevel=3)
-        return fit_state(est, frames_all, optimize, client, checked=True)
-    train, val = split
-    state, groups, val_groups = _fit(est, train, optimize, client, val, None, checked=True)
-    cal = Calibration()
-    if est.calibrate:
-        n_all = len(train) + len(val) - len(split_isolated(train)[1])
-        cal = calibrate_on(state, val, est.label_keys, est.baseline,
-                           source=f"validation split: {len(val)} of {n_all} frames",
-                           progress=est.verbose, checked=True,
-                           threads=streaming.resolve_threads(est.n_jobs, len(val)))
-        cal = _with_range(est, cal, frames_all, state)
-    if _takes_every_environment(est, state, train):
-        # the sparse set is every training environment of some species (the exact local
-        # GP): refit with the held-out environments in it too, rather than only adding
-        # their rows (measured: 10-12 % lower force MAE on ethanol, rMD17 and xTB, for
-        # about twice the fit's CPU; see docs/guide/scaling.md)
-        extra = state.extra
-        state, groups = fit_state(est, frames_all, False, client,
-                                  hyper=(state.delta, dict(state.noise)) if optimize else None,
-                                  checked=True)
-        state = state.replace(extra=extra)
-    else:
-        state, groups = add_rows(est, state, groups, val, val_groups, checked=True)
-    return state.replace(calibration=cal), groups
-
-
-def _with_range(est, cal: Calibration, frames_all: Sequence[Atoms], state: FittedState
-                ) -> Calibration:
-    """``cal`` with the compression term's training range: every frame the final model
-    is trained on (:func:`gapkit.model.calibration.with_training_range`)."""
-    forces = reference_arrays(frames_all, est.label_keys)["forces"]
-    return with_training_range(cal, frames_all, forces, state.descriptor.interaction_range)
-
-
-def _takes_every_environment(est, state: FittedState, frames: Sequence[Atoms]) -> bool:
-    """Whether some term asked for at least as many sparse points of a species as the
-    training environments it had in ``frames`` (so the sparse set is all of them)."""
-    specs = terms.as_terms(est.descriptor)
-    train = split_isolated(frames)[0]
-    wanted = sparse_counts(est, specs, [t.descriptor for t in state.terms], train,
-                           state.species)
-    n_env = environment_counts(train)
-    for counts, t in zip(wanted, state.terms):
-        for z in state.species:
-            got = int(np.sum(t.sparse_species == z))
-            if counts[z] > got or got >= n_env.get(z, 0):
-                return True
-    return False
