@@ -43,8 +43,8 @@ scheduler (e.g. one started by dask-jobqueue's ``SLURMCluster``) or
 Examples::
 
     python benchmarks/dask_scaleout.py --sizes 100,200 --n-sparse 40   # quick check
-    python benchmarks/dask_scaleout.py --sizes 5000,20000 --n-sparse 300 --workers 2 \\
-        --json /tmp/dask20k.json                          # memory bound, 20k structures
+    python benchmarks/dask_scaleout.py --sizes 2000,20000 --n-sparse 300 --workers 3 \\
+        --n-test 20 --source file --json /tmp/dask20k.json   # 20k structures (32 min loaded)
     python benchmarks/dask_scaleout.py --sizes 3000 --rounds 5 --workers 2 --source file  # timing
 """
 
