@@ -197,8 +197,10 @@ def fit_exponent_and_scales(blocks: dict, fix_exponent: float | None = None,
             lo, hi = blocks[n].knee_bounds
             theta0 += ([0.0, 0.0] + ([lo + k0 * (hi - lo)] if free_knee else [])
                        + ([1.0] if free_power else []))
+        # tight tolerances: the optimum, not the stopping point, should decide the
+        # scales (two fits equal to round-off gave aleatoric scales 2e-3 apart)
         res = minimize(objective, np.array(theta0, dtype=float), method="L-BFGS-B",
-                       bounds=bounds)
+                       bounds=bounds, options={"ftol": 1e-14, "gtol": 1e-9, "maxiter": 5000})
         if best is None or res.fun < best.fun:
             best = res
     beta, per = unpack(best.x)
