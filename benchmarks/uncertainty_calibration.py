@@ -9,7 +9,7 @@ Parts (``--part``, repeatable; default all, run one after the other):
 
 ``ethanol``
     rMD17 ethanol: train on the first 800 frames of ``train.xyz``; model A calibrates on
-    the other 200 (``fit(valid=...)``), model B uses the default split (holds out 10 % of
+    the other 200 (``fit(valid=...)``), model B uses the default split (holds out 20 % of
     the 800 and adds them back). In distribution on ``test_MD.xyz``: ZMS (energies, force
     components, per species), 95 % coverage, ENCE, Spearman, AUROC (worst 10 %) with the
     simulated references of a perfectly calibrated σ (``metrics.reference``).
