@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import scipy.linalg as sla
 
+from gapkit.gp import evidence
 from gapkit.gp import solver as gp
 
 
@@ -57,7 +58,7 @@ def test_log_likelihood_matches_dense_gaussian(problem):
     sig = {"energy": 0.05, "forces": 0.3}
     delta = 1.3
     groups = accumulate(rows, y, w, M, 30)
-    ll = gp.log_marginal_likelihood(groups, gp.cholesky_kmm(Kmm, 1e-8), delta, sig)
+    ll = evidence.log_marginal_likelihood(groups, gp.cholesky_kmm(Kmm, 1e-8), delta, sig)
     Knm = np.vstack([delta ** 2 * rows[k] for k in rows])
     Kj = delta ** 2 * (Kmm + 1e-8 * np.eye(M))
     cov = Knm @ np.linalg.solve(Kj, Knm.T) + np.diag(np.concatenate(
@@ -77,10 +78,10 @@ def test_log_likelihood_gradient_matches_finite_differences(problem):
     theta = np.log([0.8, 0.04, 0.25])
 
     def f(t):
-        return gp.log_marginal_likelihood(groups, L, np.exp(t[0]),
+        return evidence.log_marginal_likelihood(groups, L, np.exp(t[0]),
                                           {"energy": np.exp(t[1]), "forces": np.exp(t[2])})
 
-    _, grad = gp.log_marginal_likelihood(groups, L, 0.8, {"energy": 0.04, "forces": 0.25},
+    _, grad = evidence.log_marginal_likelihood(groups, L, 0.8, {"energy": 0.04, "forces": 0.25},
                                          eval_gradient=True)
     h = 1e-6
     fd = [(f(theta + h * e) - f(theta - h * e)) / (2 * h) for e in np.eye(3)]
@@ -99,7 +100,7 @@ def test_optimisation_recovers_the_noise(rng):
     acc = gp.RowAccumulator(M)
     acc.add("forces", Knm, y, np.ones(N))
     groups = acc.finalize()
-    delta, sig, _ = gp.optimize_hyperparameters(groups, gp.cholesky_kmm(Kmm, 1e-8), 3.0,
+    delta, sig, _ = evidence.optimize_hyperparameters(groups, gp.cholesky_kmm(Kmm, 1e-8), 3.0,
                                                 {"forces": 1.0}, n_restarts=1, random_state=0)
     assert sig["forces"] == pytest.approx(0.1, rel=0.15)
 

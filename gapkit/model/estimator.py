@@ -29,7 +29,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from gapkit.data import LabelKeys, as_frame_list, check_geometry, get_labels
-from gapkit.gp import solver as gp
+from gapkit.gp import evidence
 from gapkit.gp import terms
 from gapkit.model import model_file, std
 from gapkit.model.attributes import FittedAttributes
@@ -279,7 +279,7 @@ class GAP(FittedAttributes, BaseEstimator):
             theta = np.log([self.delta_] + [self.noise_[n] for n in names])
         theta = np.asarray(theta, dtype=np.float64)
         sig = {n: float(np.exp(t)) for n, t in zip(names, theta[1:])}
-        return gp.log_marginal_likelihood(self._groups, self.state_.kmm_cholesky,
+        return evidence.log_marginal_likelihood(self._groups, self.state_.kmm_cholesky,
                                           float(np.exp(theta[0])), sig,
                                           eval_gradient=eval_gradient)
 

@@ -1,7 +1,7 @@
 """Hyperparameters that never hurt: the evidence, bounded, checked on held-out rows.
 
 ``GAP(optimize=True)`` learns the signal scale ``delta`` and the noises by type-II
-maximum likelihood (:func:`gapkit.gp.solver.optimize_hyperparameters`). The evidence
+maximum likelihood (:func:`gapkit.gp.evidence.optimize_hyperparameters`). The evidence
 can let a learned noise absorb model error (a model too small for its data explains
 its misfit as noise and over-smooths), so the result is bounded and then checked:
 
@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gapkit.gp import evidence
 from gapkit.gp import solver as gp
 
 __all__ = ["Choice", "noise_bounds", "validation_rmse", "choose_hyperparameters"]
@@ -79,7 +80,7 @@ def noise_bounds(groups: dict, delta0: float, sigmas0: dict) -> dict:
     -------
     dict
         ``{"delta": (lo, hi), group: (lo, hi), ...}`` for
-        :func:`gapkit.gp.solver.optimize_hyperparameters`.
+        :func:`gapkit.gp.evidence.optimize_hyperparameters`.
     """
     out = {"delta": (DELTA_BOUNDS[0] * delta0, DELTA_BOUNDS[1] * delta0)}
     for name, g in groups.items():
@@ -146,7 +147,7 @@ def choose_hyperparameters(groups: dict, Lchol: np.ndarray, delta0: float, sigma
     Choice
     """
     bounds = noise_bounds(groups, delta0, sigmas0) if bounds is None else bounds
-    d_opt, s_opt, _ = gp.optimize_hyperparameters(groups, Lchol, delta0, sigmas0,
+    d_opt, s_opt, _ = evidence.optimize_hyperparameters(groups, Lchol, delta0, sigmas0,
                                                   bounds=bounds, n_restarts=n_restarts,
                                                   random_state=random_state,
                                                   progress=progress)
