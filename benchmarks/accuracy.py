@@ -9,7 +9,8 @@ Rows (``--rows``; default all):
 ``eth_*``
     rMD17 ethanol, 1000 train frames, scored on all 1000 ``test_MD`` frames:
     ``eth_old_default`` (``n_sparse=1000``, the default before ``"auto"``),
-    ``eth_default`` (today's defaults), ``eth_all_env`` (every environment:
+    ``eth_default`` (today's defaults: SOAP with radial scaling m 4, r0 2 Å, + 2-body,
+    since session 7; ``eth_2b_soap`` is the session-6 default), ``eth_all_env`` (every environment:
     C 2000 / H 6000 / O 1000, random), ``eth_optimize``, and the road one change at a
     time on the 1000 frames: ``eth_2b_soap`` (2-body zeta 1, 50 points per species,
     + SOAP), ``eth_zeta2``, ``eth_cw05`` (cosine taper 0.5 Å), ``eth_nl_10_8``,
@@ -22,7 +23,7 @@ Rows (``--rows``; default all):
     chosen settings).
 ``si_*``
     mlearn Si (214 train / 25 test, virials from the kbar labels): defaults, the
-    old default, ``optimize``, 2-body + SOAP.
+    old default, ``optimize``, 2-body + SOAP (unscaled: the session-6 default).
 ``own_*``
     data made here (not the shared sets): GFN2-xTB ethanol at 500 K (300 train;
     tested at 500 K and 1000 K), GFN2-xTB isopropanol 500 K, EMT Cu 300 K (tested at

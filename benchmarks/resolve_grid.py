@@ -13,12 +13,16 @@ descriptor the first term's weight times ``--w-mult``.
 
 Data sets (made here unless noted; cached in ``--cache``): ``xtb_ethanol``,
 ``xtb_isopropanol``, ``emt_cu`` (``sparse_gain.py``), ``emt_cual`` (120 / 60 EMT
-Cu-Al cells with vacancies and strain, stress labels: ``virials.py``), and the shared
+Cu-Al cells with vacancies and strain, stress labels: ``virials.py``), ``emt_nial`` and
+``xtb_acetaldehyde`` (``unseen_sets.py``: sets no default was chosen on), and the shared
 ``rmd17_300`` / ``rmd17_1000`` (evenly spaced train frames, E0 of the isolated atoms;
 tested on 500 ``test_MD`` frames) and ``si`` (mlearn split, virials).
 
-Variants (``--variant``): ``default`` (``GAP()``: SOAP + 2-body since the default
-change of issue #14); ``soap`` (SOAP alone, the earlier default); ``cw05`` (cosine taper 0.5 Å);
+Variants (``--variant``): ``default`` (``GAP()``: SOAP with radial scaling m 4, r0 2 Å
++ 2-body, since session 7); ``noscale`` (SOAP + 2-body without the scaling, the
+session-6 default); ``rc6`` / ``rc6_r024`` (the default model at r_cut 6 Å with
+r0 2 Å, the rule, or r0 2.4 Å, scaled with the cutoff); ``soap`` (SOAP alone, the
+default before that); ``cw05`` (cosine taper 0.5 Å);
 ``nl_10_8`` / ``nl_6_4`` (n_max / l_max); ``2b`` (2-body zeta 1, 50 points per
 species, + SOAP); ``zeta2``.
 
@@ -49,8 +53,9 @@ SCRIPT = Path(__file__).resolve()
 sys.path.insert(0, str(SCRIPT.parent))
 REPO = SCRIPT.parent.parent
 SHARED = Path(os.environ.get("GAPKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
-SETS = ("xtb_ethanol", "xtb_isopropanol", "emt_cu", "emt_cual", "rmd17_300", "rmd17_1000", "si")
-VARIANTS = ("default", "soap", "cw05", "nl_10_8", "nl_6_4", "2b", "zeta2", "cw05_2b")
+SETS = ("xtb_ethanol", "xtb_isopropanol", "emt_cu", "emt_cual", "emt_nial", "xtb_acetaldehyde",
+        "rmd17_300", "rmd17_1000", "si")
+VARIANTS = ("default", "noscale", "rc6", "rc6_r024", "soap", "cw05", "nl_10_8", "nl_6_4", "2b", "zeta2", "cw05_2b")
 
 
 def load(name, cache):
@@ -58,6 +63,9 @@ def load(name, cache):
     from ase.io import read
     if name in ("xtb_ethanol", "xtb_isopropanol", "emt_cu"):
         from sparse_gain import data_set
+        return data_set(name, cache)
+    if name in ("emt_nial", "xtb_acetaldehyde"):
+        from unseen_sets import data_set
         return data_set(name, cache)
     if name == "emt_cual":
         from uncertainty_calibration import cached_frames
@@ -87,6 +95,13 @@ def descriptor(variant):
         return None
     if variant == "soap":
         return SOAP()
+    if variant == "noscale":
+        from gapkit.gp.terms import default_terms
+        return default_terms(SOAP())
+    if variant in ("rc6", "rc6_r024"):
+        from gapkit.gp.terms import default_soap, default_terms
+        r0 = {"rc6": 2.0, "rc6_r024": 2.4}[variant]
+        return default_terms(default_soap(r_cut=6.0, radial_scaling_r0=r0))
     if variant == "cw05":
         return SOAP(cutoff_width=0.5)
     if variant == "nl_10_8":
@@ -137,12 +152,21 @@ def main(argv=None):
     p.add_argument("--w-mult", type=float, nargs="+", default=[1.0])
     p.add_argument("--cache", type=Path,
                    default=Path.home() / ".cache/gapkit-bench/uncertainty_calibration")
+    p.add_argument("--valid-fraction", type=float, default=0.0,
+                   help="hold out this fraction of the training frames (evenly spaced) as "
+                        "a 'valid' set scored at every grid point (choosing by held-out "
+                        "error; default 0: train on all)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     logging.getLogger("gapkit.model.training").setLevel(logging.INFO)
     train, tests, e0 = load(args.set, args.cache)
+    if args.valid_fraction > 0:
+        n_valid = int(round(args.valid_fraction * len(train)))
+        pick = set(np.linspace(0, len(train) - 1, n_valid).astype(int).tolist())
+        tests = {**tests, "valid": [a for k, a in enumerate(train) if k in pick]}
+        train = [a for k, a in enumerate(train) if k not in pick]
     kw = {"zeta": 2.0} if args.variant == "zeta2" else {}
     t0 = time.process_time()
     model = GAP(descriptor=descriptor(args.variant), e0=e0, calibrate=False, random_state=0,
