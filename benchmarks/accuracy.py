@@ -15,6 +15,9 @@ Rows (``--rows``; default all):
     time on the 1000 frames: ``eth_2b_soap`` (2-body zeta 1, 50 points per species,
     + SOAP), ``eth_zeta2``, ``eth_cw05`` (cosine taper 0.5 Å), ``eth_nl_10_8``,
     ``eth_nl_6_4``, ``eth_sigma04``, ``eth_multi_cutoff`` (SOAP r_cut 3 + 5 Å).
+``*_3b`` (``road_3b``, ``eth_3b``, ``si_3b``, ``own_*_3b``)
+    the default terms plus a 3-body term (ACSF angular G4 functions only, zeta 2,
+    200 sparse points per species), each term with its automatic weight.
 ``road_*``
     one change at a time on 300 evenly spaced rMD17 train frames (``auto`` takes
     every environment there), scored on 300 ``test_MD`` frames: defaults, zeta 2 and
@@ -118,6 +121,14 @@ def multi_sigma():
     return [Term(SOAP(sigma=0.3)), Term(SOAP(sigma=0.6))]
 
 
+def three_body_default():
+    """The default terms plus a 3-body term: ACSF angular functions only (the 12 default
+    G4, no radial G2), zeta 2, 200 sparse points per species."""
+    from gapkit import ACSF, Term
+    from gapkit.gp.terms import default_terms
+    return default_terms() + [Term(ACSF(g2_params=[]), zeta=2, n_sparse=200)]
+
+
 def rows():
     """name -> (data, GAP kwargs, mode)."""
     eth = ("ethanol", 1000, 1000)
@@ -158,6 +169,10 @@ def rows():
         "road_multi_cutoff": (road, {"descriptor": ("multi",)}, "fit"),
         "road_optimize": (road, {"optimize": True}, "fit"),
         "road_tune": (road, {}, "tune"),
+        # 2-body + 3-body (ACSF G4 only) + SOAP with radial scaling, one weight each
+        "road_3b": (road, {"descriptor": ("3b",)}, "fit"),
+        "eth_3b": (eth, {"descriptor": ("3b",)}, "fit"),
+        "si_3b": (("si",), {"descriptor": ("3b",)}, "fit"),
         "si_default": (("si",), {}, "fit"),
         "si_old_default": (("si",), {"n_sparse": 1000}, "fit"),
         "si_optimize": (("si",), {"optimize": True}, "fit"),
@@ -175,6 +190,7 @@ def rows():
         out[f"own_{name}_old_default"] = (("own", name), {"n_sparse": 1000}, "fit")
         out[f"own_{name}_zeta2"] = (("own", name), {"zeta": 2.0}, "fit")
         out[f"own_{name}_2b_soap"] = (("own", name), {"descriptor": ("2b",)}, "fit")
+        out[f"own_{name}_3b"] = (("own", name), {"descriptor": ("3b",)}, "fit")
     return out
 
 
@@ -209,7 +225,8 @@ def run_row(name, calibrate=True):
     if desc is not None:
         args = desc[1] if len(desc) > 1 else {}
         kw["descriptor"] = {"soap": soap, "2b": two_body_soap,
-                            "multi": multi_cutoff, "multi_sigma": multi_sigma}[desc[0]](**args)
+                            "multi": multi_cutoff, "multi_sigma": multi_sigma,
+                            "3b": three_body_default}[desc[0]](**args)
     out = {"row": name, "n_train": len(train), "calibrate": calibrate}
     t0 = time.process_time()
     if mode == "tune":

@@ -63,6 +63,13 @@ def test_only_the_default_model_has_radial_scaling():
             default_soap(species=["H"], **bad).validate()
 
 
+def test_a_term_without_descriptor_gets_the_default_soap(train_frames):
+    from gapkit.model.training import fitted_descriptors
+    (desc,) = fitted_descriptors([Term()], train_frames[:2])
+    assert desc.get_params() == default_soap(species=["H", "C", "O"]).get_params()
+    assert desc.radial_scaling == DEFAULT_RADIAL_SCALING
+
+
 def test_the_default_scaling_changes_the_features(train_frames):
     atoms = train_frames[0]
     plain = SOAP(species=["H", "C", "O"]).compute(atoms).q

@@ -69,10 +69,11 @@ class Term(BaseEstimator):
 
     Parameters
     ----------
-    descriptor : descriptor object
+    descriptor : descriptor object, optional
         Any gapkit descriptor (:class:`~gapkit.descriptors.SOAP`,
         :class:`~gapkit.descriptors.ACSF`, :class:`~gapkit.descriptors.TwoBody`).
         Its ``species`` may be left ``None``: the model fills them in from the data.
+        ``None``: the default model's SOAP (:func:`default_soap`, with radial scaling).
     zeta : float, optional
         Kernel exponent of this term; default the model's ``zeta``. Use 1 for a
         :class:`~gapkit.descriptors.TwoBody` term to get an exact pair potential.

@@ -25,7 +25,6 @@ from sklearn.base import clone
 from gapkit.data import (LabelKeys, Labels, check_geometry, check_virial_scale,
                          duplicate_frames, fit_reference_energies, get_labels,
                          isolated_atom_energies, split_isolated)
-from gapkit.descriptors import SOAP
 from gapkit.gp import solver as gp
 from gapkit.gp import distributed, sparsify, streaming, terms
 from gapkit.metrics import reference_arrays
@@ -119,7 +118,7 @@ def fitted_descriptors(specs: Sequence[terms.Term], frames: Sequence[Atoms]) -> 
     data_species = sorted(set(np.concatenate([a.numbers for a in frames]).tolist()))
     descs = []
     for t, spec in enumerate(specs):
-        desc = clone(spec.descriptor) if spec.descriptor is not None else SOAP()
+        desc = clone(spec.descriptor) if spec.descriptor is not None else terms.default_soap()
         if getattr(desc, "species", None) is None:
             desc.set_params(species=[chemical_symbols[z] for z in data_species])
         else:
