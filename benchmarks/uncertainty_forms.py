@@ -176,6 +176,16 @@ def sets(name, cache):
             cu[n], _ = uc.cached_frames(cache, n, lambda: uc.emt_md(T, k, seed, False))
         return GAP, cu["cu_300K_train"], {"300K": cu["cu_300K_test"],
                                           "600K": cu["cu_600K_test"]}, True
+    if name == "si":  # trained on AIMD + Elastic cells; vacancies and surfaces are far
+        d = uc.SHARED / "si_mlearn"
+        train_all, test_all = uc.read(d / "train.xyz"), uc.read(d / "test.xyz")
+        for a in train_all + test_all:
+            a.info.pop("mlearn_virial_stress", None)
+        keep = ("AIMD-NVT", "Elastic")
+        tests = {"test": [a for a in test_all if a.info["config_type"] in keep]}
+        for ct in ("Vacancy", "Surface"):
+            tests[ct] = [a for a in test_all + train_all if a.info["config_type"] == ct]
+        return GAP, [a for a in train_all if a.info["config_type"] in keep], tests, True
     d = uc.SHARED / "ethanol_rmd17"
     train = uc.read(d / "train.xyz")
     e0 = uc.isolated_e0(d / "isolated_atoms.xyz", {"H", "C", "O"})
@@ -189,7 +199,7 @@ def sets(name, cache):
 def main(argv=None):
     from gapkit.model.calibration import fit_calibration
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--set", action="append", choices=("xtb", "cu", "eth"),
+    p.add_argument("--set", action="append", choices=("xtb", "cu", "eth", "si"),
                    help="set(s) (default: xtb and cu)")
     p.add_argument("--cache", type=Path,
                    default=Path.home() / ".cache/gapkit-bench/uncertainty_calibration")
