@@ -19,6 +19,16 @@ SHARED = Path(os.environ.get("GAPKIT_SHARED_DATA", ROOT.parent / "shared" / "dat
 SMALL_SOAP = dict(r_cut=4.0, n_max=4, l_max=3, sigma=0.5)
 
 
+@pytest.fixture
+def one_blas_thread():
+    """BLAS on one thread for the test: results that are equal bit for bit (threaded
+    factorisations against serial ones) are so only when BLAS itself does not split its
+    products over threads; with several BLAS threads they agree to round-off."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 @pytest.fixture(scope="session")
 def train_frames():
     return read(DATA / "train.xyz", ":")

@@ -165,7 +165,7 @@ def test_lower_solve_lower_equals_a_full_solve(monkeypatch):
 
 @pytest.mark.parametrize("n, nb, threads", [(300, 64, 2), (257, 16, 3), (130, 32, 2)])
 @pytest.mark.parametrize("triangular", [True, False])
-def test_tpqrt_threads_equals_tpqrt_bit_for_bit(n, nb, threads, triangular):
+def test_tpqrt_threads_equals_tpqrt_bit_for_bit(n, nb, threads, triangular, one_blas_thread):
     rng = np.random.default_rng(5)
     a = _tri(rng, n)
     b = np.asfortranarray(np.triu(rng.standard_normal((n, n))) if triangular
@@ -182,7 +182,20 @@ def test_tpqrt_threads_equals_tpqrt_bit_for_bit(n, nb, threads, triangular):
         lapack.tpqrt_threads(np.zeros((4, 4), order="F"), np.zeros((2, 5), order="F"), 0, 2)
 
 
-def test_solve_on_threads_equals_serial_solve_bit_for_bit():
+def test_tpqrt_threads_agrees_to_round_off_with_several_blas_threads():
+    from threadpoolctl import threadpool_limits
+    rng = np.random.default_rng(6)
+    n = 300
+    a, b = _tri(rng, n), np.asfortranarray(rng.standard_normal((n + 37, n)))
+    ref, got = a.copy(order="F"), a.copy(order="F")
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert lapack.tpqrt(ref, b.copy(order="F"), 0, 64) == 0
+        assert lapack.tpqrt_threads(got, b.copy(order="F"), 0, 64, 2) == 0
+    scale = np.abs(np.triu(ref)).max()
+    np.testing.assert_allclose(np.triu(got), np.triu(ref), rtol=0, atol=1e-12 * scale)
+
+
+def test_solve_on_threads_equals_serial_solve_bit_for_bit(one_blas_thread):
     from gapkit.gp import solver
 
     rng = np.random.default_rng(6)

@@ -143,7 +143,7 @@ def test_threaded_sparse_selection_equals_serial(train_frames, memory_budget):
         np.testing.assert_array_equal(q, desc.compute(frames[k]).q)
 
 
-def test_threaded_calibration_equals_serial(train_frames):
+def test_threaded_calibration_equals_serial(train_frames, one_blas_thread):
     """The validation frames predicted by threads give the same calibration."""
     frames = train_frames[:12]
     est = GAP(SOAP(**SMALL_SOAP), n_sparse=30, e0="lstsq", random_state=0, calibrate=False,

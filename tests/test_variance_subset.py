@@ -243,7 +243,7 @@ def test_local_prior_sum_and_diagonal_without_the_matrix(sub_model, test_frames)
         np.testing.assert_allclose(diag, np.diag(kqq), rtol=1e-12)
 
 
-def test_calibration_is_fitted_on_the_basis_terms(frames, test_frames):
+def test_calibration_is_fitted_on_the_basis_terms(frames, test_frames, one_blas_thread):
     """The fit chooses the basis before calibrating: recalibrating the fitted model on the
     same frames reproduces its scales, and they differ from those of all M columns."""
     train, val = frames[:40], frames[40:]
