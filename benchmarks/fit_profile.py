@@ -54,7 +54,7 @@ PHASES = [
     ("gapkit.model.training", "select_sparse", "sparse selection (CUR)"),
     ("gapkit.gp.sparsify", "_leverage_basis", "CUR eigenpairs (eigh)"),
     ("gapkit.gp.sparsify", "_cur", "CUR in memory (eigh of Q Q^T)"),
-    ("gapkit.model.training", "_kmm_factor", "K_MM and its Cholesky factor"),
+    ("gapkit.model.training", "kmm_factor", "K_MM and its Cholesky factor"),
     ("gapkit.gp.terms", "kernel_mm", "K_MM"),
     ("gapkit.gp.solver", "cholesky_kmm", "Cholesky of K_MM"),
     ("gapkit.model.training", "variance_basis", "variance basis (greedy columns)"),

@@ -21,7 +21,7 @@ def over_smoothing_case(train_frames):
     train, val = training.split_validation(train_frames[:24], 0.3, 0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        state, groups, val_groups = training._fit(est, train, True, None, val, None)
+        state, groups, val_groups = training.fit_with_valid_rows(est, train, True, None, val, None)
     sigmas = {g: training.initial_noise(est, g.kind) for g in groups}
     return est, state, groups, val_groups, sigmas
 

@@ -96,12 +96,14 @@ def _split_groups(est, full: dict, split_spec, data, resid_split, cols, scale) -
 
 
 def fit_split_and_all(est, frames_all: Sequence[Atoms], train: Sequence[Atoms],
-                      val: Sequence[Atoms], optimize: bool
+                      val: Sequence[Atoms], optimize: bool, specs=None, descs=None
                       ) -> tuple[FittedState, FittedState, dict] | None:
     """The split model (uncalibrated, for the calibration on ``val``) and the model of
     all frames (its hyperparameters: the split model's with ``optimize``, else the
     defaults of all frames), with each frame's descriptor gradients and design rows
-    computed once.
+    computed once. ``specs`` and ``descs``: the terms of ``est.descriptor`` and their
+    descriptors fitted to the non-isolated frames of ``frames_all``
+    (:func:`gapkit.model.training.fitted_descriptors`), if already made.
 
     Returns
     -------
@@ -113,8 +115,9 @@ def fit_split_and_all(est, frames_all: Sequence[Atoms], train: Sequence[Atoms],
     data = tr.training_data(train, keys, est.use_forces, est.baseline, checked=True)
     vdata = tr.training_data(val, keys, est.use_forces, est.baseline, checked=True)
     every = split_isolated(frames_all)[0]
-    specs = terms.as_terms(est.descriptor)
-    descs = tr.fitted_descriptors(specs, every)
+    if specs is None or descs is None:
+        specs = terms.as_terms(est.descriptor)
+        descs = tr.fitted_descriptors(specs, every)
     species = descs[0].species_numbers
     rng = check_random_state(est.random_state)
     fitted, frame_of = tr.select_sparse(est, specs, descs, every, species, rng, owners=True)
@@ -131,7 +134,7 @@ def fit_split_and_all(est, frames_all: Sequence[Atoms], train: Sequence[Atoms],
     spec = streaming.RowSpec(fitted, est.noise_by_config_type)
     split_spec = streaming.RowSpec(split, est.noise_by_config_type)
     with streaming.SideTasks(est.n_jobs) as side:
-        kmm, kmm_split = (side.submit(tr._kmm_factor, est, t) for t in (fitted, split))
+        kmm, kmm_split = (side.submit(tr.kmm_factor, est, t) for t in (fitted, split))
         basis, basis_split = (side.submit(variance_basis, t, est.variance_sparse)
                               for t in (fitted, split))
         groups = tr.accumulate_rows(est, spec, data, resid)
@@ -174,10 +177,12 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
     conservative): the design rows of every frame are computed once and the sparse set
     stays the one chosen from the training part. When the sparse set of some species
     is every training environment (``n_sparse="auto"`` with at most 2000 of them, the
-    exact local GP), the model is instead refitted on all frames, so that the held-out
-    environments join the sparse set: about twice the CPU, for a 10-12 % lower force
-    error on molecules (measured on rMD17 and xTB ethanol, equal on EMT Cu; see
-    ``docs/guide/scaling.md``). With ``optimize`` the hyperparameters are chosen on the
+    exact local GP), the held-out environments must join the sparse set (a 10-12 %
+    lower force error on molecules, measured on rMD17 and xTB ethanol, equal on EMT Cu;
+    see ``docs/guide/scaling.md``): :func:`fit_split_and_all` fits the split model and
+    the model of all frames with each frame's rows computed once; with Dask, or when a
+    term would have no point in the training frames, the model is refitted on all
+    frames instead. With ``optimize`` the hyperparameters are chosen on the
     same held-out frames (see :mod:`gapkit.model.hyperparameters`), also when
     ``est.calibrate`` is off. The geometries are checked once, by
     :func:`check_training_set`.
@@ -190,8 +195,9 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
         if not est.calibrate:
             return state, groups
         cal = tr.calibrate_on(state, valid, est.label_keys, est.baseline,
-                           source=f"validation file: {len(valid)} frames", progress=est.verbose,
-                           threads=streaming.resolve_threads(est.n_jobs, len(valid)))
+                              source=f"validation file: {len(valid)} frames",
+                              progress=est.verbose,
+                              threads=streaming.resolve_threads(est.n_jobs, len(valid)))
         return state.replace(calibration=_with_range(est, cal, frames_all, state)), groups
     split = tr.split_validation(frames_all, est.valid_fraction, est.random_state)
     if split is None:
@@ -211,12 +217,12 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
     once = None
     if client is None and takes_every_environment(est, specs, descs, train,
                                                   descs[0].species_numbers):
-        once = fit_split_and_all(est, frames_all, train, val, optimize)
+        once = fit_split_and_all(est, frames_all, train, val, optimize, specs, descs)
     if once is not None:
         split_state, state, groups = once
     else:
-        split_state, groups, val_groups = tr._fit(est, train, optimize, client, val, None,
-                                                  checked=True)
+        split_state, groups, val_groups = tr.fit_with_valid_rows(est, train, optimize, client,
+                                                                 val, None, checked=True)
     cal = Calibration()
     if est.calibrate:
         n_all = len(train) + len(val) - len(split_isolated(train)[1])
@@ -226,8 +232,8 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
                               threads=streaming.resolve_threads(est.n_jobs, len(val)))
         cal = _with_range(est, cal, frames_all, split_state)
     if once is not None:
-        pass
-    elif _split_takes_every_environment(est, split_state, train):
+        return state.replace(calibration=cal), groups
+    if _split_takes_every_environment(est, split_state, train):
         # Dask, or a term without a point in the training frames: the refit on all
         # frames (CUR, K_MM and the training part's rows a second time)
         state, groups = tr.fit_state(est, frames_all, False, client,
@@ -237,6 +243,7 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
     else:
         state, groups = tr.add_rows(est, split_state, groups, val, val_groups, checked=True)
     return state.replace(calibration=cal), groups
+
 
 def _with_range(est, cal: Calibration, frames_all: Sequence[Atoms], state: FittedState
                 ) -> Calibration:
@@ -252,7 +259,7 @@ def _split_takes_every_environment(est, state: FittedState, frames: Sequence[Ato
     specs = terms.as_terms(est.descriptor)
     train = split_isolated(frames)[0]
     wanted = tr.sparse_counts(est, specs, [t.descriptor for t in state.terms], train,
-                           state.species)
+                              state.species)
     n_env = environment_counts(train)
     for counts, t in zip(wanted, state.terms):
         for z in state.species:

@@ -254,12 +254,14 @@ def fit_state(est, frames_all: Sequence[Atoms], optimize: bool, client=None,
         The per-group triangular factors (:class:`gapkit.gp.solver.RowGroup`), for the
         evidence of other hyperparameters; not saved.
     """
-    state, groups, _ = _fit(est, frames_all, optimize, client, valid, hyper, checked)
+    state, groups, _ = fit_with_valid_rows(est, frames_all, optimize, client, valid, hyper,
+                                           checked)
     return state, groups
 
 
-def _fit(est, frames_all, optimize, client, valid, hyper, checked=False):
-    """:func:`fit_state`, also returning the validation row factors (or ``None``)."""
+def fit_with_valid_rows(est, frames_all, optimize, client, valid, hyper, checked=False):
+    """:func:`fit_state`, also returning the row factors of ``valid`` (``None`` unless
+    ``optimize`` chooses the hyperparameters on them): ``(state, groups, val_groups)``."""
     keys = est.label_keys
     data = training_data(frames_all, keys, est.use_forces, est.baseline, checked)
     frames = data.frames
@@ -276,7 +278,7 @@ def _fit(est, frames_all, optimize, client, valid, hyper, checked=False):
     with streaming.SideTasks(est.n_jobs) as side:
         # K_MM, its factor and the variance basis need no rows: on one more thread
         # while the rows stream (in turn with n_jobs=1)
-        kmm = side.submit(_kmm_factor, est, fitted)
+        kmm = side.submit(kmm_factor, est, fitted)
         basis = side.submit(variance_basis, fitted, est.variance_sparse)
         groups = accumulate_rows(est, spec, data, resid, client)
         val_groups = None
@@ -327,7 +329,7 @@ def solve_state(est, fitted, species, e0, groups: dict, Lchol: np.ndarray, vbasi
         variance_basis=vbasis)  # the std's sparse columns, before any calibration
 
 
-def _kmm_factor(est, fitted: Sequence[terms.FittedTerm]) -> np.ndarray:
+def kmm_factor(est, fitted: Sequence[terms.FittedTerm]) -> np.ndarray:
     """Lower Cholesky factor of the unit-scale ``K_MM`` (+ jitter) of the sparse set."""
     with progress_bar(total=1, desc="factorise K_MM", progress=est.verbose) as bar:
         Lchol = gp.cholesky_kmm(terms.kernel_mm(fitted), est.jitter, overwrite=True)
