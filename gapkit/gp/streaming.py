@@ -188,6 +188,13 @@ def fit_blas_limits(n_jobs: int | None):
 DENSE_ENV = "GAPKIT_DENSE_BLAS_MIN"
 
 
+def _dense_on_blas(size: int) -> bool:
+    """Whether a dense phase of order ``size`` runs on BLAS threads (``size`` at least
+    :data:`DENSE_ENV`'s value; unset: never)."""
+    least = os.environ.get(DENSE_ENV, "").strip()
+    return bool(least) and size >= int(least)
+
+
 def dense_blas(n_jobs: int | None, size: int):
     """Context of a dense phase of a fit that runs alone (the CUR eigenpairs, the
     solves, the factors of the variance basis) on matrices of order ``size``: BLAS on
@@ -196,8 +203,7 @@ def dense_blas(n_jobs: int | None, size: int):
     and for ``n_jobs=1``. Nothing else may run BLAS meanwhile (the limit is
     process-wide)."""
     threads = resolve_threads(n_jobs, usable_cores())
-    least = os.environ.get(DENSE_ENV, "").strip()
-    if threads > 1 and least and size >= int(least):
+    if threads > 1 and _dense_on_blas(size):
         return threadpool_limits(limits=threads)
     return contextlib.nullcontext()
 
@@ -210,9 +216,7 @@ def dense_threads(n_jobs: int | None, size: int) -> int:
     cores), or 1 when :func:`dense_blas` runs that phase on BLAS threads instead (for
     ``size`` at least :data:`DENSE_ENV`'s value) or for ``n_jobs=1``. The results do not
     depend on it."""
-    threads = resolve_threads(n_jobs, usable_cores())
-    least = os.environ.get(DENSE_ENV, "").strip()
-    return 1 if least and size >= int(least) else threads
+    return 1 if _dense_on_blas(size) else resolve_threads(n_jobs, usable_cores())
 
 
 class SideTasks:
