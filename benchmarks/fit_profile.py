@@ -47,7 +47,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ethanol_rmd17"
 #: (module, attribute, label): the phases timed. Order is that of the fit.
 PHASES = [
     ("gapkit.model.training", "check_training_set", "check training set"),
-    ("gapkit.model.training", "_fit", "fit (split or all frames)"),
+    ("gapkit.model.training", "fit_with_valid_rows", "fit (split or all frames)"),
     ("gapkit.model.fit_once", "fit_split_and_all", "split and final fit (rows once)"),
     ("gapkit.model.training", "training_data", "labels"),
     ("gapkit.model.training", "reference_energies", "E0"),
