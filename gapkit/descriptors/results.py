@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
+from .norm_kernels import normalise_rows
 from .segments import segment_matrix
 
 __all__ = ["DescriptorBlock", "DescriptorSet", "EngineBlock", "EngineResult", "normalise",
@@ -229,8 +230,7 @@ def normalise(p: np.ndarray, dp: np.ndarray | None, pair_i: np.ndarray | None):
     q : ndarray of shape (n_atoms, F)
     dq : ndarray of shape (n_pairs, 3, F) or None
     """
-    norms = np.linalg.norm(p, axis=1)
-    q = p / norms[:, None]
+    q, norms = normalise_rows(p)  # the same q as the VJP routes of Descriptor
     if dp is None:
         return q, None
     qi = q[pair_i]  # (P, F)
