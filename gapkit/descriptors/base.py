@@ -327,8 +327,9 @@ class Descriptor(BaseEstimator, abc.ABC):
         if not self._normalised:
             return DescriptorSet(q=res.p, numbers=numbers, pair_i=res.pair_i, pair_j=res.pair_j,
                                  dq=res.dp, dq_strain=res.dp_strain)
-        self._check_norms(res.p, atoms, index)
-        q, dq = normalise(res.p, res.dp, res.pair_i)
+        rows = normalise_rows(res.p)  # the norms once, for the check and for dq
+        self._check_norms(res.p, atoms, index, norms=rows[1])
+        q, dq = normalise(res.p, res.dp, res.pair_i, rows=rows)
         dq_strain = None if res.dp_strain is None else normalise_strain(res.p, q, res.dp_strain)
         return DescriptorSet(q=q, numbers=numbers, pair_i=res.pair_i, pair_j=res.pair_j, dq=dq,
                              dq_strain=dq_strain)

@@ -213,7 +213,8 @@ def scatter_matrix(pair_j: np.ndarray, n_atoms: int) -> sp.csr_matrix:
     return segment_matrix(rows, 3 * n_atoms)
 
 
-def normalise(p: np.ndarray, dp: np.ndarray | None, pair_i: np.ndarray | None):
+def normalise(p: np.ndarray, dp: np.ndarray | None, pair_i: np.ndarray | None,
+              rows: tuple[np.ndarray, np.ndarray] | None = None):
     """``q = p/|p|`` and ``dq = (dp - q (q . dp)) / |p|`` for each pair's centre.
 
     Parameters
@@ -224,13 +225,17 @@ def normalise(p: np.ndarray, dp: np.ndarray | None, pair_i: np.ndarray | None):
         Their position derivatives (1/Å).
     pair_i : ndarray of shape (n_pairs,) or None
         Centre of every derivative block.
+    rows : (q, norms), optional
+        ``normalise_rows(p)`` if the caller already has it (one pass over ``p``
+        fewer); computed here otherwise.
 
     Returns
     -------
     q : ndarray of shape (n_atoms, F)
     dq : ndarray of shape (n_pairs, 3, F) or None
     """
-    q, norms = normalise_rows(p)  # the same q as the VJP routes of Descriptor
+    # the same q as the VJP routes of Descriptor
+    q, norms = normalise_rows(p) if rows is None else rows
     if dp is None:
         return q, None
     qi = q[pair_i]  # (P, F)

@@ -38,6 +38,17 @@ def _pow(x: np.ndarray, p: float) -> np.ndarray:
     return np.clip(x, 0.0, None) ** p
 
 
+def _power(x: np.ndarray, p: float) -> np.ndarray:
+    """``_pow(x, p)`` (a new array); a small integer ``p`` by repeated products (a few
+    multiplications instead of ``pow`` per element; equal to round-off)."""
+    if float(p).is_integer() and 1 <= p <= 8:
+        out = x.copy()
+        for _ in range(int(p) - 1):
+            out *= x
+        return out
+    return _pow(x, p)
+
+
 def species_mask(z1: np.ndarray, z2: np.ndarray) -> np.ndarray:
     """Boolean (n1, n2) matrix: same central species."""
     return np.asarray(z1)[:, None] == np.asarray(z2)[None, :]
@@ -152,19 +163,49 @@ def local_energies_and_gradients(ds: DescriptorSet, Qm: np.ndarray, zm: np.ndarr
                                  ) -> tuple[np.ndarray, np.ndarray | None]:
     """Unit-scale local energies ``sum_m w_m k(q_i, q_m)`` (n_atoms,) and their
     gradients ``d eps_i / d q_i`` (n_atoms, F), sharing the products ``q_i . q_m``
-    (two matrix products per species instead of three)."""
-    eps = np.zeros(ds.n_atoms)
-    grad = np.zeros_like(ds.q) if gradients else None
+    (two matrix products per species instead of three).
+
+    The two products are all the FLOPs; around them nothing is formed twice: the
+    powers ``c**(zeta-1)`` and ``c**zeta`` come from one another (integer ``zeta``),
+    the centres of a species that are one run of rows are used in place (no copy), and
+    the gradient is written by the matrix product itself into those rows; only the rows
+    of centres without sparse points are zeroed."""
+    n = ds.n_atoms
+    eps = np.zeros(n)
+    grad = np.empty_like(ds.q) if gradients else None
+    covered = np.zeros(n, dtype=bool)
     for z, cols in species_blocks(zm):
-        ci = np.nonzero(ds.numbers == z)[0]
-        if len(ci) == 0:
+        ci = _species_rows(ds.numbers, z)
+        if _n_rows(ci) == 0:
             continue
+        covered[ci] = True
         Qz, wz = Qm[cols], weights[cols]
         dots = ds.q[ci] @ Qz.T
-        eps[ci] = _pow(dots, zeta) @ wz
+        k1 = _power(dots, zeta - 1) if gradients else None
+        kz = k1 * dots if k1 is not None and float(zeta).is_integer() else _power(dots, zeta)
+        eps[ci] = kz @ wz
         if gradients:
-            grad[ci] = (zeta * _pow(dots, zeta - 1) * wz[None, :]) @ Qz
+            k1 *= zeta * wz[None, :]
+            if isinstance(ci, slice):
+                np.matmul(k1, Qz, out=grad[ci])
+            else:
+                grad[ci] = k1 @ Qz
+    if gradients and not covered.all():
+        grad[~covered] = 0.0
     return eps, grad
+
+
+def _species_rows(numbers: np.ndarray, z: int) -> np.ndarray | slice:
+    """Rows of centres of species ``z``: a ``slice`` when they are one run of rows
+    (then ``q[rows]`` is a view), else an index array."""
+    idx = np.flatnonzero(numbers == z)
+    if len(idx) and idx[-1] - idx[0] + 1 == len(idx):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
+def _n_rows(rows: np.ndarray | slice) -> int:
+    return rows.stop - rows.start if isinstance(rows, slice) else len(rows)
 
 
 def force_prior_variance(ds: DescriptorSet, zeta: float) -> np.ndarray:

@@ -10,7 +10,10 @@ Structures with more than ``block_atoms`` atoms (:data:`PREDICT_BLOCK_ATOMS`) ar
 evaluated in blocks of centres: descriptors, kernel and VJP of one block at a time
 (:meth:`gapkit.descriptors.base.Descriptor.vjp_blocks`), forces and virial
 accumulated, so that time per atom is flat and memory is bounded by the block (plus
-O(n_atoms) for the neighbour list, the descriptors and the forces).
+O(n_atoms) for the neighbour list, the descriptors and the forces). The blocks are
+of equal size, about ``block_atoms`` centres each (:func:`block_count`: fewer than
+1.5 x ``block_atoms``, and no small remainder block), and at least one per free
+worker thread.
 """
 
 from __future__ import annotations
@@ -124,6 +127,19 @@ def _baseline_and_finish(out: StructurePrediction, atoms: Atoms, base, forces: b
         out.stress = matrix_to_voigt(sigma)
 
 
+def block_count(n_atoms: int, block_atoms: int) -> int:
+    """Number of equal blocks for ``n_atoms`` centres (``n_atoms > block_atoms``).
+
+    ``round(n_atoms / block_atoms)`` (at least 1), so that every block holds fewer
+    than ``1.5 * block_atoms`` centres and there is no small remainder block (a
+    576-atom cell is one block, not 512 + 64); raised to the number of free worker
+    threads (:func:`~gapkit.descriptors.threads.block_threads`), at most
+    ``ceil(n_atoms / block_atoms)``, so that free cores share the centres equally.
+    """
+    most = -(-n_atoms // block_atoms)
+    return max(1, round(n_atoms / block_atoms), block_threads(most))
+
+
 def predict_blocked(state: FittedState, atoms: Atoms, forces: bool, st: bool,
                     baseline=None, index: int = 0,
                     block_atoms: int = PREDICT_BLOCK_ATOMS) -> StructurePrediction:
@@ -145,7 +161,8 @@ def predict_blocked(state: FittedState, atoms: Atoms, forces: bool, st: bool,
     index : int
         Frame index, for error messages.
     block_atoms : int
-        Centres per block (>= 1).
+        Centres per block (>= 1), used as given (:func:`predict_batch` passes the
+        equal block size of :func:`block_count`).
 
     Returns
     -------
@@ -162,10 +179,13 @@ def predict_blocked(state: FittedState, atoms: Atoms, forces: bool, st: bool,
         job = partial(_block_job, t=t, alpha=state.alpha, d2=d2, st=st)
         q = None
         for blk, e, folds in _run_blocks(job, tasks):
-            if q is None:
-                q = np.empty((n, blk.q.shape[1]))
             sl = slice(blk.start, blk.stop)
-            q[sl] = blk.q
+            if len(tasks) == 1:
+                q = blk.q  # the one block's rows: no copy
+            elif q is None:
+                q = np.empty((n, blk.q.shape[1]))
+            if q is not blk.q:
+                q[sl] = blk.q
             eps[sl] += e
             for fold in folds:  # in block order: the same sums for any number of threads
                 fold(dE_dr, dE_deta)
@@ -182,8 +202,16 @@ def _block_job(task, t, alpha: np.ndarray, d2: float, st: bool):
     e, g = terms.local_energies_and_gradients(
         [t], [DescriptorSet(q=blk.q, numbers=blk.numbers)], alpha, gradients=True)
     folds: list = []
-    blk.vjp(d2 * g[0], st, out=folds)
-    return blk, d2 * e, folds
+    blk.vjp(_scaled(g[0], d2), st, out=folds)
+    return blk, _scaled(e, d2), folds
+
+
+def _scaled(x: np.ndarray, d2: float) -> np.ndarray:
+    """``d2 * x`` in place (``x`` is a fresh array of the kernel stage; no pass over
+    it at all for ``delta = 1``)."""
+    if d2 != 1.0:
+        x *= d2
+    return x
 
 
 def _run_blocks(job, tasks: list) -> Iterator:
@@ -240,8 +268,8 @@ def predict_batch(state: FittedState, frames: Sequence[Atoms], forces: bool,
         Index of the first frame, for error messages.
     block_atoms : int
         Structures with more atoms whose forces or stress are asked for (without
-        ``keep_gradients``) are evaluated in blocks of this many centres
-        (:func:`predict_blocked`).
+        ``keep_gradients``) are evaluated in equal blocks of about this many centres
+        (:func:`block_count`, :func:`predict_blocked`).
 
     Returns
     -------
@@ -252,8 +280,8 @@ def predict_batch(state: FittedState, frames: Sequence[Atoms], forces: bool,
         periodic = bool(np.all(atoms.get_pbc()))
         st = periodic if stress is None else (stress and periodic)
         if len(atoms) > block_atoms and (forces or st) and not keep_gradients:
-            blocked[k] = predict_blocked(state, atoms, forces, st, baseline, offset + k,
-                                         block_atoms)
+            size = -(-len(atoms) // block_count(len(atoms), block_atoms))
+            blocked[k] = predict_blocked(state, atoms, forces, st, baseline, offset + k, size)
             continue
         with engine_threads():  # one BLAS cap for the engine calls of this frame
             dsets, vjps = _descriptor_sets(state, atoms, forces, st, keep_gradients, offset + k)
@@ -274,7 +302,7 @@ def _predict_items(state: FittedState, items: list, forces: bool, baseline
     need_g = forces or any(it[1] for it in items)
     eps_all, g_all = terms.local_energies_and_gradients(state.terms, stacked, state.alpha,
                                                         gradients=need_g)
-    eps_all = d2 * eps_all
+    eps_all = _scaled(eps_all, d2)
     outs, start = [], 0
     for atoms, st, dsets, vjps in items:
         n = len(atoms)
@@ -287,7 +315,7 @@ def _predict_items(state: FittedState, items: list, forces: bool, baseline
         dE_dr, dE_deta = 0.0, 0.0
         with engine_threads():
             for ds, vjp, g in zip(dsets, vjps, g_all):
-                g = d2 * g[sl]  # d eps_i / d q_i of this term
+                g = g[sl] if d2 == 1.0 else d2 * g[sl]  # d eps_i / d q_i of this term
                 r_t, eta_t = vjp(g) if vjp is not None else ds.contract(g, st)
                 dE_dr = dE_dr + r_t
                 if st:
