@@ -147,7 +147,7 @@ def run(args) -> dict:
           for a in read(str(args.data / "isolated_atoms.xyz"), ":") if len(a) == 1}
     jobs = None if args.n_jobs == 0 else args.n_jobs
     if args.default_fit:
-        model = GAP(e0=e0, n_jobs=jobs)
+        model = GAP(e0=e0, n_jobs=jobs, random_state=args.seed)  # seeded: comparable weights
     else:
         n_sparse = args.n_sparse if args.n_sparse == "auto" else int(args.n_sparse)
         model = GAP(n_sparse=n_sparse, e0=e0, random_state=args.seed, n_jobs=jobs)
@@ -165,6 +165,7 @@ def run(args) -> dict:
             "total": total, "rows": rows,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "alpha_norm": float(np.linalg.norm(model.alpha_)),
+            "alpha": model.alpha_,
             "blas_env": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
             "load": os.getloadavg()[0]}
 
@@ -203,8 +204,14 @@ def main(argv=None) -> int:
     p.add_argument("--data", type=Path, default=Path(os.environ.get(
         "GAPKIT_SHARED_DATA", DATA.parent)) / "ethanol_rmd17")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--save-alpha", type=Path, default=None,
+                   help="write the fitted weights (.npy) to compare two versions")
     args = p.parse_args(argv)
     out = run(args)
+    alpha = out.pop("alpha")
+    if args.save_alpha:
+        import numpy as np
+        np.save(args.save_alpha, alpha)
     print_table(out)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))

@@ -347,3 +347,54 @@ def _held_out_ids(model, frames):
 
     _, val = training.split_validation(frames, model.valid_fraction, model.random_state)
     return {id(a) for a in val}
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_staircase_qr_equals_the_dense_qr_up_to_row_signs(threads):
+    import scipy.linalg as sla
+
+    rng = np.random.default_rng(11)
+    M, m = 400, 330
+    R = np.triu(rng.standard_normal((M, M)))
+    cols = np.sort(rng.choice(M, m, replace=False))
+    x = np.asfortranarray(R[:, cols])
+    ref = sla.qr(x, mode="r")[0][:m]
+    assert lapack.staircase_qr(x, cols + 1, nb=16, threads=threads) == 0
+    got = np.triu(x[:m])
+    np.testing.assert_allclose(np.abs(got), np.abs(ref), rtol=0, atol=1e-12 * np.abs(ref).max())
+
+
+def test_staircase_qr_rejects_what_is_not_a_staircase():
+    x = np.asfortranarray(np.triu(np.ones((5, 3))))
+    with pytest.raises(ValueError, match="staircase"):
+        lapack.staircase_qr(x, np.array([1, 3, 2]))
+    with pytest.raises(ValueError, match="staircase"):
+        lapack.staircase_qr(x, np.array([1, 1, 3]))
+    with pytest.raises(ValueError, match="one entry per column"):
+        lapack.staircase_qr(x, np.array([1, 2]))
+
+
+def test_solve_uses_the_trapezoid_of_a_factor_with_fewer_rows_than_columns():
+    from gapkit.gp import solver
+
+    rng = np.random.default_rng(12)
+    M = 30
+    A = rng.standard_normal((M + 5, M + 5))
+    Lchol = np.linalg.cholesky(A @ A.T / M + np.eye(M + 5))[:M, :M]
+    few, many = solver.RowAccumulator(M), solver.RowAccumulator(M)
+    few.add("e", rng.standard_normal((7, M)), rng.standard_normal(7), 0.5)
+    many.add("f", rng.standard_normal((90, M)), rng.standard_normal(90), 1.0)
+    groups = {**few.finalize(), **many.finalize()}
+    sigmas = {"e": 0.3, "f": 0.1}
+    got = solver.solve(groups, Lchol, 1.7, sigmas)
+    # the stacked system written out in full: every row of every factor
+    rows = [np.hstack([1.7 * Lchol.T, np.zeros((M, 1))])]
+    for name, g in groups.items():
+        b = g.R.copy()
+        b[:, :M] *= 1.7 ** 2 / sigmas[name]
+        b[:, M] /= sigmas[name]
+        rows.append(b)
+    Rf = np.linalg.qr(np.vstack(rows), mode="r")
+    alpha = np.linalg.solve(Rf[:M, :M], Rf[:M, M])
+    np.testing.assert_allclose(got.alpha, alpha, rtol=1e-10, atol=1e-12 * np.abs(alpha).max())
+    assert abs(got.rho - abs(Rf[M, M])) < 1e-10 * abs(Rf[M, M])

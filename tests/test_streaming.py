@@ -115,3 +115,54 @@ def test_threaded_fits_cap_blas_for_the_whole_fit():
     with fit_blas_limits(1):
         assert blas_threads() == before
     assert blas_threads() == before
+
+
+def _motions(atoms):
+    n = len(atoms)
+    r = atoms.positions - atoms.positions.mean(axis=0)
+    rot = np.stack([np.cross(e, r).reshape(-1) for e in np.eye(3)], axis=1)
+    return np.hstack([np.tile(np.eye(3), (n, 1)), rot])
+
+
+@pytest.mark.parametrize("pbc", [False, True])
+def test_force_rows_without_their_null_part_give_the_same_factor(pbc):
+    from ase import Atoms
+
+    from gapkit.gp import solver, streaming
+
+    rng = np.random.default_rng(5)
+    n, M = 7, 60
+    atoms = Atoms("C2H5", positions=rng.uniform(0, 4, (n, 3)), cell=[6, 6, 6], pbc=pbc)
+    N = _motions(atoms)[:, :3] if pbc else _motions(atoms)
+    P = np.eye(3 * n) - N @ np.linalg.pinv(N)  # rows orthogonal to the motions
+    K, y = P @ rng.standard_normal((3 * n, M)), rng.standard_normal(3 * n)
+    K2, y2, null = streaming.invariant_force_rows(atoms, K, y)
+    assert null[1] == (3 if pbc else 6) and K2.shape == (3 * n - null[1], M)
+    full, part = solver.RowAccumulator(M), solver.RowAccumulator(M)
+    full.add("f", K, y, 1.0)
+    part.add("f", K2, y2, 1.0)
+    part.add_null("f", *null)
+    a, b = full.finalize()["f"], part.finalize()["f"]
+    np.testing.assert_allclose(b.R.T @ b.R, a.R.T @ a.R, rtol=0, atol=1e-12 * np.abs(a.R).max() ** 2)
+    assert b.n_rows == a.n_rows == 3 * n and b.log_inv_w == a.log_inv_w == 0.0
+
+
+def test_force_rows_that_are_not_invariant_are_kept():
+    from ase import Atoms
+
+    from gapkit.gp import streaming
+
+    rng = np.random.default_rng(6)
+    atoms = Atoms("C2H5", positions=rng.uniform(0, 4, (7, 3)))
+    K, y = rng.standard_normal((21, 60)), rng.standard_normal(21)
+    K2, y2, null = streaming.invariant_force_rows(atoms, K, y)
+    assert null is None and K2 is K and y2 is y
+
+
+def test_add_null_alone_sets_the_residual():
+    from gapkit.gp import solver
+
+    acc = solver.RowAccumulator(4)
+    acc.add_null("f", 9.0, 3)
+    g = acc.finalize()["f"]
+    assert g.n_rows == 3 and g.R[4, 4] == 3.0 and np.count_nonzero(g.R) == 1

@@ -91,7 +91,8 @@ def _split_groups(est, full: dict, split_spec, data, resid_split, cols, scale) -
     """The split model's row factors of ``data``: its energy rows streamed (no
     descriptor gradients), every other group from the full factors' columns."""
     energy = tr.accumulate_rows(est, split_spec, _energy_only(data), resid_split)
-    return {g: energy[g] if g.kind == "energy" else gp.column_factor(r, cols, scale)
+    threads = streaming.dense_threads(est.n_jobs, len(cols))
+    return {g: energy[g] if g.kind == "energy" else gp.column_factor(r, cols, scale, threads)
             for g, r in full.items() if g.kind != "energy" or g in energy}
 
 
