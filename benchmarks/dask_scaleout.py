@@ -15,17 +15,20 @@ sparse points per species; not calibrated) is fitted, for every ``--sizes`` entr
 
 * **on Dask**: ``GAP(...).fit(source, client=client)`` on one ``LocalCluster`` per
   entry of ``--workers``. With ``--source seed`` (default) the source is a
-  :class:`gapkit.data.sources.GeneratedFrames` of :func:`emt_cell`: every task of a
-  worker's chain carries only the source indices, digests and energies of one chunk
-  of ``chunk_size`` (32) structures; the worker makes the structures again from the seed,
-  folds their rows into its accumulator and drops them
-  (:mod:`gapkit.gp.distributed`). ``--source file`` writes an extxyz file (under
+  :class:`gapkit.data.sources.GeneratedFrames` of :func:`emt_cell`: each worker
+  thread runs one chain task that carries only the source indices, digests and
+  energies of its chunks of ``chunk_size`` (32) structures; the worker makes each
+  chunk's structures again from the seed, folds their rows into its accumulator and
+  drops them (:mod:`gapkit.gp.distributed`). ``--source file`` writes an extxyz file (under
   ``--tmp``) that the workers read by byte offset; ``--source graph`` gives the plain
   list (the chunks travel in the tasks);
 * **serially**: ``GAP(..., n_jobs=1).fit(frames)`` in this process.
 
 Workers are restarted before every Dask fit and warmed up with a tiny fit (imports,
-compiled engine loops) that is not timed; then every process's peak RSS (``VmHWM``) is
+compiled engine loops) that is not timed; Dask's statistical profiler is off on them
+unless ``--worker-profile on`` (its history grows with wall time, up to 1000 one-second
+cycles, whatever the fit holds: +10 MiB per worker on a 4,000-structure fit of 74 s,
+``docs/guide/scaling.md``); then every process's peak RSS (``VmHWM``) is
 reset, so the peaks printed are the fit's own. Printed per fit: wall and CPU time
 (driver + workers), throughput, the peak RSS of the driver and of every worker, each
 worker's live-chunk counter (chunks in flight at once, most structures in one), the
@@ -169,6 +172,25 @@ def chunk_stats() -> dict:
     return live_chunks.stats()
 
 
+def dask_internals(dask_worker) -> dict:
+    """What Dask itself keeps on a worker that grows with the fit's wall time: the
+    statistical profiler's history (``profile_history`` and ``profile_keys_history``,
+    one entry per ``distributed.worker.profile.cycle`` of 1 s, at most
+    ``distributed.admin.low-level-log-length`` = 1000 of each) and the task logs, as
+    (entries, pickled MiB), and the tasks and results the worker still holds."""
+    import pickle
+
+    def size(items) -> list:
+        items = list(items)
+        return [len(items), len(pickle.dumps(items, protocol=5)) / 2 ** 20]
+
+    w = dask_worker
+    return {"profile_history": size(w.profile_history),
+            "profile_keys_history": size(w.profile_keys_history),
+            "transition_log": size(w.state.log), "stimulus_log": size(w.state.stimulus_log),
+            "tasks": len(w.state.tasks), "data": len(w.data)}
+
+
 def reset_chunks() -> None:
     from gapkit.gp.distributed import live_chunks
 
@@ -210,9 +232,11 @@ def dask_fit(client, train, warm, args) -> tuple[object, dict]:
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     after = client.run(worker_usage)
     chunks = client.run(chunk_stats)
+    kept = client.run(dask_internals)
     workers = {w: {"rss_before_mib": before[w]["current_mib"],
                    "peak_before_mib": before[w]["peak_mib"], "peak_mib": after[w]["peak_mib"],
-                   "cpu_s": after[w]["cpu_s"] - before[w]["cpu_s"], "chunks": chunks[w]}
+                   "cpu_s": after[w]["cpu_s"] - before[w]["cpu_s"], "chunks": chunks[w],
+                   "dask_internals": kept[w]}
                for w in after}
     return model, {"wall_s": wall, "driver_cpu_s": cpu, "driver_rss_before_mib": rss0,
                    "cpu_s": cpu + sum(w["cpu_s"] for w in workers.values()),
@@ -234,9 +258,11 @@ def memory_bound(model, n_features: int) -> dict:
     """What a worker's fit needs beyond the interpreter, MiB: the per-group factors and
     row buffers (O(M**2) + one block of rows), the sparse set it is sent, and one
     structure's design rows (at most 16 atoms: 1 + 48 + 6 rows)."""
+    from gapkit.gp.solver import BLOCK_ROWS
+
     M = int(len(model.sparse_species_))
     G = len(model.state_.n_train)
-    B = max(2 * M, 2000)
+    B = BLOCK_ROWS
     mib = 8 / 2 ** 20
     return {"M": M, "groups": G, "block_rows": B,
             "factors_mib": G * (M + 1) ** 2 * mib, "row_buffers_mib": G * B * (M + 1) * mib,
@@ -283,6 +309,12 @@ def main(argv=None) -> int:
     p.add_argument("--source", choices=["seed", "file", "graph"], default="seed",
                    help="how workers get their chunks: made from the seed, read from an extxyz "
                         "file, or sent in the task graph (the plain frame list)")
+    p.add_argument("--worker-profile", choices=["on", "off"], default="off",
+                   help="Dask's statistical profiler on the LocalCluster workers "
+                        "(distributed.worker.profile.enabled; Dask's default is on). Its "
+                        "history grows with wall time (~0.15 MiB per worker-second on this "
+                        "fit) for the first 1000 s, whatever the fit holds: off measures the "
+                        "fit's own memory")
     p.add_argument("--tmp", type=Path, default=Path("/tmp"), help="folder for --source file")
     p.add_argument("--scheduler", default=None,
                    help="address of a running Dask scheduler (instead of LocalClusters)")
@@ -300,9 +332,12 @@ def main(argv=None) -> int:
 
     import logging
 
+    import dask
     from dask.distributed import Client, LocalCluster
 
     logging.getLogger("distributed").setLevel(logging.WARNING)
+    # the LocalCluster workers get this process's config (not a --scheduler's workers)
+    dask.config.set({"distributed.worker.profile.enabled": args.worker_profile == "on"})
     print(host_line({v: os.environ.get(v) for v in THREAD_VARS}))
     clients, clusters = {}, []
     if args.scheduler or args.scheduler_file:
@@ -320,14 +355,16 @@ def main(argv=None) -> int:
     n_max = max(args.sizes)
     print(f"# Dask fit: up to {n_max} EMT Cu/Al cells of 4-16 atoms, SOAP {SOAP_SETTINGS}, "
           f"{args.n_sparse} random sparse points per species, clusters {list(clients)}, "
-          f"source {args.source}, sizes {args.sizes}, load {os.getloadavg()[0]:.1f}", flush=True)
+          f"source {args.source}, worker profiler {args.worker_profile}, sizes {args.sizes}, "
+          f"load {os.getloadavg()[0]:.1f}", flush=True)
     w0 = time.perf_counter()
     frames_all, gen_cpu = make_frames(first, n_max, args.seed)
     test = emt_cells(args.n_test, args.seed, start=10 ** 7)  # not among the training cells
     print(f"made and labelled {len(frames_all)} cells on the cluster: wall "
           f"{time.perf_counter() - w0:.1f} s, worker CPU {gen_cpu:.1f} s; driver RSS "
           f"{current_rss_mib():.0f} MiB", flush=True)
-    res = {"sizes": args.sizes, "source": args.source, "n_sparse_per_species": args.n_sparse,
+    res = {"sizes": args.sizes, "source": args.source, "worker_profile": args.worker_profile,
+           "n_sparse_per_species": args.n_sparse,
            "threads_per_worker": args.threads_per_worker, "soap": SOAP_SETTINGS,
            "generation": {"worker_cpu_s": gen_cpu}, "load_start": os.getloadavg()[0], "by_size": {}}
     warm = frames_all[:8]
@@ -356,6 +393,11 @@ def main(argv=None) -> int:
                     print(f"    worker {w}: peak RSS {u['peak_mib']:.0f} MiB (before the fit "
                           f"{u['rss_before_mib']:.0f} MiB, growth {u['peak_mib'] - u['rss_before_mib']:.0f}"
                           f" MiB), CPU {u['cpu_s']:.1f} s, chunks {fmt(u['chunks'])}", flush=True)
+                    k = u["dask_internals"]
+                    print(f"      Dask keeps: profile history {k['profile_history'][0]} + "
+                          f"{k['profile_keys_history'][0]} entries "
+                          f"({k['profile_history'][1] + k['profile_keys_history'][1]:.1f} MiB "
+                          f"pickled), {k['tasks']} tasks, {k['data']} results", flush=True)
         ref = models["serial"] if "serial" in models else next(iter(models.values()))
         n_rows = int(sum(ref.state_.n_train.values()))
         bound = memory_bound(ref, ref.state_.terms[0].sparse_q.shape[1])

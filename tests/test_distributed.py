@@ -2,6 +2,7 @@
 one chunk per worker thread at a time, the serial model."""
 
 import pickle
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -41,14 +42,34 @@ def test_file_source_fit_equals_serial_and_holds_one_chunk_per_thread(xyz):
     dist.live_chunks.reset()
     cluster, client = _client()
     with cluster, client:
-        m = model().fit(src, client=client)
+        with distributed.get_task_stream(client) as stream:
+            m = model().fit(src, client=client)
+    prefixes = Counter(distributed.utils.key_split(t["key"]) for t in stream.data)
     np.testing.assert_allclose(m.alpha_, serial.alpha_, rtol=0, atol=1e-8 * np.abs(serial.alpha_).max())
+    # one task per chain (two workers: two chains), none per chunk: a running chain
+    # is never stolen, so its accumulator never moves between workers
+    assert prefixes.get("run_chain") == 2 and "add_chunk" not in prefixes, prefixes
     stats = dist.live_chunks.stats()
     # every chunk went through a chain task, never more than one per worker thread
     # and never more than chunk_size structures in one (fails if tasks carry shares)
     assert stats["done"] == 6 and stats["live"] == 0
     assert 1 <= stats["peak"] <= 2
     assert stats["max_frames"] == 4
+
+
+def test_chain_reports_its_factor_and_buffer_bytes_to_dask():
+    """``dask.sizeof`` of a chain is its arrays' bytes (the worker's memory manager and
+    the scheduler's transfer costs), not the few bytes of the Python object."""
+    from dask.sizeof import sizeof
+
+    from gapkit.gp.solver import RowAccumulator
+
+    acc = RowAccumulator(50, block_rows=200)
+    acc.add("forces", np.ones((10, 50)), np.ones(10), 1.0)
+    chain = dist._Chain(spec=None, acc=acc)
+    assert sizeof(chain) >= 200 * 51 * 8  # the row buffer
+    acc.finalize()
+    assert 51 * 51 * 8 <= sizeof(chain) < 200 * 51 * 8  # the factor; the buffer is released
 
 
 def test_chunk_plan_carries_indices_not_structures(xyz):

@@ -1,16 +1,20 @@
 """Training rows streamed on a Dask cluster: chains of bounded tasks, tree-merged.
 
 The training frames are cut into chunks of ``chunk_size`` structures and the chunks
-into one contiguous share per worker thread ("chain"). Each chain is a sequence of
-``client.submit`` tasks, each depending on the one before: task ``k`` receives the
-chain's :class:`~gapkit.gp.solver.RowAccumulator` and one chunk, folds the chunk's
-rows in (in place) and returns the accumulator. Only the ready task of a chain is
-ever on a worker, and the accumulator stays where it is (its successor runs on the
-worker that holds it), so a worker holds
+into one contiguous share per worker thread ("chain"), each folded into one
+:class:`~gapkit.gp.solver.RowAccumulator` chunk after chunk, so a worker holds
 
     O(M**2) factors and row buffers + one chunk of structures, descriptors and rows
 
-whatever the number of structures. The chains' factors are then merged by a binary
+whatever the number of structures. With a frame source a chain is **one task** that
+loads, folds and drops its chunks in turn (:func:`_run_chain`): a running task is
+never stolen by Dask's work stealing, so the accumulator never moves between workers
+(a worker never holds two), and a lost worker's chain is rerun by Dask on another.
+Without a source the chunks travel in the tasks, so a chain is a sequence of
+``client.submit`` tasks, each depending on the one before: task ``k`` receives the
+chain's accumulator and one chunk, folds the chunk's rows in (in place) and returns
+the accumulator; only the ready task of a chain is on a worker at a time (work
+stealing may move a waiting task, and the accumulator with it). The chains' factors are then merged by a binary
 tree of tasks on the workers (O(M**3) each) and the root comes back to the client.
 The tree has a fixed shape, so the model is the same on every run and equals the
 serial fit to round-off.
@@ -152,6 +156,13 @@ class _Chain:
     acc: gp.RowAccumulator
 
 
+    def __sizeof__(self) -> int:
+        """Bytes of the factors and row buffers (what ``dask.sizeof`` reports to the
+        worker's memory manager and the scheduler's transfer costs)."""
+        arrays = [a for g in self.acc.groups.values() for a in (g.R, g._buf) if a is not None]
+        return object.__sizeof__(self) + sum(a.nbytes for a in arrays)
+
+
 def _start_chain(spec: RowSpec) -> _Chain:
     own = [dataclasses.replace(t, descriptor=copy.deepcopy(t.descriptor)) for t in spec.terms]
     spec = dataclasses.replace(spec, terms=own)
@@ -193,6 +204,16 @@ def _add_chunk(chain: _Chain, chunk, source: FrameSource | None = None,
         del frames, labels
     finally:
         live_chunks.leave()
+    return chain
+
+
+def _run_chain(spec: RowSpec, chunks: Sequence[ChunkRef], source: FrameSource,
+               labels_of: Callable) -> _Chain:
+    """A whole chain in one task: its chunks loaded from ``source``, folded in turn
+    into a new accumulator and dropped (one chunk in memory at a time)."""
+    chain = _start_chain(spec)
+    for chunk in chunks:
+        _add_chunk(chain, chunk, source, labels_of)
     return chain
 
 
@@ -257,14 +278,20 @@ def accumulate(client, spec: RowSpec, frames: Sequence[Atoms], labels: Sequence[
     extra = ()
     if source is not None:
         extra = tuple(client.scatter([source, labels_of], broadcast=True))
-    ticks, tails = [], []
+    ticks, tails = [], []  # ticks: (future, chunks it stands for)
     for c, share in enumerate(np.array_split(np.arange(len(chunks)), n_chains)):
         where = dict(workers=[workers[c % len(workers)]], allow_other_workers=True) if workers else {}
-        state = client.submit(_start_chain, spec_f, pure=False, **where)
-        for k in share:
-            state = client.submit(_add_chunk, state, chunks[k], *extra, pure=False)
+        if source is not None:  # one task per chain: never stolen half-way
+            state = client.submit(_run_chain, spec_f, [chunks[k] for k in share], *extra,
+                                  pure=False, **where)
             if progress is not False:
-                ticks.append(client.submit(_tick, state, pure=False))
+                ticks.append((client.submit(_tick, state, pure=False), len(share)))
+        else:
+            state = client.submit(_start_chain, spec_f, pure=False, **where)
+            for k in share:
+                state = client.submit(_add_chunk, state, chunks[k], pure=False)
+                if progress is not False:
+                    ticks.append((client.submit(_tick, state, pure=False), 1))
         tails.append(state)
         del state  # only the tail is held: finished accumulators are released
     while len(tails) > 1:  # fixed-shape binary tree: deterministic merge order
@@ -275,10 +302,11 @@ def accumulate(client, spec: RowSpec, frames: Sequence[Atoms], labels: Sequence[
     if ticks:
         from dask.distributed import as_completed
 
-        bar = progress_bar(total=len(ticks), desc="fit chunks", unit="chunk", progress=progress)
-        for fut in as_completed(ticks, loop=client.loop):
+        bar = progress_bar(total=len(chunks), desc="fit chunks", unit="chunk", progress=progress)
+        weight = {fut.key: n for fut, n in ticks}
+        for fut in as_completed([fut for fut, _ in ticks], loop=client.loop):
             fut.result()  # raises a task's error here
-            bar.update(1)
+            bar.update(weight[fut.key])
         bar.close()
         del ticks
     total = gp.RowAccumulator(spec.n_columns, block_rows=spec.block_rows)
