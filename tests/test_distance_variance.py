@@ -33,7 +33,8 @@ def _h2(r):
 def test_training_range_and_terms_of_a_dimer():
     frames = [_h2(0.70), _h2(0.74), _h2(0.78), Atoms("H")]
     forces = [np.full((2, 3), 0.5), np.full((2, 3), 0.5), None, np.zeros((1, 3))]
-    tr = dv.training_range(frames, forces, r_cut=3.0)
+    assert "coordination" in dv.training_range(frames, forces, r_cut=3.0)
+    tr = dv.training_range(frames, forces, r_cut=3.0, coordination=False)  # pairs only
     r0, w = tr["pairs"]["1-1"]
     assert r0 == pytest.approx(0.70)
     assert w == pytest.approx(np.std([0.70, 0.74, 0.78]))

@@ -28,6 +28,11 @@ grows without bound as a bond is compressed below them. Species pairs never with
 cutoff in training have no floor and add nothing (SOAP's Nyström term sees a new
 neighbour species on its own); without training forces there is no force scale and
 no term.
+
+:func:`training_range` also keeps the ranges of the coordination and strain terms of
+:mod:`gapkit.model.coordination_variance` (key ``"coordination"``), and
+:func:`compression_terms` adds them (energies only); a range without the key (files
+written before them) gives the compression term alone, as before.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import numpy as np
 from ase import Atoms
 
 from gapkit.descriptors.neighbours import neighbour_pairs
+from gapkit.model import coordination_variance as cv
 
 __all__ = ["BOND_WINDOW", "CompressionTerms", "MIN_WIDTH_FRACTION", "compression_terms", "pair_key",
            "training_range"]
@@ -56,11 +62,11 @@ def pair_key(z1: int, z2: int) -> str:
     return f"{a}-{b}"
 
 
-def _codes(zi: np.ndarray, zj: np.ndarray) -> np.ndarray:
-    return np.minimum(zi, zj).astype(np.int64) * 1000 + np.maximum(zi, zj)
+_codes = cv.pair_codes
 
 
-def training_range(frames: Sequence[Atoms], forces: Sequence, r_cut: float) -> dict:
+def training_range(frames: Sequence[Atoms], forces: Sequence, r_cut: float,
+                   coordination: bool = True) -> dict:
     """Floors, widths and force scales of the training structures.
 
     Parameters
@@ -71,12 +77,16 @@ def training_range(frames: Sequence[Atoms], forces: Sequence, r_cut: float) -> d
         Their reference forces, eV/Å (``None`` where a frame has none).
     r_cut : float
         Only pairs closer than this are seen (the descriptor cutoff), Å.
+    coordination : bool
+        Also keep the ranges of the coordination and strain terms
+        (:func:`gapkit.model.coordination_variance.coordination_range`).
 
     Returns
     -------
     dict
-        ``{"pairs": {pair_key: [floor, width]}, "force_rms": {str(z): F_z}}`` (Å, Å,
-        eV/Å), JSON-able; ``{}`` when no frame has forces.
+        ``{"pairs": {pair_key: [floor, width]}, "force_rms": {str(z): F_z},
+        "coordination": {...}}`` (Å, Å, eV/Å), JSON-able; ``{}`` when no frame has
+        forces.
 
     Raises
     ------
@@ -122,8 +132,12 @@ def training_range(frames: Sequence[Atoms], forces: Sequence, r_cut: float) -> d
         nd = nd[nd < BOND_WINDOW * r0]
         w = max(float(np.std(nd)) if nd.size > 1 else 0.0, MIN_WIDTH_FRACTION * r0)
         pairs[pair_key(c // 1000, c % 1000)] = [r0, w]
-    return {"pairs": pairs,
-            "force_rms": {str(z): float(np.sqrt(s / n)) for z, (s, n) in f2.items() if n}}
+    out = {"pairs": pairs,
+           "force_rms": {str(z): float(np.sqrt(s / n)) for z, (s, n) in f2.items() if n}}
+    if coordination:
+        out["coordination"] = cv.coordination_range(frames, pairs, r_cut, BOND_WINDOW,
+                                                    MIN_WIDTH_FRACTION)
+    return out
 
 
 @dataclass
@@ -160,16 +174,36 @@ def compression_terms(atoms: Atoms, trange: Mapping, r_cut: float) -> Compressio
     Returns
     -------
     CompressionTerms or None
-        ``None`` when no pair is closer than its floor (or there is no range).
+        The compression term plus the coordination and strain terms of
+        :mod:`gapkit.model.coordination_variance` (where ``trange`` has their range);
+        ``None`` when every number is inside its training range (or there is no range).
     """
-    pairs = trange.get("pairs") if trange else None
-    if not pairs or len(atoms) < 2:
+    if not trange or len(atoms) < 2:
         return None
+    pairs = trange.get("pairs") or {}
+    crange = trange.get("coordination") or {}
     frms = trange.get("force_rms", {})
-    reach = min(float(r_cut), max(p[0] for p in pairs.values()))
+    reach = max([p[0] for p in pairs.values()] + [b[1] for b in crange.get("switch", {}).values()]
+                + [crange.get("cut", 0.0)], default=0.0)
+    reach = min(float(r_cut), reach)
+    if not reach > 0:
+        return None
     i, j, d, _ = neighbour_pairs(atoms, reach)
     if not len(d):
         return None
+    extra = cv.coordination_terms(atoms, crange, frms, i, j, d)
+    out = _pair_terms(atoms, pairs, frms, i, j, d) if pairs else None
+    if extra is None:
+        return out
+    if out is None:
+        return CompressionTerms(forces=np.zeros(len(atoms)), energies=extra,
+                                energy=float(extra.sum()))
+    energies = out.energies + extra
+    return CompressionTerms(forces=out.forces, energies=energies, energy=float(energies.sum()))
+
+
+def _pair_terms(atoms, pairs, frms, i, j, d) -> CompressionTerms | None:
+    """The compression term proper, from the neighbour pairs ``(i, j, d)``."""
     z = atoms.numbers
     code = _codes(z[i], z[j])
     r0, w = np.zeros(len(d)), np.ones(len(d))
