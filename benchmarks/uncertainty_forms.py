@@ -14,8 +14,17 @@ same held-out terms and applied to the same final model's test terms:
     an exponent per block (energies, forces of each species);
 ``knee``
     ``own`` with the knee fitted between the largest validation ``rho`` and 1;
-``default``
-    ``knee`` with the posterior power map (the default since session 7).
+``s7``
+    ``knee`` with the posterior power map (the default of session 7);
+``s7_anchor``
+    ``s7`` with the final model's power maps anchored on its own posterior scale
+    (``gapkit.model.calibration.anchored``, ratio 1 - held-out fraction);
+``small_p1``, ``small_p1_beta``
+    ``s7``, but blocks with fewer than ``MIN_BLOCK_ITEMS`` (100) validation items (the
+    energies of fewer than 100 frames, a rare species) keep power 1 (``_beta``: and take
+    the item-weighted mean exponent of the other blocks);
+``anchor_small``, ``default``
+    ``small_p1`` / ``small_p1_beta`` anchored: ``default`` is the default since session 8.
 
 Printed per form and set: energy ZMS, 95 % coverage and ENCE with its simulated
 reference (a perfectly calibrated σ of the same shape), force ZMS (per species),
@@ -25,8 +34,15 @@ p5], and the separation AUROC of σ_E/atom from the first test set. Exact force 
 Sets: ``xtb`` (GFN2-xTB ethanol 500 K MD made here, 300 train; test: an independent
 500 K run, and 1000 K), ``cu`` (EMT Cu 300 K, 60 cells; 300 K and 600 K), ``eth``
 (rMD17 ethanol, 800 train; 200 ``test_MD`` frames, H removal, dimers, normal modes:
-heavy, ~5 GB). The xTB/EMT frames are those of ``uncertainty_calibration.py`` (same
-seeds; read from its ``--cache`` when there).
+heavy, ~5 GB), ``si`` (mlearn Si AIMD + Elastic; test cells of the same kinds, vacancy
+and surface cells), ``al`` (EMT Al made here: 60 cells at 400 K; 30 cells at 400 K
+and 800 K), ``pkg`` (the packaged default data: 200 train, 70 test frames).
+``split:<first test>`` is the split (calibration) model on the first test set: what
+the calibration misses there is not a transfer from the split to the final model.
+``3x``: fraction of frames flagged by ``FlagThreshold(relative=3)``. The xTB/EMT
+frames are those of ``uncertainty_calibration.py`` (same seeds; read from its
+``--cache`` when there). ``--terms DIR`` keeps each set's terms, so forms can be
+compared again without refitting.
 
 Example::
 
@@ -46,10 +62,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-FORMS = {"s6": dict(exponents="shared", free_knee=False, free_power=False),
-         "own": dict(exponents="block", free_knee=False, free_power=False),
-         "knee": dict(exponents="block", free_knee=True, free_power=False),
-         "default": dict()}
+FORMS = {"s6": dict(exponents="shared", free_knee=False, free_power=False, min_items=0),
+         "own": dict(exponents="block", free_knee=False, free_power=False, min_items=0),
+         "knee": dict(exponents="block", free_knee=True, free_power=False, min_items=0),
+         "s7": dict(min_items=0),
+         "s7_anchor": dict(min_items=0, anchor=True),
+         "small_p1": dict(small_exponent=False),
+         "small_p1_beta": dict(),
+         "anchor_small": dict(small_exponent=False, anchor=True),
+         "default": dict(anchor=True)}
 
 
 class Captured:
@@ -69,11 +90,10 @@ class Captured:
         return out
 
 
-def _terms(model, frames):
-    """Raw variance terms (exact forces where labelled) and errors of the final model."""
+def _terms(st, frames):
+    """Raw variance terms (exact forces where labelled) and errors of state ``st``."""
     from gapkit.model.calibration import validation_parts
     from gapkit.model.prediction import predict_batch
-    st = model.state_
     parts, de, df = [], [], []
     for k, a in enumerate(frames):
         try:
@@ -96,7 +116,7 @@ def fit_and_capture(make, train, tests):
 
     def keep(state, frames, parts, e_err, f_err, source, **kw):
         held.update(state=Captured(state), numbers=[a.numbers for a in frames], parts=parts,
-                    e_err=np.asarray(e_err), f_err=f_err, source=source)
+                    e_err=np.asarray(e_err), f_err=f_err, source=source, split_state=state)
         return orig(state, frames, parts, e_err, f_err, source, **kw)
 
     tr.fit_calibration = keep
@@ -104,7 +124,13 @@ def fit_and_capture(make, train, tests):
         model = make().fit(train)
     finally:
         tr.fit_calibration = orig
-    return held, {name: _terms(model, fr) for name, fr in tests.items()}
+    split = held.pop("split_state")
+    out = {name: _terms(model.state_, fr) for name, fr in tests.items()}
+    # the split (calibration) model on the first test set: separates what the
+    # calibration misses on unseen frames from what does not transfer to the final model
+    first = next(iter(tests))
+    out[f"split:{first}"] = _terms(split, tests[first])
+    return held, out
 
 
 def _frames(numbers):
@@ -120,8 +146,11 @@ def evaluate(t, cal, per_atom, n_draws=200):
                       forces=has_f)
     nat = np.array([len(z) for z in t["numbers"]], dtype=float)
     de, se = (t["e_err"] / nat, std.energy / nat) if per_atom else (t["e_err"], std.energy)
+    from gapkit.uncertainty.flags import FlagThreshold
+    score = FlagThreshold(relative=3.0).structure_scores(std, _frames(t["numbers"]), cal.reference)
     out = {"energy_zms": m.zms(de, se), "energy_coverage95": m.coverage(de, se, 0.95),
-           "sigma_e_per_atom": (std.energy / nat).tolist()}
+           "sigma_e_per_atom": (std.energy / nat).tolist(),
+           "flagged_3x": float(np.mean(score > 1))}
     if len(de) >= 10:
         out["energy_ence"] = m.ence(de, se)
         out["energy_ence_reference"] = m.reference(m.ence, se, n_draws, 0)
@@ -141,7 +170,8 @@ def evaluate(t, cal, per_atom, n_draws=200):
 
 def line(name, r, ref_sigma):
     from sklearn.metrics import roc_auc_score
-    s = f"  {name:10s} E ZMS {r['energy_zms']:.3f} cov {r['energy_coverage95']:.3f}"
+    s = (f"  {name:10s} 3x {r['flagged_3x']:.3f} E ZMS {r['energy_zms']:.3f}"
+         f" cov {r['energy_coverage95']:.3f}")
     if "energy_ence" in r:
         s += f" ENCE {r['energy_ence']:.3f} [{r['energy_ence_reference'][0]:.3f}]"
     if ref_sigma is not None:
@@ -159,6 +189,17 @@ def line(name, r, ref_sigma):
     print(s, flush=True)
 
 
+def _emt_al(temperature, n_frames, seed):
+    """Langevin MD of a 108-atom fcc Al cell under EMT, as ``uc.emt_md`` does for Cu."""
+    import uncertainty_calibration as uc
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    atoms = bulk("Al", "fcc", a=4.05, cubic=True).repeat((3, 3, 3))
+    atoms.calc = EMT()
+    return uc.sample_md(atoms, temperature, n_frames, seed, f"Al_{temperature:.0f}K", 20, 500,
+                        2.0, friction=0.01)
+
+
 def sets(name, cache):
     import uncertainty_calibration as uc
     from gapkit import GAP
@@ -169,6 +210,16 @@ def sets(name, cache):
         e0 = uc.xtb_e0()
         return (lambda: GAP(e0=e0), s["xtb_500K_train"],
                 {"500K": s["xtb_500K_test"], "1000K": s["xtb_1000K_test"]}, False)
+    if name == "pkg":  # the packaged default data (xTB ethanol + methanol, made here)
+        return (lambda: GAP(e0=uc.xtb_e0()), uc.read(REPO / "data" / "train.xyz"),
+                {"test": uc.read(REPO / "data" / "test.xyz")}, False)
+    if name == "al":  # EMT Al (not a set of the other benchmarks): 400 K, tests 400 / 800 K
+        al = {}
+        for n, T, k, seed in (("al_400K_train", 400, 60, 21), ("al_400K_test", 400, 30, 22),
+                              ("al_800K_test", 800, 30, 23)):
+            al[n], _ = uc.cached_frames(cache, n, lambda: _emt_al(T, k, seed))
+        return GAP, al["al_400K_train"], {"400K": al["al_400K_test"],
+                                          "800K": al["al_800K_test"]}, True
     if name == "cu":
         cu = {}
         for n, T, k, seed in (("cu_300K_train", 300, 60, 11), ("cu_300K_test", 300, 30, 12),
@@ -196,30 +247,58 @@ def sets(name, cache):
     return lambda: GAP(e0=e0), train[:800], tests, False
 
 
+def captured(name, args):
+    """Held-out and test terms of set ``name``, from ``args.terms`` when pickled there."""
+    import pickle
+    path = None if args.terms is None else args.terms / f"{name}.pkl"
+    if path is not None and path.is_file():
+        with open(path, "rb") as fh:
+            return pickle.load(fh)
+    make, train, tests, per_atom = sets(name, args.cache)
+    out = (*fit_and_capture(make, train, tests), per_atom)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as fh:
+            pickle.dump(out, fh)
+    return out
+
+
 def main(argv=None):
-    from gapkit.model.calibration import fit_calibration
+    from gapkit.model.calibration import anchored, fit_calibration
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--set", action="append", choices=("xtb", "cu", "eth", "si"),
+    p.add_argument("--set", action="append", choices=("xtb", "cu", "eth", "si", "pkg", "al"),
                    help="set(s) (default: xtb and cu)")
     p.add_argument("--cache", type=Path,
                    default=Path.home() / ".cache/gapkit-bench/uncertainty_calibration")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--terms", type=Path, default=None,
+                   help="folder of pickled held-out and test terms per set: read when there "
+                        "(no refit), else written after the fit")
+    p.add_argument("--form", action="append", choices=tuple(FORMS),
+                   help="form(s) to compare (default: all)")
     args = p.parse_args(argv)
     out = {}
     for name in args.set or ["xtb", "cu"]:
-        make, train, tests, per_atom = sets(name, args.cache)
-        held, test_terms = fit_and_capture(make, train, tests)
+        held, test_terms, per_atom = captured(name, args)
         print(f"== {name}: calibrated on {held['source']}", flush=True)
         out[name] = {}
-        for form, kw in FORMS.items():
+        for form in args.form or FORMS:
+            kw = dict(FORMS[form])
+            anchor = kw.pop("anchor", False)
             cal = fit_calibration(held["state"], _frames(held["numbers"]), held["parts"],
                                   held["e_err"], held["f_err"], held["source"], **kw)
-            print(f" {form}", flush=True)
+            # the final model's calibration: the power maps anchored on its own V_P
+            n_val, n_all = (int(w) for w in held["source"].split(":")[1].split()[:3:2])
+            final = anchored(cal, (n_all - n_val) / n_all) if anchor else cal
+            print(f" {form}: " + "; ".join(
+                f"{k} β {v.exponent:.2f} knee {v.knee:.2g} p {v.posterior_power:.2f} s_P "
+                f"{v.posterior:.3g} s_A {v.aleatoric:.3g}"
+                for k, v in [("E", cal.energy), *cal.forces.items()]), flush=True)
             res = {"held-out": evaluate(held, cal, per_atom)}
             line("held-out", res["held-out"], None)
             first = None
             for tname, t in test_terms.items():
-                res[tname] = evaluate(t, cal, per_atom)
+                res[tname] = evaluate(t, cal if tname.startswith("split:") else final, per_atom)
                 line(tname, res[tname], first)
                 first = res[tname]["sigma_e_per_atom"] if first is None else first
             for r in res.values():

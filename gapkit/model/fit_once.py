@@ -40,7 +40,7 @@ from gapkit.gp import solver as gp
 from gapkit.gp import streaming, terms
 from gapkit.model import training as tr
 from gapkit.model.sparse_counts import environment_counts
-from gapkit.model.calibration import with_training_range
+from gapkit.model.calibration import anchored, with_training_range
 from gapkit.model.state import Calibration, FittedState
 from gapkit.model.variance import variance_basis
 from gapkit.utils import check_random_state
@@ -174,15 +174,16 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
     With ``valid`` the model is calibrated on it and never trained on it; otherwise a
     random ``est.valid_fraction`` of the frames is held out, the model fitted on the
     rest is calibrated on it, and its rows are then added to the fit by
-    :func:`add_rows` (the calibration of the model without them is kept: slightly
-    conservative): the design rows of every frame are computed once and the sparse set
-    stays the one chosen from the training part. When the sparse set of some species
-    is every training environment (``n_sparse="auto"`` with at most 2000 of them, the
-    exact local GP), the held-out environments must join the sparse set (a 10-12 %
-    lower force error on molecules, measured on rMD17 and xTB ethanol, equal on EMT Cu;
-    see ``docs/guide/scaling.md``): :func:`fit_split_and_all` fits the split model and
-    the model of all frames with each frame's rows computed once; with Dask, or when a
-    term would have no point in the training frames, the model is refitted on all
+    :func:`add_rows` (the calibration of the model without them is kept, its
+    posterior power maps anchored on the final model's posterior scale, see
+    :func:`gapkit.model.calibration.anchored`): the design rows of every frame are
+    computed once and the sparse set stays the one chosen from the training part.
+    When the sparse set of some species is every training environment
+    (``n_sparse="auto"`` with at most 2000 of them, the exact local GP), the held-out
+    environments must join the sparse set (a 10-12 % lower force error on molecules,
+    measured on rMD17 and xTB ethanol, equal on EMT Cu; see ``docs/guide/scaling.md``):
+    :func:`fit_split_and_all` fits the split model and the model of all frames with
+    each frame's rows computed once; with Dask, or when a term would have no point in the training frames, the model is refitted on all
     frames instead. With ``optimize`` the hyperparameters are chosen on the
     same held-out frames (see :mod:`gapkit.model.hyperparameters`), also when
     ``est.calibrate`` is off. The geometries are checked once, by
@@ -231,7 +232,9 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
                               source=f"validation split: {len(val)} of {n_all} frames",
                               progress=est.verbose, checked=True,
                               threads=streaming.resolve_threads(est.n_jobs, len(val)))
-        cal = _with_range(est, cal, frames_all, split_state)
+        # the final model also has the held-out rows: its power maps are anchored on its
+        # own V_P scale (gapkit.model.calibration.anchored)
+        cal = anchored(_with_range(est, cal, frames_all, split_state), (n_all - len(val)) / n_all)
     if once is not None:
         return state.replace(calibration=cal), groups
     if _split_takes_every_environment(est, split_state, train):

@@ -2,7 +2,9 @@
 
 A :class:`FlagThreshold` compares the epistemic (or total) std of a prediction with
 absolute limits (eV/Å on force components, eV/atom on energies) or with a multiple of
-the learned noise, per atom and per structure.
+the model's reference stds (a high per-atom quantile of the calibrated std on the
+calibration data; the learned noise for uncalibrated models), per atom and per
+structure.
 """
 
 from __future__ import annotations
@@ -59,12 +61,16 @@ class FlagThreshold:
         Absolute threshold in eV/atom on a local-energy std (per atom) and on the
         structure's energy std divided by its atom count.
     relative : float, optional
-        Threshold as a multiple of the model's reference stds (``GAP.flag_reference()``):
-        for a calibrated model the typical epistemic stds of the most uncertain atom of
-        a calibration frame, i.e. ``3x`` flags an atom whose largest force-component
-        std, or local-energy std, is more than three times what the most uncertain
-        atom of a typical frame like the training data has; for an uncalibrated model
-        the learned noises ``sigma_F``, ``sigma_E``.
+        Threshold as a multiple of the model's reference stds (``GAP.flag_reference()``).
+        For a model calibrated by this version: the 98th percentile over the
+        calibration atoms of an atom's calibrated epistemic std (its largest
+        force-component std; its local-energy std), so ``3x`` flags an atom whose std is
+        more than three times what only 2 % of the atoms of data like the calibration
+        data reach. A per-atom quantile does not grow with the size or number of
+        molecules in a frame. Models calibrated before (their
+        ``calibration_.reference`` has no ``"quantile"``) keep their stored unit: the
+        RMS over calibration frames of each frame's largest std. For an uncalibrated
+        model: the learned noises ``sigma_F``, ``sigma_E``.
     use : {"epistemic", "total"}, default "epistemic"
         Which std is compared. Epistemic is what grows under extrapolation.
 

@@ -1,0 +1,128 @@
+"""The calibration of a split model carried to the final model, the small-block form and
+the reference of relative flags (issue #11)."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from gapkit.model import calibration as cb
+from gapkit.model.prediction import predict_batch
+from gapkit.model.state import Calibration, VarianceScale
+from gapkit.model.variance import collect_std, posterior_map
+
+
+@pytest.fixture(scope="module")
+def held_out(small_model, train_frames):
+    """Raw variance terms (exact forces) and synthetic errors of 40 unseen frames."""
+    st = small_model.state_
+    frames = train_frames[40:80]
+    parts = [cb.validation_parts(st, a, predict_batch(st, [a], True, False, True, offset=k)[0],
+                                 a.get_forces()) for k, a in enumerate(frames)]
+    rng = np.random.default_rng(3)
+    e_err = np.array([np.sqrt(2.0 * p.energy.posterior + p.energy.nystrom) for p in parts])
+    e_err = e_err * rng.normal(size=len(parts))
+    f_err = [np.sqrt(3.0 * p.forces.posterior + 0.1 * p.forces.nystrom)
+             * rng.normal(size=p.forces.posterior.shape) for p in parts]
+    return frames, parts, e_err, f_err
+
+
+def test_anchored_map_counts_the_data_shrink_once(rng):
+    """The final model's V_P = ratio x the split model's: the anchored map gives ratio x
+    the split model's mapped term, whatever the power (the unanchored one ratio**p)."""
+    s = VarianceScale(1.0, 2.0, 0.1, 1.5, 0.3, 2.2, 1e-3)
+    cal = Calibration(energy=s, forces={1: s, 8: replace(s, posterior_power=1.0,
+                                                          posterior_ref=1.0)},
+                      forces_fast={1: s}, source="x")
+    out = cb.anchored(cal, 0.8)
+    v = rng.uniform(1e-5, 1e-2, 100)
+    for new in (out.energy, out.forces[1], out.forces_fast[1]):
+        np.testing.assert_allclose(posterior_map(0.8 * v, new), 0.8 * posterior_map(v, s),
+                                   rtol=1e-12)
+        assert (new.posterior, new.exponent, new.knee) == (s.posterior, s.exponent, s.knee)
+    assert not np.allclose(posterior_map(0.8 * v, s), 0.8 * posterior_map(v, s))
+    assert out.forces[8] == cal.forces[8]  # a power-1 map has no reference to move
+    assert out.source == cal.source
+    with pytest.raises(ValueError, match=r"ratio must be in \(0, 1\]"):
+        cb.anchored(cal, 0.0)
+
+
+def test_default_split_fit_anchors_the_map(train_frames, monkeypatch):
+    """The default fit holds out 20 % (12 of 60 frames): the final model's calibration is
+    the split model's with every power map anchored at 48/60 of its reference."""
+    from gapkit import GAP, SOAP
+    from gapkit.model import training as tr
+    from conftest import SMALL_SOAP
+
+    seen = []
+    orig = tr.calibrate_on
+
+    def keep(*a, **kw):
+        seen.append(orig(*a, **kw))
+        return seen[-1]
+
+    monkeypatch.setattr(tr, "calibrate_on", keep)
+    frames = train_frames[:45] + train_frames[-15:]
+    cal = GAP(SOAP(**SMALL_SOAP), n_sparse=60, e0="lstsq", random_state=0).fit(frames).calibration_
+    split = replace(seen[0], compression=cal.compression)
+    assert cal.source == "validation split: 12 of 60 frames"
+    assert cal == cb.anchored(split, 48 / 60)
+    for s, a in zip((cal.energy, *cal.forces.values()),
+                    (seen[0].energy, *seen[0].forces.values())):
+        factor = 0.8 if a.posterior_power != 1 else 1.0
+        assert s.posterior_ref == pytest.approx(a.posterior_ref * factor)
+
+
+def test_small_blocks_keep_power_one_and_borrow_the_exponent(small_model, held_out):
+    frames, parts, e_err, f_err = held_out
+    st = small_model.state_
+    cal = cb.fit_calibration(st, frames, parts, e_err, f_err, "x", min_items=len(frames) + 1)
+    assert cal.energy.posterior_power == 1.0
+    n = {z: 3 * sum(int(np.sum(a.numbers == z)) for a in frames) for z in cal.forces}
+    mean = np.average([cal.forces[z].exponent for z in n], weights=[n[z] for z in n])
+    assert cal.energy.exponent == pytest.approx(mean, rel=1e-9)
+    own = cb.fit_calibration(st, frames, parts, e_err, f_err, "x", min_items=len(frames) + 1,
+                             small_exponent=False)
+    assert own.energy.posterior_power == 1.0 and own.forces == cal.forces
+    # a threshold below every block's size changes nothing
+    assert cb.fit_calibration(st, frames, parts, e_err, f_err, "x", min_items=2) == \
+        cb.fit_calibration(st, frames, parts, e_err, f_err, "x", min_items=0)
+
+
+def test_flag_reference_is_a_per_atom_quantile(small_model, held_out):
+    """The unit of ``3x``: the REFERENCE_QUANTILE quantile over the validation atoms of an
+    atom's largest calibrated epistemic force-component std (and local-energy std); it
+    does not grow when the same atoms come in larger frames."""
+    frames, parts, e_err, f_err = held_out
+    st = small_model.state_
+    cal = cb.fit_calibration(st, frames, parts, e_err, f_err, "x")
+    std = collect_std(st.replace(calibration=cal), parts, frames, forces=True)
+    per_atom = np.concatenate([np.max(f, axis=1) for f in std.forces_epistemic])
+    assert cal.reference["quantile"] == cb.REFERENCE_QUANTILE
+    assert cal.reference["forces"] == pytest.approx(np.quantile(per_atom, cb.REFERENCE_QUANTILE))
+    assert cal.reference["energy_per_atom"] == pytest.approx(
+        np.quantile(np.concatenate(std.energies_epistemic), cb.REFERENCE_QUANTILE))
+    # the old unit (RMS over frames of each frame's largest std) is above it here
+    rms_max = np.sqrt(np.mean([np.max(f) ** 2 for f in std.forces_epistemic]))
+    assert cal.reference["forces"] != pytest.approx(rms_max)
+
+
+def test_old_reference_loads_and_flags_the_same(calibrated_model, test_frames, tmp_path):
+    """A file written before the quantile reference (no "quantile" key: RMS of the
+    frames' largest stds) keeps its stored reference, hence the same flags."""
+    from gapkit import load
+    from gapkit.uncertainty.flags import FlagThreshold
+
+    old_ref = {"energy_per_atom": 0.02, "forces": 0.031, "forces_fast": 0.027}
+    m = load(calibrated_model.save(tmp_path / "a.npz"))
+    m.state_ = m.state_.replace(calibration=replace(m.calibration_, reference=old_ref))
+    back = load(m.save(tmp_path / "old.npz"))
+    assert back.calibration_.reference == old_ref
+    assert back.flag_reference("exact") == {"energy_per_atom": 0.02, "forces": 0.031}
+    _, s0 = m.predict(test_frames[:4], return_std=True, force_std="exact")
+    _, s1 = back.predict(test_frames[:4], return_std=True, force_std="exact")
+    np.testing.assert_allclose(s1.energy, s0.energy, rtol=1e-10)
+    thr = FlagThreshold(relative=3.0)
+    np.testing.assert_array_equal(
+        thr.structure_scores(s1, test_frames[:4], back.flag_reference("exact")),
+        thr.structure_scores(s0, test_frames[:4], m.flag_reference("exact")))
