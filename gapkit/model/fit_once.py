@@ -183,11 +183,11 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
     environments must join the sparse set (a 10-12 % lower force error on molecules,
     measured on rMD17 and xTB ethanol, equal on EMT Cu; see ``docs/guide/scaling.md``):
     :func:`fit_split_and_all` fits the split model and the model of all frames with
-    each frame's rows computed once; with Dask, or when a term would have no point in the training frames, the model is refitted on all
-    frames instead. With ``optimize`` the hyperparameters are chosen on the
-    same held-out frames (see :mod:`gapkit.model.hyperparameters`), also when
-    ``est.calibrate`` is off. The geometries are checked once, by
-    :func:`check_training_set`.
+    each frame's rows computed once; with Dask, or when a term would have no point in
+    the training frames, the model is refitted on all frames instead. With
+    ``optimize`` the hyperparameters are chosen on the same held-out frames (see
+    :mod:`gapkit.model.hyperparameters`), also when ``est.calibrate`` is off. The
+    geometries are checked once, by :func:`check_training_set`.
     """
     tr.check_training_set(est, frames_all)
     if not est.calibrate and not optimize:
