@@ -220,6 +220,33 @@ def test_compiled_three_body_equals_the_numpy_reference(system):
             assert got[1] is None and ref[1] is None
 
 
+@pytest.mark.parametrize("system", ["ethanol", "si"])
+def test_compiled_two_body_equals_the_numpy_reference(system):
+    """The compiled pair loop gives the numpy G1/G2/G3 features (``_radial`` summed by
+    centre and species) and the compact derivatives ``D / d dG/dr``."""
+    from gapkit.descriptors.base import species_index
+    from gapkit.descriptors.neighbours import neighbour_pairs
+    from gapkit.descriptors.segments import segment_sum
+    from gapkit.descriptors.symmetry_kernels import two_body
+
+    at, sp = (ethanol(), ["H", "C", "O"]) if system == "ethanol" else (si_supercell(), ["Si"])
+    eng = ACSF(species=sp, r_cut=4.5, g3_params=[1.0, 2.5])._engine
+    assert eng.include_g1 and len(eng.g2) and len(eng.g3)
+    i, j, d, D = neighbour_pairs(at, eng.r_cut)
+    sj = species_index(at.numbers, eng.species)[j]
+    N, ns, nr = len(at), eng.n_species, eng.n_radial
+    g, dg = eng._radial(d, True)
+    p_ref = segment_sum(i * ns + sj, N * ns, g).reshape(N, ns * nr)
+    gC_ref = (D / d[:, None])[:, :, None] * dg[:, None, :]
+    p = np.full((N, ns * nr), np.nan)
+    gC = np.full((len(d), 3, nr + 2), np.nan)
+    two_body(i, sj, d, D, eng.r_cut, True, eng.g2, eng.g3, p, gC, True)
+    np.testing.assert_allclose(p, p_ref, rtol=0, atol=1e-12 * np.abs(p_ref).max())
+    np.testing.assert_allclose(gC[:, :, :nr], gC_ref, rtol=0,
+                               atol=1e-12 * np.abs(gC_ref).max())
+    assert np.isnan(gC[:, :, nr:]).all()  # the 3-body columns are left alone
+
+
 @pytest.mark.parametrize("kind", ["acsf", "twobody"])
 @pytest.mark.parametrize("normalize", [False, True])
 def test_vjp_equals_contraction_of_the_jacobian(kind, normalize, rng):

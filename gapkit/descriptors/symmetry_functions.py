@@ -60,7 +60,7 @@ from .base import Descriptor, Engine, EngineResult, species_index, species_numbe
 from .neighbours import neighbour_pairs
 from .pair_kernels import compact_pair_vjp
 from .segments import fold_pair_gradient, segment_matrix, segment_sum
-from .symmetry_kernels import three_body
+from .symmetry_kernels import three_body, two_body
 from .threads import engine_threads
 
 __all__ = ["SymmetryFunctionDescriptor", "SymmetryFunctionEngine"]
@@ -362,9 +362,10 @@ class SymmetryFunctionEngine(Engine):
         sj = cs[j]
         need_g = gradients or strain or keep
         # 2-body ------------------------------------------------------------------
-        g, dg = self._radial(d, need_g)
         p = np.empty((N, F))
-        p[:, :self.off3] = segment_sum(i * ns + sj, N * ns, g).reshape(N, ns * nr)
+        gC = np.empty((P, 3, self._tcols.shape[1])) if need_g else np.empty((0, 3, 0))
+        two_body(i, sj, d, D, float(self.r_cut), self.include_g1, self.g2, self.g3,
+                 p[:, :self.off3], gC, need_g)  # compiled; the numpy form is _radial
         # 3-body ------------------------------------------------------------------
         gC3 = None
         if na:
@@ -373,8 +374,6 @@ class SymmetryFunctionEngine(Engine):
         if need_g:
             # compact per-pair derivatives, then scattered to the feature columns of
             # the neighbour's species
-            gC = np.empty((P, 3, self._tcols.shape[1]))
-            np.multiply((D / d[:, None])[:, :, None], dg[:, None, :], out=gC[:, :, :nr])
             if na:
                 gC[:, :, nr:] = gC3
             if gradients or strain:  # the dense array only for the derivative arrays

@@ -1,4 +1,9 @@
-"""Compiled (numba) 3-body loop of :class:`~gapkit.descriptors.symmetry_functions.SymmetryFunctionEngine`.
+"""Compiled (numba) loops of :class:`~gapkit.descriptors.symmetry_functions.SymmetryFunctionEngine`.
+
+:func:`two_body` fills the G1/G2/G3 features of every centre and, with gradients,
+the compact per-pair derivatives ``dG/dD_p`` in one pass over the pairs (the numpy
+form, ``SymmetryFunctionEngine._radial`` with a segment sum, is kept as the
+reference; on the 576-atom ethanol box it took about 3 ms per call).
 
 :func:`three_body` runs over the unordered pairs ``(pA < pB)`` of neighbour pairs of
 every centre (the triplets ``(i, j, k)``) and accumulates DScribe's G4 and G5 terms
@@ -18,7 +23,7 @@ import numpy as np
 
 from .soap_kernels import _FAST, _Kernel
 
-__all__ = ["three_body"]
+__all__ = ["three_body", "two_body"]
 
 
 @nb.njit(cache=True, nogil=True, fastmath=_FAST)
@@ -120,3 +125,62 @@ def three_body(starts, sj, d, D, fc, q, its, n_spair, r_cut, params, with_jk, gr
 
 
 three_body = _Kernel(three_body)
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FAST)
+def two_body(i, sj, d, D, r_cut, include_g1, g2, g3, p, gC, gradients):  # pragma: no cover - jitted
+    """2-body features ``p`` (N, n_species n_radial) and compact derivatives.
+
+    ``i`` (P,) centre and ``sj`` (P,) neighbour species index of every pair, ``d``
+    (P,) distances and ``D`` (P, 3) neighbour vectors (Å); ``g2`` (n2, 2) the G2
+    ``(eta, r_s)``, ``g3`` (n3,) the G3 ``kappa``. ``p`` is overwritten; with
+    ``gradients``, ``gC[p, a, c] = D[p, a] / d[p] dG_c/dr`` for the ``n_radial``
+    columns ``c`` (the first of ``gC``'s last axis). Terms as in ``_radial``:
+    ``fc = (cos(pi r / r_cut) + 1) / 2`` (zero beyond ``r_cut``), G1 ``fc``, G2
+    ``exp(-eta (r - r_s)^2) fc``, G3 ``cos(kappa r) fc``.
+    """
+    nr = int(include_g1) + g2.shape[0] + g3.shape[0]
+    p[:, :] = 0.0
+    x = math.pi / r_cut
+    for k in range(d.shape[0]):
+        r = d[k]
+        if r <= r_cut:
+            fc = 0.5 * (math.cos(x * r) + 1.0)
+            dfc = -0.5 * x * math.sin(x * r)
+        else:
+            fc = 0.0
+            dfc = 0.0
+        row = i[k]
+        base = sj[k] * nr
+        u0 = D[k, 0] / r
+        u1 = D[k, 1] / r
+        u2 = D[k, 2] / r
+        c = 0
+        if include_g1:
+            p[row, base] += fc
+            if gradients:
+                gC[k, 0, 0] = u0 * dfc
+                gC[k, 1, 0] = u1 * dfc
+                gC[k, 2, 0] = u2 * dfc
+            c = 1
+        for m in range(g2.shape[0]):
+            eta = g2[m, 0]
+            t = r - g2[m, 1]
+            e = math.exp(-eta * t * t)
+            p[row, base + c] += e * fc
+            if gradients:
+                der = e * (dfc - 2.0 * eta * t * fc)
+                gC[k, 0, c] = u0 * der
+                gC[k, 1, c] = u1 * der
+                gC[k, 2, c] = u2 * der
+            c += 1
+        for m in range(g3.shape[0]):
+            kr = r * g3[m]
+            cs = math.cos(kr)
+            p[row, base + c] += cs * fc
+            if gradients:
+                der = cs * dfc - g3[m] * math.sin(kr) * fc
+                gC[k, 0, c] = u0 * der
+                gC[k, 1, c] = u1 * der
+                gC[k, 2, c] = u2 * der
+            c += 1

@@ -39,8 +39,24 @@ _lock = threading.Lock()
 _local = threading.local()  # threads of the innermost engine_threads context
 
 
+_env_parsed: dict = {}  # the last GAPKIT_NUM_THREADS text read and its value
+
+
 def _env_threads() -> int | None:
-    text = os.environ.get("GAPKIT_NUM_THREADS", "").strip()
+    """``GAPKIT_NUM_THREADS`` (None when unset or blank); parsed again only when the
+    variable's text changes, so a change made during the run is seen by the next call."""
+    raw = os.environ.get("GAPKIT_NUM_THREADS")
+    hit = _env_parsed.get("text", 0)
+    if hit is raw or hit == raw:
+        return _env_parsed["value"]
+    value = _parse_env_threads(raw)
+    _env_parsed.clear()
+    _env_parsed.update(text=raw, value=value)
+    return value
+
+
+def _parse_env_threads(raw: str | None) -> int | None:
+    text = (raw or "").strip()
     if not text:
         return None
     try:
