@@ -126,3 +126,39 @@ def test_old_reference_loads_and_flags_the_same(calibrated_model, test_frames, t
     np.testing.assert_array_equal(
         thr.structure_scores(s1, test_frames[:4], back.flag_reference("exact")),
         thr.structure_scores(s0, test_frames[:4], m.flag_reference("exact")))
+
+
+def test_power_map_is_capped_beyond_the_calibration_data(rng):
+    """Beyond ``posterior_max`` the power map's factor stays at its value there: the term
+    grows as the raw V_P (continuous, monotone), and inside nothing changes."""
+    s = VarianceScale(1.0, 2.0, 0.1, 1.5, 0.3, 2.5, 1e-3, 4e-3)
+    free = replace(s, posterior_max=float("inf"))
+    v_in = rng.uniform(0.0, 4e-3, 200)
+    np.testing.assert_array_equal(posterior_map(v_in, s), posterior_map(v_in, free))
+    v_out = np.array([4e-3, 8e-3, 4e-2, 4.0])
+    factor = (4e-3 / 1e-3) ** 1.5
+    np.testing.assert_allclose(posterior_map(v_out, s), factor * v_out, rtol=1e-12)
+    assert np.all(np.diff(posterior_map(np.linspace(0, 1e-1, 500), s)) > 0)
+    assert posterior_map(np.array([4.0]), free)[0] > 100 * posterior_map(np.array([4.0]), s)[0]
+    # stored with the map, anchored with the reference; older dicts load uncapped
+    assert VarianceScale.from_dict(s.as_dict()) == s
+    assert "posterior_max" not in replace(s, posterior_power=1.0).as_dict()
+    old = {k: v for k, v in s.as_dict().items() if k != "posterior_max"}
+    assert VarianceScale.from_dict(old).posterior_max == float("inf")
+    a = cb.anchored(Calibration(energy=s, forces={}, forces_fast={}, source="x"), 0.8).energy
+    assert a.posterior_max == pytest.approx(0.8 * 4e-3)
+
+
+def test_fitted_map_cap_is_the_largest_validation_posterior(small_model, held_out):
+    frames, parts, e_err, f_err = held_out
+    cal = cb.fit_calibration(small_model.state_, frames, parts, e_err, f_err, "held out",
+                             min_items=1)
+    v_e = np.array([p.energy.posterior for p in parts]).ravel()
+    for s, v in [(cal.energy, v_e)] + [
+            (cal.forces[z], np.concatenate([p.forces.posterior[n == z].ravel()
+                                            for p, n in zip(parts, [a.numbers for a in frames])]))
+            for z in cal.forces]:
+        if s.posterior_power != 1.0:
+            assert s.posterior_max == pytest.approx(np.max(v[v > 0]), rel=1e-12)
+        else:
+            assert s.posterior_max == float("inf")

@@ -120,6 +120,7 @@ class _Block:
         self.post = np.asarray(t.posterior, dtype=np.float64).ravel()
         pos = self.post[self.post > 0]
         self.post_ref = float(np.median(pos)) if pos.size else 1.0
+        self.post_max = float(np.max(pos)) if pos.size else float("inf")
         self.log_post_rel = np.log(np.maximum(self.post, 1e-300) / self.post_ref)
         rho = np.asarray(t.rho(delta), dtype=np.float64).ravel()
         self.knee = _knee(rho)
@@ -220,16 +221,18 @@ def fit_exponent_and_scales(blocks: dict, fix_exponent: float | None = None,
     beta, per = unpack(best.x)
     beta = {g: float(b) for g, b in beta.items()}
     return beta, {n: _scale(1.0, float(np.exp(lp)), float(np.exp(la)), beta[groups[n]],
-                            float(np.exp(lk)), float(pw), blocks[n].post_ref)
+                            float(np.exp(lk)), float(pw), blocks[n].post_ref,
+                            blocks[n].post_max)
                   for n, (lp, la, lk, pw) in per.items()}
 
 
 def _scale(nystrom: float, posterior: float, aleatoric: float, exponent: float, knee: float,
-           power: float, ref: float) -> VarianceScale:
-    """A :class:`VarianceScale`, with the reference of a power-1 map set to 1 (it has no
-    effect there, and a file stores no power keys for it)."""
-    return VarianceScale(nystrom, posterior, aleatoric, exponent, knee, power,
-                         ref if power != 1.0 else 1.0)
+           power: float, ref: float, vmax: float = float("inf")) -> VarianceScale:
+    """A :class:`VarianceScale`, with the reference and cap of a power-1 map set to 1
+    and inf (they have no effect there, and a file stores no power keys for them)."""
+    if power == 1.0:
+        return VarianceScale(nystrom, posterior, aleatoric, exponent, knee)
+    return VarianceScale(nystrom, posterior, aleatoric, exponent, knee, power, ref, vmax)
 
 
 def fit_fast_force_scales(exact: Term3, fast: Term3, scale: VarianceScale, delta: float
@@ -287,11 +290,13 @@ def fit_fast_force_scales(exact: Term3, fast: Term3, scale: VarianceScale, delta
             knee = float(np.exp(np.clip(np.log(knee) - icpt / expo, np.log(knee), 0.0)))
     okp = live & (exact.posterior > 0) & (fast.posterior > 0)
     unit = VarianceScale(1.0, 1.0, 0.0, 0.0, 1.0, scale.posterior_power,
-                         float(np.median(fast.posterior[okp])) if np.any(okp) else 1.0)
+                         float(np.median(fast.posterior[okp])) if np.any(okp) else 1.0,
+                         float(np.max(fast.posterior[okp])) if np.any(okp) else float("inf"))
     cP = (float(np.exp(np.mean(np.log(scale.posterior * posterior_map(exact.posterior[okp], scale)
                                       / posterior_map(fast.posterior[okp], unit)))))
           if np.any(okp) else scale.posterior)
-    out = _scale(cN, cP, scale.aleatoric, expo, knee, unit.posterior_power, unit.posterior_ref)
+    out = _scale(cN, cP, scale.aleatoric, expo, knee, unit.posterior_power, unit.posterior_ref,
+                 unit.posterior_max)
     f = epistemic_variance(fast, out, delta)
     e = epistemic_variance(exact, scale, delta)
     pos = live & (e > 0) & (f >= 0)
@@ -417,8 +422,8 @@ def _fit_blocks(blocks: dict, exponents: str, keep_nystrom: bool, free_knee: boo
 
 def anchored(cal: Calibration, ratio: float) -> Calibration:
     """``cal`` (fitted on a split model) for the final model, which is trained on the
-    split model's data plus the held-out frames: the reference ``posterior_ref`` of
-    every posterior power map times ``ratio``.
+    split model's data plus the held-out frames: the reference ``posterior_ref`` and
+    the cap ``posterior_max`` of every posterior power map times ``ratio``.
 
     Adding data shrinks the posterior term of unseen structures about in proportion to
     the data (measured: 0.74-0.76 of the split model's ``V_P`` on the same test frames
@@ -443,7 +448,8 @@ def anchored(cal: Calibration, ratio: float) -> Calibration:
         raise ValueError(f"ratio must be in (0, 1], got {ratio!r}")
 
     def one(s: VarianceScale) -> VarianceScale:
-        return s if s.posterior_power == 1.0 else replace(s, posterior_ref=s.posterior_ref * ratio)
+        return s if s.posterior_power == 1.0 else replace(
+            s, posterior_ref=s.posterior_ref * ratio, posterior_max=s.posterior_max * ratio)
 
     return replace(cal, energy=one(cal.energy), forces={k: one(v) for k, v in cal.forces.items()},
                    forces_fast={k: one(v) for k, v in cal.forces_fast.items()})

@@ -99,8 +99,12 @@ class VarianceScale:
     region (``rho`` well below ``knee``) and is the raw term beyond ``knee``, i.e.
     away from the data. ``posterior_power`` (a monotone power map of the posterior
     term about ``posterior_ref``, same units as ``V_P``) lets that term spread as the
-    errors do. The defaults (1, 1, 1, 0, 1, 1, 1) are the raw DTC variance; files
-    written before the power map existed have no power keys and load with power 1.
+    errors do. Beyond ``posterior_max`` (the largest ``V_P`` of the calibration data)
+    the factor ``(V_P / posterior_ref)**(posterior_power - 1)`` keeps its value there:
+    where no validation data fixed the power, the term grows as the raw ``V_P``
+    (files without the key: no cap, as before session 8). The defaults (1, 1, 1, 0,
+    1, 1, 1, inf) are the raw DTC variance; files written before the power map existed
+    have no power keys and load with power 1.
     """
 
     nystrom: float = 1.0
@@ -110,12 +114,15 @@ class VarianceScale:
     knee: float = 1.0
     posterior_power: float = 1.0
     posterior_ref: float = 1.0
+    posterior_max: float = float("inf")
 
     def as_dict(self) -> dict:
         out = {"nystrom": self.nystrom, "posterior": self.posterior,
                "aleatoric": self.aleatoric, "exponent": self.exponent, "knee": self.knee}
         if self.posterior_power != 1.0:  # files without the map stay readable by older gapkit
             out.update(posterior_power=self.posterior_power, posterior_ref=self.posterior_ref)
+            if np.isfinite(self.posterior_max):
+                out["posterior_max"] = self.posterior_max
         return out
 
     @classmethod

@@ -255,11 +255,13 @@ def nystrom_map(rho: np.ndarray, scale: VarianceScale) -> np.ndarray:
 
 
 def posterior_map(v_post: np.ndarray, scale: VarianceScale) -> np.ndarray:
-    """``V_P (V_P / ref)**(power - 1)``: the posterior term through its power map."""
+    """``V_P (min(V_P, max) / ref)**(power - 1)``: the posterior term through its power
+    map, whose factor stops growing beyond the calibration data's largest ``V_P``."""
     v = np.asarray(v_post, dtype=np.float64)
     if scale.posterior_power == 1.0:
         return v
-    return v * (np.maximum(v, 0.0) / scale.posterior_ref) ** (scale.posterior_power - 1.0)
+    x = np.clip(v, 0.0, scale.posterior_max)
+    return v * (x / scale.posterior_ref) ** (scale.posterior_power - 1.0)
 
 
 def epistemic_variance(t: Term3, scale: VarianceScale, delta: float) -> np.ndarray:
