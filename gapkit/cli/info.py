@@ -99,7 +99,7 @@ def format_info(info: dict) -> str:
     cal = info["calibration"]
     if cal["calibrated"]:
         ref = ", ".join(f"{k} {v:.3g}" for k, v in cal["reference"].items())
-        lines.append(f"std calibrated  on {cal['source']} (typical epistemic std: {ref})")
+        lines.append(f"std calibrated  on {cal['source']} (flag reference std: {ref})")
     else:
         lines.append("std calibrated  no (raw DTC variance)")
     if info.get("baseline"):

@@ -37,8 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--std", action="store_true", help="also write uncertainties")
     p.add_argument("--flag-threshold", default=None,
                    help="flag uncertain frames: 'forces=0.1' (eV/Å), 'energy=0.005' (eV/atom), "
-                        "'3x' (3 x the model's typical epistemic std on its calibration set; "
-                        "the learned noise for uncalibrated models), or a comma-separated mix")
+                        "'3x' (3 x the model's reference std: the 98th percentile of the "
+                        "per-atom calibrated epistemic std on its calibration set; the learned "
+                        "noise for uncalibrated models), or a comma-separated mix")
     return p
 
 

@@ -33,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
     cal = model.calibration_
     path = model.save(args.output)
     ref = cal.reference
-    print(f"Calibrated on {cal.source}: Nyström exponent {cal.energy.exponent:.3g}; typical "
-          f"epistemic std {ref.get('forces', float('nan')):.3g} eV/Å (forces), "
+    print(f"Calibrated on {cal.source}: Nyström exponent {cal.energy.exponent:.3g}; flag "
+          f"reference std {ref.get('forces', float('nan')):.3g} eV/Å (forces), "
           f"{ref.get('energy_per_atom', float('nan')):.3g} eV (local energies)")
     print(f"Model written to {path}")
     return 0
