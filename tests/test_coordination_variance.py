@@ -164,7 +164,8 @@ def test_broken_bond_raises_energy_std_monotonically(calibrated_model, train_fra
     assert np.all(added[4:] > 0)
 
 
-def test_saved_and_loaded_with_the_model(calibrated_model, train_frames, tmp_path):
+def test_saved_and_loaded_with_the_model(calibrated_model, train_frames, tmp_path,
+                                         one_blas_thread):
     from gapkit import load
 
     a = _strained_molecule(train_frames[3])
