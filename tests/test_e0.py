@@ -158,3 +158,14 @@ def test_cli_e0_dict_and_bad_dict(tmp_path, ethanol, capsys):
     assert "E0 of C is 'oops', not a number of eV" in err and len(err.strip().splitlines()) == 1
     assert main(["fit", str(tr), "-o", str(out), "--e0", "H:-13.6,C:-1029.8", *small]) == 2
     assert "E0 dict lacks species ['O']" in capsys.readouterr().err
+
+
+def test_atomic_e0_by_species_table():
+    """``ReferenceEnergies.atomic``: each atom's E0 by its species, 0 for a species
+    without one, any shape of input, the empty structure included."""
+    from gapkit.data.reference import ReferenceEnergies
+    r = ReferenceEnergies({1: -13.6, 8: -2040.5}, method="dict")
+    np.testing.assert_array_equal(r.atomic(np.array([8, 1, 1, 6, 1])),
+                                  [-2040.5, -13.6, -13.6, 0.0, -13.6])
+    np.testing.assert_array_equal(r.atomic([1, 8]), [-13.6, -2040.5])
+    assert r.atomic(np.array([], dtype=int)).shape == (0,)

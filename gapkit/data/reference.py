@@ -145,8 +145,12 @@ class ReferenceEnergies:
         return float(sum(self.values.get(int(z), 0.0) for z in numbers))
 
     def atomic(self, numbers: np.ndarray) -> np.ndarray:
-        """E0 of each atom (eV), shape (n_atoms,)."""
-        return np.array([self.values.get(int(z), 0.0) for z in numbers], dtype=np.float64)
+        """E0 of each atom (eV), shape (n_atoms,); 0 for a species without E0 (one
+        look-up per species, not per atom)."""
+        numbers = np.asarray(numbers)
+        species, inverse = np.unique(numbers, return_inverse=True)
+        table = np.array([self.values.get(int(z), 0.0) for z in species], dtype=np.float64)
+        return table[inverse.reshape(numbers.shape)]
 
 
 def isolated_atom_energies(frames: Sequence[Atoms], keys: LabelKeys | None = None) -> dict[int, float]:

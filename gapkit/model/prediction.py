@@ -232,20 +232,11 @@ def _run_blocks(job, tasks: list) -> Iterator:
         yield from ordered_map(run, tasks, workers, ahead=workers)
 
 
-def _atomic_e0(values: dict, numbers: np.ndarray) -> np.ndarray:
-    """E0 of every atom (eV), shape (n_atoms,): ``ReferenceEnergies.atomic`` by species
-    (one look-up per species, not per atom; 0 for a species without E0)."""
-    numbers = np.asarray(numbers)
-    species, inverse = np.unique(numbers, return_inverse=True)
-    table = np.array([values.get(int(z), 0.0) for z in species], dtype=np.float64)
-    return table[inverse.reshape(numbers.shape)]
-
-
 def _energies(state: FittedState, atoms: Atoms, eps: np.ndarray, dsets, baseline,
               forces: bool, st: bool) -> tuple[StructurePrediction, dict | None]:
     """The prediction's energies from the GP's local energies ``eps`` (eV, delta**2
     included): E0 and the baseline added; and the baseline's labels (or None)."""
-    e_atoms = eps + _atomic_e0(state.e0.values, atoms.numbers)
+    e_atoms = eps + state.e0.atomic(atoms.numbers)
     base = None
     if baseline is not None:
         base = baseline_labels(baseline, atoms, forces=forces, virial=st, energies=True)
