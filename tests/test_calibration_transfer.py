@@ -162,3 +162,19 @@ def test_fitted_map_cap_is_the_largest_validation_posterior(small_model, held_ou
             assert s.posterior_max == pytest.approx(np.max(v[v > 0]), rel=1e-12)
         else:
             assert s.posterior_max == float("inf")
+
+
+def test_force_std_never_below_the_label_precision(small_model, held_out):
+    """Noise-free validation errors may fit the aleatoric scale to ~0; the calibrated
+    force std still keeps ``LABEL_PRECISION_FORCES`` (a component fixed by symmetry,
+    epistemic std ~0, must not claim 1e-5 eV/Å)."""
+    frames, parts, e_err, f_err = held_out
+    st = small_model.state_
+    tiny = [1e-9 * f for f in f_err]  # errors far below any label precision
+    cal = cb.fit_calibration(st, frames, parts, 1e-9 * e_err, tiny, "noise-free")
+    sF2 = st.noise_level("forces") ** 2
+    for s in list(cal.forces.values()) + list(cal.forces_fast.values()):
+        assert s.aleatoric * sF2 >= cb.LABEL_PRECISION_FORCES ** 2 * (1 - 1e-12)
+    std = collect_std(st.replace(calibration=cal), parts, frames, True)
+    total = np.concatenate([f.ravel() for f in std.forces])
+    assert total.min() >= cb.LABEL_PRECISION_FORCES * (1 - 1e-9)
