@@ -76,21 +76,14 @@ POWER_PRIOR_STD = 1.0
 #: scale already is: measured, 0.05 eV/Å of injected label noise was then learned as
 #: 0.039, with C at 0.023).
 POWER_BOUNDS = (1.0, 3.0)
-#: Blocks with fewer validation items than this keep the posterior power at 1 and take
-#: the other blocks' mean Nyström exponent (:func:`fit_calibration`). Measured with
-#: ``benchmarks/uncertainty_forms.py`` (forms ``default`` against ``s7``, session 8):
-#: mlearn Si test energy ZMS 2.50 -> 1.52 (24 held-out energies fitted 4 parameters),
-#: xTB ethanol 500 K 1.54 -> 1.40, packaged data 1.16 -> 1.10; EMT Cu and Al unchanged.
+#: Blocks with fewer validation items keep posterior power 1 and take the other blocks'
+#: mean Nyström exponent (:func:`fit_calibration`; mlearn Si test energy ZMS 2.50 ->
+#: 1.52, EMT Cu and Al unchanged: ``benchmarks/uncertainty_forms.py``, session 8).
 MIN_BLOCK_ITEMS = 100
-#: Smallest aleatoric force std of a calibrated model, as a fraction of the RMS
-#: validation force error of its block (species): the std never claims a precision
-#: ten times better than the model's typical error. On noise-free validation errors
-#: the aleatoric scale may fit to ~0; a force component fixed by the structure's
-#: symmetry then had a std of ~1e-5 eV/Å while its first-principles reference carries
-#: 1e-4 to 1e-2 eV/Å of numerical noise (mlearn Si slabs: force ZMS 214 from such
-#: components alone). Relative, not absolute: an absolute 1e-3 eV/Å made EMT Cu force
-#: stds 2.2x too wide (its errors are below 1 meV/Å). Adds 1 % of the mean squared
-#: error to a force variance.
+#: Smallest aleatoric force std, as a fraction of the block's RMS validation force
+#: error: the std never claims ten times the model's typical precision (symmetry-fixed
+#: components of mlearn Si slabs had stds ~1e-5 eV/Å against 1e-3 eV/Å of DFT noise;
+#: docs/guide/uncertainty.md). Adds 1 % of the mean squared error to a variance.
 FORCE_FLOOR_FRACTION = 0.1
 #: Quantile over the validation atoms of the per-atom calibrated epistemic std that is
 #: the unit of relative flag thresholds (``3x``; :func:`_reference_stds`).
@@ -440,12 +433,9 @@ def anchored(cal: Calibration, ratio: float) -> Calibration:
     the cap ``posterior_max`` of every posterior power map times ``ratio``.
 
     Adding data shrinks the posterior term of unseen structures about in proportion to
-    the data (measured: 0.74-0.76 of the split model's ``V_P`` on the same test frames
-    of the packaged data, held-out fraction 0.2, i.e. ``ratio`` 0.8). A map
-    ``(V_P / ref)**(p - 1)`` about the split model's ``ref`` would count that shrink
-    ``p`` times instead of once; about ``ratio * ref`` the final model's typical ``V_P``
-    is mapped as the split model's was, and within the data the std spreads as the
-    fitted power says.
+    the data (0.74-0.76 of the split model's ``V_P`` on the packaged data's test frames
+    at ``ratio`` 0.8); a map about the split model's ``ref`` would count that shrink
+    ``p`` times instead of once.
 
     Parameters
     ----------
