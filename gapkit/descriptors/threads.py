@@ -24,6 +24,7 @@ the engine and keep the process's BLAS setting (``OMP_NUM_THREADS`` /
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from typing import Iterator
@@ -39,22 +40,14 @@ _lock = threading.Lock()
 _local = threading.local()  # threads of the innermost engine_threads context
 
 
-_env_parsed: dict = {}  # the last GAPKIT_NUM_THREADS text read and its value
-
-
 def _env_threads() -> int | None:
-    """``GAPKIT_NUM_THREADS`` (None when unset or blank); parsed again only when the
-    variable's text changes, so a change made during the run is seen by the next call."""
-    raw = os.environ.get("GAPKIT_NUM_THREADS")
-    hit = _env_parsed.get("text", 0)
-    if hit is raw or hit == raw:
-        return _env_parsed["value"]
-    value = _parse_env_threads(raw)
-    _env_parsed.clear()
-    _env_parsed.update(text=raw, value=value)
-    return value
+    """``GAPKIT_NUM_THREADS`` (None when unset or blank); each text is parsed once
+    (:func:`_parse_env_threads` is cached), so a change made during the run is seen by
+    the next call and an invalid value raises on every call."""
+    return _parse_env_threads(os.environ.get("GAPKIT_NUM_THREADS"))
 
 
+@functools.lru_cache(maxsize=8)
 def _parse_env_threads(raw: str | None) -> int | None:
     text = (raw or "").strip()
     if not text:

@@ -154,11 +154,12 @@ def coordination_range(frames: Sequence[Atoms], pairs: Mapping, r_cut: float,
         if len(atoms) < 2:
             continue
         z = atoms.numbers
-        i, j, d, _ = neighbour_pairs(atoms, reach)
+        ii, jj, dd, _ = neighbour_pairs(atoms, r_cut)  # one search: reach <= r_cut
+        rho = density(len(atoms), ii, dd, r_cut)
+        near = dd < reach
+        i, j, d = ii[near], jj[near], dd[near]
         code, f, r0 = _switched(z, i, j, d, switch)
         c = np.bincount(i, weights=f, minlength=len(atoms))
-        ii, _, dd, _ = neighbour_pairs(atoms, r_cut)
-        rho = density(len(atoms), ii, dd, r_cut)
         for s in np.unique(z):
             cs.setdefault(int(s), []).append(np.c_[c[z == s], rho[z == s]])
         for k, (m, _) in _mean_distances(i, d, code, f).items():

@@ -62,8 +62,6 @@ def pair_key(z1: int, z2: int) -> str:
     return f"{a}-{b}"
 
 
-_codes = cv.pair_codes
-
 
 def training_range(frames: Sequence[Atoms], forces: Sequence, r_cut: float,
                    coordination: bool = True) -> dict:
@@ -113,7 +111,7 @@ def training_range(frames: Sequence[Atoms], forces: Sequence, r_cut: float,
         i, j, d, _ = neighbour_pairs(atoms, r_cut)
         if not len(d):
             continue
-        code = _codes(z[i], z[j])
+        code = cv.pair_codes(z[i], z[j])
         for c in np.unique(code):
             m = code == c
             floor[int(c)] = min(floor.get(int(c), np.inf), float(d[m].min()))
@@ -205,7 +203,7 @@ def compression_terms(atoms: Atoms, trange: Mapping, r_cut: float) -> Compressio
 def _pair_terms(atoms, pairs, frms, i, j, d) -> CompressionTerms | None:
     """The compression term proper, from the neighbour pairs ``(i, j, d)``."""
     z = atoms.numbers
-    code = _codes(z[i], z[j])
+    code = cv.pair_codes(z[i], z[j])
     r0, w = np.zeros(len(d)), np.ones(len(d))
     for c in np.unique(code):
         p = pairs.get(pair_key(c // 1000, c % 1000))

@@ -182,9 +182,9 @@ def predict_blocked(state: FittedState, atoms: Atoms, forces: bool, st: bool,
             sl = slice(blk.start, blk.stop)
             if len(tasks) == 1:
                 q = blk.q  # the one block's rows: no copy
-            elif q is None:
-                q = np.empty((n, blk.q.shape[1]))
-            if q is not blk.q:
+            else:
+                if q is None:
+                    q = np.empty((n, blk.q.shape[1]))
                 q[sl] = blk.q
             eps[sl] += e
             for fold in folds:  # in block order: the same sums for any number of threads
