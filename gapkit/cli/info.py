@@ -98,8 +98,11 @@ def format_info(info: dict) -> str:
         f"{s} {v:.6g} eV  " for s, v in e0["values"].items()).rstrip())
     cal = info["calibration"]
     if cal["calibrated"]:
-        ref = ", ".join(f"{k} {v:.3g}" for k, v in cal["reference"].items())
-        lines.append(f"std calibrated  on {cal['source']} (flag reference std: {ref})")
+        refs = dict(cal["reference"])
+        q = refs.pop("quantile", None)  # the per-atom quantile the stds are (newer files)
+        ref = ", ".join(f"{k} {v:.3g}" for k, v in refs.items())
+        unit = f"{q:.0%} per-atom quantile" if q is not None else "RMS of frame maxima"
+        lines.append(f"std calibrated  on {cal['source']} (flag reference std, {unit}: {ref})")
     else:
         lines.append("std calibrated  no (raw DTC variance)")
     if info.get("baseline"):
