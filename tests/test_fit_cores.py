@@ -349,19 +349,34 @@ def _held_out_ids(model, frames):
     return {id(a) for a in val}
 
 
+def _staircase(seed, M, m):
+    rng = np.random.default_rng(seed)
+    cols = np.sort(rng.choice(M, m, replace=False))
+    return np.asfortranarray(np.triu(rng.standard_normal((M, M)))[:, cols]), cols
+
+
 @pytest.mark.parametrize("threads", [1, 3])
 def test_staircase_qr_equals_the_dense_qr_up_to_row_signs(threads):
     import scipy.linalg as sla
 
-    rng = np.random.default_rng(11)
-    M, m = 400, 330
-    R = np.triu(rng.standard_normal((M, M)))
-    cols = np.sort(rng.choice(M, m, replace=False))
-    x = np.asfortranarray(R[:, cols])
-    ref = sla.qr(x, mode="r")[0][:m]
+    x, cols = _staircase(11, 400, 330)
+    ref = sla.qr(x, mode="r")[0][:330]
     assert lapack.staircase_qr(x, cols + 1, nb=16, threads=threads) == 0
-    got = np.triu(x[:m])
+    got = np.triu(x[:330])
     np.testing.assert_allclose(np.abs(got), np.abs(ref), rtol=0, atol=1e-12 * np.abs(ref).max())
+
+
+def test_threaded_staircase_qr_equals_the_serial_one_on_large_matrices():
+    # threads that shared one panel's reflectors raced on its diagonal (LAPACK dorm2r
+    # sets each entry to 1 while it applies it): R's diagonal came back 1.0 in most
+    # 1200 x 1000 factorisations on 2 cores, and in CI at 400 x 330
+    for seed in range(4):
+        x, cols = _staircase(seed, 1200, 1000)
+        y = x.copy(order="F")
+        assert lapack.staircase_qr(x, cols + 1, nb=16, threads=1) == 0
+        assert lapack.staircase_qr(y, cols + 1, nb=16, threads=3) == 0
+        np.testing.assert_allclose(np.triu(y[:1000]), np.triu(x[:1000]), rtol=0,
+                                   atol=1e-12 * np.abs(x).max(), err_msg=f"seed {seed}")
 
 
 def test_staircase_qr_rejects_what_is_not_a_staircase():

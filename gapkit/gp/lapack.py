@@ -248,15 +248,24 @@ def staircase_qr(x: np.ndarray, depth: np.ndarray, nb: int = 64, threads: int = 
                 ctypes.byref(info))
         return int(info.value)
 
-    def update(j, c0, c1, work):  # panel j's reflectors applied to columns [c0, c1)
+    def reflectors(j):  # a private copy of panel j's reflectors and their tau
+        ib = min(nb, n - j)
+        return np.asfortranarray(x[j:int(depth[j + ib - 1]), j:j + ib]), tau[j:j + ib].copy()
+
+    def update(j, c0, c1, work, own=None):  # panel j's reflectors applied to [c0, c1)
         if c1 <= c0:
             return 0
         ib = min(nb, n - j)
         h = int(depth[j + ib - 1])
+        # LAPACK dorm2r sets each reflector's diagonal entry to 1 while it applies it and
+        # then restores it: threads sharing one panel would race on those entries (and
+        # leave 1.0 on R's diagonal), so every thread but the caller reads its own copy
+        pv, ldv, pt = ((own[0].ctypes.data, max(1, h - j), own[1].ctypes.data) if own
+                       else (px + 8 * (j + j * ld), ld, tau.ctypes.data + 8 * j))
         inf = _INT(0)
-        _dormqr(b"L", b"T", _ref(h - j), _ref(c1 - c0), _ref(ib), px + 8 * (j + j * ld),
-                _ref(ld), tau.ctypes.data + 8 * j, px + 8 * (j + c0 * ld), _ref(ld),
-                work.ctypes.data, _ref(len(work)), ctypes.byref(inf))
+        _dormqr(b"L", b"T", _ref(h - j), _ref(c1 - c0), _ref(ib), pv, _ref(ldv), pt,
+                px + 8 * (j + c0 * ld), _ref(ld), work.ctypes.data, _ref(len(work)),
+                ctypes.byref(inf))
         return int(inf.value)
 
     if not n or panel(0):
@@ -275,7 +284,7 @@ def staircase_qr(x: np.ndarray, depth: np.ndarray, nb: int = 64, threads: int = 
                 bad = update(j, lo, n, pw[0]) or panel(lo)
             else:  # look-ahead: the next panel first, the rest split between threads
                 cuts = [int(c) for c in np.linspace(nxt, n, threads + 1)]
-                futs = [pool.submit(update, j, cuts[k], cuts[k + 1], pw[k])
+                futs = [pool.submit(update, j, cuts[k], cuts[k + 1], pw[k], reflectors(j))
                         for k in range(1, threads)]
                 bad = update(j, lo, nxt, pw[0]) or panel(lo) or update(j, nxt, cuts[1], pw[0])
                 done = [f.result() for f in futs]
