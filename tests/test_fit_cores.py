@@ -165,7 +165,7 @@ def test_lower_solve_lower_equals_a_full_solve(monkeypatch):
 
 @pytest.mark.parametrize("n, nb, threads", [(300, 64, 2), (257, 16, 3), (130, 32, 2)])
 @pytest.mark.parametrize("triangular", [True, False])
-def test_tpqrt_threads_equals_tpqrt_bit_for_bit(n, nb, threads, triangular, one_blas_thread):
+def test_tpqrt_threads_equals_tpqrt_to_round_off(n, nb, threads, triangular, one_blas_thread):
     rng = np.random.default_rng(5)
     a = _tri(rng, n)
     b = np.asfortranarray(np.triu(rng.standard_normal((n, n))) if triangular
@@ -174,7 +174,10 @@ def test_tpqrt_threads_equals_tpqrt_bit_for_bit(n, nb, threads, triangular, one_
     ref, got = a.copy(order="F"), a.copy(order="F")
     assert lapack.tpqrt(ref, b.copy(order="F"), l, nb) == 0
     assert lapack.tpqrt_threads(got, b.copy(order="F"), l, nb, threads) == 0
-    assert np.array_equal(np.triu(got), np.triu(ref))
+    # bit for bit on some CPUs only: a split column range may take another BLAS kernel
+    # path (seen ~1e-15 of the largest entry apart on an AMD EPYC, OpenBLAS 0.3.31)
+    np.testing.assert_allclose(np.triu(got), np.triu(ref), rtol=0,
+                               atol=1e-13 * np.abs(ref).max())
     # and it is the R factor of the stacked matrix (rows' signs aside)
     r = np.linalg.qr(np.vstack([a, b]), mode="r")
     np.testing.assert_allclose(np.abs(np.triu(got)), np.abs(r), rtol=0, atol=1e-10)
@@ -195,7 +198,7 @@ def test_tpqrt_threads_agrees_to_round_off_with_several_blas_threads():
     np.testing.assert_allclose(np.triu(got), np.triu(ref), rtol=0, atol=1e-12 * scale)
 
 
-def test_solve_on_threads_equals_serial_solve_bit_for_bit(one_blas_thread):
+def test_solve_on_threads_equals_serial_solve(one_blas_thread):
     from gapkit.gp import solver
 
     rng = np.random.default_rng(6)
@@ -210,9 +213,10 @@ def test_solve_on_threads_equals_serial_solve_bit_for_bit(one_blas_thread):
     sig = {"energy": 0.01, "forces": 0.1}
     one = solver.solve(groups, Lchol, 0.7, sig)
     two = solver.solve(groups, Lchol, 0.7, sig, threads=2)
-    assert np.array_equal(one.alpha, two.alpha)
-    assert np.array_equal(one.R, two.R)
-    assert one.log_likelihood == two.log_likelihood
+    # to round-off (bit for bit on some CPUs: see test_tpqrt_threads_equals_tpqrt_to_round_off)
+    np.testing.assert_allclose(two.alpha, one.alpha, rtol=0, atol=1e-11 * np.abs(one.alpha).max())
+    np.testing.assert_allclose(two.R, one.R, rtol=0, atol=1e-12 * np.abs(one.R).max())
+    assert two.log_likelihood == pytest.approx(one.log_likelihood, rel=1e-12)
 
 
 def test_lower_solve_lower_on_threads_equals_one_thread(monkeypatch):

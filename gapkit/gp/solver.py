@@ -84,7 +84,7 @@ def tri_update(R: np.ndarray | None, B: np.ndarray, triangular: bool = False,
         Fortran-ordered float64 array); otherwise neither input is changed.
     threads : int
         Threads of the update (:func:`gapkit.gp.lapack.tpqrt_threads`: the trailing
-        updates of each panel split by columns; the same result bit for bit).
+        updates of each panel split by columns; the same result to round-off).
 
     Returns
     -------
@@ -379,7 +379,7 @@ def solve(groups: dict[str, RowGroup], Lchol: np.ndarray, delta: float,
         sqrt(atom)).
     threads : int
         Threads of the QR of the stacked triangles (:func:`tri_update`); the result
-        is the same bit for bit for any number.
+        is the same to round-off for any number (bit for bit on some CPUs).
     """
     M = Lchol.shape[0]
     a = _stack(groups, Lchol, delta, sigmas, threads)
