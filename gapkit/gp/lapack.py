@@ -118,9 +118,8 @@ def tpqrt_threads(a: np.ndarray, b: np.ndarray, l: int, nb: int, threads: int = 
     GIL). Each column sees the same operations in the same order as in ``dtpqrt``
     (the update of a column does not depend on the others), so the result equals
     :func:`tpqrt`'s to round-off (``tests/test_fit_cores.py``). Bit for bit only where
-    the BLAS runs a split column range through the same kernel path as the whole (so
-    on one Intel machine with OpenBLAS 0.3.2x; not on an AMD EPYC with OpenBLAS 0.3.31,
-    where results differ by ~1e-15 of the largest entry).
+    the BLAS runs a split column range through the same kernel path as the whole (not
+    on an AMD EPYC with OpenBLAS 0.3.31: ~1e-15 of the largest entry apart).
 
     Parameters
     ----------
