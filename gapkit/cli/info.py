@@ -38,7 +38,8 @@ def model_info(path: str | Path) -> dict:
         ``weight`` and sparse points per species), ``n_sparse``, ``n_variance_sparse``
         (sparse points of the std), ``params``,
         ``delta`` (eV), ``noise`` and ``n_train`` per noise group, ``e0`` (eV per
-        species), ``calibration`` (``calibrated``, ``source``, ``reference`` stds),
+        species), ``calibration`` (``calibrated``, ``source``, ``reference`` stds,
+        ``config_types``: the variance multipliers per ``config_type``),
         ``baseline`` and ``provenance`` (when the model's ``extra_`` holds it) and
         the rest of ``extra``.
     """
@@ -70,7 +71,9 @@ def model_info(path: str | Path) -> dict:
                "values": {chemical_symbols[int(z)]: v for z, v in state.e0.values.items()}},
         "log_marginal_likelihood": state.log_marginal_likelihood,
         "calibration": {"calibrated": cal.calibrated, "source": cal.source,
-                        "reference": dict(cal.reference)},
+                        "reference": dict(cal.reference),
+                        "config_types": {k: v.as_dict() for k, v in cal.config_types.items()},
+                        "config_type_key": cal.config_type_key},
         "baseline": content.baseline, "provenance": provenance, "extra": extra,
     }
     return to_jsonable(info)
@@ -103,6 +106,10 @@ def format_info(info: dict) -> str:
         ref = ", ".join(f"{k} {v:.3g}" for k, v in refs.items())
         unit = f"{q:.0%} per-atom quantile" if q is not None else "RMS of frame maxima"
         lines.append(f"std calibrated  on {cal['source']} (flag reference std, {unit}: {ref})")
+        for name, c in (cal.get("config_types") or {}).items():
+            lines.append(f"  {cal.get('config_type_key', 'config_type')}={name}: std x "
+                         f"{c['energy'] ** 0.5:.3g} (energy), x {c['forces'] ** 0.5:.3g} "
+                         f"(forces), from {c['n_frames']} validation frames")
     else:
         lines.append("std calibrated  no (raw DTC variance)")
     if info.get("baseline"):

@@ -46,6 +46,7 @@ import numpy as np
 from ase import Atoms
 from scipy.optimize import minimize
 
+from gapkit.model.config_type_scales import fit_config_type_scales
 from gapkit.model.distance_variance import training_range
 from gapkit.model.state import ALL_SPECIES, Calibration, FittedState, VarianceScale
 from gapkit.model.variance import (Term3, VarianceParts, collect_std, epistemic_variance,
@@ -321,7 +322,8 @@ def fit_calibration(state: FittedState, frames: Sequence[Atoms], parts: Sequence
                     energy_errors: np.ndarray, force_errors: Sequence, source: str,
                     keep_nystrom: bool = False, exponents: str = "block",
                     free_knee: bool = True, free_power: bool = True,
-                    min_items: int = MIN_BLOCK_ITEMS, small_exponent: bool = True) -> Calibration:
+                    min_items: int = MIN_BLOCK_ITEMS, small_exponent: bool = True,
+                    config_type_key: str | None = "config_type") -> Calibration:
     """Calibration fitted on labelled validation structures.
 
     Parameters
@@ -355,6 +357,10 @@ def fit_calibration(state: FittedState, frames: Sequence[Atoms], parts: Sequence
         instead of their own: a few items do not determine four parameters.
     small_exponent : bool
         See ``min_items``.
+    config_type_key : str or None
+        The ``atoms.info`` key of the validation structures' ``config_type``: types with
+        enough structures get variance multipliers of their own over the pooled scales
+        (:mod:`gapkit.model.config_type_scales`); ``None``: pooled scales only.
 
     Returns
     -------
@@ -395,11 +401,15 @@ def fit_calibration(state: FittedState, frames: Sequence[Atoms], parts: Sequence
                 Term3(ex.nystrom[m], ex.posterior[m], ex.prior[m]), fu, scales[int(s)], d)
     cal = Calibration(energy=energy, forces=scales, forces_fast=fast, source=source,
                       fast_force_ratio=ratios, compression=dict(state.calibration.compression))
+    if config_type_key is not None:
+        cal = replace(cal, config_type_key=config_type_key, config_types=fit_config_type_scales(
+            state.replace(calibration=cal), frames, parts, energy_errors, force_errors,
+            config_type_key))
     # the reference stds of relative flags are those of the calibrated model itself
     cal = replace(cal, reference=_reference_stds(state.replace(calibration=cal), parts,
                                                  frames, bool(has_f)))
-    logger.info("calibration on %s: exponents %s, energy %s, forces %s", source, beta,
-                energy, scales)
+    logger.info("calibration on %s: exponents %s, energy %s, forces %s, by config_type %s",
+                source, beta, energy, scales, cal.config_types)
     return cal
 
 

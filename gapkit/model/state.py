@@ -26,8 +26,8 @@ import numpy as np
 from gapkit.data import ReferenceEnergies
 from gapkit.gp.streaming import NoiseGroup
 
-__all__ = ["NoiseGroup", "GroupValues", "VarianceScale", "Calibration", "VarianceBasis",
-           "FittedState", "ALL_SPECIES", "noise_level"]
+__all__ = ["NoiseGroup", "GroupValues", "VarianceScale", "ConfigTypeScale", "Calibration",
+           "VarianceBasis", "FittedState", "ALL_SPECIES", "noise_level"]
 
 
 class GroupValues(Mapping):
@@ -135,6 +135,42 @@ ALL_SPECIES = 0
 
 
 @dataclass(frozen=True)
+class ConfigTypeScale:
+    """Variance multipliers of the structures of one ``config_type``.
+
+    Both multiply every term (epistemic and aleatoric) of the calibrated variance, so
+    ``std -> std * sqrt(factor)``; 1 is the pooled calibration.
+
+    Attributes
+    ----------
+    energy : float
+        Of the total- and local-energy variances.
+    forces : float
+        Of the force-component variances (every species).
+    n_frames : int
+        Validation structures of this ``config_type`` they were fitted on.
+    """
+
+    energy: float = 1.0
+    forces: float = 1.0
+    n_frames: int = 0
+
+    def __post_init__(self):
+        for name in ("energy", "forces"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v > 0):
+                raise ValueError(f"ConfigTypeScale: {name} must be a positive finite number, "
+                                 f"got {v!r}")
+
+    def as_dict(self) -> dict:
+        return {"energy": self.energy, "forces": self.forces, "n_frames": self.n_frames}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "ConfigTypeScale":
+        return cls(float(d["energy"]), float(d["forces"]), int(d.get("n_frames", 0)))
+
+
+@dataclass(frozen=True)
 class Calibration:
     """How the predictive std of a model was calibrated.
 
@@ -166,6 +202,13 @@ class Calibration:
         :mod:`gapkit.model.distance_variance` (per species pair the shortest training
         distance and the bond's spread, per species the RMS training force); pairs
         closer than in training add to the std. Empty: no such term.
+    config_types : dict of str to ConfigTypeScale
+        Multipliers of the variances of structures whose ``atoms.info[config_type_key]``
+        is one of these (fitted on the validation structures of that type, see
+        :mod:`gapkit.model.config_type_scales`); a structure of another type, or
+        without one, keeps the pooled scales. Empty: the pooled scales for all.
+    config_type_key : str
+        The ``atoms.info`` key of the ``config_type``.
     """
 
     energy: VarianceScale = field(default_factory=VarianceScale)
@@ -175,6 +218,8 @@ class Calibration:
     source: str | None = None
     fast_force_ratio: dict = field(default_factory=dict)
     compression: dict = field(default_factory=dict)
+    config_types: dict = field(default_factory=dict)
+    config_type_key: str = "config_type"
 
     @property
     def calibrated(self) -> bool:
@@ -189,13 +234,22 @@ class Calibration:
         table = self.forces_fast if fast else self.forces
         return table.get(int(z), table.get(ALL_SPECIES, VarianceScale()))
 
+    def config_type_scale(self, atoms) -> ConfigTypeScale | None:
+        """The multipliers of one structure (``None``: the pooled scales)."""
+        if not self.config_types:
+            return None
+        ct = atoms.info.get(self.config_type_key)
+        return None if ct is None else self.config_types.get(str(ct))
+
     def as_dict(self) -> dict:
         return {"energy": self.energy.as_dict(),
                 "forces": {str(z): s.as_dict() for z, s in self.forces.items()},
                 "forces_fast": {str(z): s.as_dict() for z, s in self.forces_fast.items()},
                 "reference": dict(self.reference), "source": self.source,
                 "fast_force_ratio": {str(z): list(r) for z, r in self.fast_force_ratio.items()},
-                "compression": dict(self.compression)}
+                "compression": dict(self.compression),
+                "config_types": {k: v.as_dict() for k, v in self.config_types.items()},
+                "config_type_key": self.config_type_key}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Calibration":
@@ -208,7 +262,10 @@ class Calibration:
                    source=d.get("source"),
                    fast_force_ratio={int(z): [float(x) for x in r]
                                      for z, r in (d.get("fast_force_ratio") or {}).items()},
-                   compression=dict(d.get("compression") or {}))
+                   compression=dict(d.get("compression") or {}),
+                   config_types={str(k): ConfigTypeScale.from_dict(v)
+                                 for k, v in (d.get("config_types") or {}).items()},
+                   config_type_key=str(d.get("config_type_key") or "config_type"))
 
 
 @dataclass(frozen=True, eq=False)

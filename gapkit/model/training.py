@@ -383,7 +383,7 @@ def calibrate_on(state: FittedState, frames: Sequence[Atoms], keys: LabelKeys, b
         out = list(_map_frames(state, one, len(frames), threads, bar))
     parts, e_err, f_err = (list(x) for x in zip(*out))
     return fit_calibration(state, frames, parts, np.array(e_err), f_err, source,
-                           keep_nystrom=keep_nystrom)
+                           keep_nystrom=keep_nystrom, config_type_key=keys.config_type)
 
 
 def _map_frames(state: FittedState, fn, n: int, threads: int, bar):

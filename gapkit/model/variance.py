@@ -318,23 +318,28 @@ def force_variances(state: FittedState, parts: VarianceParts) -> tuple[np.ndarra
 
 def collect_std(state: FittedState, parts: Sequence[VarianceParts], frames: Sequence[Atoms],
                 forces: bool) -> PredictionStd:
-    """Calibrated stds of several structures from their :class:`VarianceParts`."""
+    """Calibrated stds of several structures from their :class:`VarianceParts` (each
+    structure with the multipliers of its ``config_type``, if the calibration has them:
+    :meth:`~gapkit.model.state.Calibration.config_type_scale`)."""
     cal, d = state.calibration, state.delta
+    ct = [cal.config_type_scale(a) for a in frames]
+    fE = np.sqrt([1.0 if c is None else c.energy for c in ct])
     sE = state.noise_level("energy") * np.sqrt(cal.energy.aleatoric)
-    e_epi = np.sqrt([epistemic_variance(p.energy, cal.energy, d)
-                     + (p.compression.energy ** 2 if p.compression is not None else 0.0)
-                     for p in parts])
-    e_ale = np.array([sE * np.sqrt(len(a)) for a in frames])
-    es_epi = [np.sqrt(epistemic_variance(p.energies, cal.energy, d)
-                      + (p.compression.energies ** 2 if p.compression is not None else 0.0))
-              for p in parts]
-    es_ale = [np.full(len(a), sE) for a in frames]
+    e_epi = fE * np.sqrt([epistemic_variance(p.energy, cal.energy, d)
+                          + (p.compression.energy ** 2 if p.compression is not None else 0.0)
+                          for p in parts])
+    e_ale = np.array([f * sE * np.sqrt(len(a)) for f, a in zip(fE, frames)])
+    es_epi = [f * np.sqrt(epistemic_variance(p.energies, cal.energy, d)
+                          + (p.compression.energies ** 2 if p.compression is not None else 0.0))
+              for f, p in zip(fE, parts)]
+    es_ale = [np.full(len(a), f * sE) for f, a in zip(fE, frames)]
     out = PredictionStd(
         energy_epistemic=e_epi, energy_aleatoric=e_ale, energy=np.hypot(e_epi, e_ale),
         energies_epistemic=es_epi, energies_aleatoric=es_ale,
         energies=[np.hypot(a, b) for a, b in zip(es_epi, es_ale)])
     if forces:
-        fv = [force_variances(state, p) for p in parts]
+        fF = [1.0 if c is None else c.forces for c in ct]
+        fv = [tuple(f * v for v in force_variances(state, p)) for f, p in zip(fF, parts)]
         out.forces_epistemic = [np.sqrt(e) for e, _ in fv]
         out.forces_aleatoric = [np.sqrt(a) for _, a in fv]
         out.forces = [np.sqrt(e + a) for e, a in fv]
