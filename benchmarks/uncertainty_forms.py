@@ -18,7 +18,7 @@ same held-out terms and applied to the same final model's test terms:
     ``knee`` with the posterior power map (the default of session 7);
 ``s7_anchor``
     ``s7`` with the final model's power maps anchored on its own posterior scale
-    (``gapkit.model.calibration.anchored``, ratio 1 - held-out fraction);
+    (``gapkit.model.calibration_transfer.anchored``, ratio 1 - held-out fraction);
 ``small_p1``, ``small_p1_beta``
     ``s7``, but blocks with fewer than ``MIN_BLOCK_ITEMS`` (100) validation items (the
     energies of fewer than 100 frames, a rare species) keep power 1 (``_beta``: and take
@@ -264,7 +264,8 @@ def captured(name, args):
 
 
 def main(argv=None):
-    from gapkit.model.calibration import anchored, fit_calibration
+    from gapkit.model.calibration import fit_calibration
+    from gapkit.model.calibration_transfer import anchored
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--set", action="append", choices=("xtb", "cu", "eth", "si", "pkg", "al"),
                    help="set(s) (default: xtb and cu)")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from gapkit.model import calibration as cb
+from gapkit.model import calibration_transfer as ct
 from gapkit.model.prediction import predict_batch
 from gapkit.model.state import Calibration, VarianceScale
 from gapkit.model.variance import collect_std, posterior_map
@@ -34,7 +35,7 @@ def test_anchored_map_counts_the_data_shrink_once(rng):
     cal = Calibration(energy=s, forces={1: s, 8: replace(s, posterior_power=1.0,
                                                           posterior_ref=1.0)},
                       forces_fast={1: s}, source="x")
-    out = cb.anchored(cal, 0.8)
+    out = ct.anchored(cal, 0.8)
     v = rng.uniform(1e-5, 1e-2, 100)
     for new in (out.energy, out.forces[1], out.forces_fast[1]):
         np.testing.assert_allclose(posterior_map(0.8 * v, new), 0.8 * posterior_map(v, s),
@@ -44,7 +45,7 @@ def test_anchored_map_counts_the_data_shrink_once(rng):
     assert out.forces[8] == cal.forces[8]  # a power-1 map has no reference to move
     assert out.source == cal.source
     with pytest.raises(ValueError, match=r"ratio must be in \(0, 1\]"):
-        cb.anchored(cal, 0.0)
+        ct.anchored(cal, 0.0)
 
 
 def test_default_split_fit_anchors_the_map(train_frames, monkeypatch):
@@ -66,7 +67,7 @@ def test_default_split_fit_anchors_the_map(train_frames, monkeypatch):
     cal = GAP(SOAP(**SMALL_SOAP), n_sparse=60, e0="lstsq", random_state=0).fit(frames).calibration_
     split = replace(seen[0], compression=cal.compression)
     assert cal.source == "validation split: 12 of 60 frames"
-    assert cal == cb.anchored(split, 48 / 60)
+    assert cal == ct.anchored(split, 48 / 60)
     for s, a in zip((cal.energy, *cal.forces.values()),
                     (seen[0].energy, *seen[0].forces.values())):
         factor = 0.8 if a.posterior_power != 1 else 1.0
@@ -145,7 +146,7 @@ def test_power_map_is_capped_beyond_the_calibration_data(rng):
     assert "posterior_max" not in replace(s, posterior_power=1.0).as_dict()
     old = {k: v for k, v in s.as_dict().items() if k != "posterior_max"}
     assert VarianceScale.from_dict(old).posterior_max == float("inf")
-    a = cb.anchored(Calibration(energy=s, forces={}, forces_fast={}, source="x"), 0.8).energy
+    a = ct.anchored(Calibration(energy=s, forces={}, forces_fast={}, source="x"), 0.8).energy
     assert a.posterior_max == pytest.approx(0.8 * 4e-3)
 
 

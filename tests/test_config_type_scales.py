@@ -128,6 +128,10 @@ def test_recalibrate_fits_types_and_they_survive_save_and_load(small_model, trai
     info = model_info(path)
     assert info["calibration"]["config_types"]["odd"]["n_frames"] == 20
     assert "config_type=odd: std x" in format_info(info)
+    from gapkit.cli.info import config_type_lines
+
+    assert config_type_lines({"x": {"energy": 4.0, "forces": 0.25, "n_frames": 30}}) == [
+        "config_type=x: std x 2 (energy), x 0.5 (forces), from 30 validation frames"]
     assert Calibration.from_dict(cal.as_dict()) == cal
     test = [a.copy() for a in test_frames[:3]]
     for a in test:

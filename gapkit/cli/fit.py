@@ -14,6 +14,7 @@ from gapkit.cli.common import (add_model_arguments, check_output_path, model_fro
                                resolve_training_files)
 from gapkit.cli.config import DEFAULTS_ATTR, add_config_arguments, config_of, resolve
 from gapkit.cli.evaluate import breakdown_report, format_report, read_test_files
+from gapkit.cli.info import config_type_lines
 from gapkit.data import read_frames, split_isolated
 from gapkit.data.reference import parse_e0
 from gapkit.diagnostics.evaluation import evaluate
@@ -67,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     cal = model.calibration_
     print(f"std calibrated on {cal.source}" if cal.calibrated else
           "std not calibrated (raw DTC): use --valid FILE, more data, or gapkit recalibrate")
+    for line in config_type_lines(cal.as_dict()["config_types"], cal.config_type_key):
+        print(f"  {line}")
     train_frames = split_isolated(frames)[0]
     errors = {"train": breakdown_report(evaluate(model, train_frames, with_std=False))}
     print(format_report("train", errors["train"]).split("\n")[0])

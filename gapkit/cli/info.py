@@ -79,6 +79,14 @@ def model_info(path: str | Path) -> dict:
     return to_jsonable(info)
 
 
+def config_type_lines(config_types: dict, key: str = "config_type") -> list[str]:
+    """One line per ``config_type`` with variance multipliers (the ``config_types`` of
+    :meth:`gapkit.model.state.Calibration.as_dict`), as std factors."""
+    return [f"{key}={name}: std x {c['energy'] ** 0.5:.3g} (energy), x "
+            f"{c['forces'] ** 0.5:.3g} (forces), from {c['n_frames']} validation frames"
+            for name, c in config_types.items()]
+
+
 def format_info(info: dict) -> str:
     """The text of ``gapkit info`` for a :func:`model_info` dict."""
     size = info["file_size_bytes"]
@@ -106,10 +114,8 @@ def format_info(info: dict) -> str:
         ref = ", ".join(f"{k} {v:.3g}" for k, v in refs.items())
         unit = f"{q:.0%} per-atom quantile" if q is not None else "RMS of frame maxima"
         lines.append(f"std calibrated  on {cal['source']} (flag reference std, {unit}: {ref})")
-        for name, c in (cal.get("config_types") or {}).items():
-            lines.append(f"  {cal.get('config_type_key', 'config_type')}={name}: std x "
-                         f"{c['energy'] ** 0.5:.3g} (energy), x {c['forces'] ** 0.5:.3g} "
-                         f"(forces), from {c['n_frames']} validation frames")
+        lines += [f"  {line}" for line in config_type_lines(
+            cal.get("config_types") or {}, cal.get("config_type_key", "config_type"))]
     else:
         lines.append("std calibrated  no (raw DTC variance)")
     if info.get("baseline"):

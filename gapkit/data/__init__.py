@@ -18,12 +18,14 @@ from gapkit.data.consistency import check_virial_scale, virial_scale_report
 from gapkit.data.geometry import MIN_DISTANCE, check_geometry, closest_distance
 from gapkit.data.labels import (LabelKeys, Labels, get_labels, matrix_to_voigt,
                                 stress_to_virial, voigt_to_matrix)
-from gapkit.data.reading import as_frame_list, default_data_dir, duplicate_frames, read_frames
+from gapkit.data.reading import (as_frame_list, default_data_dir, duplicate_frames,
+                                 equivalent_groups, read_frames)
 from gapkit.data.reference import (ReferenceEnergies, check_e0_dict, fit_reference_energies,
                                    isolated_atom_energies, split_isolated)
 
 __all__ = ["MIN_DISTANCE", "LabelKeys", "Labels", "ReferenceEnergies", "as_frame_list",
            "check_e0_dict", "check_geometry", "check_virial_scale", "chemical_symbols",
-           "closest_distance", "default_data_dir", "duplicate_frames", "fit_reference_energies",
+           "closest_distance", "default_data_dir", "duplicate_frames", "equivalent_groups",
+           "fit_reference_energies",
            "get_labels", "isolated_atom_energies", "matrix_to_voigt", "read_frames",
            "split_isolated", "stress_to_virial", "virial_scale_report", "voigt_to_matrix"]

@@ -16,7 +16,12 @@ from typing import Iterable, Sequence
 import numpy as np
 from ase import Atoms
 
-__all__ = ["read_frames", "as_frame_list", "default_data_dir", "duplicate_frames"]
+__all__ = ["read_frames", "as_frame_list", "default_data_dir", "duplicate_frames",
+           "equivalent_groups", "EQUIVALENT_ENERGY_TOL"]
+
+#: Energies per atom closer than this (eV/atom) make frames of one composition and
+#: periodicity "equivalent" (:func:`equivalent_groups`).
+EQUIVALENT_ENERGY_TOL = 1e-7
 
 _XYZ_SUFFIXES = (".xyz", ".extxyz")
 
@@ -148,6 +153,41 @@ def duplicate_frames(frames: Sequence[Atoms]) -> list[tuple[int, int]]:
         else:
             seen[key] = k
     return out
+
+
+def equivalent_groups(frames: Sequence[Atoms], energies: Sequence) -> np.ndarray:
+    """A group index per frame: frames with the same composition and periodicity whose
+    reference energies per atom agree within :data:`EQUIVALENT_ENERGY_TOL` are one group.
+
+    Such frames are symmetry-equivalent copies (mlearn Si's strained cells come in
+    threes, strained along x, y and z, with energies equal to 1e-8 eV) or repeats; a
+    validation split that puts one copy on each side measures a memorised error.
+
+    Parameters
+    ----------
+    frames : sequence of ase.Atoms
+    energies : sequence of float or None
+        Reference energies, eV (``None`` or NaN: the frame is a group of its own).
+
+    Returns
+    -------
+    ndarray of int, shape (n_frames,)
+        Group indices ``0 .. n_groups - 1``, numbered in order of first appearance.
+    """
+    buckets: dict[bytes, list[tuple[float, int]]] = {}
+    for k, (atoms, e) in enumerate(zip(frames, energies)):
+        if e is not None and np.isfinite(e) and len(atoms):
+            key = (np.sort(atoms.numbers).astype(np.int64).tobytes()
+                   + np.asarray(atoms.pbc, dtype=np.int8).tobytes())
+            buckets.setdefault(key, []).append((float(e) / len(atoms), k))
+    head = np.arange(len(frames))  # each frame's group, named by one of its frames
+    for items in buckets.values():
+        items.sort()
+        for (e_prev, k_prev), (e, k) in zip(items, items[1:]):
+            if e - e_prev <= EQUIVALENT_ENERGY_TOL:
+                head[k] = head[k_prev]
+    ids: dict[int, int] = {}
+    return np.array([ids.setdefault(int(h), len(ids)) for h in head], dtype=np.int64)
 
 
 def default_data_dir() -> Path:

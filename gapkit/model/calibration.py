@@ -33,7 +33,8 @@ The calibrated model also records a high per-atom quantile (:data:`REFERENCE_QUA
 of the calibrated epistemic stds of the validation atoms, the unit of relative flag
 thresholds (``3x``). With the default held-out split the final model, which also has
 the held-out rows, gets the split model's calibration with its posterior power maps
-anchored on its own posterior scale (:func:`anchored`).
+anchored on its own posterior scale
+(:func:`gapkit.model.calibration_transfer.anchored`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ from ase import Atoms
 from scipy.optimize import minimize
 
 from gapkit.model.config_type_scales import fit_config_type_scales
-from gapkit.model.distance_variance import training_range
 from gapkit.model.state import ALL_SPECIES, Calibration, FittedState, VarianceScale
 from gapkit.model.variance import (Term3, VarianceParts, collect_std, epistemic_variance,
                                    fast_force_terms, neighbour_weights, posterior_map,
@@ -437,61 +437,6 @@ def _fit_blocks(blocks: dict, exponents: str, keep_nystrom: bool, free_knee: boo
     return beta, scales
 
 
-def anchored(cal: Calibration, ratio: float) -> Calibration:
-    """``cal`` (fitted on a split model) for the final model, which is trained on the
-    split model's data plus the held-out frames: the reference ``posterior_ref`` and
-    the cap ``posterior_max`` of every posterior power map times ``ratio``.
-
-    Adding data shrinks the posterior term of unseen structures about in proportion to
-    the data (0.74-0.76 of the split model's ``V_P`` on the packaged data's test frames
-    at ``ratio`` 0.8); a map about the split model's ``ref`` would count that shrink
-    ``p`` times instead of once.
-
-    Parameters
-    ----------
-    cal : Calibration
-    ratio : float
-        Training data of the split model over that of the final model, in (0, 1]
-        (``1 - valid_fraction`` in frames).
-
-    Returns
-    -------
-    Calibration
-    """
-    if not 0.0 < ratio <= 1.0:
-        raise ValueError(f"ratio must be in (0, 1], got {ratio!r}")
-
-    def one(s: VarianceScale) -> VarianceScale:
-        return s if s.posterior_power == 1.0 else replace(
-            s, posterior_ref=s.posterior_ref * ratio, posterior_max=s.posterior_max * ratio)
-
-    return replace(cal, energy=one(cal.energy), forces={k: one(v) for k, v in cal.forces.items()},
-                   forces_fast={k: one(v) for k, v in cal.forces_fast.items()})
-
-
-def with_training_range(cal: Calibration, frames: Sequence[Atoms], forces: Sequence,
-                        r_cut: float) -> Calibration:
-    """``cal`` with the training range of the compression term of
-    :mod:`gapkit.model.distance_variance` (pairs closer than anywhere in ``frames``
-    add to the std).
-
-    Parameters
-    ----------
-    cal : Calibration
-    frames : list of ase.Atoms
-        Every structure the final model is trained on.
-    forces : list of ndarray (n_atoms_k, 3) or None
-        Their reference forces, eV/Å.
-    r_cut : float
-        The descriptor cutoff, Å.
-
-    Returns
-    -------
-    Calibration
-    """
-    return replace(cal, compression=training_range(frames, forces, r_cut))
-
-
 def _stack(ts: Sequence[Term3]) -> Term3:
     return Term3(*(np.concatenate([np.atleast_1d(getattr(t, k)) for t in ts])
                    for k in ("nystrom", "posterior", "prior")))
@@ -524,6 +469,5 @@ def _reference_stds(state: FittedState, parts: Sequence[VarianceParts],
     return out
 
 
-__all__ = ["anchored", "fit_calibration", "validation_parts", "fit_exponent_and_scales",
-           "fit_fast_force_scales",
-           "with_training_range", "ALL_SPECIES"]
+__all__ = ["fit_calibration", "validation_parts", "fit_exponent_and_scales",
+           "fit_fast_force_scales", "ALL_SPECIES"]

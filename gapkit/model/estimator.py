@@ -130,7 +130,9 @@ class GAP(FittedAttributes, BaseEstimator):
         (never trained on). Too small a data set (fewer than 3 frames on either side
         of the split) leaves the raw DTC std, with a warning.
     valid_fraction : float, default 0.2
-        Held-out fraction for the calibration.
+        Held-out fraction for the calibration (drawn at random; frames equivalent by
+        composition and energy per atom, e.g. symmetry copies, stay on one side:
+        :func:`gapkit.model.training.split_validation`).
     force_std : {"exact", "fast"}, default "exact"
         Force stds of :meth:`predict`: ``"exact"`` (every component from the kernel
         Hessian; roughly a training row per atom; the best calibrated and most

@@ -40,7 +40,7 @@ from gapkit.gp import solver as gp
 from gapkit.gp import streaming, terms
 from gapkit.model import training as tr
 from gapkit.model.sparse_counts import environment_counts
-from gapkit.model.calibration import anchored, with_training_range
+from gapkit.model.calibration_transfer import anchored, with_training_range
 from gapkit.model.state import Calibration, FittedState
 from gapkit.model.variance import variance_basis
 from gapkit.utils import check_random_state
@@ -176,7 +176,7 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
     rest is calibrated on it, and its rows are then added to the fit by
     :func:`add_rows` (the calibration of the model without them is kept, its
     posterior power maps anchored on the final model's posterior scale, see
-    :func:`gapkit.model.calibration.anchored`): the design rows of every frame are
+    :func:`gapkit.model.calibration_transfer.anchored`): the design rows of every frame are
     computed once and the sparse set stays the one chosen from the training part.
     When the sparse set of some species is every training environment
     (``n_sparse="auto"`` with at most 2000 of them, the exact local GP), the held-out
@@ -201,7 +201,8 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
                               progress=est.verbose,
                               threads=streaming.resolve_threads(est.n_jobs, len(valid)))
         return state.replace(calibration=_with_range(est, cal, frames_all, state)), groups
-    split = tr.split_validation(frames_all, est.valid_fraction, est.random_state)
+    split = tr.split_validation(frames_all, est.valid_fraction, est.random_state,
+                                est.label_keys)
     if split is None:
         what = [w for w, on in (("calibrate the predictive std (it is the raw DTC std)",
                                  est.calibrate),
@@ -233,7 +234,7 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
                               progress=est.verbose, checked=True,
                               threads=streaming.resolve_threads(est.n_jobs, len(val)))
         # the final model also has the held-out rows: its power maps are anchored on its
-        # own V_P scale (gapkit.model.calibration.anchored)
+        # own V_P scale (gapkit.model.calibration_transfer.anchored)
         cal = anchored(_with_range(est, cal, frames_all, split_state), (n_all - len(val)) / n_all)
     if once is not None:
         return state.replace(calibration=cal), groups
@@ -252,7 +253,7 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
 def _with_range(est, cal: Calibration, frames_all: Sequence[Atoms], state: FittedState
                 ) -> Calibration:
     """``cal`` with the compression term's training range: every frame the final model
-    is trained on (:func:`gapkit.model.calibration.with_training_range`)."""
+    is trained on (:func:`gapkit.model.calibration_transfer.with_training_range`)."""
     forces = reference_arrays(frames_all, est.label_keys)["forces"]
     return with_training_range(cal, frames_all, forces, state.descriptor.interaction_range)
 

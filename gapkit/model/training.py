@@ -23,8 +23,8 @@ from ase.data import chemical_symbols
 from sklearn.base import clone
 
 from gapkit.data import (LabelKeys, Labels, check_geometry, check_virial_scale,
-                         duplicate_frames, fit_reference_energies, get_labels,
-                         isolated_atom_energies, split_isolated)
+                         duplicate_frames, equivalent_groups, fit_reference_energies,
+                         get_labels, isolated_atom_energies, split_isolated)
 from gapkit.gp import solver as gp
 from gapkit.gp import distributed, sparsify, streaming, terms
 from gapkit.metrics import reference_arrays
@@ -337,16 +337,34 @@ def kmm_factor(est, fitted: Sequence[terms.FittedTerm]) -> np.ndarray:
     return Lchol
 
 
-def split_validation(frames_all: Sequence[Atoms], fraction: float, random_state
-                     ) -> tuple[list, list] | None:
+def split_validation(frames_all: Sequence[Atoms], fraction: float, random_state,
+                     keys: LabelKeys | None = None) -> tuple[list, list] | None:
     """Random (train, validation) split of the non-isolated frames; isolated atoms stay
     in train. ``None`` when either side would have fewer than
-    :data:`MIN_SPLIT_FRAMES` frames."""
+    :data:`MIN_SPLIT_FRAMES` frames.
+
+    Equivalent frames (same composition and energy per atom, e.g. a cell strained along
+    x, y and z: :func:`gapkit.data.reading.equivalent_groups`; energies read with
+    ``keys``) go to the same side: whole groups are drawn in random order until the
+    validation side has ``ceil(fraction n)`` frames. When every frame is its own group
+    this is the plain random split."""
     frames, iso = split_isolated(frames_all)
     n_val = math.ceil(float(fraction) * len(frames))
     if n_val < MIN_SPLIT_FRAMES or len(frames) - n_val < MIN_SPLIT_FRAMES:
         return None
-    val_idx = set(check_random_state(random_state).permutation(len(frames))[:n_val].tolist())
+    energies = [get_labels(a, keys, index=k, require_energy=False,
+                           require_forces=False).energy for k, a in enumerate(frames)]
+    group = equivalent_groups(frames, energies)
+    members: dict[int, list[int]] = {}
+    for k, g in enumerate(group):
+        members.setdefault(int(g), []).append(k)
+    val_idx: set = set()
+    for g in check_random_state(random_state).permutation(len(members)).tolist():
+        if len(val_idx) >= n_val:
+            break
+        val_idx.update(members[g])
+    if len(frames) - len(val_idx) < MIN_SPLIT_FRAMES:
+        return None
     train = [a for k, a in enumerate(frames) if k not in val_idx]
     return iso + train, [frames[k] for k in sorted(val_idx)]
 
