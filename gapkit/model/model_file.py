@@ -40,7 +40,9 @@ the fitted ``zeta`` and ``weight``, and the term as the user gave it, ``spec``, 
 scalars (``delta_``, ``noise_`` and ``n_train_`` keyed by noise-group label such as
 ``"forces"`` or ``"forces:bulk"``, ``e0_``, ``species_``, ``log_marginal_likelihood_``),
 ``calibration`` (the scales of the variance terms per property and what they were
-fitted on, ``source``; ``null`` source = raw DTC variance), optional ``extra``
+fitted on, ``source``; ``null`` source = raw DTC variance; since session 10 also
+``config_types``, the variance multipliers per ``config_type``, and
+``config_type_key``: files without them load with none), optional ``extra``
 entries, and the Delta-learning ``baseline``: ``null``,
 ``{"kind": "gapkit", "spec": {...}}`` (rebuilt on load) or
 ``{"kind": "user", "class": "module.Class"}`` (must be passed to :func:`gapkit.load`).
