@@ -74,3 +74,17 @@ def test_split_refuses_when_a_group_leaves_too_little_training_data(rng):
         frames, [a.get_potential_energy() for a in frames]))) == 3
     for seed in range(5):
         assert training.split_validation(frames, 0.2, seed) is None
+
+
+def test_fit_says_when_equivalent_frames_block_the_split(rng):
+    from conftest import SMALL_SOAP
+
+    from gapkit import GAP, SOAP
+
+    frames = _strained_copies(1, rng)[:1] * 13 + _strained_copies(2, rng)[1::3]
+    model = GAP(SOAP(**{**SMALL_SOAP, "species": ["Si"]}), n_sparse=10, e0="lstsq",
+                random_state=0)
+    with pytest.warns(UserWarning, match="equivalent frames, the same composition and energy "
+                                         "per atom, stay on one side"):
+        model.fit(frames)
+    assert not model.calibration_.calibrated

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import warnings
 from typing import Sequence
 
@@ -209,7 +210,12 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
                                 ("check the optimised hyperparameters on held-out data (the "
                                  "bounded evidence optimum is taken unchecked)", optimize))
                 if on]
-        warnings.warn(f"too few frames ({len(frames_all)}) to hold out a validation set: "
+        n = len(split_isolated(frames_all)[0])
+        n_val = math.ceil(float(est.valid_fraction) * n)
+        why = (" (equivalent frames, the same composition and energy per atom, stay on one "
+               "side of the split, and one group of them is too large)"
+               if min(n_val, n - n_val) >= tr.MIN_SPLIT_FRAMES else "")
+        warnings.warn(f"too few frames ({len(frames_all)}{why}) to hold out a validation set: "
                       f"cannot {' or '.join(what)}. Give more data or valid=... frames"
                       f"{', or calibrate=False to silence this' if est.calibrate else ''}.",
                       UserWarning, stacklevel=3)
