@@ -56,6 +56,7 @@ def model_info(path: str | Path) -> dict:
                       "weight": t.weight,
                       "n_sparse": {chemical_symbols[int(z)]: int(c) for z, c in zip(zs, counts)}})
     cal = state.calibration
+    cal_dict = cal.as_dict()
     extra = dict(state.extra or {})
     provenance = extra.pop("provenance", None)
     info = {
@@ -70,10 +71,9 @@ def model_info(path: str | Path) -> dict:
         "e0": {"method": state.e0.method,
                "values": {chemical_symbols[int(z)]: v for z, v in state.e0.values.items()}},
         "log_marginal_likelihood": state.log_marginal_likelihood,
-        "calibration": {"calibrated": cal.calibrated, "source": cal.source,
-                        "reference": dict(cal.reference),
-                        "config_types": {k: v.as_dict() for k, v in cal.config_types.items()},
-                        "config_type_key": cal.config_type_key},
+        "calibration": {"calibrated": cal.calibrated,
+                        **{k: cal_dict[k] for k in ("source", "reference", "config_types",
+                                                    "config_type_key")}},
         "baseline": content.baseline, "provenance": provenance, "extra": extra,
     }
     return to_jsonable(info)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import warnings
 from typing import Sequence
 
@@ -211,10 +210,9 @@ def fit_calibrated_state(est, frames_all: Sequence[Atoms], optimize: bool, clien
                                  "bounded evidence optimum is taken unchecked)", optimize))
                 if on]
         n = len(split_isolated(frames_all)[0])
-        n_val = math.ceil(float(est.valid_fraction) * n)
         why = (" (equivalent frames, the same composition and energy per atom, stay on one "
                "side of the split, and one group of them is too large)"
-               if min(n_val, n - n_val) >= tr.MIN_SPLIT_FRAMES else "")
+               if tr.held_out_count(n, est.valid_fraction) is not None else "")
         warnings.warn(f"too few frames ({len(frames_all)}{why}) to hold out a validation set: "
                       f"cannot {' or '.join(what)}. Give more data or valid=... frames"
                       f"{', or calibrate=False to silence this' if est.calibrate else ''}.",

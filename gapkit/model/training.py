@@ -337,6 +337,13 @@ def kmm_factor(est, fitted: Sequence[terms.FittedTerm]) -> np.ndarray:
     return Lchol
 
 
+def held_out_count(n_frames: int, fraction: float) -> int | None:
+    """Frames a plain random split of ``n_frames`` holds out, ``ceil(fraction n)``;
+    ``None`` when either side would have fewer than :data:`MIN_SPLIT_FRAMES`."""
+    n_val = math.ceil(float(fraction) * n_frames)
+    return None if min(n_val, n_frames - n_val) < MIN_SPLIT_FRAMES else n_val
+
+
 def split_validation(frames_all: Sequence[Atoms], fraction: float, random_state,
                      keys: LabelKeys | None = None) -> tuple[list, list] | None:
     """Random (train, validation) split of the non-isolated frames; isolated atoms stay
@@ -349,8 +356,8 @@ def split_validation(frames_all: Sequence[Atoms], fraction: float, random_state,
     validation side has ``ceil(fraction n)`` frames. When every frame is its own group
     this is the plain random split."""
     frames, iso = split_isolated(frames_all)
-    n_val = math.ceil(float(fraction) * len(frames))
-    if n_val < MIN_SPLIT_FRAMES or len(frames) - n_val < MIN_SPLIT_FRAMES:
+    n_val = held_out_count(len(frames), fraction)
+    if n_val is None:
         return None
     energies = [get_labels(a, keys, index=k, require_energy=False,
                            require_forces=False).energy for k, a in enumerate(frames)]
